@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment with hyperpop and every extra, then run lint and the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch is pinned in constraints.txt to the CPU wheel; the library itself accepts a range.
+python -m pip install -q -c constraints.txt -e ".[test,torch,ray,dashboard,examples,pb2]"
+ruff check src tests examples benchmarks
+ruff format --check src tests examples benchmarks
+python -m pytest -q "$@"

@@ -1,0 +1,63 @@
+"""hyperpop: Population Based Training on one machine or a Ray cluster.
+
+>>> import hyperpop as hp
+>>> result = hp.run(MyTrainable, {"lr": hp.loguniform(1e-4, 1e-1)}, metric="acc")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from hyperpop.controller import Budget, Ready, Steps, Target, WallTime
+from hyperpop.results import MemberResult, Result
+from hyperpop.run import MetricError, RunError, resume, run
+from hyperpop.space import (
+    Choice,
+    Constant,
+    Float,
+    Int,
+    Space,
+    SpaceError,
+    choice,
+    loguniform,
+    qloguniform,
+    randint,
+    uniform,
+)
+from hyperpop.store.sqlite import StoreError, StoreVersionError
+from hyperpop.trainable import FunctionTrainable, Trainable, TrainableError, report
+
+load = Result.load
+
+__all__ = [
+    "Budget",
+    "Choice",
+    "Constant",
+    "Float",
+    "FunctionTrainable",
+    "Int",
+    "MemberResult",
+    "MetricError",
+    "Ready",
+    "Result",
+    "RunError",
+    "Space",
+    "SpaceError",
+    "Steps",
+    "StoreError",
+    "StoreVersionError",
+    "Target",
+    "Trainable",
+    "TrainableError",
+    "WallTime",
+    "__version__",
+    "choice",
+    "load",
+    "loguniform",
+    "qloguniform",
+    "randint",
+    "report",
+    "resume",
+    "run",
+    "uniform",
+]

@@ -1,0 +1,114 @@
+"""Do: the interface every backend implements, and the unit of work it runs."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyperpop.checkpoints import CheckpointStore
+from hyperpop.trainable import Trainable
+
+__all__ = ["Backend", "Task", "TaskResult"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One interval of training for one member.
+
+    Attributes:
+        member: the member's id.
+        config: the hyperparameters to train with.
+        checkpoint: the blob to start from; None means a fresh ``setup(config)``. A worker that
+            already holds this blob in memory for this member trains on without loading it.
+        step: the model's training steps at the start.
+        steps: train this many steps (at most, when ``seconds`` is set).
+        seconds: or train until this many seconds have passed (checked after each step).
+        attempt: retries so far after failures (0 for the first try).
+    """
+
+    member: int
+    config: dict[str, Any]
+    checkpoint: str | None
+    step: int
+    steps: int | None
+    seconds: float | None = None
+    attempt: int = 0
+
+
+@dataclass
+class TaskResult:
+    """What came back from a :class:`Task`.
+
+    Attributes:
+        task: the task.
+        reports: the metrics of each step trained, in order.
+        checkpoint: the blob saved at the end (None on error).
+        error: a traceback if the trainable (or the worker) failed; the interval's reports are
+            then discarded and the member retried from its last checkpoint.
+        fatal: the error cannot be cured by a retry (e.g. the trainable is misdefined).
+        user_seconds: time spent inside the user's code (setup, load, apply, train, save).
+        seconds: wall time of the whole task inside the worker.
+        worker: which worker ran it.
+        restored: whether the worker had to build or load the member's state (no cache hit).
+    """
+
+    task: Task
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: str | None = None
+    error: str | None = None
+    fatal: bool = False
+    user_seconds: float = 0.0
+    seconds: float = 0.0
+    worker: str = ""
+    restored: bool = False
+
+    @property
+    def member(self) -> int:
+        """The member's id."""
+        return self.task.member
+
+    @property
+    def end_step(self) -> int:
+        """The model's training steps at the end of the interval."""
+        return self.task.step + len(self.reports)
+
+
+class Backend(ABC):
+    """Runs trainables. The driver submits tasks and polls results; nothing else crosses."""
+
+    #: short name recorded in the store
+    name: str = "backend"
+
+    @abstractmethod
+    def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
+        """Start workers that build trainables with ``factory`` and write to ``checkpoints``."""
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int:
+        """How many tasks can run at once."""
+
+    @abstractmethod
+    def submit(self, task: Task) -> None:
+        """Start a task (the driver never submits more than :attr:`capacity` at once)."""
+
+    @abstractmethod
+    def poll(self, timeout: float | None) -> list[TaskResult]:
+        """Results of finished tasks, waiting up to ``timeout`` seconds for the first one."""
+
+    def forget(self, member: int) -> None:  # noqa: B027 - optional hook
+        """The member left the population: its in-memory state may be dropped."""
+
+    def affinity(self, member: int) -> int | None:
+        """The slot that holds the member's state in memory, if any (a scheduling hint)."""
+        return None
+
+    def free_slots(self) -> list[int]:
+        """Slots with no task running (a scheduling hint)."""
+        return []
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stop every worker."""

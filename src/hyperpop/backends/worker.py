@@ -1,0 +1,129 @@
+"""The code that runs inside a worker: hold members' trainables in memory, train intervals.
+
+Shared by every backend (a local worker process, a Ray actor).
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hyperpop.backends.base import Task, TaskResult
+from hyperpop.checkpoints import CheckpointError, CheckpointStore
+from hyperpop.trainable import Trainable, TrainableError
+
+__all__ = ["WorkerCore"]
+
+
+@dataclass
+class _Held:
+    trainable: Trainable
+    blob: str | None
+    config: dict[str, Any]
+
+
+class WorkerCore:
+    """Trains tasks, keeping up to ``cache_size`` members' trainables in memory.
+
+    A member whose next task starts from the blob this worker saved for it last continues in
+    memory; any other start (a donor's blob after an exploit, a blob saved elsewhere) is loaded,
+    and ``apply(config)`` always follows ``load``.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Trainable],
+        checkpoints: CheckpointStore,
+        *,
+        name: str = "worker",
+        cache_size: int | None = None,
+    ):
+        self.factory = factory
+        self.checkpoints = checkpoints
+        self.name = name
+        self.cache_size = cache_size
+        self.held: OrderedDict[int, _Held] = OrderedDict()
+
+    def forget(self, member: int) -> None:
+        """Drop a member's in-memory state."""
+        held = self.held.pop(member, None)
+        if held is not None:
+            try:
+                held.trainable.cleanup()
+            except Exception:  # noqa: BLE001 - cleanup must not take the worker down
+                pass
+
+    def run(self, task: Task) -> TaskResult:
+        """Train one interval; never raises (errors come back in the result)."""
+        t0 = time.perf_counter()
+        result = TaskResult(task=task, worker=self.name)
+        user = 0.0
+        trainable: Trainable | None = None
+        try:
+            held = self.held.get(task.member)
+            if held is not None and task.checkpoint is not None and held.blob == task.checkpoint:
+                trainable = held.trainable
+                self.held.move_to_end(task.member)
+                if held.config != task.config:
+                    u = time.perf_counter()
+                    trainable.apply(task.config)
+                    user += time.perf_counter() - u
+            else:
+                self.forget(task.member)
+                result.restored = True
+                state = None
+                if task.checkpoint is not None:
+                    state = self.checkpoints.load(task.checkpoint)
+                u = time.perf_counter()
+                trainable = self.factory()
+                trainable.config = task.config
+                trainable.setup(task.config)
+                if task.checkpoint is not None:
+                    trainable.load(state)
+                    trainable.apply(task.config)
+                user += time.perf_counter() - u
+            # the state is about to change: until saved, the cached copy is not a checkpoint
+            self.held.pop(task.member, None)
+            trainable.config = task.config
+            start = time.perf_counter()
+            while True:
+                u = time.perf_counter()
+                metrics = trainable.train()
+                user += time.perf_counter() - u
+                if not isinstance(metrics, Mapping):
+                    raise TrainableError(
+                        f"train() must return a dict of metrics, got {type(metrics).__name__}"
+                    )
+                result.reports.append(dict(metrics))
+                n = len(result.reports)
+                if task.steps is not None and n >= task.steps:
+                    break
+                if task.seconds is not None and time.perf_counter() - start >= task.seconds:
+                    break
+            u = time.perf_counter()
+            state = trainable.save()
+            user += time.perf_counter() - u
+            result.checkpoint = self.checkpoints.save(task.member, result.end_step, state)
+            self.held[task.member] = _Held(trainable, result.checkpoint, task.config)
+            while self.cache_size is not None and len(self.held) > self.cache_size:
+                self.forget(next(iter(self.held)))
+        except BaseException as e:  # noqa: BLE001 - reported to the driver
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            self.forget(task.member)
+            if trainable is not None:
+                try:
+                    trainable.cleanup()
+                except Exception:  # noqa: BLE001
+                    pass
+            result.error = "".join(traceback.format_exception(e)).rstrip()
+            result.fatal = isinstance(e, TrainableError) and not isinstance(e, CheckpointError)
+            result.reports = []
+            result.checkpoint = None
+        result.user_seconds = user
+        result.seconds = time.perf_counter() - t0
+        return result

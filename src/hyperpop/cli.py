@@ -1,0 +1,355 @@
+"""The ``hyperpop`` command line (also ``python -m hyperpop``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["main"]
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def _dump(obj: Any) -> str:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(obj), indent=2, default=_json_default)
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _load(db: str):
+    from hyperpop.results import Result
+
+    return Result.load(db)
+
+
+def _progress(quiet: bool):
+    logging.basicConfig(
+        level=logging.INFO if quiet else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    if quiet or not sys.stdout.isatty() and os.environ.get("HYPERPOP_LIVE") != "1":
+        from hyperpop.live import LogProgress
+
+        logging.getLogger("hyperpop").setLevel(logging.INFO)
+        return LogProgress()
+    from hyperpop.live import LiveView
+
+    return LiveView()
+
+
+def _print_best(result) -> None:
+    best = result.best
+    click.echo(f"\nbest member {best.id}: {result.metric}={best.score:.6g} at step {best.step}")
+    click.echo("its schedule (inherited part included):")
+    rows = result.schedule(best.id)
+    for r in rows:
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("step", "trained_by")
+        )
+        click.echo(f"  from step {r['step']:>5} (trained by member {r['trained_by']:>3}): {params}")
+    if result.path is not None:
+        click.echo(f"\nstore: {result.path}   (hyperpop status {result.path})")
+
+
+class _Errors(click.Group):
+    """Turns hyperpop's own errors into one clear line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from hyperpop.checkpoints import CheckpointError
+        from hyperpop.run import RunError
+        from hyperpop.space import SpaceError
+        from hyperpop.store.sqlite import StoreError
+        from hyperpop.trainable import TrainableError
+        from hyperpop.userfile import RunFileError
+
+        try:
+            return super().invoke(ctx)
+        except (
+            StoreError,
+            RunError,
+            SpaceError,
+            TrainableError,
+            RunFileError,
+            CheckpointError,
+        ) as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
+        except KeyError as e:
+            raise click.ClickException(str(e.args[0]) if e.args else str(e)) from None
+
+
+@click.group(cls=_Errors)
+@click.version_option(package_name="hyperpop")
+def main() -> None:
+    """hyperpop: Population Based Training. Train a population, evolve its hyperparameters,
+    keep the schedule and the lineage."""
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--storage", "-s", help="SQLite store (default: the file's settings, or runs/<name>.db)."
+)
+@click.option("--population", "-p", type=int, help="Number of members.")
+@click.option("--workers", "-w", type=int, help="Members training at once.")
+@click.option("--steps", type=int, help="Training steps per member (hp.Steps).")
+@click.option("--seed", type=int, help="Seed.")
+@click.option("--synchronous/--asynchronous", default=None, help="Generations or async.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
+@click.option("--address", help="Ray cluster address (auto, ray://host:10001...).")
+@click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing store at the path first.")
+def run(
+    file: str,
+    storage: str | None,
+    population: int | None,
+    workers: int | None,
+    steps: int | None,
+    seed: int | None,
+    synchronous: bool | None,
+    backend: str | None,
+    address: str | None,
+    quiet: bool,
+    overwrite: bool,
+) -> None:
+    """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
+    import hyperpop as hp
+    from hyperpop.checkpoints import checkpoint_dir_for
+    from hyperpop.userfile import load_file
+
+    rf = load_file(file)
+    kw = dict(rf.settings)
+    for key, value in (
+        ("storage", storage),
+        ("population", population),
+        ("workers", workers),
+        ("seed", seed),
+        ("synchronous", synchronous),
+        ("backend", backend),
+    ):
+        if value is not None:
+            kw[key] = value
+    if steps is not None:
+        kw["budget"] = hp.Steps(steps)
+    if address is not None:
+        opts = dict(kw.get("backend_options") or {})
+        opts["address"] = address
+        kw["backend_options"] = opts
+        kw.setdefault("backend", "ray")
+    kw.setdefault("storage", os.path.join("runs", rf.path.stem + ".db"))
+    if "metric" not in kw:
+        raise click.ClickException(
+            f"{file}: settings must name the metric (settings = dict(metric=...))"
+        )
+    if overwrite:
+        import shutil
+
+        for p in (kw["storage"], kw["storage"] + "-wal", kw["storage"] + "-shm"):
+            if os.path.exists(p):
+                os.remove(p)
+        shutil.rmtree(checkpoint_dir_for(kw["storage"]), ignore_errors=True)
+    source = {"file": str(rf.path), "name": rf.trainable_name}
+    click.echo(f"hyperpop: running {file} → {kw['storage']}", err=True)
+    result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), source=source, **kw)
+    _print_best(result)
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--workers", "-w", type=int, help="Members training at once.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
+@click.option("--address", help="Ray cluster address.")
+@click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
+def resume(
+    db: str, workers: int | None, backend: str | None, address: str | None, quiet: bool
+) -> None:
+    """Continue the run stored in DB after a crash, kill -9 or Ctrl-C."""
+    import hyperpop as hp
+
+    opts = {"address": address} if address else None
+    if address and backend is None:
+        backend = "ray"
+    result = hp.resume(
+        db, workers=workers, backend=backend, backend_options=opts, progress=_progress(quiet)
+    )
+    _print_best(result)
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(db: str, as_json: bool) -> None:
+    """Show a run's status (works while it runs)."""
+    from hyperpop.live import LiveView
+
+    result = _load(db)
+    s = result.summary()
+    if as_json:
+        click.echo(_dump(s))
+        return
+    for k in (
+        "status",
+        "reason",
+        "members",
+        "statuses",
+        "reports",
+        "exploits",
+        "failures",
+        "resumes",
+        "best_member",
+        "best_score",
+    ):
+        click.echo(f"{k:>13}: {s[k]}")
+    click.echo(f"{'elapsed':>13}: {s['elapsed']:.1f}s")
+    view = LiveView()
+    view.console.print(view._render(result.population))
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+def best(db: str, fmt: str) -> None:
+    """Print the best member (config, score, schedule)."""
+    result = _load(db)
+    b = result.best
+    if fmt == "csv":
+        click.echo(
+            _csv(
+                [
+                    {
+                        "member": b.id,
+                        "score": b.score,
+                        "step": b.step,
+                        **{
+                            f"config/{k}": v
+                            for k, v in result.schedule(b.id)[-1].items()
+                            if k not in ("step", "trained_by")
+                        },
+                    }
+                ]
+            ),
+            nl=False,
+        )
+        return
+    click.echo(
+        _dump(
+            {
+                "member": b.id,
+                "score": b.score,
+                "step": b.step,
+                "status": b.status,
+                "config": b.config,
+                "schedule": b.schedule,
+                "checkpoint": b.checkpoint,
+            }
+        )
+    )
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--member", "-m", default="best", help="Member id or 'best'.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+def schedule(db: str, member: str, fmt: str) -> None:
+    """Print a member's hyperparameter schedule, inherited part included."""
+    rows = _load(db).schedule(member)
+    click.echo(_csv(rows) if fmt == "csv" else _dump(rows), nl=fmt == "json")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+def table(db: str, fmt: str) -> None:
+    """Print every report (member, step, score, metrics, config)."""
+    rows = _load(db).records()
+    click.echo(_csv(rows) if fmt == "csv" else _dump(rows), nl=fmt == "json")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+def lineage(db: str, fmt: str) -> None:
+    """Print who copied whom, and when."""
+    rows = _load(db).lineage()
+    click.echo(_csv(rows) if fmt == "csv" else _dump(rows), nl=fmt == "json")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+def stop(db: str) -> None:
+    """Ask the driver writing DB to stop (as Ctrl-C would); resume it later."""
+    from hyperpop.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(db)
+    try:
+        writer = store.writer()
+    finally:
+        store.close()
+    if not writer:
+        raise click.ClickException(f"no driver is writing {db}")
+    try:
+        os.kill(int(writer["pid"]), signal.SIGINT)
+    except ProcessLookupError:
+        raise click.ClickException(f"the driver (pid {writer['pid']}) is not running") from None
+    click.echo(
+        f"sent SIGINT to the driver (pid {writer['pid']}); resume with: hyperpop resume {db}"
+    )
+
+
+#: optional subcommands, one module each in hyperpop/commands/ defining a click ``command``
+_PLUGINS = ("replay", "dashboard", "report")
+
+
+def _register_plugins() -> None:
+    import importlib
+
+    for name in _PLUGINS:
+        modname = f"hyperpop.commands.{name}"
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name in (modname, "hyperpop.commands"):
+                continue
+            raise
+        main.add_command(mod.command)
+
+
+_register_plugins()
+
+if __name__ == "__main__":
+    main()

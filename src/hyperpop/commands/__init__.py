@@ -1,0 +1,1 @@
+"""Optional subcommands of the ``hyperpop`` command line, one module each."""

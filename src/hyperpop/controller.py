@@ -1,0 +1,315 @@
+"""Decide: when a member is ready, whether it exploits, explores, is rejuvenated or stops.
+
+The controller is pure logic over a :class:`~hyperpop.population.Population`: no I/O, no clock
+except the ``now`` it is handed, no backend, no store. Feed it a population and a member that just
+reached a ready point; it returns :class:`Decision` objects that the driver turns into events.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hyperpop.population import MemberState, Population
+from hyperpop.space import Space
+from hyperpop.strategies import Context, ExploitStrategy, ExploreStrategy
+
+__all__ = [
+    "Budget",
+    "Controller",
+    "Decision",
+    "Interval",
+    "Ready",
+    "Steps",
+    "Target",
+    "WallTime",
+]
+
+
+@dataclass(frozen=True)
+class Ready:
+    """When a member is ready: every ``steps`` training steps or ``seconds`` of training.
+
+    Args:
+        steps: training steps between ready points.
+        seconds: or seconds of training between ready points (wins over ``steps`` if both).
+        burn_in: no exploit before a member's model has trained this many steps.
+    """
+
+    steps: int | None = 4
+    seconds: float | None = None
+    burn_in: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.seconds is None:
+            raise ValueError("Ready needs steps or seconds")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"Ready(steps=...) must be a positive int, got {self.steps!r}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"Ready(seconds=...) must be positive, got {self.seconds!r}")
+        if self.burn_in < 0:
+            raise ValueError(f"burn_in must be >= 0, got {self.burn_in!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"steps": self.steps, "seconds": self.seconds, "burn_in": self.burn_in}
+
+
+class Budget:
+    """Base class of stopping criteria."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Steps(Budget):
+    """Each member trains until its model has ``n`` training steps."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"Steps(n) needs a positive int, got {self.n!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "steps", "n": self.n}
+
+
+@dataclass(frozen=True)
+class WallTime(Budget):
+    """The run stops after ``seconds`` of wall time (across resumes: time the driver ran)."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        if not self.seconds > 0:
+            raise ValueError(f"WallTime(seconds) must be positive, got {self.seconds!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "wall_time", "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class Target(Budget):
+    """The run stops as soon as a member's ready score reaches ``score``."""
+
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "target", "score": self.score}
+
+
+def budget_from_dict(d: dict[str, Any]) -> Budget:
+    """Inverse of :meth:`Budget.to_dict`."""
+    t = d.get("type")
+    if t == "steps":
+        return Steps(int(d["n"]))
+    if t == "wall_time":
+        return WallTime(float(d["seconds"]))
+    if t == "target":
+        return Target(float(d["score"]))
+    raise ValueError(f"unknown budget {d!r}")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """What a member trains next: ``steps`` steps, or for ``seconds`` (capped at ``steps``)."""
+
+    steps: int | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The controller's verdict on one member at a ready point.
+
+    ``kind`` is one of ``continue``, ``exploit`` (copy ``checkpoint`` of ``donor`` at ``step``,
+    then train with ``config``), ``explore`` (keep the weights, train with ``config``),
+    ``rejuvenate`` (fresh weights, train with ``config``), ``finish`` and ``wait`` (synchronous
+    mode: the generation is not complete).
+    """
+
+    member: int
+    kind: str
+    donor: int | None = None
+    checkpoint: str | None = None
+    step: int | None = None
+    config: dict[str, Any] | None = None
+    reason: str | None = None
+    how: str | None = None
+
+
+class Controller:
+    """PBT's decision logic.
+
+    Args:
+        space: the search space.
+        mode: ``"max"`` or ``"min"``.
+        ready: the ready criterion.
+        budget: stopping criteria (any of them ends a member or the run).
+        exploit: the exploit strategy.
+        explore: the explore strategy.
+        synchronous: decide by generation (every live member reaches the same ready point,
+            then all decide at once) instead of as each member becomes ready.
+        rejuvenate: after this many ready points without improvement, a member's weights are
+            reset and its hyperparameters resampled (None: never).
+        seed: seed of the controller's random generator.
+    """
+
+    def __init__(
+        self,
+        space: Space,
+        *,
+        mode: str,
+        ready: Ready,
+        budget: list[Budget],
+        exploit: ExploitStrategy,
+        explore: ExploreStrategy,
+        synchronous: bool = False,
+        rejuvenate: int | None = None,
+        seed: int | None = 0,
+    ):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if rejuvenate is not None and rejuvenate < 1:
+            raise ValueError("rejuvenate must be a positive number of ready points or None")
+        self.space, self.mode, self.ready = space, mode, ready
+        self.budget = list(budget)
+        self.exploit, self.explore = exploit, explore
+        self.synchronous = synchronous
+        self.rejuvenate = rejuvenate
+        self.rng = np.random.default_rng(seed)
+        self.max_steps = min((b.n for b in self.budget if isinstance(b, Steps)), default=None)
+        self.targets = [b.score for b in self.budget if isinstance(b, Target)]
+        self.wall = min((b.seconds for b in self.budget if isinstance(b, WallTime)), default=None)
+        self._waiting: set[int] = set()
+
+    # --- what to train next ----------------------------------------------------------------
+    def interval(self, m: MemberState) -> Interval:
+        """The next stretch of training for member ``m``."""
+        steps = self.ready.steps
+        if self.max_steps is not None:
+            left = max(self.max_steps - m.step, 1)
+            steps = left if steps is None else min(steps, left)
+        return Interval(steps=steps, seconds=self.ready.seconds)
+
+    def _done(self, m: MemberState) -> bool:
+        return self.max_steps is not None and m.step >= self.max_steps
+
+    # --- run-level stop ----------------------------------------------------------------------
+    def stop_reason(self, pop: Population, elapsed: float) -> str | None:
+        """Why the whole run should stop now, or None."""
+        if self.wall is not None and elapsed >= self.wall:
+            return f"wall time of {self.wall:g}s reached"
+        for target in self.targets:
+            for m in pop.members.values():
+                s = m.ready_score
+                if s is None or math.isnan(s):
+                    continue
+                if (s >= target) if self.mode == "max" else (s <= target):
+                    return f"member {m.id} reached the target score {target:g}"
+        if pop.members and not pop.alive():
+            return "every member finished"
+        return None
+
+    # --- ready points ------------------------------------------------------------------------
+    def restore(self, pop: Population) -> None:
+        """Rebuild in-memory state after a resume (synchronous waiting set)."""
+        self._waiting = set()
+        if self.synchronous:
+            alive = pop.alive()
+            if alive:
+                low = min(m.ready_count for m in alive)
+                self._waiting = {m.id for m in alive if m.ready_count > low}
+
+    def on_ready(self, pop: Population, member: int, now: float) -> list[Decision]:
+        """Decide for ``member``, which just reached a ready point (its interval is folded in).
+
+        Returns decisions for every member that can move on: in asynchronous mode only
+        ``member``; in synchronous mode either a ``wait`` for it or, when its arrival completes
+        the generation, decisions for every waiting member.
+        """
+        m = pop.members[member]
+        if not self.synchronous:
+            return [self._decide(pop, m, now, batch=[])]
+        if self._done(m):
+            return [Decision(m.id, "finish", reason="step budget reached")] + self.release(
+                pop, now, leaving=m.id
+            )
+        self._waiting.add(m.id)
+        released = self.release(pop, now)
+        return released or [Decision(m.id, "wait")]
+
+    def release(self, pop: Population, now: float, leaving: int | None = None) -> list[Decision]:
+        """Synchronous mode: if every live member has reached the barrier, decide for all.
+
+        Call it whenever a member leaves the population (finishes or fails for good) so that a
+        crashed member never holds a generation up.
+        """
+        if not self.synchronous or not self._waiting:
+            return []
+        alive = [m for m in pop.alive() if m.id != leaving]
+        if any(m.id not in self._waiting for m in alive):
+            return []
+        waiting = [pop.members[i] for i in sorted(self._waiting) if pop.members[i].alive]
+        self._waiting = set()
+        batch: list[dict[str, Any]] = []
+        return [self._decide(pop, m, now, batch=batch) for m in waiting]
+
+    def _decide(
+        self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]
+    ) -> Decision:
+        if self._done(m):
+            return Decision(m.id, "finish", reason="step budget reached")
+        if m.step < self.ready.burn_in:
+            return Decision(m.id, "continue")
+        if self.rejuvenate is not None and m.stall >= self.rejuvenate:
+            config = self.space.sample(self.rng)
+            batch.append(config)
+            return Decision(m.id, "rejuvenate", config=config, how="resample")
+        candidates = [
+            c
+            for c in pop.members.values()
+            if c.status != "failed"
+            and c.ready_score is not None
+            and c.checkpoint is not None
+            and (c.id == m.id or not self._done(c) or self.max_steps is None)
+        ]
+        if m not in candidates:
+            candidates.append(m)
+        ctx = Context(
+            mode=self.mode,
+            rng=self.rng,
+            candidates=candidates,
+            population=pop,
+            space=self.space,
+            now=now,
+            batch=batch,
+        )
+        donor = self.exploit.select(m, ctx)
+        if donor is None:
+            return Decision(m.id, "continue")
+        if donor.id == m.id:
+            config = self.explore.explore(m.config, m, m, ctx)
+            batch.append(config)
+            if config == m.config:
+                return Decision(m.id, "continue")
+            return Decision(m.id, "explore", config=config, how=self.explore.name)
+        assert donor.checkpoint is not None
+        info = pop.blobs[donor.checkpoint]
+        config = self.explore.explore(info.config, m, donor, ctx)
+        batch.append(config)
+        return Decision(
+            m.id,
+            "exploit",
+            donor=donor.id,
+            checkpoint=donor.checkpoint,
+            step=donor.checkpoint_step,
+            config=config,
+            how=self.explore.name,
+        )

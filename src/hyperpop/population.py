@@ -1,0 +1,326 @@
+"""The population's state as a fold over the event log.
+
+:class:`Population` is what the controller decides over, what resume rebuilds, and what results,
+the live view and the dashboard read. It is only ever changed by :meth:`Population.apply`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+
+__all__ = ["BlobInfo", "MemberState", "Population", "Segment"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a model's training: from ``step`` on it trained with ``config``.
+
+    ``member`` is the member that did the training (a donor, for inherited segments).
+    """
+
+    step: int
+    config: dict[str, Any]
+    member: int
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the log knows of a checkpoint: who wrote it, at which step, and the schedule and
+    recent ready scores of the weights inside it."""
+
+    member: int
+    step: int
+    schedule: tuple[Segment, ...]
+    ready_scores: tuple[float, ...]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The config the weights were last trained with."""
+        return self.schedule[-1].config
+
+
+@dataclass
+class MemberState:
+    """One member of the population, as the log says it is now."""
+
+    id: int
+    config: dict[str, Any]
+    #: training steps of the weights the member holds (its model's age)
+    step: int = 0
+    status: str = "running"  # running | finished | failed
+    checkpoint: str | None = None
+    checkpoint_step: int = 0
+    #: the member's own reports: (step, score), in order
+    history: list[tuple[int, float]] = field(default_factory=list)
+    last_score: float | None = None
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    #: score at the last ready point (end of the last interval)
+    ready_score: float | None = None
+    #: recent ready scores (newest last), for selection tests such as Welch's t-test
+    ready_scores: list[float] = field(default_factory=list)
+    ready_count: int = 0
+    last_ready_time: float = 0.0
+    best_score: float | None = None
+    #: ready points since ``best_score`` last improved
+    stall: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    parent: int | None = None
+    exploits: int = 0
+    rejuvenations: int = 0
+    #: the hyperparameter schedule of the weights the member holds, inherited part included
+    schedule: list[Segment] = field(default_factory=list)
+    created: float = 0.0
+
+    @property
+    def alive(self) -> bool:
+        """Still training (neither finished nor failed for good)."""
+        return self.status == "running"
+
+
+def _better(a: float, b: float | None, mode: str) -> bool:
+    if b is None or (isinstance(b, float) and math.isnan(b)):
+        return not math.isnan(a)
+    if math.isnan(a):
+        return False
+    return a > b if mode == "max" else a < b
+
+
+#: how many ready scores each member keeps for selection statistics
+READY_WINDOW = 32
+
+
+class Population:
+    """Fold of a run's events: settings, members, lineage edges and counters."""
+
+    def __init__(self) -> None:
+        self.settings: dict[str, Any] = {}
+        self.space: dict[str, Any] = {}
+        self.trainable: dict[str, Any] = {}
+        self.version: str | None = None
+        self.members: dict[int, MemberState] = {}
+        #: exploit edges: dicts with member, donor, step (donor's step), at (receiver's step),
+        #: time and seq
+        self.edges: list[dict[str, Any]] = []
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.finished = False
+        self.finish_reason: str | None = None
+        self.resumes = 0
+        self.reports = 0
+        self.failures = 0
+        self.last_seq = 0
+        self.last_time = 0.0
+        #: seconds the run was active in earlier sessions (before the latest resume)
+        self.active_seconds_before = 0.0
+        self._session_start = 0.0
+        #: live checkpoints: what each holds, and how many members point at it
+        self.blobs: dict[str, BlobInfo] = {}
+        self._refs: dict[str, int] = {}
+        self._dead: set[str] = set()
+
+    def _ref(self, blob: str | None) -> None:
+        if blob:
+            self._refs[blob] = self._refs.get(blob, 0) + 1
+            self._dead.discard(blob)
+
+    def _unref(self, blob: str | None) -> None:
+        if not blob:
+            return
+        n = self._refs.get(blob, 0) - 1
+        if n <= 0:
+            self._refs.pop(blob, None)
+            self._dead.add(blob)  # kept until drained: a later event of the batch may revive it
+        else:
+            self._refs[blob] = n
+
+    def drain_dead(self) -> list[str]:
+        """Checkpoints no member points at any more; forgets them (the caller deletes them)."""
+        dead = sorted(b for b in self._dead if b not in self._refs)
+        for b in dead:
+            self.blobs.pop(b, None)
+        self._dead.clear()
+        return dead
+
+    @property
+    def mode(self) -> str:
+        """``"max"`` or ``"min"``."""
+        return self.settings.get("mode", "max")
+
+    @property
+    def metric(self) -> str | None:
+        """The metric being optimised."""
+        return self.settings.get("metric")
+
+    @classmethod
+    def from_events(cls, events: Iterable[Event]) -> Population:
+        """Fold a sequence of events."""
+        pop = cls()
+        pop.extend(events)
+        return pop
+
+    def extend(self, events: Iterable[Event]) -> None:
+        """Apply events in order."""
+        for e in events:
+            self.apply(e)
+
+    def alive(self) -> list[MemberState]:
+        """Members still training."""
+        return [m for m in self.members.values() if m.alive]
+
+    def best(self) -> MemberState | None:
+        """The member with the best last score (NaN never wins)."""
+        best = None
+        for m in self.members.values():
+            if m.last_score is None:
+                continue
+            if best is None or _better(m.last_score, best.last_score, self.mode):
+                best = m
+        return best
+
+    def live_checkpoints(self) -> set[str]:
+        """Blob ids some member still points at (never collect these)."""
+        return set(self._refs)
+
+    def apply(self, e: Event) -> None:  # noqa: C901 - one branch per event kind
+        """Apply one event."""
+        d = e.data
+        self.last_seq = e.seq or self.last_seq
+        previous_time = self.last_time
+        self.last_time = max(self.last_time, e.time)
+        m = self.members.get(e.member) if e.member is not None else None
+        k = e.kind
+        if k == ev.RUN_STARTED:
+            self.settings = dict(d.get("settings", {}))
+            self.space = dict(d.get("space", {}))
+            self.trainable = dict(d.get("trainable", {}))
+            self.version = d.get("version")
+            self.started = e.time
+            self._session_start = e.time
+        elif k == ev.RUN_RESUMED:
+            self.resumes += 1
+            # time between the last event of a session and the resume is downtime
+            self.active_seconds_before += max(0.0, previous_time - self._session_start)
+            self._session_start = e.time
+            self.finished = False
+            self.ended = None
+        elif k == ev.MEMBER_CREATED:
+            cfg = d["config"]
+            self.members[e.member] = MemberState(
+                id=e.member,
+                config=cfg,
+                schedule=[Segment(0, cfg, e.member)],
+                created=e.time,
+                last_ready_time=e.time,
+            )
+        elif m is None:
+            if e.member is not None:
+                raise ValueError(f"event {e.seq} ({k}) names unknown member {e.member}")
+            if k == ev.RUN_FINISHED:
+                self.finished = True
+                self.finish_reason = d.get("reason")
+                self.ended = e.time
+        elif k == ev.REPORTED:
+            score = float(d["score"]) if d.get("score") is not None else math.nan
+            m.step = int(d["step"])
+            m.history.append((m.step, score))
+            m.last_score = score
+            m.last_metrics = d.get("metrics", {})
+            self.reports += 1
+        elif k == ev.CHECKPOINTED:
+            old = m.checkpoint
+            m.checkpoint = d["checkpoint"]
+            self._ref(m.checkpoint)
+            self._unref(old)
+            m.checkpoint_step = int(d["step"])
+            m.step = int(d["step"])
+            m.ready_count += 1
+            m.last_ready_time = e.time
+            m.ready_score = m.last_score
+            if m.last_score is not None:
+                m.ready_scores.append(m.last_score)
+                del m.ready_scores[:-READY_WINDOW]
+                if _better(m.last_score, m.best_score, self.mode):
+                    m.best_score = m.last_score
+                    m.stall = 0
+                else:
+                    m.stall += 1
+            self.blobs[m.checkpoint] = BlobInfo(
+                m.id, m.step, tuple(m.schedule), tuple(m.ready_scores)
+            )
+        elif k == ev.EXPLOITED:
+            blob = d["checkpoint"]
+            info = self.blobs.get(blob)
+            if info is None:
+                raise ValueError(f"event {e.seq}: exploit of unknown checkpoint {blob!r}")
+            step = int(d["step"])
+            m.schedule = [s for s in info.schedule if s.step < step]
+            m.schedule.append(Segment(step, info.config, m.id))
+            self._ref(blob)
+            self._unref(m.checkpoint)
+            m.checkpoint = blob
+            m.checkpoint_step = step
+            m.step = step
+            m.config = info.config
+            m.parent = int(d["donor"])
+            m.exploits += 1
+            # the copied weights carry the donor's record, not the receiver's old one
+            m.ready_scores = list(info.ready_scores)
+            m.ready_score = m.ready_scores[-1] if m.ready_scores else None
+            m.best_score = m.ready_score
+            m.stall = 0
+            donor = self.members[m.parent]
+            self.edges.append(
+                {
+                    "member": m.id,
+                    "donor": donor.id,
+                    "step": step,
+                    "at": d.get("at", step),
+                    "time": e.time,
+                    "seq": e.seq,
+                    "kind": "exploit",
+                }
+            )
+        elif k == ev.EXPLORED:
+            m.config = d["config"]
+            if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
+                m.schedule[-1] = Segment(m.step, m.config, m.id)
+            else:
+                m.schedule.append(Segment(m.step, m.config, m.id))
+        elif k == ev.REJUVENATED:
+            m.config = d["config"]
+            self._unref(m.checkpoint)
+            m.checkpoint = None
+            m.checkpoint_step = 0
+            m.step = 0
+            m.schedule = [Segment(0, m.config, m.id)]
+            m.rejuvenations += 1
+            m.best_score = None
+            m.ready_score = None
+            m.ready_scores = []
+            m.stall = 0
+            self.edges.append(
+                {
+                    "member": m.id,
+                    "donor": None,
+                    "step": 0,
+                    "at": d.get("at"),
+                    "time": e.time,
+                    "seq": e.seq,
+                    "kind": "rejuvenate",
+                }
+            )
+        elif k == ev.FAILED:
+            m.failures += 1
+            self.failures += 1
+            m.last_error = d.get("error")
+            if d.get("fatal"):
+                m.status = "failed"
+        elif k == ev.FINISHED:
+            m.status = "finished"

@@ -1,0 +1,282 @@
+"""Results of a run: a table of every report, the best member, its schedule, and the lineage.
+
+Everything here is computed from the event log, so a :class:`Result` can be opened from a store
+while the run goes on, after it ended, or after a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
+from hyperpop.population import MemberState, Population
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+
+__all__ = ["MemberResult", "Result"]
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+@dataclass
+class MemberResult:
+    """One member at the end (or at the moment the store was read).
+
+    Attributes:
+        id: the member's id.
+        score: its last reported score.
+        step: training steps of the weights it holds.
+        config: the hyperparameters it trains with now.
+        status: ``running``, ``finished`` or ``failed``.
+        schedule: the hyperparameters its weights were trained with, from step 0, including
+            the part inherited from donors: a list of ``{"step", "trained_by", "config"}``
+            (each entry holds from its step until the next entry's).
+        checkpoint: the id of the checkpoint holding its weights.
+        parent: the last member it copied, if any.
+        exploits: how many times it copied another member.
+        failures: how many times its trainable failed.
+    """
+
+    id: int
+    score: float | None
+    step: int
+    config: dict[str, Any]
+    status: str
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: str | None = None
+    parent: int | None = None
+    exploits: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+    @classmethod
+    def of(cls, m: MemberState) -> MemberResult:
+        """Build from a member's folded state."""
+        return cls(
+            id=m.id,
+            score=m.last_score,
+            step=m.step,
+            config=m.config,
+            status=m.status,
+            schedule=[
+                {"step": s.step, "trained_by": s.member, "config": s.config} for s in m.schedule
+            ],
+            checkpoint=m.checkpoint,
+            parent=m.parent,
+            exploits=m.exploits,
+            failures=m.failures,
+            last_error=m.last_error,
+        )
+
+    def config_at(self, step: int) -> dict[str, Any]:
+        """The config the weights were trained with at training step ``step`` (1-based)."""
+        current = self.schedule[0]["config"]
+        for seg in self.schedule:
+            if seg["step"] < step:
+                current = seg["config"]
+            else:
+                break
+        return current
+
+    def schedule_rows(self) -> list[dict[str, Any]]:
+        """The schedule as flat rows (``step``, ``trained_by``, one column per parameter)."""
+        return [
+            {"step": s["step"], "trained_by": s["trained_by"], **_flat(s["config"])}
+            for s in self.schedule
+        ]
+
+
+class Result:
+    """A run's outcome, computed from its event log.
+
+    Args:
+        events: the run's events in order.
+        path: the store they came from, if any (checkpoints are found beside it).
+    """
+
+    def __init__(self, events: list[Event], *, path: str | os.PathLike[str] | None = None):
+        self.events = list(events)
+        self.path = Path(path) if path is not None else None
+        self.population = Population.from_events(self.events)
+        #: timing gathered by the driver (user code vs worker time), when this process ran it
+        self.overhead: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Result:
+        """Read a run from its SQLite store (works while the run is going on)."""
+        from hyperpop.store.sqlite import SQLiteStore
+
+        store = SQLiteStore(path)
+        try:
+            return cls(store.read(), path=path)
+        finally:
+            store.close()
+
+    # --- summary -------------------------------------------------------------------------
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings the run was started with."""
+        return self.population.settings
+
+    @property
+    def metric(self) -> str:
+        """The optimised metric."""
+        return self.population.settings.get("metric", "score")
+
+    @property
+    def mode(self) -> str:
+        """``max`` or ``min``."""
+        return self.population.mode
+
+    @property
+    def members(self) -> list[MemberResult]:
+        """Every member, by id."""
+        return [MemberResult.of(m) for m in sorted(self.population.members.values(), key=_id)]
+
+    @property
+    def best(self) -> MemberResult:
+        """The member with the best last score."""
+        m = self.population.best()
+        if m is None:
+            raise ValueError("no member has reported a score yet")
+        return MemberResult.of(m)
+
+    def member(self, member: int | str) -> MemberResult:
+        """One member by id, or ``"best"``."""
+        if member == "best":
+            return self.best
+        try:
+            return MemberResult.of(self.population.members[int(member)])
+        except (KeyError, ValueError):
+            raise KeyError(f"no member {member!r} in this run") from None
+
+    def summary(self) -> dict[str, Any]:
+        """Status, counts and the best score so far."""
+        pop = self.population
+        best = pop.best()
+        if pop.finished:
+            status = "finished"
+        else:
+            status = "running or interrupted"
+        statuses: dict[str, int] = {}
+        for m in pop.members.values():
+            statuses[m.status] = statuses.get(m.status, 0) + 1
+        end = pop.ended or pop.last_time
+        return {
+            "status": status,
+            "reason": pop.finish_reason,
+            "metric": self.metric,
+            "mode": self.mode,
+            "members": len(pop.members),
+            "statuses": statuses,
+            "reports": pop.reports,
+            "exploits": sum(1 for e in pop.edges if e["kind"] == "exploit"),
+            "rejuvenations": sum(1 for e in pop.edges if e["kind"] == "rejuvenate"),
+            "failures": pop.failures,
+            "resumes": pop.resumes,
+            "elapsed": (end - pop.started) if pop.started else 0.0,
+            "best_member": best.id if best else None,
+            "best_score": best.last_score if best else None,
+        }
+
+    # --- tables --------------------------------------------------------------------------
+    def records(self) -> list[dict[str, Any]]:
+        """One row per report: member, step, time, score, every metric, and the config the
+        member trained with (as ``config/<name>`` columns)."""
+        configs: dict[int, dict[str, Any]] = {}
+        blob_configs: dict[str, dict[str, Any]] = {}
+        rows: list[dict[str, Any]] = []
+        for e in self.events:
+            if e.kind == ev.MEMBER_CREATED:
+                configs[e.member] = _flat(e.data["config"])
+            elif e.kind in (ev.EXPLORED, ev.REJUVENATED):
+                configs[e.member] = _flat(e.data["config"])
+            elif e.kind == ev.CHECKPOINTED:
+                blob_configs[e.data["checkpoint"]] = configs[e.member]
+            elif e.kind == ev.EXPLOITED:
+                configs[e.member] = blob_configs.get(e.data["checkpoint"], configs[e.member])
+            elif e.kind == ev.REPORTED:
+                row = {
+                    "member": e.member,
+                    "step": e.data["step"],
+                    "time": e.time,
+                    "score": e.data.get("score"),
+                }
+                row.update({k: v for k, v in e.data.get("metrics", {}).items() if k not in row})
+                row.update({f"config/{k}": v for k, v in configs[e.member].items()})
+                rows.append(row)
+        return rows
+
+    def table(self) -> Any:
+        """:meth:`records` as a pandas DataFrame (needs pandas)."""
+        pd = _pandas()
+        return pd.DataFrame(self.records())
+
+    def lineage(self) -> list[dict[str, Any]]:
+        """Who copied whom, and when: one row per exploit or rejuvenation (``kind``), with
+        ``member``, ``donor``, ``step`` (the donor's step copied), ``at`` (the receiver's step
+        before copying) and ``time``."""
+        return [dict(e) for e in self.population.edges]
+
+    def lineage_table(self) -> Any:
+        """:meth:`lineage` as a pandas DataFrame."""
+        return _pandas().DataFrame(self.lineage())
+
+    def schedule(self, member: int | str = "best") -> list[dict[str, Any]]:
+        """The hyperparameter schedule of a member's weights, inherited part included, as
+        flat rows (see :meth:`MemberResult.schedule_rows`)."""
+        return self.member(member).schedule_rows()
+
+    def ancestry(self, member: int | str = "best") -> list[int]:
+        """The members whose training the member's weights carry, oldest first."""
+        seen: list[int] = []
+        for seg in self.member(member).schedule:
+            if not seen or seen[-1] != seg["trained_by"]:
+                seen.append(seg["trained_by"])
+        return seen
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def load_checkpoint(self, member: int | str = "best") -> Any:
+        """The state (what ``save()`` returned) of a member's latest checkpoint."""
+        m = self.member(member)
+        if self.path is None or m.checkpoint is None:
+            raise ValueError(
+                f"member {m.id} has no stored checkpoint (runs with storage=None "
+                "keep none after they end)"
+            )
+        return CheckpointStore(checkpoint_dir_for(self.path)).load(m.checkpoint)
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        score = s["best_score"]
+        shown = f"{score:.6g}" if isinstance(score, float) and not math.isnan(score) else score
+        return (
+            f"Result({s['members']} members, {s['reports']} reports, {s['exploits']} exploits, "
+            f"best member {s['best_member']} with {self.metric}={shown}, {s['status']})"
+        )
+
+
+def _id(m: MemberState) -> int:
+    return m.id
+
+
+def _pandas() -> Any:
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            "Result.table() needs pandas: pip install 'hyperpop[pandas]' (or use .records())"
+        ) from None
+    return pd
