@@ -126,6 +126,7 @@ class _Driver:
         self.queue: deque[int] = deque()
         self.inflight: dict[int, Task] = {}
         self.attempts: dict[int, int] = {}
+        self.turns: dict[int, int] = {}
         self.user_seconds = 0.0
         self.worker_seconds = 0.0
 
@@ -144,14 +145,23 @@ class _Driver:
 
     # --- scheduling ----------------------------------------------------------------------
     def _pick(self, slot: int | None) -> int:
+        # Fair turns: never start a member's next interval while another member still waits
+        # for an earlier turn. Within the head's turn, prefer a member whose state this slot
+        # holds in memory (no reload).
+        member = self.queue[0]
         if slot is not None:
-            window = min(len(self.queue), max(2, self.backend.capacity))
+            turn = self.turns.get(member, 0)
+            window = min(len(self.queue), 8 * max(1, self.backend.capacity))
             for i in range(window):
-                if self.backend.affinity(self.queue[i]) == slot:
-                    member = self.queue[i]
-                    del self.queue[i]
-                    return member
-        return self.queue.popleft()
+                cand = self.queue[i]
+                if self.turns.get(cand, 0) != turn:
+                    break
+                if self.backend.affinity(cand) == slot:
+                    member = cand
+                    break
+        self.queue.remove(member)
+        self.turns[member] = self.turns.get(member, 0) + 1
+        return member
 
     def fill(self) -> None:
         while self.queue and len(self.inflight) < self.backend.capacity:
@@ -232,11 +242,11 @@ class _Driver:
             ) from None
 
     def _check_all_nan(self) -> None:
-        alive = self.pop.alive()
-        scored = [m.ready_score for m in alive if m.ready_score is not None]
-        if alive and len(scored) == len(alive) and all(math.isnan(s) for s in scored):
+        members = [m for m in self.pop.members.values() if m.status != "failed"]
+        scored = [m.ready_score for m in members if m.ready_score is not None]
+        if members and len(scored) == len(members) and all(math.isnan(s) for s in scored):
             raise RunError(
-                f"every live member reports NaN for {self.metric!r}: training diverged "
+                f"every member reports NaN for {self.metric!r}: training diverged "
                 "everywhere. Narrow the search space (e.g. lower learning rates) or clip "
                 "gradients; what was recorded so far is kept in the store"
             )

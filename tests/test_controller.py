@@ -1,0 +1,230 @@
+"""The controller, fed hand-made populations: known state in, expected decision out."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import hyperpop as hp
+from hyperpop.controller import Controller, Ready, Steps, Target, WallTime
+from hyperpop.population import Population
+from hyperpop.space import Space
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+from hyperpop.strategies import NoExploit, NoExplore, Perturb, Tournament, Truncation
+
+SPACE = Space({"lr": hp.uniform(0.0, 1.0)})
+
+
+class Pop:
+    """Builds a population by feeding it events, as the driver would."""
+
+    def __init__(self, n: int, mode: str = "max"):
+        self.pop = Population()
+        self.t = 1000.0
+        self.seq = 0
+        self.feed(Event(ev.RUN_STARTED, None, {"settings": {"mode": mode, "metric": "s"}}))
+        for i in range(n):
+            self.feed(Event(ev.MEMBER_CREATED, i, {"config": {"lr": 0.1 * (i + 1)}}))
+
+    def feed(self, e: Event) -> None:
+        self.seq += 1
+        self.t += 1
+        e.seq, e.time = self.seq, self.t
+        self.pop.apply(e)
+
+    def interval(self, member: int, scores: list[float]) -> None:
+        m = self.pop.members[member]
+        for s in scores:
+            self.feed(Event(ev.REPORTED, member, {"step": m.step + 1, "score": s, "metrics": {}}))
+        self.feed(
+            Event(ev.CHECKPOINTED, member, {"step": m.step, "checkpoint": f"b{member}-{m.step}"})
+        )
+
+
+def controller(**kw) -> Controller:
+    args = dict(
+        mode="max",
+        ready=Ready(steps=2),
+        budget=[Steps(100)],
+        exploit=Truncation(0.25),
+        explore=Perturb(),
+        seed=0,
+    )
+    args.update(kw)
+    return Controller(SPACE, **args)
+
+
+def test_truncation_bottom_quarter_copies_top_quarter():
+    p = Pop(8)
+    for i in range(8):
+        p.interval(i, [0.0, float(i)])  # member i scores i
+    c = controller(explore=Perturb(resample_probability=0.0))
+    for worst in (0, 1):
+        (d,) = c.on_ready(p.pop, worst, now=0)
+        assert d.kind == "exploit" and d.donor in (6, 7)
+        assert d.checkpoint == f"b{d.donor}-2" and d.step == 2
+        assert d.config != p.pop.members[d.donor].config  # explored
+        lr = p.pop.members[d.donor].config["lr"]
+        assert d.config["lr"] in (pytest.approx(lr * 0.8), pytest.approx(min(lr * 1.2, 1.0)))
+    for middle in (2, 3, 4, 5, 6, 7):
+        assert [d.kind for d in c.on_ready(p.pop, middle, now=0)] == ["continue"]
+
+
+def test_truncation_in_min_mode_copies_the_lowest():
+    p = Pop(4, mode="min")
+    for i in range(4):
+        p.interval(i, [float(i)])
+    c = controller(mode="min")
+    (d,) = c.on_ready(p.pop, 3, now=0)
+    assert d.kind == "exploit" and d.donor == 0
+    assert c.on_ready(p.pop, 0, now=0)[0].kind == "continue"
+
+
+def test_nan_scores_rank_worst():
+    p = Pop(4)
+    for i, s in enumerate([1.0, math.nan, 3.0, 2.0]):
+        p.interval(i, [s])
+    (d,) = controller().on_ready(p.pop, 1, now=0)
+    assert d.kind == "exploit" and d.donor == 2
+
+
+def test_tournament_copies_only_a_better_member():
+    p = Pop(2)
+    p.interval(0, [1.0])
+    p.interval(1, [2.0])
+    c = controller(exploit=Tournament())
+    assert c.on_ready(p.pop, 0, now=0)[0].donor == 1
+    assert c.on_ready(p.pop, 1, now=0)[0].kind == "continue"
+
+
+def test_burn_in_blocks_exploits():
+    p = Pop(4)
+    for i in range(4):
+        p.interval(i, [float(i)])
+    c = controller(ready=Ready(steps=1, burn_in=5))
+    assert c.on_ready(p.pop, 0, now=0)[0].kind == "continue"
+    for _ in range(4):
+        p.interval(0, [0.0])
+    assert c.on_ready(p.pop, 0, now=0)[0].kind == "exploit"
+
+
+def test_grid_search_never_changes_anything():
+    p = Pop(4)
+    for i in range(4):
+        p.interval(i, [float(i)])
+    c = controller(exploit=NoExploit(), explore=NoExplore())
+    assert all(c.on_ready(p.pop, i, now=0)[0].kind == "continue" for i in range(4))
+
+
+def test_explore_only_perturbs_the_members_own_config():
+    p = Pop(2)
+    p.interval(0, [0.0])
+    (d,) = controller(exploit=NoExploit()).on_ready(p.pop, 0, now=0)
+    assert d.kind == "explore" and d.config != p.pop.members[0].config
+
+
+def test_step_budget_finishes_and_interval_is_capped():
+    p = Pop(2)
+    c = controller(ready=Ready(steps=4), budget=[Steps(6)])
+    assert c.interval(p.pop.members[0]).steps == 4
+    p.interval(0, [1.0] * 4)
+    assert c.interval(p.pop.members[0]).steps == 2  # never trains past the budget
+    p.interval(0, [1.0] * 2)
+    assert c.on_ready(p.pop, 0, now=0)[0].kind == "finish"
+
+
+def test_run_level_stops():
+    p = Pop(2)
+    p.interval(0, [0.5])
+    c = controller(budget=[Target(0.9), WallTime(60)])
+    assert c.stop_reason(p.pop, elapsed=1) is None
+    assert "wall time" in c.stop_reason(p.pop, elapsed=61)
+    p.interval(1, [0.95])
+    assert "target" in c.stop_reason(p.pop, elapsed=1)
+
+
+def test_synchronous_generation_waits_for_everyone_then_decides_for_all():
+    p = Pop(4)
+    c = controller(synchronous=True)
+    for i in range(3):
+        p.interval(i, [float(i)])
+        assert [d.kind for d in c.on_ready(p.pop, i, now=0)] == ["wait"]
+    p.interval(3, [3.0])
+    decisions = c.on_ready(p.pop, 3, now=0)
+    assert sorted(d.member for d in decisions) == [0, 1, 2, 3]
+    by = {d.member: d for d in decisions}
+    assert by[0].kind == "exploit" and by[0].donor == 3
+    assert by[3].kind == "continue"
+
+
+def test_synchronous_generation_released_when_a_member_fails_for_good():
+    p = Pop(3)
+    c = controller(synchronous=True)
+    for i in (0, 1):
+        p.interval(i, [float(i)])
+        assert c.on_ready(p.pop, i, now=0)[0].kind == "wait"
+    p.feed(Event(ev.FAILED, 2, {"step": 0, "error": "x", "fatal": True}))
+    released = c.release(p.pop, now=0)
+    assert sorted(d.member for d in released) == [0, 1]  # the crash does not hang (ray#12122)
+
+
+def test_synchronous_restore_rebuilds_the_barrier():
+    p = Pop(3)
+    p.interval(0, [1.0])
+    p.interval(1, [1.0])
+    c = controller(synchronous=True)
+    c.restore(p.pop)
+    p.interval(2, [2.0])
+    assert sorted(d.member for d in c.on_ready(p.pop, 2, now=0)) == [0, 1, 2]
+
+
+def test_rejuvenation_after_stalling():
+    p = Pop(2)
+    p.interval(1, [5.0])
+    p.interval(0, [1.0])
+    for _ in range(3):
+        p.interval(0, [0.5])  # no improvement
+    assert p.pop.members[0].stall == 3
+    c = controller(rejuvenate=3, exploit=NoExploit(), explore=NoExplore())
+    (d,) = c.on_ready(p.pop, 0, now=0)
+    assert d.kind == "rejuvenate"
+
+
+def test_decisions_are_seeded():
+    def run(seed):
+        p = Pop(8)
+        for i in range(8):
+            p.interval(i, [float(i)])
+        c = controller(seed=seed)
+        return [(d.donor, d.config) for i in (0, 1) for d in c.on_ready(p.pop, i, now=0)]
+
+    assert run(3) == run(3)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="mode"):
+        controller(mode="maximise")
+    with pytest.raises(ValueError, match="quantile"):
+        Truncation(0.7)
+    with pytest.raises(ValueError, match="Ready"):
+        Ready(steps=0)
+    with pytest.raises(ValueError, match="Steps"):
+        Steps(0)
+    with pytest.raises(ValueError, match="factors"):
+        Perturb(factors=(0.0, 1.2))
+
+
+def test_controller_scales_to_thousands_of_members():
+    # a behaviour check, not a timing: the decision for the worst of 5,000 is to copy the top
+    p = Pop(5000)
+    rng = np.random.default_rng(0)
+    for i in range(5000):
+        p.interval(i, [float(rng.random())])
+    worst = min(p.pop.members.values(), key=lambda m: m.ready_score).id
+    (d,) = controller().on_ready(p.pop, worst, now=0)
+    assert d.kind == "exploit"
+    top = sorted(p.pop.members.values(), key=lambda m: m.ready_score)[-1250:]
+    assert d.donor in {m.id for m in top}
