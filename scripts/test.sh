@@ -8,6 +8,6 @@ PY="${PYTHON:-python3}"
 python -m pip install -q --upgrade pip
 # torch is pinned in constraints.txt to the CPU wheel; the library itself accepts a range.
 python -m pip install -q -c constraints.txt -e ".[test,torch,ray,dashboard,examples,pb2]"
-ruff check src tests examples benchmarks
-ruff format --check src tests examples benchmarks
+ruff check .
+ruff format --check .
 python -m pytest -q "$@"

@@ -323,3 +323,44 @@ def test_wall_time_and_target_budgets_stop_the_run():
     )
     assert "target" in res.summary()["reason"]
     assert res.best.score >= 3.0 and res.best.step < 1000
+
+
+class Ticks(hp.Trainable):
+    """Each step takes 10 ms of (simulated) work."""
+
+    def setup(self, config):
+        self.n = 0
+
+    def apply(self, config):
+        pass
+
+    def train(self):
+        import time
+
+        time.sleep(0.01)
+        self.n += 1
+        return {"n": self.n}
+
+    def save(self):
+        return self.n
+
+    def load(self, state):
+        self.n = state
+
+
+def test_ready_by_seconds():
+    res = hp.run(
+        Ticks,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="n",
+        population=2,
+        workers=2,
+        budget=hp.Steps(40),
+        ready=hp.Ready(seconds=0.05),
+        exploit=None,
+        explore=None,
+    )
+    assert all(m.step == 40 for m in res.members)
+    for m in (0, 1):
+        ends = [e.data["step"] for e in res.events if e.kind == "checkpointed" and e.member == m]
+        assert len(ends) >= 2 and ends[-1] == 40 and ends == sorted(ends)
