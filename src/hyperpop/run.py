@@ -221,6 +221,7 @@ class _Driver:
         decided = self._decision_events(decisions, now)
         self.store.append(events + decided)
         self.pop.extend(decided)
+        self.pop.last_seq = max(self.pop.last_seq, (events + decided)[-1].seq or 0)
         for blob in self.pop.drain_dead():
             self.checkpoints.delete(blob)
         self._after(decisions)

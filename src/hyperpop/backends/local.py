@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -27,6 +28,8 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _worker_main(conn: Connection, factory_bytes: bytes, root: str, name: str, cache, threads):
+    # Ctrl-C in a terminal reaches the whole process group: the driver decides, workers ignore.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before the user's code imports numerical libraries: one core's worth of threads each.
     for var in _THREAD_VARS:
         os.environ.setdefault(var, str(threads))
