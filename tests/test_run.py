@@ -82,7 +82,8 @@ def test_population_larger_than_workers_takes_turns_fairly(tmp_path):
         for a, b in zip(mine, mine[1:]):
             moved = a["pid"] != b["pid"]
             moves += moved
-            assert b["setups"] == a["setups"] + moved
+            # moved: a fresh instance that loaded the checkpoint; stayed: the same instance
+            assert b["setups"] == (2 if moved else a["setups"])
     assert moves < 64 * 3  # most intervals stay where the state is
 
 
