@@ -43,9 +43,10 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     # member 0 blocks inside its 4th interval (step 13): three generations are recorded
     _wait_for(tmp_path / "blocked", proc)
     before = hp.load(db)
-    assert before.summary()["status"] == "running or interrupted"
+    assert before.summary()["status"] == "running"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert hp.load(db).summary()["status"] == "interrupted"
     (tmp_path / "release").write_text("go")  # let the orphaned worker finish and exit
 
     reports_before = [

@@ -112,6 +112,8 @@ class Result:
         self.population = Population.from_events(self.events)
         #: timing gathered by the driver (user code vs worker time), when this process ran it
         self.overhead: dict[str, float] = {}
+        #: whether a live driver was writing the store when it was read (None: unknown)
+        self.writer_alive: bool | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:
@@ -120,7 +122,9 @@ class Result:
 
         store = SQLiteStore(path)
         try:
-            return cls(store.read(), path=path)
+            result = cls(store.read(), path=path)
+            result.writer_alive = store.writer_alive()
+            return result
         finally:
             store.close()
 
@@ -168,8 +172,10 @@ class Result:
         best = pop.best()
         if pop.finished:
             status = "finished"
-        else:
+        elif self.writer_alive is None:
             status = "running or interrupted"
+        else:
+            status = "running" if self.writer_alive else "interrupted"
         statuses: dict[str, int] = {}
         for m in pop.members.values():
             statuses[m.status] = statuses.get(m.status, 0) + 1
@@ -266,6 +272,27 @@ class Result:
             f"Result({s['members']} members, {s['reports']} reports, {s['exploits']} exploits, "
             f"best member {s['best_member']} with {self.metric}={shown}, {s['status']})"
         )
+
+    # --- plots (need hyperpop[dashboard]) -----------------------------------------------
+    def plot_scores(self) -> Any:
+        """Score over training steps for every member, exploits marked (a plotly Figure)."""
+        from hyperpop.dashboard.figures import plot_scores
+
+        return plot_scores(self)
+
+    def plot_schedule(self) -> Any:
+        """Each hyperparameter over steps for every member, the best member's lineage
+        highlighted (a plotly Figure)."""
+        from hyperpop.dashboard.figures import plot_schedule
+
+        return plot_schedule(self)
+
+    def plot_lineage(self) -> Any:
+        """The family tree: members over steps, exploit edges donor → receiver, coloured by
+        score (a plotly Figure)."""
+        from hyperpop.dashboard.figures import plot_lineage
+
+        return plot_lineage(self)
 
 
 def _id(m: MemberState) -> int:

@@ -188,6 +188,15 @@ class SQLiteStore:
         row = self._conn.execute("SELECT value FROM meta WHERE key='writer'").fetchone()
         return json.loads(row[0]) if row else None
 
+    def writer_alive(self) -> bool | None:
+        """Whether a live driver holds the lease (None if it runs on another host)."""
+        w = self.writer()
+        if not w:
+            return False
+        if w.get("host") != socket.gethostname():
+            return None
+        return _pid_alive(int(w.get("pid", -1)))
+
     # --- events --------------------------------------------------------------------------
     def append(self, events: Sequence[Event]) -> list[Event]:
         """Append events in one transaction; assigns ``seq`` and ``time`` (if unset)."""
