@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from hyperpop.controller import Budget, Ready, Steps, Target, WallTime
+from hyperpop.replay import ReplayResult, replay
 from hyperpop.results import MemberResult, Result
 from hyperpop.run import MetricError, RunError, resume, run
 from hyperpop.space import (
@@ -25,12 +26,31 @@ from hyperpop.space import (
     uniform,
 )
 from hyperpop.store.sqlite import StoreError, StoreVersionError
+from hyperpop.strategies import (
+    PB2,
+    ExploitStrategy,
+    ExploreStrategy,
+    Perturb,
+    Resample,
+    Tournament,
+    Truncation,
+    WelchTTest,
+)
 from hyperpop.trainable import FunctionTrainable, Trainable, TrainableError, report
 
 load = Result.load
 
 __all__ = [
     "Budget",
+    "ExploitStrategy",
+    "ExploreStrategy",
+    "PB2",
+    "Perturb",
+    "ReplayResult",
+    "Resample",
+    "Tournament",
+    "Truncation",
+    "WelchTTest",
     "Choice",
     "Constant",
     "Float",
@@ -56,6 +76,7 @@ __all__ = [
     "loguniform",
     "qloguniform",
     "randint",
+    "replay",
     "report",
     "resume",
     "run",

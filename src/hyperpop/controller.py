@@ -157,7 +157,10 @@ class Controller:
         synchronous: decide by generation (every live member reaches the same ready point,
             then all decide at once) instead of as each member becomes ready.
         rejuvenate: after this many ready points without improvement, a member's weights are
-            reset and its hyperparameters resampled (None: never).
+            reset and its hyperparameters resampled (None: never). The member holding the
+            population's best ready score is never reset, and under ``Steps(n)`` a member is
+            reset only while it has trained fewer than ``n`` steps in all, so the run ends
+            (each member trains fewer than ``2n`` steps).
         seed: seed of the controller's random generator.
     """
 
@@ -181,6 +184,8 @@ class Controller:
         self.space, self.mode, self.ready = space, mode, ready
         self.budget = list(budget)
         self.exploit, self.explore = exploit, explore
+        exploit.bind(space)
+        explore.bind(space)
         self.synchronous = synchronous
         self.rejuvenate = rejuvenate
         self.rng = np.random.default_rng(seed)
@@ -261,6 +266,20 @@ class Controller:
         batch: list[dict[str, Any]] = []
         return [self._decide(pop, m, now, batch=batch) for m in waiting]
 
+    def _leads(self, pop: Population, m: MemberState) -> bool:
+        """Whether ``m`` holds the population's best ready score (never rejuvenated: resetting
+        it would throw away the best weights)."""
+        mine = m.ready_score
+        if mine is None or math.isnan(mine):
+            return False
+        sign = 1.0 if self.mode == "max" else -1.0
+        for c in pop.members.values():
+            s = c.ready_score
+            if c.id != m.id and c.status != "failed" and s is not None and not math.isnan(s):
+                if sign * s > sign * mine:
+                    return False
+        return True
+
     def _decide(
         self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]
     ) -> Decision:
@@ -268,19 +287,26 @@ class Controller:
             return Decision(m.id, "finish", reason="step budget reached")
         if m.step < self.ready.burn_in:
             return Decision(m.id, "continue")
-        if self.rejuvenate is not None and m.stall >= self.rejuvenate:
+        if (
+            self.rejuvenate is not None
+            and m.stall >= self.rejuvenate
+            and (self.max_steps is None or len(m.history) < self.max_steps)
+            and not self._leads(pop, m)
+        ):
             config = self.space.sample(self.rng)
             batch.append(config)
             return Decision(m.id, "rejuvenate", config=config, how="resample")
+        max_steps = self.max_steps
         candidates = [
             c
             for c in pop.members.values()
-            if c.status != "failed"
-            and c.ready_score is not None
+            if c.ready_score is not None
             and c.checkpoint is not None
-            and (c.id == m.id or not self._done(c) or self.max_steps is None)
+            and c.status != "failed"
+            and (max_steps is None or c.step < max_steps or c.id == m.id)
         ]
-        if m not in candidates:
+        # by identity: MemberState's dataclass __eq__ compares every field (slow at scale)
+        if not any(c is m for c in candidates):
             candidates.append(m)
         ctx = Context(
             mode=self.mode,

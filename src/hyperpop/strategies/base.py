@@ -65,6 +65,9 @@ class ExploitStrategy(ABC):
         """Return the donor to copy, ``member`` itself to keep the weights but still explore,
         or None to carry on unchanged."""
 
+    def bind(self, space: Space) -> None:  # noqa: B027 - optional hook
+        """Check the strategy's settings against the space; called once when a run starts."""
+
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable settings (recorded in the store)."""
         return {"name": self.name}
@@ -80,6 +83,9 @@ class ExploreStrategy(ABC):
         self, config: dict[str, Any], member: MemberState, donor: MemberState, ctx: Context
     ) -> dict[str, Any]:
         """Return the new config, starting from the donor's ``config``."""
+
+    def bind(self, space: Space) -> None:  # noqa: B027 - optional hook
+        """Check the strategy's settings against the space; called once when a run starts."""
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable settings (recorded in the store)."""

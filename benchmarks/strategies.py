@@ -1,0 +1,216 @@
+"""Ablation of the PBT strategies at equal compute, on two toy problems.
+
+* ``toy``: the paper's toy (Jaderberg et al. 2017, §4): Q(θ) = 1.2 − |θ|², trained by gradient
+  ascent on a surrogate weighted by h = (h0, h1) ∈ [0, 1]². Greedy copying is right here.
+* ``delayed``: greedy copying is wrong. A member trains "capacity" c while its knob e is high,
+  but its score w only grows when e is low, and grows faster the more capacity it built:
+  ``c += 0.08·e·(1−c)``, ``w += (1−e)·(0.002 + 0.03·c²)``. The best final score needs e high
+  first and low later, a schedule that scores worse in the short term.
+
+Every variant trains the same population (9 members) for the same steps, so compute is equal.
+Variants: the exploit strategies with perturb (truncation, tournament, t-test), the explore
+strategies behind truncation (perturb, resample, PB2), random search (sampled configs, no
+exploit, no explore) and grid search (a 3x3 or 9-point grid). For each variant and problem it
+prints the median and interquartile range over seeds of the final best score and of the first
+step at which any member reached the target, and the per-decision cost of PB2.
+
+Run:  python benchmarks/strategies.py            (10 seeds, a few minutes on 2 cores)
+      python benchmarks/strategies.py --smoke    (tiny, for CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+import hyperpop as hp
+
+
+class Toy(hp.Trainable):
+    """The paper's toy, with a little evaluation noise (deterministic given the state)."""
+
+    def setup(self, config):
+        self.theta = np.array([0.9, 0.9])
+        self.steps = 0
+        self.apply(config)
+
+    def apply(self, config):
+        self.h = np.array([config["h0"], config["h1"]])
+
+    def train(self):
+        self.theta = self.theta + 0.01 * (-2.0 * self.h * self.theta)
+        self.steps += 1
+        q = 1.2 - float(np.sum(self.theta**2))
+        seed = zlib.crc32(self.theta.tobytes())
+        return {"score": q + 0.002 * float(np.random.default_rng(seed).standard_normal())}
+
+    def save(self):
+        return (self.theta.copy(), self.steps)
+
+    def load(self, state):
+        self.theta, self.steps = np.array(state[0]), state[1]
+
+
+class Delayed(hp.Trainable):
+    """Capacity now, score later: the greedy choice of e is wrong in the long run."""
+
+    def setup(self, config):
+        self.c, self.w = 0.0, 0.0
+        self.apply(config)
+
+    def apply(self, config):
+        self.e = float(config["e"])
+
+    def train(self):
+        self.w += (1.0 - self.e) * (0.002 + 0.03 * self.c**2)
+        self.c += 0.08 * self.e * (1.0 - self.c)
+        return {"score": self.w}
+
+    def save(self):
+        return (self.c, self.w)
+
+    def load(self, state):
+        self.c, self.w = state
+
+
+PROBLEMS: dict[str, dict[str, Any]] = {
+    "toy": {
+        "trainable": Toy,
+        "space": {"h0": hp.uniform(0.0, 1.0), "h1": hp.uniform(0.0, 1.0)},
+        "grid": [{"h0": a, "h1": b} for a, b in itertools.product([0.1, 0.5, 0.9], repeat=2)],
+        "steps": 100,
+        "target": 1.1,
+    },
+    "delayed": {
+        "trainable": Delayed,
+        "space": {"e": hp.uniform(0.0, 1.0)},
+        "grid": [{"e": round(0.05 + 0.1125 * i, 4)} for i in range(9)],
+        "steps": 60,
+        "target": 0.5,
+    },
+}
+
+#: name -> (exploit, explore, kind): kind "pbt", "random" or "grid"
+VARIANTS: dict[str, tuple[str | None, str | None, str]] = {
+    "truncation+perturb": ("truncation", "perturb", "pbt"),
+    "tournament+perturb": ("tournament", "perturb", "pbt"),
+    "ttest+perturb": ("ttest", "perturb", "pbt"),
+    "truncation+resample": ("truncation", "resample", "pbt"),
+    "truncation+pb2": ("truncation", "pb2", "pbt"),
+    "random search": (None, None, "random"),
+    "grid search": (None, None, "grid"),
+}
+
+
+def run_one(problem: str, variant: str, seed: int, *, population: int, steps: int) -> dict:
+    """One run; returns final best score, first step reaching the target, PB2 timings."""
+    p = PROBLEMS[problem]
+    exploit, explore, kind = VARIANTS[variant]
+    strategy: Any = explore
+    if explore == "pb2":
+        strategy = hp.PB2(seed=seed)
+    configs = p["grid"][:population] if kind == "grid" else None
+    res = hp.run(
+        p["trainable"],
+        p["space"],
+        metric="score",
+        mode="max",
+        population=population,
+        workers=2,
+        budget=hp.Steps(steps),
+        ready=4,
+        exploit=exploit,
+        explore=strategy,
+        configs=configs,
+        synchronous=True,
+        seed=seed,
+    )
+    reached = [r["step"] for r in res.records() if r["score"] >= p["target"]]
+    out = {
+        "final": float(res.best.score),
+        "reach": min(reached) if reached else None,
+        "decisions": [],
+    }
+    if explore == "pb2":
+        out["decisions"] = list(strategy.decision_seconds)
+    return out
+
+
+def _q(values: Sequence[float]) -> tuple[float, float, float]:
+    a = np.asarray(values, dtype=float)
+    return tuple(float(x) for x in np.percentile(a, [50, 25, 75], method="nearest"))
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Run the ablation and print the table; returns the numbers by problem and variant."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--smoke", action="store_true", help="tiny run for CI")
+    ap.add_argument("--problems", nargs="*", default=list(PROBLEMS))
+    ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    args = ap.parse_args(argv)
+    seeds = 1 if args.smoke else args.seeds
+    population = 9
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for problem in args.problems:
+        p = PROBLEMS[problem]
+        steps = 12 if args.smoke else p["steps"]
+        table[problem] = {}
+        print(
+            f"\n## {problem}: population {population}, {steps} steps each, ready every 4, "
+            f"{seeds} seeds, target {p['target']:g}"
+        )
+        print(
+            f"| {'variant':<20} | {'final best: median [IQR]':<28} | "
+            f"{'step reaching target: median [IQR]':<36} | reached |"
+        )
+        print(f"|{'-' * 22}|{'-' * 30}|{'-' * 38}|---------|")
+        for variant in args.variants:
+            t0 = time.perf_counter()
+            runs = [
+                run_one(problem, variant, s, population=population, steps=steps)
+                for s in range(seeds)
+            ]
+            finals = [r["final"] for r in runs]
+            never = steps + 1  # a run that never reached the target counts as "after the end"
+            reach = [r["reach"] if r["reach"] is not None else never for r in runs]
+            n_reached = sum(r["reach"] is not None for r in runs)
+            fm, f25, f75 = _q(finals)
+            rm, r25, r75 = _q(reach)
+
+            def step(x: float, never: int = never) -> str:
+                return "never" if x >= never else f"{x:.0f}"
+
+            decisions = [d for r in runs for d in r["decisions"]]
+            table[problem][variant] = {
+                "final": (fm, f25, f75),
+                "reach": (rm, r25, r75),
+                "reached": n_reached,
+                "seconds": time.perf_counter() - t0,
+                "decision_ms": (
+                    (1000 * float(np.median(decisions)), 1000 * float(np.percentile(decisions, 95)))
+                    if decisions
+                    else None
+                ),
+            }
+            final = f"{fm:.4f} [{f25:.4f}, {f75:.4f}]"
+            when = f"{step(rm)} [{step(r25)}, {step(r75)}]"
+            print(f"| {variant:<20} | {final:<28} | {when:<36} | {n_reached:>3}/{seeds:<3} |")
+        for variant, row in table[problem].items():
+            if row["decision_ms"]:
+                med, p95 = row["decision_ms"]
+                print(
+                    f"\nPB2 cost per decision on {problem}: median {med:.1f} ms, 95th percentile "
+                    f"{p95:.1f} ms ({variant}, {row['seconds']:.1f}s for {seeds} runs)"
+                )
+    return table
+
+
+if __name__ == "__main__":
+    main()

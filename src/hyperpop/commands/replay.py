@@ -1,0 +1,104 @@
+"""``hyperpop replay DB``: retrain one member's recorded schedule on a fresh model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["command"]
+
+
+def _trainable(spec: str | None) -> Any:
+    """``file.py`` (its ``trainable``), ``file.py:Name`` or ``module:Name``; None: as recorded."""
+    if spec is None:
+        return None
+    path, _, name = spec.partition(":")
+    if path.endswith(".py"):
+        from hyperpop.userfile import load_file
+
+        rf = load_file(path)
+        return getattr(rf.module, name) if name else rf.trainable
+    if not name:
+        raise click.BadParameter(
+            f"{spec!r}: write FILE.py, FILE.py:Name or module:Name", param_hint="--trainable"
+        )
+    from hyperpop.run import load_trainable
+
+    return load_trainable({"module": path, "name": name})
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "unknown"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return f"{v:.6g}"
+
+
+@click.command("replay")
+@click.argument("db", type=click.Path(exists=True, dir_okay=False))
+@click.option("--member", "-m", default="best", show_default=True, help="Member id or 'best'.")
+@click.option("--trainable", "spec", help="FILE.py[:Name] or module:Name (default: as recorded).")
+@click.option("--steps", type=int, help="Replay only the first STEPS steps.")
+@click.option("--rtol", type=float, default=0.01, show_default=True, help="Relative tolerance.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def command(
+    db: str, member: str, spec: str | None, steps: int | None, rtol: float, as_json: bool
+) -> None:
+    """Train a fresh model along MEMBER's recorded schedule in DB and compare the scores.
+
+    Exits with status 1 when the replayed score is not within RTOL of the recorded one.
+    """
+    from hyperpop.replay import replay
+
+    which: int | str = member if member == "best" else _member_id(member)
+    try:
+        r = replay(Path(db), which, trainable=_trainable(spec), steps=steps)
+    except (KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from None
+    if as_json:
+        out = r.to_dict()
+        out["close"] = r.close(rtol=rtol)
+        click.echo(json.dumps(out, indent=2, default=str))
+    else:
+        click.echo(f"replayed member {r.member} for {r.steps} steps ({r.seconds:.2f}s)")
+        click.echo("schedule followed:")
+        for seg in r.schedule:
+            params = ", ".join(
+                f"{k}={_fmt(v) if isinstance(v, float) else v}"
+                for k, v in _flat(seg["config"]).items()
+            )
+            click.echo(f"  from step {seg['step']:>6} (trained by {seg['trained_by']}): {params}")
+        click.echo(f"recorded {r.metric}: {_fmt(r.original_score)}")
+        click.echo(f"replayed {r.metric}: {_fmt(r.score)}")
+        if r.difference is not None:
+            click.echo(f"difference: {r.difference:+.3g} (relative {r.relative_difference:.3g})")
+        gap = r.max_trajectory_difference
+        if gap is not None:
+            click.echo(f"largest gap along the member's own recorded steps: {gap:.3g}")
+        click.echo("reproduced" if r.close(rtol=rtol) else f"NOT within rtol={rtol:g}")
+    if not r.close(rtol=rtol):
+        raise SystemExit(1)
+
+
+def _member_id(member: str) -> int:
+    try:
+        return int(member)
+    except ValueError:
+        raise click.BadParameter(
+            f"{member!r} is not a member id; use an integer or 'best'", param_hint="--member"
+        ) from None
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = v
+    return out

@@ -1,0 +1,215 @@
+"""Replay: train one fresh model along the recorded hyperparameter schedule of a member.
+
+PBT's result is not only a model but a schedule: which hyperparameters the winning weights were
+trained with, step by step, across every copy from a donor. Replaying that schedule on a fresh
+model (``setup`` with the first config, then ``apply`` at every change) checks that the schedule
+alone reproduces the score, and gives a recipe that needs no population next time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hyperpop.results import Result
+from hyperpop.store import events as ev
+from hyperpop.trainable import TrainableError, make_factory
+
+__all__ = ["ReplayResult", "replay"]
+
+
+@dataclass
+class ReplayResult:
+    """How a replay went.
+
+    Attributes:
+        member: the id of the member whose schedule was replayed.
+        metric: the metric compared.
+        mode: ``"max"`` or ``"min"``.
+        steps: training steps replayed.
+        schedule: the schedule followed (``{"step", "trained_by", "config"}`` entries).
+        original_score: the score the member's weights were recorded with at ``steps``,
+            following its lineage through every copy (None when the log does not hold it).
+        score: the replayed model's score at ``steps``.
+        scores: the replayed score after every step (index 0 is step 1).
+        original_scores: the recorded scores of the same weights' lineage, by step.
+        seconds: wall time of the replay.
+    """
+
+    member: int
+    metric: str
+    mode: str
+    steps: int
+    schedule: list[dict[str, Any]]
+    original_score: float | None
+    score: float
+    scores: list[float] = field(default_factory=list)
+    original_scores: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def difference(self) -> float | None:
+        """``score - original_score`` (None if the original is unknown)."""
+        if self.original_score is None:
+            return None
+        return self.score - self.original_score
+
+    @property
+    def relative_difference(self) -> float | None:
+        """``|difference| / max(|original_score|, 1e-12)``."""
+        d = self.difference
+        if d is None or self.original_score is None:
+            return None
+        return abs(d) / max(abs(self.original_score), 1e-12)
+
+    @property
+    def max_trajectory_difference(self) -> float | None:
+        """Largest absolute gap between replayed and recorded scores along the lineage (None
+        if the log holds none)."""
+        gaps = [
+            abs(self.scores[s - 1] - v)
+            for s, v in self.original_scores.items()
+            if 1 <= s <= len(self.scores)
+        ]
+        return max(gaps) if gaps else None
+
+    def close(self, *, rtol: float = 0.01, atol: float = 1e-9) -> bool:
+        """Whether the replayed final score is within ``atol + rtol * |original|``."""
+        d = self.difference
+        if d is None or self.original_score is None or math.isnan(d):
+            return False
+        return abs(d) <= atol + rtol * abs(self.original_score)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary."""
+        return {
+            "member": self.member,
+            "metric": self.metric,
+            "mode": self.mode,
+            "steps": self.steps,
+            "original_score": self.original_score,
+            "score": self.score,
+            "difference": self.difference,
+            "relative_difference": self.relative_difference,
+            "max_trajectory_difference": self.max_trajectory_difference,
+            "seconds": self.seconds,
+            "schedule": self.schedule,
+        }
+
+
+class _Recorded:
+    """Finds the recorded score of a member's weights at any step of their lineage.
+
+    Walks the exploit edges back: the weights a member holds at step ``s`` were trained at
+    ``s`` by the member itself after its last copy, or else by the donor it copied (as the
+    donor's weights were then), and so on.
+    """
+
+    def __init__(self, result: Result):
+        self.edges: dict[int, list[dict[str, Any]]] = {}
+        for e in result.population.edges:
+            self.edges.setdefault(e["member"], []).append(e)
+        self.reports: dict[tuple[int, int], list[tuple[int, float]]] = {}
+        for e in result.events:
+            if e.kind == ev.REPORTED and e.seq is not None:
+                score = e.data.get("score")
+                value = math.nan if score is None else float(score)
+                self.reports.setdefault((e.member, int(e.data["step"])), []).append((e.seq, value))
+
+    def at(self, member: int, step: int) -> float | None:
+        owner, bound = member, math.inf
+        while True:
+            before = [e for e in self.edges.get(owner, []) if e["seq"] < bound]
+            last = max(before, key=lambda e: e["seq"]) if before else None
+            if last is not None and last["kind"] == "exploit" and last["step"] >= step:
+                owner, bound = last["donor"], last["seq"]
+                continue
+            low = last["seq"] if last is not None else -math.inf
+            found = [v for q, v in self.reports.get((owner, step), []) if low < q < bound]
+            return found[-1] if found else None
+
+
+def replay(
+    source: Result | str | os.PathLike[str],
+    member: int | str = "best",
+    *,
+    trainable: Any = None,
+    steps: int | None = None,
+) -> ReplayResult:
+    """Train a fresh model along a member's recorded schedule and compare the scores.
+
+    The model is built in this process: ``setup(config)`` with the schedule's first config,
+    then one ``train()`` per step, with ``apply(config)`` wherever the schedule changes.
+    Randomness inside the trainable is the trainable's own: a deterministic trainable
+    reproduces the recorded score exactly, a seeded one up to its noise.
+
+    Args:
+        source: a :class:`~hyperpop.Result` or the path of a run's store.
+        member: the member's id, or ``"best"``.
+        trainable: the trainable; default: imported from where the store says it came from.
+        steps: replay only this many steps (default: the member's full training).
+
+    Returns:
+        A :class:`ReplayResult`.
+
+    Raises:
+        KeyError: if the run has no such member.
+        ValueError: if the member has no schedule or trained no step yet.
+        hyperpop.RunError: if the trainable cannot be found and none was passed.
+    """
+    result = source if isinstance(source, Result) else Result.load(source)
+    m = result.member(member)
+    if not m.schedule or m.step < 1:
+        raise ValueError(f"member {m.id} has not trained a step yet; nothing to replay")
+    total = m.step if steps is None else int(steps)
+    if not 1 <= total <= m.step:
+        raise ValueError(f"steps must be in [1, {m.step}] for member {m.id}, got {steps!r}")
+    if trainable is None:
+        from hyperpop.run import load_trainable
+
+        trainable = load_trainable(result.population.trainable)
+    metric = result.metric
+    factory = make_factory(trainable)
+    t0 = time.perf_counter()
+    model = factory()
+    config = m.config_at(1)
+    model.config = config
+    model.setup(config)
+    scores: list[float] = []
+    try:
+        for step in range(1, total + 1):
+            want = m.config_at(step)
+            if want != config:
+                config = want
+                model.config = config
+                model.apply(config)
+            metrics = model.train()
+            if metric not in metrics:
+                raise TrainableError(
+                    f"the trainable reported {sorted(metrics)} but not the run's metric "
+                    f"{metric!r}; is this the trainable the run used?"
+                )
+            scores.append(float(metrics[metric]))
+    finally:
+        model.cleanup()
+    recorded = _Recorded(result)
+    original_scores = {}
+    for step in range(1, total + 1):
+        value = recorded.at(m.id, step)
+        if value is not None:
+            original_scores[step] = value
+    return ReplayResult(
+        member=m.id,
+        metric=metric,
+        mode=result.mode,
+        steps=total,
+        schedule=[s for s in m.schedule if s["step"] < total],
+        original_score=original_scores.get(total),
+        score=scores[-1],
+        scores=scores,
+        original_scores=original_scores,
+        seconds=time.perf_counter() - t0,
+    )

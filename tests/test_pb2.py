@@ -1,0 +1,261 @@
+"""PB2: what it learns from a hand-made population, its checks, and a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hyperpop as hp
+from hyperpop.population import Population
+from hyperpop.space import Space, SpaceError
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+from hyperpop.strategies import PB2, Context, make_explore
+from hyperpop.strategies.pb2 import observations
+
+pytest.importorskip("sklearn")
+
+
+class Pop:
+    """A population built from events; every member's score grows by ``rate(config)`` a step."""
+
+    def __init__(self, configs, rate, *, ready=2, mode="max"):
+        self.pop = Population()
+        self.seq, self.rate, self.ready_steps = 0, rate, ready
+        settings = {"mode": mode, "metric": "s", "ready": {"steps": ready}}
+        self.feed(Event(ev.RUN_STARTED, None, {"settings": settings}))
+        self.score = {}
+        for i, c in enumerate(configs):
+            self.feed(Event(ev.MEMBER_CREATED, i, {"config": c}))
+            self.score[i] = 0.0
+
+    def feed(self, e: Event) -> None:
+        self.seq += 1
+        e.seq, e.time = self.seq, 1000.0 + self.seq
+        self.pop.apply(e)
+
+    def train(self, member: int, intervals: int) -> None:
+        m = self.pop.members[member]
+        for _ in range(intervals):
+            for _ in range(self.ready_steps):
+                self.score[member] += self.rate(m.config)
+                data = {"step": m.step + 1, "score": self.score[member], "metrics": {}}
+                self.feed(Event(ev.REPORTED, member, data))
+            blob = f"b{member}-{m.step}"
+            self.feed(Event(ev.CHECKPOINTED, member, {"step": m.step, "checkpoint": blob}))
+
+    def ctx(self, space: Space, seed: int = 0, batch=None) -> Context:
+        return Context(
+            mode=self.pop.mode,
+            rng=np.random.default_rng(seed),
+            candidates=list(self.pop.members.values()),
+            population=self.pop,
+            space=space,
+            batch=list(batch or []),
+        )
+
+
+X = Space({"x": hp.uniform(0.0, 1.0)})
+
+
+def grid_pop(n=8, intervals=3, rate=lambda c: c["x"]):
+    p = Pop([{"x": (i + 0.5) / n} for i in range(n)], rate)
+    for i in range(n):
+        p.train(i, intervals)
+    return p
+
+
+# --- observations ---------------------------------------------------------------------------
+def test_observations_are_the_members_own_intervals():
+    p = Pop([{"x": 0.2}, {"x": 0.8}], lambda c: c["x"])
+    p.train(0, 2)
+    p.train(1, 2)
+    ctx = p.ctx(X)
+    obs0 = observations(p.pop.members[0], 2, ctx)
+    # the first interval has no score before it; the second starts at step 2 from 0.4
+    assert [(o[1], o[2], o[3], o[4]) for o in obs0] == [(2, pytest.approx(0.4), {"x": 0.2}, 0.2)]
+    # member 0 copies member 1 at step 4, explores, trains two intervals of its own
+    p.feed(Event(ev.EXPLOITED, 0, {"donor": 1, "step": 4, "checkpoint": "b1-4"}))
+    p.feed(Event(ev.EXPLORED, 0, {"config": {"x": 0.5}}))
+    p.score[0] = p.score[1]
+    p.train(0, 2)
+    obs0 = observations(p.pop.members[0], 2, ctx)
+    # steps 5..8 are its own; the interval from step 4 starts on the donor's record: skipped
+    assert [(o[1], o[3], o[4]) for o in obs0] == [(6, {"x": 0.5}, pytest.approx(0.5))]
+    assert obs0[0][0] == (0, 1, 0, 6)  # member, exploits, rejuvenations, step
+
+
+def test_observations_orient_scores_in_min_mode():
+    p = Pop([{"x": 0.5}], lambda c: -c["x"], mode="min")
+    p.train(0, 3)
+    obs = observations(p.pop.members[0], 2, p.ctx(X))
+    assert [o[4] for o in obs] == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+# --- decisions ------------------------------------------------------------------------------
+def test_pb2_picks_where_the_score_grows_fastest():
+    p = grid_pop()
+    pb = PB2(kappa=0.5)
+    pb.bind(X)
+    best = p.pop.members[7]
+    new = pb.explore(best.config, p.pop.members[0], best, p.ctx(X))
+    assert new["x"] > 0.8
+    assert pb.fits == 1
+
+
+def test_pb2_prefers_the_interior_optimum():
+    p = grid_pop(n=10, rate=lambda c: 1.0 - 4.0 * (c["x"] - 0.3) ** 2)
+    pb = PB2(kappa=0.2)
+    pb.bind(X)
+    d = p.pop.members[9]
+    assert abs(pb.explore(d.config, d, d, p.ctx(X))["x"] - 0.3) < 0.12
+
+
+def test_pb2_handles_integers_and_unordered_choices():
+    space = Space({"opt": hp.choice(["sgd", "adam", "rms"]), "n": hp.randint(1, 5), "k": "c"})
+    configs = [{"opt": o, "n": n, "k": "c"} for o in ("sgd", "adam", "rms") for n in (1, 3, 5)]
+    p = Pop(configs, lambda c: (1.0 if c["opt"] == "adam" else 0.0) + 0.1 * c["n"])
+    for i in range(len(configs)):
+        p.train(i, 3)
+    pb = PB2(kappa=0.1)
+    pb.bind(space)
+    d = p.pop.members[0]
+    new = pb.explore(d.config, d, d, p.ctx(space))
+    space.validate_config(new)
+    assert new["opt"] == "adam" and new["n"] >= 4 and new["k"] == "c"
+
+
+def test_batch_ucb_spreads_picks_of_one_round():
+    """With no signal in the data, UCB goes where the model is least sure; an earlier pick of
+    the same round, hallucinated into the model, sends the next member elsewhere."""
+    p = grid_pop(n=6, rate=lambda c: 0.5)
+    pb = PB2(kappa=1.0)
+    pb.bind(X)
+    d = p.pop.members[0]
+    first = pb.explore(d.config, d, d, p.ctx(X))
+    again = pb.explore(d.config, d, d, p.ctx(X))
+    second = pb.explore(d.config, d, d, p.ctx(X, batch=[first]))
+    assert again == first  # same data, same round position: same pick
+    assert abs(second["x"] - first["x"]) > 0.5
+    assert pb.fits == 1  # the round's data did not change: one fit served all three
+
+
+def test_batch_std_shrinks_at_pending_points():
+    p = grid_pop(n=10, rate=lambda c: 1.0 - 4.0 * (c["x"] - 0.3) ** 2)
+    pb = PB2(kappa=3.0)
+    pb.bind(X)
+    d = p.pop.members[0]
+    first = pb.explore(d.config, d, d, p.ctx(X))
+    q = pb._inputs(np.array([0.0]), np.array([0.0]), pb._encoder.encode(first)[None, :])
+    _, before = pb._gp.predict(q, return_std=True)
+    after = pb._batch_std(q, [first], 0.0, 0.0)
+    assert after[0] < 0.5 * before[0]
+    second = pb.explore(d.config, d, d, p.ctx(X, batch=[first]))
+    assert second != first
+
+
+def test_pb2_respects_narrower_bounds():
+    p = grid_pop()
+    pb = PB2(bounds={"x": (0.2, 0.4)}, kappa=0.5)
+    pb.bind(X)
+    d = p.pop.members[7]
+    for seed in range(3):
+        assert 0.2 <= pb.explore(d.config, d, d, p.ctx(X, seed=seed))["x"] <= 0.4
+
+
+def test_pb2_perturbs_until_it_has_data():
+    p = grid_pop(n=2, intervals=2)
+    pb = PB2(min_data=8)
+    pb.bind(X)
+    d = p.pop.members[1]
+    new = pb.explore(d.config, d, d, p.ctx(X))
+    assert new != d.config and 0.0 <= new["x"] <= 1.0
+    assert pb.fits == 0 and len(pb.decision_seconds) == 1
+
+
+def test_pb2_fits_a_bounded_recent_history():
+    p = grid_pop(n=40, intervals=6)  # 40 members x 5 observations
+    pb = PB2(max_history=50)
+    pb.bind(X)
+    d = p.pop.members[0]
+    pb.explore(d.config, d, d, p.ctx(X))
+    assert len(pb._seen) == 200
+    X_train = pb._gp.X_train_
+    assert X_train.shape[0] == 50
+    # the most recent observations: times 10 (step 10 of 12) and 8, in units of the newest
+    assert set(np.round(X_train[:, 0] * 10).astype(int)) == {8, 10}
+
+
+# --- checks ---------------------------------------------------------------------------------
+def test_reversed_or_bad_bounds_are_errors_that_say_the_fix():
+    with pytest.raises(ValueError, match=r"reversed.*write them as \(0.001, 0.1\)"):
+        PB2(bounds={"lr": (0.1, 0.001)})
+    with pytest.raises(ValueError, match="pair"):
+        PB2(bounds={"lr": "low"})
+    with pytest.raises(ValueError, match="kappa"):
+        PB2(kappa=-1)
+    with pytest.raises(ValueError, match="max_history"):
+        PB2(max_history=2)
+    space = Space({"lr": hp.loguniform(1e-4, 1e-1), "opt": hp.choice(["a", "b"])})
+    with pytest.raises(SpaceError, match="'momentum', which is not a parameter"):
+        PB2(bounds={"momentum": (0, 1)}).bind(space)
+    with pytest.raises(SpaceError, match="only numeric parameters"):
+        PB2(bounds={"opt": (0, 1)}).bind(space)
+    with pytest.raises(SpaceError, match="outside the space"):
+        PB2(bounds={"lr": (1e-5, 1e-2)}).bind(space)
+
+
+def test_a_run_with_bad_pb2_bounds_fails_before_training(tmp_path):
+    from core_trainables import Counter
+
+    with pytest.raises(SpaceError, match="outside the space"):
+        hp.run(
+            Counter,
+            {"lr": hp.uniform(0.0, 1.0)},
+            metric="score",
+            explore=PB2(bounds={"lr": (0.5, 2.0)}),
+            storage=tmp_path / "r.db",
+        )
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_describe_rebuilds_the_same_strategy():
+    pb = PB2(bounds={"x": (0.1, 0.9)}, kappa=2.0, max_history=64)
+    d = pb.describe()
+    rebuilt = type(make_explore(d.pop("name")))(**d)
+    assert rebuilt.describe() == pb.describe()
+
+
+# --- end to end -----------------------------------------------------------------------------
+def test_pb2_end_to_end_on_the_local_backend():
+    from core_trainables import Counter
+
+    space = {
+        "lr": hp.uniform(0.0, 1.0),
+        "opt": hp.choice(["sgd", "adam"]),
+        "layers": hp.randint(1, 4),
+    }
+    pb = PB2(min_data=4)
+    res = hp.run(
+        Counter,
+        space,
+        metric="score",
+        population=4,
+        workers=2,
+        budget=hp.Steps(24),
+        ready=2,
+        exploit="truncation",
+        explore=pb,
+        synchronous=True,
+        seed=0,
+    )
+    assert res.settings["explore"]["name"] == "pb2"
+    assert pb.fits > 0
+    explored = [e for e in res.events if e.kind == ev.EXPLORED]
+    assert explored and all(e.data["how"] == "pb2" for e in explored)
+    sp = Space(space)
+    for e in explored:
+        sp.validate_config(e.data["config"])
+    # the score is the sum of the lr trained with: PB2 should push lr up
+    assert res.best.config["lr"] > 0.5
+    assert all(m.status == "finished" and m.step == 24 for m in res.members)
