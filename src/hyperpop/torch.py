@@ -1,0 +1,286 @@
+"""PyTorch helpers: save and load training state, apply new hyperparameters in place.
+
+This module needs PyTorch (``pip install "hyperpop[torch]"``); nothing in hyperpop's core imports
+it.
+
+The pitfall it exists for (ray#62173): restoring an optimiser with ``load_state_dict`` also
+restores the learning rate, momentum and so on stored in its ``param_groups``, silently undoing the
+hyperparameters PBT just explored. hyperpop calls ``load(state)`` and **then** ``apply(config)``;
+:func:`apply_to_optimizer` is what ``apply`` should call: it writes the new values into every
+parameter group in place, leaving the optimiser's state (momentum buffers, Adam moments, step
+counts) untouched.
+
+>>> import hyperpop.torch as hpt
+>>> hpt.apply_to_optimizer(optimizer, {"lr": 0.01, "momentum": 0.9})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import numbers
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+try:
+    import torch
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"hyperpop.torch needs PyTorch: pip install 'hyperpop[torch]' ({e})"
+    ) from None
+
+from hyperpop.trainable import Trainable
+
+__all__ = [
+    "DEFAULT_MAPPING",
+    "TorchTrainable",
+    "apply_to_optimizer",
+    "load_state",
+    "minibatches",
+    "save_state",
+]
+
+#: Where a config key goes in a parameter group: a key, or ``(key, index)`` for one element of a
+#: tuple-valued entry such as Adam's ``betas``.
+GroupKey = str | tuple[str, int]
+
+#: Config keys that :func:`apply_to_optimizer` maps by default (each only where the optimiser's
+#: parameter groups have the entry: ``momentum`` is skipped for Adam, ``betas`` for SGD).
+DEFAULT_MAPPING: dict[str, GroupKey] = {
+    "lr": "lr",
+    "learning_rate": "lr",
+    "momentum": "momentum",
+    "dampening": "dampening",
+    "nesterov": "nesterov",
+    "weight_decay": "weight_decay",
+    "betas": "betas",
+    "beta1": ("betas", 0),
+    "beta2": ("betas", 1),
+    "eps": "eps",
+    "alpha": "alpha",
+    "lr_decay": "lr_decay",
+    "rho": "rho",
+    "centered": "centered",
+}
+
+
+def _set(group: dict[str, Any], key: str, value: Any) -> None:
+    old = group[key]
+    if isinstance(old, torch.Tensor):
+        # a tensor learning rate (capturable / compiled optimisers): keep the tensor, new value
+        with torch.no_grad():
+            old.fill_(float(value))
+    else:
+        group[key] = _plain(value, old)
+
+
+def _plain(value: Any, old: Any) -> Any:
+    # numpy scalars become Python numbers; a flag stays a flag
+    if isinstance(old, bool):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def apply_to_optimizer(
+    optimizer: torch.optim.Optimizer,
+    config: Mapping[str, Any],
+    mapping: Mapping[str, GroupKey] | None = None,
+    *,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """Write hyperparameters from ``config`` into every parameter group of ``optimizer``.
+
+    Only the groups' hyperparameter entries change; the optimiser's per-parameter state
+    (momentum buffers, Adam's moments and step counts) is kept, so training continues where
+    it was, with the new values.
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        config: the member's config; keys that the mapping does not name are ignored.
+        mapping: config key -> parameter-group key (or ``(key, index)`` for an element of a
+            tuple such as ``betas``). Default: :data:`DEFAULT_MAPPING`, which skips entries
+            an optimiser does not have. With an explicit mapping, a named config key that is
+            present in ``config`` but missing from the groups is an error.
+        scheduler: an LR scheduler to keep in step: its ``base_lrs`` and the groups'
+            ``initial_lr`` take the new learning rate, so it scales from the new value.
+
+    Returns:
+        The values set, by parameter-group key (``{"lr": 0.01, "betas": (0.9, 0.99)}``).
+
+    Raises:
+        KeyError: an explicit mapping names a parameter-group entry the optimiser lacks.
+    """
+    strict = mapping is not None
+    mapping = DEFAULT_MAPPING if mapping is None else mapping
+    applied: dict[str, Any] = {}
+    for name, target in mapping.items():
+        if name not in config:
+            continue
+        value = config[name]
+        key, index = (target, None) if isinstance(target, str) else target
+        for group in optimizer.param_groups:
+            if key not in group:
+                if strict:
+                    raise KeyError(
+                        f"config key {name!r} maps to param_groups[...][{key!r}], which "
+                        f"{type(optimizer).__name__} does not have (its entries: "
+                        f"{sorted(k for k in group if k != 'params')})"
+                    )
+                break
+            if index is None:
+                _set(group, key, value)
+            else:
+                items = list(group[key])
+                items[index] = float(value)
+                group[key] = tuple(items)
+            applied[key] = group[key]
+    if scheduler is not None and "lr" in applied:
+        lr = applied["lr"]
+        lr = float(lr) if isinstance(lr, torch.Tensor) else lr
+        for group in optimizer.param_groups:
+            if "initial_lr" in group:
+                group["initial_lr"] = lr
+        if hasattr(scheduler, "base_lrs"):
+            scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    return applied
+
+
+def _state_of(obj: Any) -> Any:
+    if hasattr(obj, "state_dict"):
+        return obj.state_dict()
+    return obj
+
+
+def save_state(copy_tensors: bool = False, **objects: Any) -> dict[str, Any]:
+    """A picklable snapshot of models, optimisers, schedulers and plain values.
+
+    Args:
+        copy_tensors: deep-copy the result (needed only if the caller keeps it in memory
+            while training goes on; hyperpop pickles the state right away, so the default
+            skips the copy).
+        **objects: anything with ``state_dict()`` (stored as its state dict) or plain
+            picklable values (stored as they are), by name.
+
+    Returns:
+        ``{name: state}``, to pass to :func:`load_state`.
+    """
+    state = {name: _state_of(obj) for name, obj in objects.items()}
+    return copy.deepcopy(state) if copy_tensors else state
+
+
+def load_state(state: Mapping[str, Any], **objects: Any) -> dict[str, Any]:
+    """Restore objects saved with :func:`save_state` (``load_state_dict`` on each, in place).
+
+    Args:
+        state: what :func:`save_state` returned.
+        **objects: the live objects to restore, by the names they were saved under.
+
+    Returns:
+        The saved entries not restored into an object (plain values such as a step counter).
+
+    Raises:
+        KeyError: an object is named that the state does not hold.
+    """
+    for name, obj in objects.items():
+        if name not in state:
+            raise KeyError(f"the saved state has no {name!r} (it holds {sorted(state)})")
+        obj.load_state_dict(state[name])
+    return {k: v for k, v in state.items() if k not in objects}
+
+
+def minibatches(
+    *tensors: torch.Tensor,
+    batch_size: int,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Iterate over in-memory tensors in minibatches (a light ``DataLoader``).
+
+    The batch size is read on every call, so it can change between intervals.
+
+    Args:
+        *tensors: tensors with the same first dimension.
+        batch_size: rows per batch.
+        shuffle: draw a random permutation first.
+        generator: the random generator for the permutation (seed it for reproducibility).
+        drop_last: skip a last, smaller batch.
+    """
+    n = tensors[0].shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        raise ValueError("minibatches() needs tensors with the same first dimension")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for i in range(0, stop, batch_size):
+        idx = order[i : i + batch_size]
+        yield tuple(t[idx] for t in tensors)
+
+
+class TorchTrainable(Trainable):
+    """A :class:`~hyperpop.Trainable` for a PyTorch model and optimiser.
+
+    Subclasses implement :meth:`build` (create ``self.model`` and ``self.optimizer``, and
+    optionally ``self.scheduler``) and :meth:`train`. Saving, loading and applying new
+    hyperparameters are done here: ``save`` stores the state dicts plus whatever
+    :meth:`extra_state` returns, ``load`` restores them, and ``apply`` writes the config into the
+    optimiser's parameter groups through :attr:`mapping` (after a load, so the new values win).
+
+    Attributes:
+        mapping: config key -> parameter-group key for :func:`apply_to_optimizer` (None: the
+            default mapping).
+        seed: ``torch.manual_seed`` before :meth:`build` is called with ``config["seed"]`` if
+            the config has one, else this value (None: no seeding).
+    """
+
+    mapping: Mapping[str, GroupKey] | None = None
+    seed: int | None = 0
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any = None
+
+    def build(self, config: dict[str, Any]) -> None:
+        """Create ``self.model`` and ``self.optimizer`` (and ``self.scheduler``) for ``config``."""
+        raise NotImplementedError("a TorchTrainable must implement build(config)")
+
+    def setup(self, config: dict[str, Any]) -> None:
+        """Seed, build, and apply the config."""
+        seed = config.get("seed", self.seed)
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        self.config = dict(config)
+        self.steps = 0
+        self.build(self.config)
+        self.apply(self.config)
+
+    def apply(self, config: dict[str, Any]) -> None:
+        """Take new hyperparameters in place; the optimiser keeps its moments."""
+        self.config = dict(config)
+        apply_to_optimizer(self.optimizer, self.config, self.mapping, scheduler=self.scheduler)
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain values to save beside the state dicts (default: the step counter)."""
+        return {"steps": self.steps}
+
+    def load_extra_state(self, extra: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+        self.steps = int(extra.get("steps", 0))
+
+    def _objects(self) -> dict[str, Any]:
+        objects: dict[str, Any] = {"model": self.model, "optimizer": self.optimizer}
+        if self.scheduler is not None:
+            objects["scheduler"] = self.scheduler
+        return objects
+
+    def save(self) -> dict[str, Any]:
+        """State dicts of the model, optimiser (and scheduler), plus :meth:`extra_state`."""
+        return save_state(**self._objects(), extra=self.extra_state())
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Restore a state from :meth:`save` (``apply`` follows and sets the hyperparameters)."""
+        rest = load_state(state, **self._objects())
+        self.load_extra_state(rest.get("extra", {}))

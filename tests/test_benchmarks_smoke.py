@@ -1,0 +1,94 @@
+"""Every benchmark runs at a smoke size, so none can rot (full sizes: docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scale_smoke(capsys):
+    rows = _load("scale").main(["--smoke"])
+    assert [r["n"] for r in rows] == [10, 100]
+    assert all(r["decisions_per_s"] > 0 and r["store_events_per_s"] > 0 for r in rows)
+    assert "decisions/s" in capsys.readouterr().out
+
+
+def test_quality_smoke(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    rows = _load("quality").main(["--smoke"])
+    assert {r["method"] for r in rows} == {"pbt", "random", "grid"}
+    assert all(0.0 <= r["median"] <= 1.0 for r in rows)
+    assert "held-out median" in capsys.readouterr().out
+
+
+def test_overhead_smoke(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    rows = _load("overhead").main(["--smoke"])
+    assert [r["variant"] for r in rows] == ["plain loop", "hyperpop, no exploit", "hyperpop PBT"]
+    assert all(0.5 < r["user_share"] <= 1.0 for r in rows[1:])
+    assert "user share" in capsys.readouterr().out
+
+
+def test_vs_ray_tune_smoke(capsys):
+    bench = _load("vs_ray_tune")
+    h = bench.run_hyperpop("toy", 4, 8)  # the hyperpop side always runs
+    assert h["wall"] > 0 and -1.0 < h["score"] < 1.2
+    if not bench.have_ray_tune():
+        pytest.skip("ray[tune] is not installed")
+    rows = bench.main(["--smoke"])
+    assert rows and rows[0]["ray"]["peak_mib"] > 0 and rows[0]["hyperpop"]["peak_mib"] > 0
+    assert "wall ratio" in capsys.readouterr().out
+
+
+def _old_truncation(member, ctx, quantile):
+    ranked = sorted(ctx.candidates, key=lambda m: (ctx.value(m), -m.id))
+    n = len(ranked)
+    k = min(math.ceil(n * quantile), n // 2)
+    if k == 0:
+        return None
+    bottom, top = ranked[:k], ranked[-k:]
+    if member.id not in {m.id for m in bottom}:
+        return None
+    return top[int(ctx.rng.integers(len(top)))]
+
+
+def test_vectorised_truncation_picks_exactly_what_sorting_picked():
+    """The scale optimisation of Truncation.select keeps its choices (ties, NaN, None, min)."""
+    from hyperpop.strategies.base import Context
+    from hyperpop.strategies.exploit import Truncation
+
+    r = random.Random(0)
+    for trial in range(3000):
+        n = r.randint(1, 25)
+        cands = [
+            SimpleNamespace(id=i, ready_score=r.choice([0.1, 0.2, math.nan, None, r.random()]))
+            for i in r.sample(range(60), n)
+        ]
+        mode, q = r.choice(["max", "min"]), r.choice([0.1, 0.25, 0.5])
+        member = r.choice(cands)
+
+        def ctx(mode=mode, seed=trial, cands=cands):
+            return Context(mode, np.random.default_rng(seed), cands, None, None)  # type: ignore[arg-type]
+
+        old = _old_truncation(member, ctx(), q)
+        new = Truncation(q).select(member, ctx())
+        assert (old and old.id) == (new and new.id)

@@ -1,0 +1,113 @@
+"""The examples: real training, tiny sizes (the full runs are in docs/examples.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("gymnasium")
+
+import hyperpop as hp  # noqa: E402
+from hyperpop.userfile import load_file  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _example(name: str):
+    return load_file(EXAMPLES / f"{name}.py")
+
+
+def _run(rf, tmp_path, **overrides):
+    kw = {**rf.settings, "storage": tmp_path / "run.db", "workers": 1, **overrides}
+    return hp.run(rf.trainable, rf.space, **kw)
+
+
+@pytest.mark.parametrize("name", ["digits", "cartpole", "charlm"])
+def test_run_file_defines_what_hyperpop_run_needs(name):
+    rf = _example(name)
+    assert rf.settings["storage"] == f"runs/{name}.db"
+    assert {"metric", "mode", "population", "budget"} <= set(rf.settings)
+    assert callable(rf.module.evaluate)
+    hp.Space(rf.space)  # a valid space
+
+
+def test_digits_learns_and_held_out_split_is_separate(tmp_path):
+    rf = _example("digits")
+    d = rf.module.data()
+    assert len(d["x_train"]) == 1000 and len(d["x_val"]) == 400 and len(d["x_test"]) == 397
+    good = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 32}
+    res = _run(rf, tmp_path, population=2, budget=hp.Steps(3), ready=1, configs=[good, good])
+    assert res.best.score > 0.85
+    assert rf.module.evaluate(res.load_checkpoint()) > 0.85
+    assert all("test" not in k for r in res.records() for k in r)  # selection never sees test
+
+
+def test_digits_batch_size_changes_between_intervals():
+    rf = _example("digits")
+    t = rf.trainable()
+    t.setup({"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 1000})
+    t.train()
+    state = t.save()
+    t.load(state)
+    t.apply({**t.config, "batch_size": 250, "lr": 0.01})
+    calls = []
+    original = t.model.forward
+    t.model.forward = lambda x: calls.append(len(x)) or original(x)
+    t.train()
+    assert calls[:4] == [250, 250, 250, 250]
+    assert t.optimizer.param_groups[0]["lr"] == 0.01
+
+
+def test_cartpole_runs_real_gymnasium_episodes(tmp_path):
+    rf = _example("cartpole")
+    res = _run(rf, tmp_path, population=2, budget=hp.Steps(2), ready=1)
+    rows = res.records()
+    assert len(rows) == 4
+    assert all(r["env_steps"] > 900 and r["episodes"] > 0 and r["return"] > 5 for r in rows)
+    assert rf.module.evaluate(res.load_checkpoint(), episodes=2) >= 8  # CartPole's minimum
+
+
+def test_cartpole_learns_in_process():
+    rf = _example("cartpole")
+    t = rf.trainable()
+    t.setup({"lr": 2e-3, "ent_coef": 0.01, "gamma": 0.99})
+    first = t.train()["return"]
+    for _ in range(11):
+        last = t.train()["return"]
+    assert last > max(2 * first, 60)
+    t.cleanup()
+
+
+def test_charlm_reads_stdlib_text_and_learns(tmp_path):
+    rf = _example("charlm")
+    d = rf.module.data()
+    assert len(d["train"]) > 100_000 and len(d["test"]) > 5_000
+    assert rf.module.decode(rf.module.encode("def f():\n")[:].tolist()) == "def f():\n"
+    res = _run(rf, tmp_path, population=2, budget=hp.Steps(2), ready=1)
+    rows = res.records()
+    assert rows[-1]["val_loss"] < 4.0  # below the uniform guess, log(96) = 4.56
+    state = res.load_checkpoint()
+    assert rf.module.evaluate(state) < 4.0
+    assert rf.module.sample(state, length=20).startswith("def ")
+
+
+def test_charlm_apply_sets_dropout_and_keeps_adam_moments():
+    rf = _example("charlm")
+    t = rf.trainable()
+    t.setup({"lr": 3e-3, "dropout": 0.1, "clip": 1.0})
+    t.train()
+    state = t.save()
+    other = rf.trainable()
+    other.setup({"lr": 1e-3, "dropout": 0.4, "clip": 0.5})
+    other.load(state)
+    other.apply({"lr": 5e-4, "dropout": 0.3, "clip": 0.5})
+    assert other.model.drop.p == 0.3
+    assert other.optimizer.param_groups[0]["lr"] == 5e-4
+    p = next(other.model.parameters())
+    assert torch.equal(
+        other.optimizer.state[p]["exp_avg"],
+        t.optimizer.state[next(t.model.parameters())]["exp_avg"],
+    )
