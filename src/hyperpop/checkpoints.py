@@ -10,13 +10,20 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["CheckpointError", "CheckpointStore", "checkpoint_dir_for"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointStore",
+    "checkpoint_dir_for",
+    "decode",
+    "encode",
+    "new_blob_id",
+]
 
 _MAGIC = b"HYPERPOP-CKPT-1\n"
 _SUFFIX = ".ckpt"
@@ -32,6 +39,33 @@ def checkpoint_dir_for(db_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name.rsplit(".", 1)[0] + _SUFFIX)
 
 
+def new_blob_id(member: int, step: int) -> str:
+    """A fresh, unique blob id for ``member``'s state at ``step``."""
+    return f"m{member}-s{step}-{uuid.uuid4().hex[:10]}"
+
+
+def encode(state: Any, member: int | None = None) -> bytes:
+    """The bytes of a blob holding ``state`` (the format written to disk)."""
+    try:
+        data = cloudpickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:
+        raise CheckpointError(
+            f"member {member}: the state returned by save() cannot be pickled ({e}); return "
+            "plain data such as state_dicts, arrays and numbers"
+        ) from e
+    return _MAGIC + data
+
+
+def decode(raw: bytes, blob: str, where: object = "") -> Any:
+    """The state held in a blob's bytes (from :func:`encode`)."""
+    if not raw.startswith(_MAGIC):
+        raise CheckpointError(f"checkpoint {blob!r} is corrupt: bad header ({where})")
+    try:
+        return pickle.loads(memoryview(raw)[len(_MAGIC) :])
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {blob!r} is corrupt ({where}): {e}") from None
+
+
 class CheckpointStore:
     """A folder of immutable checkpoint blobs.
 
@@ -42,6 +76,16 @@ class CheckpointStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._delete_hooks: list[Callable[[str], None]] = []
+
+    def add_delete_hook(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(blob)`` whenever a blob is deleted (a backend frees its own copies)."""
+        self._delete_hooks.append(hook)
+
+    def remove_delete_hook(self, hook: Callable[[str], None]) -> None:
+        """Stop calling a hook added with :meth:`add_delete_hook`."""
+        if hook in self._delete_hooks:
+            self._delete_hooks.remove(hook)
 
     def _path(self, blob: str) -> Path:
         if not blob or "/" in blob or os.sep in blob or blob.startswith("."):
@@ -54,38 +98,32 @@ class CheckpointStore:
 
     def save(self, member: int, step: int, state: Any) -> str:
         """Write ``state`` as a new blob and return its id."""
-        blob = f"m{member}-s{step}-{uuid.uuid4().hex[:10]}"
+        blob = new_blob_id(member, step)
+        self.write(blob, encode(state, member))
+        return blob
+
+    def write(self, blob: str, data: bytes) -> None:
+        """Write a blob's bytes (from :func:`encode`) atomically under the id ``blob``."""
         path = self._path(blob)
         tmp = path.with_name("." + path.name + ".tmp")
-        try:
-            data = cloudpickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:
-            raise CheckpointError(
-                f"member {member}: the state returned by save() cannot be pickled ({e}); return "
-                "plain data such as state_dicts, arrays and numbers"
-            ) from e
         with open(tmp, "wb") as f:
-            f.write(_MAGIC)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        return blob
 
-    def load(self, blob: str) -> Any:
-        """Read a blob back."""
+    def read(self, blob: str) -> bytes:
+        """A blob's bytes, as written."""
         path = self._path(blob)
         try:
             with open(path, "rb") as f:
-                raw = f.read()
+                return f.read()
         except FileNotFoundError:
             raise CheckpointError(f"checkpoint {blob!r} is missing ({path})") from None
-        if not raw.startswith(_MAGIC):
-            raise CheckpointError(f"checkpoint {blob!r} is corrupt: bad header ({path})")
-        try:
-            return pickle.loads(raw[len(_MAGIC) :])
-        except Exception as e:
-            raise CheckpointError(f"checkpoint {blob!r} is corrupt ({path}): {e}") from None
+
+    def load(self, blob: str) -> Any:
+        """Read a blob back."""
+        return decode(self.read(blob), blob, self._path(blob))
 
     def exists(self, blob: str) -> bool:
         """Whether the blob is present."""
@@ -101,6 +139,8 @@ class CheckpointStore:
             self._path(blob).unlink()
         except FileNotFoundError:
             pass
+        for hook in list(self._delete_hooks):
+            hook(blob)
 
     def collect(self, live: Iterable[str], *, temporaries: bool = False) -> list[str]:
         """Delete every blob not in ``live``; return the deleted ids.

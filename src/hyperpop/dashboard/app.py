@@ -1,0 +1,129 @@
+"""The live dashboard: a small Starlette app over a store, read-only.
+
+Routes: ``/`` (the page), ``/api/view?since=SEQ`` (the summary, and the whole view when the log
+moved past ``SEQ``), ``/static/*`` (plotly.js from the plotly package, the page's script and
+styles) and ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from hyperpop.dashboard.data import StoreSource
+from hyperpop.dashboard.figures import payload
+from hyperpop.dashboard.report import asset, page, plotly_js
+
+__all__ = ["create_app", "serve"]
+
+_TYPES = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+    "plotly.min.js": "text/javascript; charset=utf-8",
+}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+
+
+def _raw(body: str) -> Response:
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _json(obj: Any) -> Response:
+    return _raw(_dumps(obj))
+
+
+def create_app(
+    db: str | os.PathLike[str], *, interval: float = 1.0, source: StoreSource | None = None
+) -> Starlette:
+    """The dashboard app for the store at ``db``.
+
+    The store is opened read-only and re-read incrementally on each poll; a missing, corrupt
+    or newer store gives an error message on the page (and in ``/api/view``), never a crash.
+
+    Args:
+        db: the run's SQLite store.
+        interval: seconds between the page's polls.
+        source: an already refreshed source over ``db`` (saves folding the log again).
+    """
+    source = source if source is not None else StoreSource(db)
+    name = Path(db).name
+
+    def index(request: Request) -> Response:
+        view = source.refresh()
+        config: dict[str, Any] = {"api": "api/view", "interval": int(interval * 1000)}
+        if view is None:
+            config = {"error": source.error}
+        body = page(title=f"hyperpop: {name}", subtitle=name, note="live", config=config)
+        return HTMLResponse(body, status_code=200 if view is not None else 503)
+
+    def api_view(request: Request) -> Response:
+        view = source.refresh()
+        if view is None:
+            return _json({"error": source.error})
+        try:
+            since = int(request.query_params.get("since", "-1"))
+        except ValueError:
+            since = -1
+        head = _dumps({"seq": view.seq, "summary": view.summary(source.alive)})
+        if since == view.seq:
+            return _raw(head)
+        # the view is serialised once per change of the log, whoever asks for it
+        body = source.cached("view-json", lambda v, w: _dumps(payload(v, w)))
+        return _raw(head[:-1] + ',"view":' + body + "}")
+
+    def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in _TYPES:
+            return PlainTextResponse("not found", status_code=404)
+        text = plotly_js() if name == "plotly.min.js" else asset(name)
+        return Response(
+            text, media_type=_TYPES[name], headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": source.error is None})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("not found", status_code=404)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # never a stack trace in the browser
+        return PlainTextResponse(f"hyperpop dashboard error: {type(exc).__name__}: {exc}", 500)
+
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/view", api_view),
+            Route("/static/{name}", static),
+            Route("/healthz", healthz),
+        ],
+        exception_handlers={404: not_found, 500: server_error},
+    )
+    app.state.source = source
+    return app
+
+
+def serve(
+    db: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    interval: float = 1.0,
+    log_level: str = "warning",
+    source: StoreSource | None = None,
+) -> None:
+    """Serve the dashboard of ``db`` until interrupted (Ctrl-C)."""
+    import uvicorn
+
+    app = create_app(db, interval=interval, source=source)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

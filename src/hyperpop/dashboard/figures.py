@@ -1,0 +1,446 @@
+"""The dashboard's plots as plotly figure specs (plain dicts), and as figures for notebooks.
+
+The dashboard, the HTML report and ``Result.plot_*()`` all draw from the same specs: the
+``*_spec`` functions return the JSON plotly.js renders (no plotly import needed), the ``plot_*``
+functions wrap them in :class:`plotly.graph_objects.Figure` objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperpop.dashboard.data import RunView, num
+
+__all__ = [
+    "lineage_spec",
+    "payload",
+    "plot_lineage",
+    "plot_schedule",
+    "plot_scores",
+    "schedule_spec",
+    "scores_spec",
+]
+
+#: beyond this many nodes the family tree draws them as a heatmap (one image)
+MAX_MARKERS = 3000
+#: columns of that heatmap at most (ready points are binned beyond it)
+MAX_COLUMNS = 600
+BEST = "#d62728"
+EDGE = "rgba(90,90,90,0.45)"
+
+
+def member_colour(member: int) -> str:
+    """A stable, well-spread colour for a member (golden-angle hues)."""
+    return f"hsl({(member * 137.508) % 360:.0f},65%,42%)"
+
+
+def _layout(title: str, x: str, y: str, **extra: Any) -> dict[str, Any]:
+    layout = {
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        "xaxis": {"title": {"text": x}, "zeroline": False},
+        "yaxis": {"title": {"text": y}, "zeroline": False},
+        "hovermode": "closest",
+        "margin": {"l": 60, "r": 20, "t": 50, "b": 45},
+        "legend": {"orientation": "h", "x": 1, "xanchor": "right", "y": 1, "yanchor": "bottom"},
+        "uirevision": "keep",  # keep the user's zoom while the page updates
+        "plot_bgcolor": "#fafafa",
+    }
+    layout.update(extra)
+    return layout
+
+
+def _xy(points: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    return [p[0] for p in points], [p[1] for p in points]  # already JSON-safe
+
+
+def scores_spec(view: RunView) -> dict[str, Any]:
+    """Score over training steps, one line per member, exploits marked where a member jumps
+    to its donor's weights; the best member is drawn thick."""
+    pop = view.pop
+    metric = pop.metric or "score"
+    best = pop.best()
+    data: list[dict[str, Any]] = []
+    order = sorted(view.scores)
+    if best is not None:
+        order = [m for m in order if m != best.id] + [best.id]
+    for mid in order:
+        x, y = _xy(view.scores[mid])
+        is_best = best is not None and mid == best.id
+        data.append(
+            {
+                "type": "scatter",  # SVG: one path per member; WebGL is slower without a GPU
+                "mode": "lines",
+                "x": x,
+                "y": y,
+                "name": f"member {mid}" + (" (best)" if is_best else ""),
+                "line": {"width": 3, "color": BEST}
+                if is_best
+                else {"width": 1.2, "color": member_colour(mid)},
+                "opacity": 1.0 if is_best else 0.75,
+                "showlegend": is_best,
+                "hovertemplate": f"member {mid}<br>step %{{x}}<br>{metric} %{{y:.4g}}"
+                "<extra></extra>",
+                "meta": {"kind": "member", "member": mid},
+            }
+        )
+    ex = view.exploits
+    data.append(
+        {
+            "type": "scatter",
+            "mode": "markers",
+            "x": [e["step"] for e in ex],
+            "y": [e["score"] for e in ex],
+            "text": [
+                f"member {e['member']} ← {e['donor']} at step {e['step']}"
+                f" ({metric} {_fmt(e['before'])} → {_fmt(e['score'])})"
+                for e in ex
+            ],
+            "name": "exploit (takes the donor's weights)",
+            "marker": {"symbol": "triangle-up", "size": 7, "color": "#222", "opacity": 0.8},
+            "hovertemplate": "%{text}<extra></extra>",
+            "meta": {"kind": "exploits", "count": len(ex)},
+        }
+    )
+    title = f"{metric} over training steps ({'higher' if pop.mode == 'max' else 'lower'} is better)"
+    return {"data": data, "layout": _layout(title, "training step", metric, height=420)}
+
+
+def _fmt(v: Any) -> str:
+    v = num(v)
+    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, bool) or (v is not None and not isinstance(v, (int, float))):
+        return str(v)
+    return num(v)
+
+
+def _log_scale(space: dict[str, Any], name: str) -> bool:
+    spec: Any = space
+    for part in name.split("/"):
+        spec = spec.get(part) if isinstance(spec, dict) else None
+    return isinstance(spec, dict) and bool(spec.get("log"))
+
+
+def schedule_spec(view: RunView) -> dict[str, Any]:
+    """Each hyperparameter over training steps for every member (thin lines), with the best
+    member's schedule along its lineage (inherited part included) drawn thick."""
+    pop = view.pop
+    params = view.params or ["(no hyperparameters)"]
+    n = len(params)
+    gap = 0.06 if n > 1 else 0.0
+    height = (1.0 - gap * (n - 1)) / n
+    layout = _layout(
+        "hyperparameter schedules (best member's lineage in red)",
+        "training step",
+        "",
+        height=max(320, 200 * n + 80),
+        showlegend=True,
+    )
+    data: list[dict[str, Any]] = []
+    best = pop.best()
+    lineage = view.best_lineage()
+    for i, p in enumerate(params):
+        axis = "" if i == 0 else str(i + 1)
+        top = 1.0 - i * (height + gap)
+        yaxis = {
+            "domain": [max(0.0, top - height), top],
+            "title": {"text": p},
+            "zeroline": False,
+        }
+        if _log_scale(pop.space, p):
+            yaxis["type"] = "log"
+        layout[f"yaxis{axis}"] = yaxis
+        if i:
+            layout[f"xaxis{axis}"] = {
+                "matches": "x",
+                "anchor": f"y{axis}",
+                "zeroline": False,
+                "showticklabels": i == n - 1,
+                "title": {"text": "training step" if i == n - 1 else ""},
+            }
+        else:
+            layout["xaxis"].update({"anchor": "y", "showticklabels": n == 1})
+            if n > 1:
+                layout["xaxis"]["title"] = {"text": ""}
+        xs: list[Any] = []
+        ys: list[Any] = []
+        texts: list[Any] = []
+        members = 0
+        for mid in sorted(view.configs):
+            pts = view.configs[mid]
+            if not pts:
+                continue
+            members += 1
+            for step, cfg in pts:
+                xs.append(step)
+                ys.append(None if cfg is None else _value(cfg.get(p)))
+                texts.append(f"member {mid}")
+            xs.append(pop.members[mid].step)
+            ys.append(ys[-1])
+            texts.append(f"member {mid}")
+            xs.append(None)
+            ys.append(None)
+            texts.append(None)
+        ref = {"xaxis": "x" if i == 0 else f"x{axis}", "yaxis": f"y{axis}" if axis else "y"}
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": xs,
+                "y": ys,
+                "text": texts,
+                "line": {"shape": "hv", "width": 1, "color": "rgba(31,119,180,0.45)"},
+                "name": "members",
+                "legendgroup": "members",
+                "showlegend": i == 0,
+                "hovertemplate": f"%{{text}}<br>step %{{x}}<br>{p} %{{y}}<extra></extra>",
+                "meta": {"kind": "population", "param": p, "members": members},
+                **ref,
+            }
+        )
+        if best is not None and lineage:
+            bx = [s["step"] for s in lineage] + [best.step]
+            by = [_value(s["config"].get(p)) for s in lineage]
+            by.append(by[-1])
+            bt = [f"trained by member {s['member']}" for s in lineage] + ["now"]
+            data.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines+markers",
+                    "x": bx,
+                    "y": by,
+                    "text": bt,
+                    "line": {"shape": "hv", "width": 3, "color": BEST},
+                    "marker": {"size": 5},
+                    "name": f"best member {best.id}'s lineage",
+                    "legendgroup": "best",
+                    "showlegend": i == 0,
+                    "hovertemplate": f"step %{{x}}<br>{p} %{{y}}<br>%{{text}}<extra></extra>",
+                    "meta": {"kind": "best", "param": p, "member": best.id},
+                    **ref,
+                }
+            )
+    return {"data": data, "layout": layout}
+
+
+def _node_markers(view: RunView) -> dict[str, Any]:
+    pop = view.pop
+    metric = pop.metric or "score"
+    nx: list[int] = []
+    ny: list[int] = []
+    nc: list[Any] = []
+    for mid in sorted(view.nodes):
+        pts = view.nodes[mid]
+        m = pop.members[mid]
+        if m.last_score is not None and (not pts or pts[-1][0] != m.step):
+            pts = [*pts, (m.step, num(m.last_score))]  # where the member is now
+        for step, score in pts:
+            nx.append(step)
+            ny.append(mid)
+            nc.append(score)
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "x": nx,
+        "y": ny,
+        "name": "member at a ready point",
+        "marker": {
+            "size": 7,
+            "color": nc,
+            "colorscale": "Viridis",
+            "reversescale": pop.mode == "min",
+            "showscale": True,
+            "colorbar": {"title": {"text": metric}, "thickness": 12},
+            "line": {"width": 0},
+        },
+        "hovertemplate": f"member %{{y}}<br>step %{{x}}<br>{metric} %{{marker.color:.4g}}"
+        "<extra></extra>",
+        "showlegend": False,
+        "meta": {"kind": "nodes", "members": len(view.nodes)},
+    }
+
+
+def _node_heatmap(view: RunView) -> dict[str, Any]:
+    # many nodes: one cell per member and ready point (binned beyond MAX_COLUMNS) is drawn as
+    # one image, where tens of thousands of markers would take seconds
+    pop = view.pop
+    metric = pop.metric or "score"
+    steps = sorted({s for pts in view.nodes.values() for s, _ in pts})
+    if len(steps) > MAX_COLUMNS:
+        lo, hi = steps[0], steps[-1]
+        width = max(1, -(-(hi - lo + 1) // MAX_COLUMNS))
+        columns = list(range(lo, hi + 1, width))
+        index = {s: (s - lo) // width for s in steps}
+    else:
+        columns = steps
+        index = {s: i for i, s in enumerate(steps)}
+    members = sorted(view.nodes)
+    z: list[list[Any]] = []
+    for mid in members:
+        row: list[Any] = [None] * len(columns)
+        for step, score in view.nodes[mid]:
+            row[index[step]] = score
+        z.append(row)
+    return {
+        "type": "heatmap",
+        "x": columns,
+        "y": members,
+        "z": z,
+        "colorscale": "Viridis",
+        "reversescale": pop.mode == "min",
+        "colorbar": {"title": {"text": metric}, "thickness": 12},
+        "hoverongaps": False,
+        "hovertemplate": f"member %{{y}}<br>step %{{x}}<br>{metric} %{{z:.4g}}<extra></extra>",
+        "showlegend": False,
+        "meta": {"kind": "nodes", "members": len(members)},
+    }
+
+
+def lineage_spec(view: RunView) -> dict[str, Any]:
+    """The family tree: each member a row of nodes (its ready points) over training steps,
+    coloured by score; exploit edges from donor to receiver; the best member's lineage in red.
+
+    Beyond :data:`MAX_MARKERS` nodes, the nodes are drawn as a heatmap (one cell per member
+    and ready point) and the edges lose their arrow heads, so big runs stay responsive.
+    """
+    pop = view.pop
+    total = sum(len(v) for v in view.nodes.values()) + len(view.nodes)
+    big = total > MAX_MARKERS
+    data: list[dict[str, Any]] = [_node_heatmap(view) if big else _node_markers(view)]
+    ex = view.exploits
+    ex_x: list[Any] = []
+    ex_y: list[Any] = []
+    ex_t: list[Any] = []
+    for e in ex:
+        ex_x += [e["step"], e["step"], None]
+        ex_y += [e["donor"], e["member"], None]
+        label = f"member {e['member']} copied member {e['donor']} at step {e['step']}"
+        ex_t += [label, label, None]
+    data.append(
+        {
+            "type": "scatter",
+            "mode": "lines",
+            "x": ex_x,
+            "y": ex_y,
+            "text": ex_t,
+            "line": {"width": 1, "color": EDGE if not big else "rgba(255,255,255,0.55)"},
+            "name": "exploit: donor → receiver",
+            "hovertemplate": "%{text}<extra></extra>",
+            "meta": {"kind": "edges", "count": len(ex)},
+        }
+    )
+    if not big:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [e["step"] for e in ex],
+                "y": [e["member"] for e in ex],
+                "text": [
+                    f"member {e['member']} copied member {e['donor']} at step {e['step']}"
+                    for e in ex
+                ],
+                "marker": {
+                    "symbol": [
+                        "triangle-up" if e["member"] < e["donor"] else "triangle-down" for e in ex
+                    ],
+                    "size": 8,
+                    "color": "#444",
+                },
+                "name": "receiver",
+                "showlegend": False,
+                "hovertemplate": "%{text}<extra></extra>",
+                "meta": {"kind": "receivers", "count": len(ex)},
+            }
+        )
+    if view.rejuvenations:
+        rj = view.rejuvenations
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "x": [r["at"] for r in rj],
+                "y": [r["member"] for r in rj],
+                "marker": {"symbol": "x", "size": 8, "color": "#e377c2"},
+                "name": "rejuvenated (restarts from scratch)",
+                "hovertemplate": "member %{y} rejuvenated at step %{x}<extra></extra>",
+                "meta": {"kind": "rejuvenations", "count": len(rj)},
+            }
+        )
+    lineage = view.best_lineage()
+    best = pop.best()
+    if best is not None and lineage:
+        px: list[Any] = []
+        py: list[Any] = []
+        for i, seg in enumerate(lineage):
+            end = lineage[i + 1]["step"] if i + 1 < len(lineage) else best.step
+            px += [seg["step"], end]
+            py += [seg["member"], seg["member"]]
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": px,
+                "y": py,
+                "line": {"width": 3, "color": BEST},
+                "name": f"best member {best.id}'s lineage",
+                "hovertemplate": "lineage of the best: trained by member %{y}<extra></extra>",
+                "meta": {"kind": "best", "member": best.id},
+            }
+        )
+    n = len(view.nodes)
+    layout = _layout(
+        "family tree: members over training steps, exploit edges donor → receiver",
+        "training step",
+        "member",
+        height=int(min(1400, max(360, 120 + 14 * n))),
+        showlegend=True,
+    )
+    layout["yaxis"]["autorange"] = "reversed"
+    if view.nodes:  # no padding rows above the first member or below the last
+        layout["yaxis"]["range"] = [max(view.nodes) + 0.6, min(view.nodes) - 0.6]
+        layout["yaxis"]["autorange"] = False
+    if n <= 40:
+        layout["yaxis"]["dtick"] = 1
+    return {"data": data, "layout": layout}
+
+
+def _figure(spec: dict[str, Any]) -> Any:
+    try:
+        import plotly.graph_objects as go
+    except ImportError:
+        raise ImportError("plots need plotly: pip install 'hyperpop[dashboard]'") from None
+    return go.Figure(spec)
+
+
+def plot_scores(result: Any) -> Any:
+    """Score over training steps for every member, exploits marked (a plotly Figure)."""
+    return _figure(scores_spec(RunView.of_result(result)))
+
+
+def plot_schedule(result: Any) -> Any:
+    """Each hyperparameter over steps for every member, the best lineage highlighted."""
+    return _figure(schedule_spec(RunView.of_result(result)))
+
+
+def plot_lineage(result: Any) -> Any:
+    """The family tree: members over steps, exploit edges, coloured by score."""
+    return _figure(lineage_spec(RunView.of_result(result)))
+
+
+def payload(view: RunView, alive: bool | None = False) -> dict[str, Any]:
+    """Everything the page shows, JSON-safe: summary, member rows, parameter names, figures
+    (``alive``: whether the store's writer is alive, see :meth:`RunView.status`)."""
+    return {
+        "seq": view.seq,
+        "summary": view.summary(alive),
+        "params": list(view.params),
+        "members": view.member_rows(),
+        "figures": {
+            "scores": scores_spec(view),
+            "schedule": schedule_spec(view),
+            "lineage": lineage_spec(view),
+        },
+    }

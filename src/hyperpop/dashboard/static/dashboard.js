@@ -1,0 +1,158 @@
+/* hyperpop dashboard: renders the view the server (or the report) provides. */
+(function () {
+  "use strict";
+  var cfg = window.HYPERPOP || {};
+  var state = { seq: -1, rows: [], params: [], summary: null, sortKey: null, sortDir: 1, renders: 0 };
+  var FIGS = ["scores", "schedule", "lineage"];
+  var t0 = performance.now();
+
+  function $(id) { return document.getElementById(id); }
+  function esc(v) {
+    return String(v).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+  function fmt(v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "number") {
+      if (Number.isInteger(v)) return String(v);
+      return Math.abs(v) >= 1e4 || (Math.abs(v) < 1e-3 && v !== 0) ? v.toExponential(3) : v.toPrecision(4);
+    }
+    return String(v);
+  }
+  function duration(s) {
+    s = Math.round(s || 0);
+    var h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    return (h ? h + "h " : "") + (h || m ? m + "m " : "") + r + "s";
+  }
+  function showError(msg) {
+    var el = $("error");
+    el.textContent = msg || "";
+    el.hidden = !msg;
+    document.body.dataset.error = msg ? "1" : "";
+  }
+
+  function renderSummary(s) {
+    state.summary = s;
+    var cards = [
+      ["status", '<span class="badge ' + esc(s.status.split(" ").pop()) + '">' + esc(s.status) + "</span>" +
+        (s.reason ? ' <span class="small muted">' + esc(s.reason) + "</span>" : "")],
+      ["elapsed", duration(s.elapsed)],
+      ["members", fmt(s.members)],
+      ["reports", fmt(s.reports)],
+      ["exploits", fmt(s.exploits)],
+      ["failures", fmt(s.failures)],
+      ["best " + esc(s.metric) + " (" + esc(s.mode) + ")",
+        s.best_member === null ? "–" : fmt(s.best_score) + ' <span class="small muted">member ' + s.best_member + "</span>"],
+      ["max step", fmt(s.max_step)],
+    ];
+    if (s.rejuvenations) cards.splice(5, 0, ["rejuvenations", fmt(s.rejuvenations)]);
+    if (s.resumes) cards.push(["resumes", fmt(s.resumes)]);
+    $("summary").innerHTML = cards.map(function (c) {
+      return '<div class="card" data-key="' + esc(c[0].split(" ")[0]) + '"><div class="k">' + c[0] +
+        '</div><div class="v">' + c[1] + "</div></div>";
+    }).join("");
+    document.body.dataset.status = s.status;
+  }
+
+  function columns() {
+    return ["member", "status", "step", "score"].concat(state.params.map(function (p) { return "config/" + p; }),
+      ["parent", "exploits", "failures", "error"]);
+  }
+  function cell(r, c) { return c.indexOf("config/") === 0 ? r.config[c.slice(7)] : r[c]; }
+  function compare(a, b) {
+    if (a === b) return 0;
+    if (a === null || a === undefined) return 1;
+    if (b === null || b === undefined) return -1;
+    if (typeof a === "number" && typeof b === "number") return (a - b) * state.sortDir;
+    return String(a).localeCompare(String(b)) * state.sortDir;
+  }
+  function renderTable() {
+    var cols = columns();
+    if (state.sortKey === null) {  // best first
+      state.sortKey = "score";
+      state.sortDir = state.summary && state.summary.mode === "min" ? 1 : -1;
+    }
+    var key = state.sortKey;
+    var rows = state.rows.slice().sort(function (a, b) {
+      var c = compare(cell(a, key), cell(b, key));
+      return c !== 0 ? c : a.member - b.member;
+    });
+    $("members").tHead.innerHTML = "<tr>" + cols.map(function (c) {
+      var cls = (c === key ? (state.sortDir > 0 ? "sorted-asc " : "sorted-desc ") : "") + c.replace("/", "-");
+      var label = c === "score" && state.summary ? state.summary.metric : c.replace("config/", "");
+      return '<th data-col="' + esc(c) + '" class="' + esc(cls) + '">' + esc(label) + "</th>";
+    }).join("") + "</tr>";
+    var best = state.summary ? state.summary.best_member : null;
+    $("members").tBodies[0].innerHTML = rows.map(function (r) {
+      var cls = (r.member === best ? "best " : "") + (r.status === "failed" ? "failed" : "");
+      return '<tr data-member="' + r.member + '" class="' + cls + '">' + cols.map(function (c) {
+        var v = cell(r, c);
+        var title = c === "error" && v ? ' title="' + esc(v) + '"' : "";
+        return '<td class="' + esc(c.replace("/", "-")) + '"' + title + ">" + esc(c === "error" && !v ? "" : fmt(v)) + "</td>";
+      }).join("") + "</tr>";
+    }).join("");
+  }
+  function onSort(ev) {
+    var th = ev.target.closest("th");
+    if (!th) return;
+    var c = th.dataset.col;
+    if (state.sortKey === c) state.sortDir = -state.sortDir;
+    else { state.sortKey = c; state.sortDir = c === "score" && state.summary && state.summary.mode === "max" ? -1 : 1; }
+    renderTable();
+  }
+
+  function render(view) {
+    state.rows = view.members;
+    state.params = view.params;
+    renderSummary(view.summary);
+    renderTable();
+    var config = { responsive: true, displaylogo: false };
+    return Promise.all(FIGS.map(function (name) {
+      var f = view.figures[name];
+      return Plotly.react($("plot-" + name), f.data, f.layout, config);
+    })).then(function () {
+      state.seq = view.seq;
+      state.renders += 1;
+      document.body.dataset.seq = String(view.seq);
+      document.body.dataset.renders = String(state.renders);
+      if (state.renders === 1) window.hyperpopLoadMs = performance.now() - t0;
+    });
+  }
+
+  function poll() {
+    var delay = cfg.interval || 1000;
+    var started = performance.now();
+    fetch(cfg.api + "?since=" + state.seq, { cache: "no-store" })
+      .then(function (r) { return r.json(); })
+      .then(function (j) {
+        if (j.error) { showError(j.error); document.body.dataset.status = "error"; return null; }
+        showError("");
+        if (j.view) { j.view.summary = j.summary; return render(j.view); }
+        if (j.summary) renderSummary(j.summary);
+        return null;
+      })
+      .catch(function (e) { showError("Lost contact with the dashboard server (" + e + "); retrying…"); })
+      .then(function () {
+        // back off when rendering is slow (the page stays free at least half the time),
+        // and when the run is over
+        // (not after the first draw, which also pays for loading plotly.js)
+        if (state.renders > 1) delay = Math.max(delay, Math.min(performance.now() - started, 5000));
+        if (state.summary && state.summary.status === "finished") delay = Math.max(delay, 5000);
+        setTimeout(poll, delay);
+      });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    $("members").tHead.addEventListener("click", onSort);
+    if (typeof Plotly === "undefined") { showError("plotly.js did not load"); return; }
+    if (cfg.view) {
+      render(cfg.view).catch(function (e) { showError("cannot draw the report: " + e); });
+    } else if (cfg.error) {
+      showError(cfg.error);
+      document.body.dataset.status = "error";
+    } else {
+      poll();
+    }
+  });
+})();

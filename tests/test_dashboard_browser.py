@@ -1,0 +1,359 @@
+"""The dashboard and the report in a real browser (headless Chromium driven by Playwright).
+
+A real run writes a store in a subprocess; its members block at a given step until the test
+releases them, so "run in progress" is a state the test controls, not a race. Every wait is a
+condition with a timeout (Playwright's ``wait_for_function``), never a sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("plotly")
+pytest.importorskip("uvicorn")
+pytest.importorskip("playwright")
+
+from hyperpop.results import Result  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+if not Path(CHROMIUM).exists():  # CI installs it (.ci/run); a bare laptop may not have it
+    pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)", allow_module_level=True)
+
+MEMBERS = 4
+STEPS = 12
+BLOCK = 7  # members block on their 7th step: three generations (ready=2) are in the store
+
+#: the job, run as a script in a subprocess (its trainable travels to the workers by value)
+JOB = '''
+import os, sys, time, uuid
+from pathlib import Path
+import hyperpop as hp
+
+DB, FLAGS, BLOCK = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+
+
+class Walker(hp.Trainable):
+    """score = sum of the lr it trained with; blocks at step BLOCK until FLAGS/release exists."""
+
+    def setup(self, config):
+        self.x, self.steps = 0.0, 0
+        self.apply(config)
+
+    def apply(self, config):
+        self.lr = config["lr"]
+
+    def train(self):
+        self.steps += 1
+        if self.steps == BLOCK and not (FLAGS / "release").exists():
+            (FLAGS / f"blocked-{uuid.uuid4().hex}").touch()
+            deadline = time.time() + 120
+            while not (FLAGS / "release").exists() and time.time() < deadline:
+                time.sleep(0.02)
+        self.x += self.lr
+        return {"acc": self.x}
+
+    def save(self):
+        return (self.x, self.steps)
+
+    def load(self, state):
+        self.x, self.steps = state
+
+
+if __name__ == "__main__":  # workers are spawned: they import this file, without running it
+    hp.run(Walker, {"lr": hp.uniform(0.01, 1.0)}, metric="acc", mode="max",
+           population=@N@, workers=@N@, budget=hp.Steps(@STEPS@), ready=2, synchronous=True,
+           configs=[{"lr": 0.1 * (i + 1)} for i in range(@N@)], storage=DB, progress=False)
+'''.replace("@N@", str(MEMBERS)).replace("@STEPS@", str(STEPS))
+
+
+def start_job(tmp: Path, block: int) -> tuple[subprocess.Popen, Path, Path]:
+    """Start the job writing ``tmp/run.db``; returns (process, db, flag folder)."""
+    flags = tmp / "flags"
+    flags.mkdir()
+    script = tmp / "job.py"
+    script.write_text(JOB)
+    db = tmp / "run.db"
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(flags), str(block)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return proc, db, flags
+
+
+def wait_job(proc: subprocess.Popen, timeout: float = 90) -> None:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+class Server:
+    """The dashboard of a store, served by uvicorn in a thread on a free port."""
+
+    def __init__(self, db: Path):
+        import uvicorn
+
+        from hyperpop.dashboard.app import create_app
+
+        config = uvicorn.Config(
+            create_app(db, interval=0.2), host="127.0.0.1", port=0, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "no server"
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture()
+def serve() -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def start(db: Path) -> str:
+        servers.append(Server(db))
+        return servers[-1].url
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def finished_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    proc, db, _ = start_job(tmp_path_factory.mktemp("finished"), block=0)
+    wait_job(proc)
+    return db
+
+
+RENDERED = "Number(document.body.dataset.renders || 0) >= 1"
+
+#: what the page drew, read from plotly's rendered figures and the DOM
+SHOWN = """() => {
+  const q = (s) => document.querySelectorAll(s);
+  const fd = (id) => document.getElementById(id)._fullData;
+  const kind = (id, k) => fd(id).filter((t) => t.meta && t.meta.kind === k);
+  const edges = kind('plot-lineage', 'edges')[0];
+  const edgePaths = q('#plot-lineage .scatterlayer .trace:nth-child(2) path.js-line');
+  const pieces = Array.from(edgePaths).map((p) => (p.getAttribute('d').match(/M/g) || []).length);
+  const nodes = kind('plot-lineage', 'nodes')[0];
+  const card = (k) => document.querySelector(`#summary .card[data-key="${k}"] .v`).textContent;
+  const error = document.getElementById('error');
+  return {
+    seq: Number(document.body.dataset.seq),
+    status: document.body.dataset.status,
+    scoreLines: kind('plot-scores', 'member').length,
+    scoreSvgTraces: q('#plot-scores .scatterlayer .trace').length,
+    exploitMarks: q('#plot-scores .scatterlayer .trace:last-child .point').length,
+    scheduleMembers: kind('plot-schedule', 'population').map((t) => (t.meta.members)),
+    nodeMembers: new Set(nodes.y).size,
+    nodePoints: q('#plot-lineage .scatterlayer .trace:first-child .point').length,
+    edges: edges.meta.count,
+    edgeSegments: pieces.reduce((a, b) => a + b, 0),
+    rows: q('#members tbody tr').length,
+    reports: Number(card('reports')),
+    exploits: Number(card('exploits')),
+    maxStep: Number(card('max')),
+    error: error.hidden ? null : error.textContent,
+  };
+}"""
+
+
+def expected(db: Path) -> dict[str, Any]:
+    result = Result.load(db)
+    s = result.summary()
+    return {
+        "seq": result.population.last_seq,
+        "members": s["members"],
+        "reports": s["reports"],
+        "exploits": s["exploits"],
+        "max_step": max(m.step for m in result.members),
+        "nodes": sum(len(v) for v in _nodes(result).values()),
+    }
+
+
+def _nodes(result: Result) -> dict[int, list[int]]:
+    from hyperpop.dashboard.data import RunView
+
+    view = RunView(result.events)
+    out = {}
+    for mid, pts in view.nodes.items():
+        steps = [s for s, _ in pts]
+        m = view.pop.members[mid]
+        if m.last_score is not None and (not steps or steps[-1] != m.step):
+            steps.append(m.step)
+        out[mid] = steps
+    return out
+
+
+def check(shown: dict[str, Any], want: dict[str, Any]) -> None:
+    assert shown["error"] is None
+    assert shown["seq"] == want["seq"]
+    n = want["members"]
+    assert shown["scoreLines"] == n and shown["scoreSvgTraces"] == n + 1
+    assert shown["exploitMarks"] == want["exploits"]
+    assert shown["scheduleMembers"] == [n]
+    assert shown["nodeMembers"] == n and shown["nodePoints"] == want["nodes"]
+    assert shown["edges"] == want["exploits"] == shown["edgeSegments"]
+    assert shown["rows"] == n
+    assert shown["reports"] == want["reports"] and shown["exploits"] == want["exploits"]
+    assert shown["maxStep"] == want["max_step"]
+
+
+def test_dashboard_follows_a_run_in_progress(tmp_path: Path, page: Any, serve: Any) -> None:
+    proc, db, flags = start_job(tmp_path, block=BLOCK)
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(flags.glob("blocked-*"))) < MEMBERS:  # every member waits at step 7
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "the job's members never reached the block"
+            time.sleep(0.02)
+        url = serve(db)
+        page.goto(url)
+        want = expected(db)  # the store holds still while every member is blocked
+        page.wait_for_function(f"Number(document.body.dataset.seq) === {want['seq']}")
+        shown = page.evaluate(SHOWN)
+        assert shown["status"] == "running"
+        assert want["max_step"] == BLOCK - 1 and want["exploits"] >= 1
+        check(shown, want)
+        seq = shown["seq"]
+
+        (flags / "release").touch()  # the run goes on and finishes: the page must follow
+        page.wait_for_function(
+            "document.body.dataset.status === 'finished'", timeout=90_000, polling=100
+        )
+        wait_job(proc)
+        want = expected(db)
+        page.wait_for_function(f"Number(document.body.dataset.seq) === {want['seq']}")
+        shown = page.evaluate(SHOWN)
+        assert shown["seq"] > seq and want["max_step"] == STEPS
+        check(shown, want)
+        assert page.evaluate("Number(document.body.dataset.renders)") >= 2
+    finally:
+        (flags / "release").touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_dashboard_of_a_finished_run(finished_db: Path, page: Any, serve: Any) -> None:
+    page.goto(serve(finished_db))
+    page.wait_for_function(RENDERED)
+    shown = page.evaluate(SHOWN)
+    assert shown["status"] == "finished"
+    check(shown, expected(finished_db))
+    # the table sorts: best first by default, then by a clicked column, both ways
+    result = Result.load(finished_db)
+    order = [
+        int(x)
+        for x in page.locator("#members tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.member)"
+        )
+    ]
+    assert order[0] == result.best.id
+    page.click("#members th[data-col='member']")
+    page.wait_for_function("document.querySelector('#members th.sorted-asc')")
+    ids = page.locator("#members tbody td.member").all_text_contents()
+    assert ids == [str(i) for i in range(MEMBERS)]
+    page.click("#members th[data-col='member']")
+    page.wait_for_function("document.querySelector('#members th.sorted-desc')")
+    ids = page.locator("#members tbody td.member").all_text_contents()
+    assert ids == [str(i) for i in reversed(range(MEMBERS))]
+
+
+def test_report_opens_offline(finished_db: Path, page: Any, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hyperpop.cli import main
+
+    out = tmp_path / "report.html"
+    res = CliRunner().invoke(main, ["report", str(finished_db), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    requests: list[str] = []
+
+    def block(route: Any) -> None:
+        requests.append(route.request.url)
+        route.abort()
+
+    page.route("http*://**", block)  # no network: everything must be inside the file
+    page.goto(out.as_uri())
+    page.wait_for_function(RENDERED)
+    shown = page.evaluate(SHOWN)
+    assert requests == []
+    assert shown["status"] == "finished"
+    check(shown, expected(finished_db))
+
+
+@pytest.mark.parametrize("kind", ["missing", "corrupt"])
+def test_bad_store_shows_a_clear_page(tmp_path: Path, page: Any, serve: Any, kind: str) -> None:
+    db = tmp_path / "run.db"
+    if kind == "corrupt":
+        db.write_bytes(b"garbage" * 1000)
+    page.goto(serve(db))
+    page.wait_for_function("document.body.dataset.status === 'error'")
+    text = page.locator("#error").text_content()
+    assert ("no hyperpop store" if kind == "missing" else "is not a hyperpop store") in text
+    assert "Traceback" not in page.content()
+
+
+def test_benchmark_smoke(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dashboard.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--members", "4", "--reports", "8"]
+        + ["--screenshots", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "dashboard: first load" in out.stdout and "report: open offline" in out.stdout
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    assert (tmp_path / "report.png").stat().st_size > 10_000
