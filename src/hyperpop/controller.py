@@ -296,26 +296,25 @@ class Controller:
             config = self.space.sample(self.rng)
             batch.append(config)
             return Decision(m.id, "rejuvenate", config=config, how="resample")
-        max_steps = self.max_steps
-        candidates = [
-            c
-            for c in pop.members.values()
-            if c.ready_score is not None
-            and c.checkpoint is not None
-            and c.status != "failed"
-            and (max_steps is None or c.step < max_steps or c.id == m.id)
-        ]
-        # by identity: MemberState's dataclass __eq__ compares every field (slow at scale)
-        if not any(c is m for c in candidates):
-            candidates.append(m)
+        # Donor candidates: members with a ready score and a checkpoint, not failed, with steps
+        # left to train; the deciding member always. Selected from the fold's columnar index
+        # (numpy), so a decision stays well under a millisecond at 10,000 members.
+        idx = pop.index
+        ids = idx.ids
+        mask = idx.ok.copy()
+        if self.max_steps is not None:
+            mask &= idx.step < self.max_steps
+        mask |= ids == m.id
         ctx = Context(
             mode=self.mode,
             rng=self.rng,
-            candidates=candidates,
+            candidates=None,
             population=pop,
             space=self.space,
             now=now,
             batch=batch,
+            candidate_ids=ids[mask],
+            candidate_scores=idx.score[mask],
         )
         donor = self.exploit.select(m, ctx)
         if donor is None:

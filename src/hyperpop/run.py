@@ -129,14 +129,23 @@ class _Driver:
         self.turns: dict[int, int] = {}
         self.user_seconds = 0.0
         self.worker_seconds = 0.0
+        #: events folded in but not yet written (written together after each poll)
+        self.pending: list[Event] = []
 
     # --- events --------------------------------------------------------------------------
     def commit(self, events: list[Event]) -> None:
-        """Fold events into the population, then write them in one transaction."""
-        if not events:
-            return
-        self.store.append(events)
+        """Fold events into the population and queue them for the next write."""
+        self.pending.extend(events)
         self.pop.extend(events)
+
+    def flush(self) -> None:
+        """Write every queued event in one transaction, then delete the checkpoints they made
+        unreachable (never before: a crash in between must not leave the log pointing at a
+        deleted blob)."""
+        if self.pending:
+            self.store.append(self.pending)
+            self.pop.last_seq = max(self.pop.last_seq, self.pending[-1].seq or 0)
+            self.pending = []
         for blob in self.pop.drain_dead():
             self.checkpoints.delete(blob)
 
@@ -219,11 +228,8 @@ class _Driver:
         self.pop.extend(events)
         decisions = self.controller.on_ready(self.pop, r.member, now)
         decided = self._decision_events(decisions, now)
-        self.store.append(events + decided)
-        self.pop.extend(decided)
-        self.pop.last_seq = max(self.pop.last_seq, (events + decided)[-1].seq or 0)
-        for blob in self.pop.drain_dead():
-            self.checkpoints.delete(blob)
+        self.pending.extend(events)
+        self.commit(decided)
         self._after(decisions)
         if math.isnan(m.ready_score if m.ready_score is not None else 0.0):
             self._check_all_nan()
@@ -332,13 +338,9 @@ class _Driver:
             self.commit([failed])
             self.queue.append(r.member)
             return
-        self.pop.apply(failed)
+        self.commit([failed])
         decisions = self.controller.release(self.pop, now)
-        decided = self._decision_events(decisions, now)
-        self.store.append([failed] + decided)
-        self.pop.extend(decided)
-        for blob in self.pop.drain_dead():
-            self.checkpoints.delete(blob)
+        self.commit(self._decision_events(decisions, now))
         self.backend.forget(r.member)
         self._after(decisions)
         if r.fatal:
@@ -360,8 +362,13 @@ class _Driver:
                 if not self.queue:
                     return "every member finished"
                 continue
-            for r in self.backend.poll(timeout=0.5):
-                self.handle(r)
+            # every result of one poll is written in one transaction, before any worker is
+            # told what to do next
+            try:
+                for r in self.backend.poll(timeout=0.5):
+                    self.handle(r)
+            finally:
+                self.flush()
             if self.progress is not None and time.time() - last_progress > 0.2:
                 self.progress(self.pop)
                 last_progress = time.time()
@@ -446,6 +453,7 @@ def _execute(
         ]
         events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
         driver.commit(events)
+        driver.flush()
         if pop.members and all(m.status == "failed" for m in pop.members.values()):
             first = min(pop.members.values(), key=lambda m: m.id)
             raise RunError(
