@@ -5,16 +5,21 @@
 * ``delayed``: greedy copying is wrong. A member trains "capacity" c while its knob e is high,
   but its score w only grows when e is low, and grows faster the more capacity it built:
   ``c += 0.08·e·(1−c)``, ``w += (1−e)·(0.002 + 0.03·c²)``. The best final score needs e high
-  first and low later, a schedule that scores worse in the short term.
+  first and low later, a schedule that scores worse in the short term. Before the table the
+  script prints reference scores computed directly (no search): with 60 steps the best fixed e
+  (0.44) ends at 0.47, the greedy schedule (each 4-step interval takes the e that is best at its
+  end) keeps e = 0 and ends at 0.12, and "e = 1 for 23 steps, then e = 0" ends at 0.88 while
+  trailing the best fixed e until step 27. The target (0.5) is above what any fixed e reaches.
 
 Every variant trains the same population (9 members) for the same steps, so compute is equal.
 Variants: the exploit strategies with perturb (truncation, tournament, t-test), the explore
-strategies behind truncation (perturb, resample, PB2), random search (sampled configs, no
-exploit, no explore) and grid search (a 3x3 or 9-point grid). For each variant and problem it
-prints the median and interquartile range over seeds of the final best score and of the first
-step at which any member reached the target, and the per-decision cost of PB2.
+strategies behind truncation (perturb, resample, PB2), truncation+perturb with a longer ready
+interval (12 steps instead of 4: the usual remedy for greedy copying), random search (sampled
+configs, no exploit, no explore) and grid search (a 3x3 or 9-point grid). For each variant and
+problem it prints the median and interquartile range over seeds of the final best score and of
+the first step at which any member reached the target, and the per-decision cost of PB2.
 
-Run:  python benchmarks/strategies.py            (10 seeds, a few minutes on 2 cores)
+Run:  python benchmarks/strategies.py            (10 seeds, about 10 minutes on 2 busy cores)
       python benchmarks/strategies.py --smoke    (tiny, for CI)
 """
 
@@ -96,22 +101,105 @@ PROBLEMS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: name -> (exploit, explore, kind): kind "pbt", "random" or "grid"
-VARIANTS: dict[str, tuple[str | None, str | None, str]] = {
-    "truncation+perturb": ("truncation", "perturb", "pbt"),
-    "tournament+perturb": ("tournament", "perturb", "pbt"),
-    "ttest+perturb": ("ttest", "perturb", "pbt"),
-    "truncation+resample": ("truncation", "resample", "pbt"),
-    "truncation+pb2": ("truncation", "pb2", "pbt"),
-    "random search": (None, None, "random"),
-    "grid search": (None, None, "grid"),
+#: Steps between ready points, unless a variant says otherwise.
+READY = 4
+
+#: name -> (exploit, explore, kind, ready): kind "pbt", "random" or "grid"
+VARIANTS: dict[str, tuple[str | None, str | None, str, int]] = {
+    "truncation+perturb": ("truncation", "perturb", "pbt", READY),
+    "tournament+perturb": ("tournament", "perturb", "pbt", READY),
+    "ttest+perturb": ("ttest", "perturb", "pbt", READY),
+    "truncation+resample": ("truncation", "resample", "pbt", READY),
+    "truncation+pb2": ("truncation", "pb2", "pbt", READY),
+    # The usual remedy for greedy copying: judge members over a longer interval.
+    "truncation+perturb r12": ("truncation", "perturb", "pbt", 12),
+    "random search": (None, None, "random", READY),
+    "grid search": (None, None, "grid", READY),
 }
+
+
+def _delayed_score(schedule: Sequence[float]) -> list[float]:
+    """Scores after each step of one ``Delayed`` member trained with e = schedule[t]."""
+    m = Delayed.__new__(Delayed)
+    m.setup({"e": schedule[0]})
+    scores = []
+    for e in schedule:
+        m.apply({"e": e})
+        scores.append(m.train()["score"])
+    return scores
+
+
+def delayed_reference(steps: int, ready: int = READY) -> dict[str, Any]:
+    """Scores of ``Delayed`` computed directly, without any search.
+
+    ``fixed``: the best fixed e on a 101-point grid (what random and grid search can at most
+    find). ``greedy``: every ready interval takes the e that scores best at the interval's end
+    (what copying the current leader rewards). ``schedule``: the best "e = 1 for k steps, then
+    e = 0", with the last step at which it still trails the best fixed e.
+    """
+    grid = np.round(np.linspace(0.0, 1.0, 101), 2)
+    fixed = {float(e): _delayed_score([e] * steps) for e in grid}
+    e_fix = max(fixed, key=lambda e: fixed[e][-1])
+    greedy: list[float] = []
+    for start in range(0, steps, ready):
+        n = min(ready, steps - start)
+        e_g = max(grid, key=lambda e: _delayed_score(greedy + [e] * n)[-1])
+        greedy += [float(e_g)] * n
+    switch = {k: _delayed_score([1.0] * k + [0.0] * (steps - k)) for k in range(steps + 1)}
+    k = max(switch, key=lambda j: switch[j][-1])
+    behind = [t + 1 for t in range(steps) if switch[k][t] < fixed[e_fix][t]]
+    at = max(k, 1)  # the step at which the schedule switches e to 0
+    return {
+        "fixed_e": e_fix,
+        "fixed": fixed[e_fix][-1],
+        "greedy_e": (min(greedy), max(greedy)),
+        "greedy": _delayed_score(greedy)[-1],
+        "switch_step": k,
+        "schedule": switch[k][-1],
+        "trails_until": max(behind) if behind else 0,
+        "at_switch": (switch[k][at - 1], fixed[e_fix][at - 1]),
+    }
+
+
+def references(problem: str, steps: int, ready: int = READY) -> list[str]:
+    """Lines with scores computed directly, without any search, to read the table against."""
+    if problem == "toy":
+        grid = np.linspace(0.0, 1.0, 11)
+        best = max(
+            ((_toy_final(a, b, steps), a, b) for a, b in itertools.product(grid, repeat=2)),
+            key=lambda x: x[0],
+        )
+        score, h0, h1 = best
+        return [f"best fixed h on an 11x11 grid: h = ({h0:.1f}, {h1:.1f}) -> {score:.4f}"]
+    if problem != "delayed":
+        return []
+    r = delayed_reference(steps, ready)
+    g_lo, g_hi = r["greedy_e"]
+    g_desc = f"e = {g_lo:.2f} throughout" if g_lo == g_hi else f"e from {g_lo:.2f} to {g_hi:.2f}"
+    k = r["switch_step"]
+    return [
+        f"best fixed e (101-point grid): e = {r['fixed_e']:.2f} -> {r['fixed']:.4f}",
+        f"greedy schedule (each {ready}-step interval takes the e best at its end): "
+        f"{g_desc} -> {r['greedy']:.4f}",
+        f"schedule e = 1 for {k} steps, then e = 0 -> {r['schedule']:.4f}; it trails the best "
+        f"fixed e until step {r['trails_until']} (at step {max(k, 1)}: "
+        f"{r['at_switch'][0]:.4f} vs {r['at_switch'][1]:.4f})",
+    ]
+
+
+def _toy_final(h0: float, h1: float, steps: int) -> float:
+    m = Toy.__new__(Toy)
+    m.setup({"h0": h0, "h1": h1})
+    score = float("nan")
+    for _ in range(steps):
+        score = m.train()["score"]
+    return score
 
 
 def run_one(problem: str, variant: str, seed: int, *, population: int, steps: int) -> dict:
     """One run; returns final best score, first step reaching the target, PB2 timings."""
     p = PROBLEMS[problem]
-    exploit, explore, kind = VARIANTS[variant]
+    exploit, explore, kind, ready = VARIANTS[variant]
     strategy: Any = explore
     if explore == "pb2":
         strategy = hp.PB2(seed=seed)
@@ -124,7 +212,7 @@ def run_one(problem: str, variant: str, seed: int, *, population: int, steps: in
         population=population,
         workers=2,
         budget=hp.Steps(steps),
-        ready=4,
+        ready=ready,
         exploit=exploit,
         explore=strategy,
         configs=configs,
@@ -163,14 +251,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
         steps = 12 if args.smoke else p["steps"]
         table[problem] = {}
         print(
-            f"\n## {problem}: population {population}, {steps} steps each, ready every 4, "
-            f"{seeds} seeds, target {p['target']:g}"
+            f"\n## {problem}: population {population}, {steps} steps each, ready every {READY} "
+            f"(unless the variant says rN), {seeds} seeds, target {p['target']:g}"
         )
+        for line in references(problem, steps):
+            print(f"reference: {line}")
         print(
-            f"| {'variant':<20} | {'final best: median [IQR]':<28} | "
+            f"| {'variant':<22} | {'final best: median [IQR]':<28} | "
             f"{'step reaching target: median [IQR]':<36} | reached |"
         )
-        print(f"|{'-' * 22}|{'-' * 30}|{'-' * 38}|---------|")
+        print(f"|{'-' * 24}|{'-' * 30}|{'-' * 38}|---------|")
         for variant in args.variants:
             t0 = time.perf_counter()
             runs = [
@@ -201,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
             }
             final = f"{fm:.4f} [{f25:.4f}, {f75:.4f}]"
             when = f"{step(rm)} [{step(r25)}, {step(r75)}]"
-            print(f"| {variant:<20} | {final:<28} | {when:<36} | {n_reached:>3}/{seeds:<3} |")
+            print(f"| {variant:<22} | {final:<28} | {when:<36} | {n_reached:>3}/{seeds:<3} |")
         for variant, row in table[problem].items():
             if row["decision_ms"]:
                 med, p95 = row["decision_ms"]

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from hyperpop.population import MemberState, Population
+from hyperpop.space import flatten_config as _flat
 
 __all__ = ["LiveView", "LogProgress", "member_rows"]
 
@@ -21,16 +22,6 @@ def _fmt(v: Any) -> str:
             return "nan"
         return f"{v:.4g}"
     return str(v)
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def _sort_key(pop: Population):

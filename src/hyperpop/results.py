@@ -14,20 +14,11 @@ from typing import Any
 
 from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
 from hyperpop.population import MemberState, Population
+from hyperpop.space import flatten_config as _flat
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 
 __all__ = ["MemberResult", "Result"]
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 @dataclass

@@ -259,51 +259,21 @@ class _Driver:
             )
 
     def _decision_events(self, decisions: list[Decision], now: float) -> list[Event]:
+        """The events that record ``decisions`` (a ``continue`` or ``wait`` records nothing)."""
         out: list[Event] = []
         for d in decisions:
             m = self.pop.members[d.member]
+            old = m.config
             if d.kind == "exploit":
-                info = self.pop.blobs[d.checkpoint]
-                out.append(
-                    Event(
-                        ev.EXPLOITED,
-                        d.member,
-                        {
-                            "donor": d.donor,
-                            "step": d.step,
-                            "checkpoint": d.checkpoint,
-                            "at": m.step,
-                        },
-                        now,
-                    )
-                )
-                if d.config != info.config:
-                    out.append(
-                        Event(
-                            ev.EXPLORED,
-                            d.member,
-                            {"config": d.config, "old_config": info.config, "how": d.how},
-                            now,
-                        )
-                    )
-            elif d.kind == "explore":
-                out.append(
-                    Event(
-                        ev.EXPLORED,
-                        d.member,
-                        {"config": d.config, "old_config": m.config, "how": d.how},
-                        now,
-                    )
-                )
+                old = self.pop.blobs[d.checkpoint].config
+                data = {"donor": d.donor, "step": d.step, "checkpoint": d.checkpoint, "at": m.step}
+                out.append(Event(ev.EXPLOITED, d.member, data, now))
+            if d.kind in ("exploit", "explore") and d.config != old:
+                data = {"config": d.config, "old_config": old, "how": d.how}
+                out.append(Event(ev.EXPLORED, d.member, data, now))
             elif d.kind == "rejuvenate":
-                out.append(
-                    Event(
-                        ev.REJUVENATED,
-                        d.member,
-                        {"config": d.config, "old_config": m.config, "at": m.step},
-                        now,
-                    )
-                )
+                data = {"config": d.config, "old_config": old, "at": m.step}
+                out.append(Event(ev.REJUVENATED, d.member, data, now))
             elif d.kind == "finish":
                 out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))
         return out

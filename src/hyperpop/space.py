@@ -25,6 +25,7 @@ __all__ = [
     "choice",
     "loguniform",
     "qloguniform",
+    "flatten_config",
     "randint",
     "uniform",
 ]
@@ -496,6 +497,17 @@ class Space:
             param.validate(path)
             space._params[path] = param
         return space
+
+
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as flat ``{"outer/inner": value}`` (no space needed)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, Mapping):
+            out.update(flatten_config(v, f"{prefix}{k}{_SEP}"))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 def _py(v: Any) -> Any:

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from hyperpop.space import flatten_config as _flat
+
 __all__ = ["command"]
 
 
@@ -92,13 +94,3 @@ def _member_id(member: str) -> int:
         raise click.BadParameter(
             f"{member!r} is not a member id; use an integer or 'best'", param_hint="--member"
         ) from None
-
-
-def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[prefix + k] = v
-    return out
