@@ -25,8 +25,8 @@ import numpy as np
 
 import hyperpop as hp
 from hyperpop.controller import Controller, Ready, Steps
+from hyperpop.driver import Driver
 from hyperpop.population import Population
-from hyperpop.run import _Driver
 from hyperpop.space import Space
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
@@ -74,7 +74,7 @@ def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
     store = SQLiteStore(Path(tmp.name) / "scale.db", write=True)
     store.append(pop_events := [Event(ev.RUN_STARTED, None, {}, 1.0)])
     del pop_events
-    driver = _Driver(
+    driver = Driver(
         store=store,
         pop=pop,
         space=space,

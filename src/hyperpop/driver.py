@@ -1,0 +1,345 @@
+"""The driver loop: joins decide (controller), do (backend) and remember (store) in one direction.
+
+A worker's result reaches the driver, becomes events, is folded into the population, the
+controller decides, the decisions become events, the results of one poll are written to the store
+in one transaction, and only then are the workers told what to do next.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.checkpoints import CheckpointStore
+from hyperpop.controller import Controller, Decision
+from hyperpop.population import Population
+from hyperpop.results import Result
+from hyperpop.space import Space
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+
+__all__ = ["Driver", "MetricError", "Progress", "RunError", "execute"]
+
+log = logging.getLogger("hyperpop")
+
+
+class RunError(RuntimeError):
+    """The run cannot go on (every member failed, all scores are NaN...)."""
+
+
+class MetricError(RunError):
+    """The trainable does not report the metric being optimised, or reports a non-number."""
+
+
+Progress = Callable[[Population], None]
+
+
+class Driver:
+    """Runs one session of a run: schedules members, handles results, writes events."""
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        pop: Population,
+        space: Space,
+        controller: Controller,
+        backend: Backend,
+        checkpoints: CheckpointStore,
+        factory: Callable[[], Any],
+        metric: str,
+        max_failures: int,
+        progress: Progress | None,
+        session_start: float,
+    ):
+        self.store, self.pop, self.space = store, pop, space
+        self.controller, self.backend = controller, backend
+        self.checkpoints, self.factory = checkpoints, factory
+        self.metric, self.max_failures = metric, max_failures
+        self.progress = progress
+        self.session_start = session_start
+        self.queue: deque[int] = deque()
+        self.inflight: dict[int, Task] = {}
+        self.attempts: dict[int, int] = {}
+        self.turns: dict[int, int] = {}
+        self.user_seconds = 0.0
+        self.worker_seconds = 0.0
+        #: events folded in but not yet written (written together after each poll)
+        self.pending: list[Event] = []
+
+    # --- events --------------------------------------------------------------------------
+    def commit(self, events: list[Event]) -> None:
+        """Fold events into the population and queue them for the next write."""
+        self.pending.extend(events)
+        self.pop.extend(events)
+
+    def flush(self) -> None:
+        """Write every queued event in one transaction, then delete the checkpoints they made
+        unreachable (never before: a crash in between must not leave the log pointing at a
+        deleted blob)."""
+        if self.pending:
+            self.store.append(self.pending)
+            self.pop.last_seq = max(self.pop.last_seq, self.pending[-1].seq or 0)
+            self.pending = []
+        for blob in self.pop.drain_dead():
+            self.checkpoints.delete(blob)
+
+    def elapsed(self) -> float:
+        return self.pop.active_seconds_before + (time.time() - self.session_start)
+
+    # --- scheduling ----------------------------------------------------------------------
+    def _pick(self, slot: int | None) -> int:
+        # Fair turns: never start a member's next interval while another member still waits
+        # for an earlier turn. Within the head's turn, prefer a member whose state this slot
+        # holds in memory (no reload).
+        member = self.queue[0]
+        if slot is not None:
+            turn = self.turns.get(member, 0)
+            window = min(len(self.queue), 8 * max(1, self.backend.capacity))
+            for i in range(window):
+                cand = self.queue[i]
+                if self.turns.get(cand, 0) != turn:
+                    break
+                if self.backend.affinity(cand) == slot:
+                    member = cand
+                    break
+        self.queue.remove(member)
+        self.turns[member] = self.turns.get(member, 0) + 1
+        return member
+
+    def fill(self) -> None:
+        while self.queue and len(self.inflight) < self.backend.capacity:
+            free = self.backend.free_slots()
+            slot = free[0] if free else None
+            member = self._pick(slot)
+            m = self.pop.members[member]
+            if not m.alive:
+                continue
+            iv = self.controller.interval(m)
+            task = Task(
+                member=member,
+                config=m.config,
+                checkpoint=m.checkpoint,
+                step=m.step,
+                steps=iv.steps,
+                seconds=iv.seconds,
+                attempt=self.attempts.get(member, 0),
+            )
+            self.inflight[member] = task
+            if slot is not None:
+                self.backend.submit(task, slot)  # type: ignore[call-arg]
+            else:
+                self.backend.submit(task)
+
+    # --- results -------------------------------------------------------------------------
+    def handle(self, r: TaskResult) -> None:
+        self.inflight.pop(r.member, None)
+        self.user_seconds += r.user_seconds
+        self.worker_seconds += r.seconds
+        m = self.pop.members[r.member]
+        now = time.time()
+        if r.error is not None:
+            self._failed(r, now)
+            return
+        self.attempts.pop(r.member, None)
+        events: list[Event] = []
+        for i, metrics in enumerate(r.reports):
+            events.append(
+                Event(
+                    ev.REPORTED,
+                    r.member,
+                    {
+                        "step": r.task.step + i + 1,
+                        "score": self._score(metrics, r),
+                        "metrics": metrics,
+                    },
+                    now,
+                )
+            )
+        events.append(
+            Event(ev.CHECKPOINTED, r.member, {"step": r.end_step, "checkpoint": r.checkpoint}, now)
+        )
+        # Decide over the population with this interval folded in, then write everything at once.
+        self.pop.extend(events)
+        decisions = self.controller.on_ready(self.pop, r.member, now)
+        decided = self._decision_events(decisions, now)
+        self.pending.extend(events)
+        self.commit(decided)
+        self._after(decisions)
+        if math.isnan(m.ready_score if m.ready_score is not None else 0.0):
+            self._check_all_nan()
+
+    def _score(self, metrics: Mapping[str, Any], r: TaskResult) -> float:
+        if self.metric not in metrics:
+            raise MetricError(
+                f"the trainable reported {sorted(metrics)} but not the metric {self.metric!r} "
+                f"(member {r.member}); return it from train() or pass metric= one of those keys"
+            )
+        value = metrics[self.metric]
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise MetricError(
+                f"metric {self.metric!r} must be a number, got {value!r} (member {r.member})"
+            ) from None
+
+    def _check_all_nan(self) -> None:
+        members = [m for m in self.pop.members.values() if m.status != "failed"]
+        scored = [m.ready_score for m in members if m.ready_score is not None]
+        if members and len(scored) == len(members) and all(math.isnan(s) for s in scored):
+            raise RunError(
+                f"every member reports NaN for {self.metric!r}: training diverged "
+                "everywhere. Narrow the search space (e.g. lower learning rates) or clip "
+                "gradients; what was recorded so far is kept in the store"
+            )
+
+    def _decision_events(self, decisions: list[Decision], now: float) -> list[Event]:
+        """The events that record ``decisions`` (a ``continue`` or ``wait`` records nothing)."""
+        out: list[Event] = []
+        for d in decisions:
+            m = self.pop.members[d.member]
+            old = m.config
+            if d.kind == "exploit":
+                old = self.pop.blobs[d.checkpoint].config
+                data = {"donor": d.donor, "step": d.step, "checkpoint": d.checkpoint, "at": m.step}
+                out.append(Event(ev.EXPLOITED, d.member, data, now))
+            if d.kind in ("exploit", "explore") and d.config != old:
+                data = {"config": d.config, "old_config": old, "how": d.how}
+                out.append(Event(ev.EXPLORED, d.member, data, now))
+            elif d.kind == "rejuvenate":
+                data = {"config": d.config, "old_config": old, "at": m.step}
+                out.append(Event(ev.REJUVENATED, d.member, data, now))
+            elif d.kind == "finish":
+                out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))
+        return out
+
+    def _after(self, decisions: list[Decision]) -> None:
+        for d in decisions:
+            if d.kind == "finish":
+                self.backend.forget(d.member)
+            elif d.kind != "wait":
+                self.queue.append(d.member)
+
+    def _failed(self, r: TaskResult, now: float) -> None:
+        m = self.pop.members[r.member]
+        attempt = self.attempts.get(r.member, 0) + 1
+        self.attempts[r.member] = attempt
+        fatal = r.fatal or attempt > self.max_failures
+        log.warning(
+            "member %d failed at step %d (attempt %d%s):\n%s",
+            r.member,
+            r.task.step,
+            attempt,
+            ", giving up" if fatal else ", retrying from its last checkpoint",
+            r.error,
+        )
+        failed = Event(
+            ev.FAILED,
+            r.member,
+            {"step": r.task.step, "error": r.error, "attempt": attempt, "fatal": fatal},
+            now,
+        )
+        if not fatal:
+            self.commit([failed])
+            self.queue.append(r.member)
+            return
+        self.commit([failed])
+        decisions = self.controller.release(self.pop, now)
+        self.commit(self._decision_events(decisions, now))
+        self.backend.forget(r.member)
+        self._after(decisions)
+        if r.fatal:
+            raise RunError(f"member {m.id} failed with an error a retry cannot fix:\n{r.error}")
+
+    # --- the loop ------------------------------------------------------------------------
+    def loop(self) -> str:
+        waiting = self.controller._waiting
+        for m in sorted(self.pop.alive(), key=lambda m: (m.ready_count, m.id)):
+            if m.id not in waiting:
+                self.queue.append(m.id)
+        last_progress = 0.0
+        while True:
+            reason = self.controller.stop_reason(self.pop, self.elapsed())
+            if reason is not None:
+                return reason
+            self.fill()
+            if not self.inflight:
+                if not self.queue:
+                    return "every member finished"
+                continue
+            # every result of one poll is written in one transaction, before any worker is
+            # told what to do next
+            try:
+                for r in self.backend.poll(timeout=0.5):
+                    self.handle(r)
+            finally:
+                self.flush()
+            if self.progress is not None and time.time() - last_progress > 0.2:
+                self.progress(self.pop)
+                last_progress = time.time()
+
+
+def execute(
+    *,
+    store: Any,
+    pop: Population,
+    space: Space,
+    controller: Controller,
+    backend: Backend,
+    checkpoints: CheckpointStore,
+    factory: Callable[[], Any],
+    metric: str,
+    max_failures: int,
+    progress: Progress | None,
+    cleanup: Callable[[], None] | None = None,
+) -> Result:
+    driver = Driver(
+        store=store,
+        pop=pop,
+        space=space,
+        controller=controller,
+        backend=backend,
+        checkpoints=checkpoints,
+        factory=factory,
+        metric=metric,
+        max_failures=max_failures,
+        progress=progress,
+        session_start=time.time(),
+    )
+    backend.start(factory, checkpoints)
+    try:
+        reason = driver.loop()
+        now = time.time()
+        events = [
+            Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now) for m in pop.alive()
+        ]
+        events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
+        driver.commit(events)
+        driver.flush()
+        if pop.members and all(m.status == "failed" for m in pop.members.values()):
+            first = min(pop.members.values(), key=lambda m: m.id)
+            raise RunError(
+                f"every member failed; member {first.id}'s last error:\n{first.last_error}"
+            )
+        if progress is not None:
+            progress(pop)
+    finally:
+        close = getattr(progress, "close", None)
+        if close is not None:
+            close()
+        backend.shutdown()
+        events = store.read()
+        store.close()
+        if cleanup is not None:
+            cleanup()
+    result = Result(events, path=getattr(store, "path", None))
+    result.overhead = {
+        "user_seconds": driver.user_seconds,
+        "worker_seconds": driver.worker_seconds,
+    }
+    return result
