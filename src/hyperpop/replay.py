@@ -168,7 +168,7 @@ def replay(
     if not 1 <= total <= m.step:
         raise ValueError(f"steps must be in [1, {m.step}] for member {m.id}, got {steps!r}")
     if trainable is None:
-        from hyperpop.run import load_trainable
+        from hyperpop.userfile import load_trainable
 
         trainable = load_trainable(result.population.trainable)
     metric = result.metric

@@ -29,6 +29,7 @@ from hyperpop.store.events import Event
 from hyperpop.store.sqlite import StoreError, open_store
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, make_explore
 from hyperpop.trainable import make_factory
+from hyperpop.userfile import load_trainable
 
 __all__ = ["MetricError", "RunError", "resume", "run"]
 
@@ -292,28 +293,6 @@ def _progress(progress: Progress | bool | None) -> Progress | None:
     if progress is False or progress is None:
         return None
     return progress
-
-
-def load_trainable(source: Mapping[str, Any]) -> Any:
-    """Import the trainable recorded in a store (``{"module"|"file": ..., "name": ...}``)."""
-    import importlib
-
-    name = source.get("name")
-    if not name:
-        raise RunError(
-            "the store does not say where its trainable lives; pass trainable= to resume()"
-        )
-    if "module" in source:
-        obj: Any = importlib.import_module(source["module"])
-    elif "file" in source:
-        from hyperpop.userfile import load_file
-
-        obj = load_file(source["file"]).module
-    else:
-        raise RunError("the store does not say where its trainable lives; pass trainable=")
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def resume(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -21,7 +22,7 @@ from typing import Any
 
 import cloudpickle
 
-__all__ = ["RunFile", "RunFileError", "load_file"]
+__all__ = ["RunFile", "RunFileError", "load_file", "load_trainable"]
 
 
 class RunFileError(ValueError):
@@ -87,3 +88,21 @@ def load_file(path: str | os.PathLike[str]) -> RunFile:
         raise RunFileError(f"{path} must define `space = {{...}}`, the search space")
     settings = dict(getattr(module, "settings", {}) or {})
     return RunFile(p, module, trainable, trainable_name, space, settings)
+
+
+def load_trainable(source: Mapping[str, Any]) -> Any:
+    """Import the trainable recorded in a store (``{"module"|"file": ..., "name": ...}``)."""
+    name = source.get("name")
+    if not name:
+        raise RunFileError(
+            "the store does not say where its trainable lives; pass trainable= to resume()"
+        )
+    if "module" in source:
+        obj: Any = importlib.import_module(source["module"])
+    elif "file" in source:
+        obj = load_file(source["file"]).module
+    else:
+        raise RunFileError("the store does not say where its trainable lives; pass trainable=")
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj

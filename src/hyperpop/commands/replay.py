@@ -28,7 +28,7 @@ def _trainable(spec: str | None) -> Any:
         raise click.BadParameter(
             f"{spec!r}: write FILE.py, FILE.py:Name or module:Name", param_hint="--trainable"
         )
-    from hyperpop.run import load_trainable
+    from hyperpop.userfile import load_trainable
 
     return load_trainable({"module": path, "name": name})
 

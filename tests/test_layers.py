@@ -1,0 +1,62 @@
+"""The architecture's floors: an import only ever points down (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "hyperpop"
+
+FLOORS = [
+    {"__main__"},
+    {"cli", "__init__", "commands"},
+    {"run", "replay"},
+    {"driver"},
+    {"controller", "live"},
+    {"strategies", "results", "backends", "torch"},
+    {"dashboard"},
+    {"population", "userfile"},
+    {"space", "store", "trainable", "checkpoints"},
+]
+
+
+def floor_of(module: str) -> int:
+    top = module.split(".")[0]
+    for i, names in enumerate(FLOORS):
+        if top in names:
+            return i
+    raise AssertionError(f"hyperpop.{module} is on no floor: add it to docs/architecture.md")
+
+
+def imports(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hyperpop"):
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names if a.name.startswith("hyperpop")]
+    return out
+
+
+def test_imports_only_point_down():
+    wrong = []
+    for path in SRC.rglob("*.py"):
+        me = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        mine = floor_of(me)
+        for target in imports(path):
+            rel = target.removeprefix("hyperpop").lstrip(".")
+            if not rel:  # `from hyperpop import __version__`
+                continue
+            if rel.split(".")[0] == me.split(".")[0]:
+                continue  # inside one package
+            if floor_of(rel) <= mine:
+                wrong.append(f"{me} (floor {mine}) imports {target} (floor {floor_of(rel)})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_controller_never_sees_a_backend_or_the_store():
+    for name in ("controller.py", "strategies/base.py", "strategies/exploit.py"):
+        targets = imports(SRC / name)
+        assert not [
+            t for t in targets if t.startswith(("hyperpop.backends", "hyperpop.store.sqlite"))
+        ]
