@@ -33,6 +33,20 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
+def _wait_gone(pid: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat")
+            if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return  # dead, waiting to be reaped by an init that may never reap it
+        except (ProcessLookupError, FileNotFoundError):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"worker {pid} outlived its driver")
+
+
 def test_kill_9_then_resume_loses_nothing(tmp_path):
     db = tmp_path / "run.db"
     env = _env(tmp_path)
@@ -44,10 +58,12 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     _wait_for(tmp_path / "blocked", proc)
     before = hp.load(db)
     assert before.summary()["status"] == "running"
+    worker = int((tmp_path / "blocked").read_text())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert hp.load(db).summary()["status"] == "interrupted"
-    (tmp_path / "release").write_text("go")  # let the orphaned worker finish and exit
+    # the workers die with their driver: none trains on, or writes checkpoints, as an orphan
+    _wait_gone(worker)
 
     reports_before = [
         (e.seq, e.member, e.data["step"]) for e in before.events if e.kind == "reported"

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -27,7 +28,26 @@ __all__ = ["LocalBackend"]
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def _worker_main(conn: Connection, factory_bytes: bytes, root: str, name: str, cache, threads):
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this worker when the driver dies (even by ``kill -9``), so no
+    orphan keeps training, or writes checkpoints, after its driver is gone."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the driver died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(
+    conn: Connection, factory_bytes: bytes, root: str, name: str, cache, threads, parent: int
+):
+    _die_with_parent(parent)
     # Ctrl-C in a terminal reaches the whole process group: the driver decides, workers ignore.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before the user's code imports numerical libraries: one core's worth of threads each.
@@ -129,6 +149,7 @@ class LocalBackend(Backend):
                 f"local-{slot.index}",
                 self.cache_size,
                 self.threads,
+                os.getpid(),
             ),
             name=f"hyperpop-worker-{slot.index}",
             daemon=True,
