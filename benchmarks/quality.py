@@ -10,8 +10,13 @@ steps per member:
 The score is the held-out score of the member selection picks (the best by its last validation
 score): test accuracy for digits, greedy return on held-out environment seeds for CartPole.
 
+The seed sets the sampled configs and PBT's decisions, and also the training seed of every member
+(``TorchTrainable.seed``: weight init, minibatch order, CartPole's environment seeds), which is
+otherwise 0 in every run; so the grid's configs are the same for every seed but its training is not.
+
     python benchmarks/quality.py                  # 5 seeds, both tasks
     python benchmarks/quality.py --task digits --seeds 7
+    python benchmarks/quality.py --task cartpole --synchronous   # PBT waits at ready points
     python benchmarks/quality.py --smoke          # tiny (digits, 2 x 2, one worker), for CI
 """
 
@@ -60,15 +65,19 @@ def grid(axes: dict[str, list], n: int) -> list[dict]:
     return [points[i % len(points)] for i in range(n)]
 
 
-def one(task: str, method: str, seed: int, size: dict, workers: int) -> dict:
+def one(
+    task: str, method: str, seed: int, size: dict, workers: int, synchronous: bool = False
+) -> dict:
     """One run; returns its validation and held-out scores and wall time."""
     mod = example(task)
     exploit, explore = METHODS[method]
     configs = grid(size["grid"], size["population"]) if method == "grid" else None
+    # the examples' TorchTrainable seeds torch with 0 in every run; make the seed a replicate
+    trainable = type(mod.trainable.__name__, (mod.trainable,), {"seed": seed})
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = hp.run(
-            mod.trainable,
+            trainable,
             mod.space,
             metric=mod.settings["metric"],
             mode=mod.settings["mode"],
@@ -80,6 +89,7 @@ def one(task: str, method: str, seed: int, size: dict, workers: int) -> dict:
             explore=explore,
             configs=configs,
             seed=seed,
+            synchronous=synchronous,
             storage=Path(tmp) / "q.db",
         )
         wall = time.perf_counter() - t0
@@ -93,6 +103,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--task", choices=sorted(TASKS), action="append")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--synchronous",
+        action="store_true",
+        help="synchronous PBT (members wait for each other at every ready point)",
+    )
     args = p.parse_args(argv)
     tasks = args.task or (["digits"] if args.smoke else ["digits", "cartpole"])
     seeds = 1 if args.smoke else args.seeds
@@ -104,7 +119,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.smoke:
             size.update(population=2, steps=2, ready=1)
         for method in METHODS:
-            runs = [one(task, method, s, size, workers) for s in range(seeds)]
+            runs = []
+            for s in range(seeds):
+                runs.append(one(task, method, s, size, workers, args.synchronous))
+                r = runs[-1]
+                print(  # progress, so a run cut short still leaves its finished runs
+                    f"  {task} {method} seed {s}: held-out {r['held_out']:.4g}, "
+                    f"val {r['val']:.4g}, {r['wall']:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             held = [r["held_out"] for r in runs]
             rows.append(
                 {
@@ -118,6 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "max": max(held),
                     "val_median": statistics.median(r["val"] for r in runs),
                     "wall": statistics.median(r["wall"] for r in runs),
+                    "held_out": held,
                 }
             )
     print(
@@ -130,6 +155,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"{r['seeds']:>5} {r['median']:>16.4g} {r['min']:>8.4g} {r['max']:>8.4g} "
             f"{r['val_median']:>11.4g} {r['wall']:>10.1f}"
         )
+    print("held-out score per seed (seeds 0, 1, ...):")
+    for r in rows:
+        print(f"{r['task']:<9} {r['method']:<7} " + " ".join(f"{x:.4g}" for x in r["held_out"]))
     return rows
 
 

@@ -99,6 +99,12 @@ def run_ray(problem: str, population: int, steps: int) -> dict:
         mutations = dict(space)
     else:
         import torch
+        from ray import cloudpickle as ray_cloudpickle
+
+        # The example is loaded as a run file (module "hyperpop_runfile_digits"), which Ray's
+        # workers cannot import; hyperpop registers it with cloudpickle, but Ray vendors its own
+        # copy, so register it there too or every trial dies with ModuleNotFoundError.
+        ray_cloudpickle.register_pickle_by_value(mod)
 
         class RayDigits(tune.Trainable):
             def setup(self, config):

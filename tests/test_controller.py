@@ -103,12 +103,26 @@ def test_tournament_copies_only_a_better_member():
 def test_burn_in_blocks_exploits():
     p = Pop(4)
     for i in range(4):
-        p.interval(i, [float(i)])
-    c = controller(ready=Ready(steps=1, burn_in=5))
+        p.interval(i, [float(i)] * 5)
+    c = controller(ready=Ready(steps=1, burn_in=6))
     assert c.on_ready(p.pop, 0, now=0)[0].kind == "continue"
-    for _ in range(4):
-        p.interval(0, [0.0])
+    for i in range(4):
+        p.interval(i, [float(i)])
     assert c.on_ready(p.pop, 0, now=0)[0].kind == "exploit"
+
+
+def test_never_copies_an_older_checkpoint():
+    """Asynchronous livelock: a member at step 25 must not go back to a donor's step-20
+    checkpoint, however good its score (two members could trade old checkpoints forever)."""
+    p = Pop(2)
+    p.interval(1, [9.0] * 20)  # member 1: a lucky score at step 20
+    p.interval(0, [1.0] * 25)  # member 0: further along, scoring lower
+    c = controller()
+    assert [d.kind for d in c.on_ready(p.pop, 0, now=0)] == ["continue"]
+    # the member behind may still copy the one ahead
+    p.interval(0, [20.0] * 5)  # member 0 at step 30, now the better one
+    (d,) = c.on_ready(p.pop, 1, now=0)
+    assert d.kind == "exploit" and d.donor == 0 and d.step == 30
 
 
 def test_grid_search_never_changes_anything():

@@ -299,9 +299,12 @@ class Controller:
         # Donor candidates: members with a ready score and a checkpoint, not failed, with steps
         # left to train; the deciding member always. Selected from the fold's columnar index
         # (numpy), so a decision stays well under a millisecond at 10,000 members.
+        # A donor must also be at least as far along as the member: copying an older checkpoint
+        # would send the member back in steps, and in asynchronous runs two members could then
+        # copy each other's older checkpoints forever without reaching the budget.
         idx = pop.index
         ids = idx.ids
-        mask = idx.ok.copy()
+        mask = idx.ok & (idx.step >= m.step)
         if self.max_steps is not None:
             mask &= idx.step < self.max_steps
         mask |= ids == m.id
