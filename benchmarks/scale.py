@@ -77,7 +77,6 @@ def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
     driver = Driver(
         store=store,
         pop=pop,
-        space=space,
         controller=controller,
         backend=_NoBackend(),
         checkpoints=None,
@@ -85,7 +84,6 @@ def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
         metric="acc",
         max_failures=0,
         progress=None,
-        session_start=time.time(),
     )
     lat: list[float] = []
     store_s = 0.0

@@ -121,15 +121,7 @@ settings = dict(
 
 
 if __name__ == "__main__":
-    import shutil
-    from pathlib import Path
-
-    from hyperpop.checkpoints import checkpoint_dir_for
-
-    db = Path(settings["storage"])
-    db.unlink(missing_ok=True)
-    shutil.rmtree(checkpoint_dir_for(db), ignore_errors=True)
-    result = hp.run(trainable, space, progress=True, **settings)
+    result = hp.run(trainable, space, progress=True, overwrite=True, **settings)
     best = result.best
     print(f"best member {best.id}: val_acc {best.score:.4f}, config {best.config}")
     print(f"held-out test accuracy: {evaluate(result.load_checkpoint()):.4f}")

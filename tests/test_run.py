@@ -365,3 +365,23 @@ def test_ready_by_seconds():
     for m in (0, 1):
         ends = [e.data["step"] for e in res.events if e.kind == "checkpointed" and e.member == m]
         assert len(ends) >= 2 and ends[-1] == 40 and ends == sorted(ends)
+
+
+def test_overwrite_replaces_a_stored_run_but_never_a_live_one(tmp_path):
+    db = tmp_path / "r.db"
+    kw = dict(metric="score", population=2, workers=1, budget=2, storage=db)
+    first = hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, **kw)
+    again = hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, overwrite=True, **kw)
+    assert len(hp.load(db).events) == len(again.events) == len(first.events)
+    assert {p.name for p in checkpoint_dir_for(db).glob("*.ckpt")} == {
+        f"{m.checkpoint}.ckpt" for m in again.members
+    }
+    from hyperpop.store.sqlite import SQLiteStore, StoreLockedError
+
+    writer = SQLiteStore(db, write=True)  # a live driver holds the store
+    try:
+        with pytest.raises(StoreLockedError, match="live hyperpop driver"):
+            hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, overwrite=True, **kw)
+        assert len(hp.load(db).events) == len(again.events)  # nothing recorded was lost
+    finally:
+        writer.close()

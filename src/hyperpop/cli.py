@@ -149,7 +149,6 @@ def run(
 ) -> None:
     """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
     import hyperpop as hp
-    from hyperpop.checkpoints import checkpoint_dir_for
     from hyperpop.userfile import load_file
 
     rf = load_file(file)
@@ -177,12 +176,7 @@ def run(
             f"{file}: settings must name the metric (settings = dict(metric=...))"
         )
     if overwrite:
-        import shutil
-
-        for p in (kw["storage"], kw["storage"] + "-wal", kw["storage"] + "-shm"):
-            if os.path.exists(p):
-                os.remove(p)
-        shutil.rmtree(checkpoint_dir_for(kw["storage"]), ignore_errors=True)
+        kw["overwrite"] = True
     source = {"file": str(rf.path), "name": rf.trainable_name}
     click.echo(f"hyperpop: running {file} → {kw['storage']}", err=True)
     result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), source=source, **kw)

@@ -223,6 +223,11 @@ class Controller:
         return None
 
     # --- ready points ------------------------------------------------------------------------
+    @property
+    def waiting(self) -> frozenset[int]:
+        """Synchronous mode: members at the generation barrier (not to be scheduled)."""
+        return frozenset(self._waiting)
+
     def restore(self, pop: Population) -> None:
         """Rebuild in-memory state after a resume (synchronous waiting set)."""
         self._waiting = set()
@@ -273,12 +278,8 @@ class Controller:
         if mine is None or math.isnan(mine):
             return False
         sign = 1.0 if self.mode == "max" else -1.0
-        for c in pop.members.values():
-            s = c.ready_score
-            if c.id != m.id and c.status != "failed" and s is not None and not math.isnan(s):
-                if sign * s > sign * mine:
-                    return False
-        return True
+        scores = pop.index.score[pop.index.ok]  # members with a ready score, not failed
+        return not np.any(sign * scores > sign * mine)  # NaN compares False
 
     def _decide(
         self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]

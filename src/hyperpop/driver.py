@@ -19,11 +19,10 @@ from hyperpop.checkpoints import CheckpointStore
 from hyperpop.controller import Controller, Decision
 from hyperpop.population import Population
 from hyperpop.results import Result
-from hyperpop.space import Space
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 
-__all__ = ["Driver", "MetricError", "Progress", "RunError", "execute"]
+__all__ = ["Driver", "MetricError", "Progress", "RunError"]
 
 log = logging.getLogger("hyperpop")
 
@@ -47,7 +46,6 @@ class Driver:
         *,
         store: Any,
         pop: Population,
-        space: Space,
         controller: Controller,
         backend: Backend,
         checkpoints: CheckpointStore,
@@ -55,14 +53,13 @@ class Driver:
         metric: str,
         max_failures: int,
         progress: Progress | None,
-        session_start: float,
     ):
-        self.store, self.pop, self.space = store, pop, space
+        self.store, self.pop = store, pop
         self.controller, self.backend = controller, backend
         self.checkpoints, self.factory = checkpoints, factory
         self.metric, self.max_failures = metric, max_failures
         self.progress = progress
-        self.session_start = session_start
+        self.session_start = time.time()
         self.queue: deque[int] = deque()
         self.inflight: dict[int, Task] = {}
         self.attempts: dict[int, int] = {}
@@ -258,7 +255,7 @@ class Driver:
 
     # --- the loop ------------------------------------------------------------------------
     def loop(self) -> str:
-        waiting = self.controller._waiting
+        waiting = self.controller.waiting
         for m in sorted(self.pop.alive(), key=lambda m: (m.ready_count, m.id)):
             if m.id not in waiting:
                 self.queue.append(m.id)
@@ -283,63 +280,41 @@ class Driver:
                 self.progress(self.pop)
                 last_progress = time.time()
 
-
-def execute(
-    *,
-    store: Any,
-    pop: Population,
-    space: Space,
-    controller: Controller,
-    backend: Backend,
-    checkpoints: CheckpointStore,
-    factory: Callable[[], Any],
-    metric: str,
-    max_failures: int,
-    progress: Progress | None,
-    cleanup: Callable[[], None] | None = None,
-) -> Result:
-    driver = Driver(
-        store=store,
-        pop=pop,
-        space=space,
-        controller=controller,
-        backend=backend,
-        checkpoints=checkpoints,
-        factory=factory,
-        metric=metric,
-        max_failures=max_failures,
-        progress=progress,
-        session_start=time.time(),
-    )
-    backend.start(factory, checkpoints)
-    try:
-        reason = driver.loop()
-        now = time.time()
-        events = [
-            Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now) for m in pop.alive()
-        ]
-        events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
-        driver.commit(events)
-        driver.flush()
-        if pop.members and all(m.status == "failed" for m in pop.members.values()):
-            first = min(pop.members.values(), key=lambda m: m.id)
-            raise RunError(
-                f"every member failed; member {first.id}'s last error:\n{first.last_error}"
-            )
-        if progress is not None:
-            progress(pop)
-    finally:
-        close = getattr(progress, "close", None)
-        if close is not None:
-            close()
-        backend.shutdown()
-        events = store.read()
-        store.close()
-        if cleanup is not None:
-            cleanup()
-    result = Result(events, path=getattr(store, "path", None))
-    result.overhead = {
-        "user_seconds": driver.user_seconds,
-        "worker_seconds": driver.worker_seconds,
-    }
-    return result
+    def execute(self, cleanup: Callable[[], None] | None = None) -> Result:
+        """Run the session to its end, record how it ended, close everything, and return the
+        run's :class:`Result`. ``cleanup`` runs last (e.g. removing a temporary folder)."""
+        pop, store, backend, progress = self.pop, self.store, self.backend, self.progress
+        self.session_start = time.time()
+        backend.start(self.factory, self.checkpoints)
+        try:
+            reason = self.loop()
+            now = time.time()
+            events = [
+                Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now)
+                for m in pop.alive()
+            ]
+            events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
+            self.commit(events)
+            self.flush()
+            if pop.members and all(m.status == "failed" for m in pop.members.values()):
+                first = min(pop.members.values(), key=lambda m: m.id)
+                raise RunError(
+                    f"every member failed; member {first.id}'s last error:\n{first.last_error}"
+                )
+            if progress is not None:
+                progress(pop)
+        finally:
+            close = getattr(progress, "close", None)
+            if close is not None:
+                close()
+            backend.shutdown()
+            events = store.read()
+            store.close()
+            if cleanup is not None:
+                cleanup()
+        result = Result(events, path=getattr(store, "path", None))
+        result.overhead = {
+            "user_seconds": self.user_seconds,
+            "worker_seconds": self.worker_seconds,
+        }
+        return result

@@ -36,9 +36,10 @@ def _sort_key(pop: Population):
 
 def member_rows(pop: Population, limit: int | None = None) -> list[dict[str, Any]]:
     """Members as display rows, best first."""
+    last_edge = {e["member"]: e for e in pop.edges}  # later edges win
     rows = []
     for m in sorted(pop.members.values(), key=_sort_key(pop))[:limit]:
-        last = next((e for e in reversed(pop.edges) if e["member"] == m.id), None)
+        last = last_edge.get(m.id)
         rows.append(
             {
                 "member": m.id,

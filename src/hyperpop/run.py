@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,13 +21,13 @@ from hyperpop import __version__
 from hyperpop.backends.base import Backend
 from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
 from hyperpop.controller import Budget, Controller, Ready, Steps, budget_from_dict
-from hyperpop.driver import MetricError, Progress, RunError, execute
+from hyperpop.driver import Driver, MetricError, Progress, RunError
 from hyperpop.population import Population
 from hyperpop.results import Result
-from hyperpop.space import Space, SpaceError
+from hyperpop.space import Space, SpaceError, flatten_config
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
-from hyperpop.store.sqlite import StoreError, open_store
+from hyperpop.store.sqlite import SQLiteStore, StoreError, StoreLockedError, open_store
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, make_explore
 from hyperpop.trainable import make_factory
 from hyperpop.userfile import load_trainable
@@ -98,9 +99,9 @@ def _initial_configs(
         raise ValueError(f"{len(given)} initial configs for a population of {population}")
     out = []
     for c in given:
-        full = space.sample(rng)
-        flat = space.flatten(full)
-        flat.update(space.flatten(_complete(space, c, full)))
+        # a partial initial config: the parameters it leaves out keep sampled values
+        flat = space.flatten(space.sample(rng))
+        flat.update((p, v) for p, v in flatten_config(c).items() if p in flat)
         cfg = space.unflatten(flat)
         try:
             space.validate_config(cfg)
@@ -110,26 +111,6 @@ def _initial_configs(
     while len(out) < population:
         out.append(space.sample(rng))
     return out
-
-
-def _complete(space: Space, partial: Mapping[str, Any], default: dict[str, Any]) -> dict:
-    # A partial initial config: missing parameters keep their sampled values.
-    flat_default = space.flatten(default)
-    out = dict(flat_default)
-    for path in flat_default:
-        node: Any = partial
-        for part in path.split("/"):
-            if isinstance(node, Mapping) and part in node:
-                node = node[part]
-            else:
-                node = _MISSING
-                break
-        if node is not _MISSING:
-            out[path] = node
-    return space.unflatten(out)
-
-
-_MISSING = object()
 
 
 def run(
@@ -149,6 +130,7 @@ def run(
     rejuvenate: int | None = None,
     configs: Sequence[Mapping[str, Any]] | None = None,
     storage: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
     backend: str | Backend = "local",
     backend_options: Mapping[str, Any] | None = None,
     max_failures: int = 3,
@@ -179,6 +161,8 @@ def run(
             sampling); the rest are sampled.
         storage: path of the SQLite store (``"runs/x.db"``); checkpoints go beside it. None
             keeps everything in a temporary folder removed at the end.
+        overwrite: delete a run already stored at ``storage`` (and its checkpoints) first,
+            instead of refusing; a run that a live driver is writing is never deleted.
         backend: ``"local"`` (processes on this machine), ``"ray"``, or a Backend instance.
         backend_options: keyword arguments for the backend (e.g. ``cache_size``).
         max_failures: retries of a member after its trainable raised, before giving it up.
@@ -222,13 +206,15 @@ def run(
         store = open_store(None)
     else:
         storage_path = Path(storage)
+        if overwrite:
+            remove_run(storage_path)
         store = open_store(storage_path, write=True)
     try:
         if store.read():
             raise StoreError(
                 f"{storage_path} already holds a run; resume it with hyperpop.resume("
-                f"{str(storage_path)!r}) or `hyperpop resume {storage_path}`, or choose a new "
-                "storage path"
+                f"{str(storage_path)!r}) or `hyperpop resume {storage_path}`, pass "
+                "overwrite=True to replace it, or choose a new storage path"
             )
     except BaseException:
         store.close()
@@ -270,10 +256,9 @@ def run(
     pop = Population()
     store.append(events)
     pop.extend(events)
-    return execute(
+    driver = Driver(
         store=store,
         pop=pop,
-        space=space,
         controller=controller,
         backend=backend_,
         checkpoints=checkpoints,
@@ -281,8 +266,32 @@ def run(
         metric=metric,
         max_failures=max_failures,
         progress=_progress(progress),
-        cleanup=cleanup,
     )
+    return driver.execute(cleanup)
+
+
+def remove_run(path: str | os.PathLike[str]) -> None:
+    """Delete a stored run: its SQLite file (with its WAL files) and its checkpoints.
+
+    Raises:
+        StoreLockedError: a live driver is writing the run.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            store = SQLiteStore(path)
+            alive, writer = store.writer_alive(), store.writer()
+            store.close()
+        except StoreError:
+            alive = False  # not a readable hyperpop store: nothing running can own it
+        if alive:
+            raise StoreLockedError(
+                f"{path} is being written by a live hyperpop driver (pid {writer['pid']}); "
+                "stop it first (hyperpop stop) or use another storage path"
+            )
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(checkpoint_dir_for(path), ignore_errors=True)
 
 
 def _progress(progress: Progress | bool | None) -> Progress | None:
@@ -365,10 +374,9 @@ def resume(
     except BaseException:
         store.close()
         raise
-    return execute(
+    driver = Driver(
         store=store,
         pop=pop,
-        space=space,
         controller=controller,
         backend=backend_,
         checkpoints=checkpoints,
@@ -377,6 +385,7 @@ def resume(
         max_failures=s.get("max_failures", 3),
         progress=_progress(progress),
     )
+    return driver.execute()
 
 
 def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:
