@@ -24,7 +24,7 @@ from hyperpop.controller import Budget, Controller, Ready, Steps, budget_from_di
 from hyperpop.driver import Driver, MetricError, Progress, RunError
 from hyperpop.population import Population
 from hyperpop.results import Result
-from hyperpop.space import Space, SpaceError, flatten_config
+from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, StoreError, StoreLockedError, open_store
@@ -101,9 +101,9 @@ def _initial_configs(
     for c in given:
         # a partial initial config: the parameters it leaves out keep sampled values
         flat = space.flatten(space.sample(rng))
-        flat.update((p, v) for p, v in flatten_config(c).items() if p in flat)
-        cfg = space.unflatten(flat)
         try:
+            flat.update(space.flatten_partial(c))
+            cfg = space.unflatten(flat)
             space.validate_config(cfg)
         except SpaceError as e:
             raise SpaceError(f"initial config {c!r}: {e}") from None

@@ -81,6 +81,30 @@ def _number(x: Any, what: str, name: str) -> float:
     return float(x)
 
 
+def _storable(v: Any) -> bool:
+    """Whether ``v`` comes back from the run's log (JSON, tuples kept) equal and of its type."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return True
+    if isinstance(v, float):
+        return not math.isnan(v)  # NaN equals nothing, not even itself
+    if isinstance(v, (list, tuple)):
+        return all(_storable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _storable(x) for k, x in v.items()) and not (
+            len(v) == 1 and next(iter(v)) in ("__float__", "__tuple__")  # the log's own markers
+        )
+    return False
+
+
+def _check_storable(v: Any, what: str) -> None:
+    if not _storable(v):
+        raise SpaceError(
+            f"{what} {v!r} cannot be stored in the run's log and would come back changed on "
+            "resume; use numbers, strings, bools, None, or lists, tuples and dicts of them "
+            "(e.g. choice(['adam', 'sgd']) and map the name to the object in your trainable)"
+        )
+
+
 @dataclass(frozen=True)
 class Float(Parameter):
     """A real number in ``[low, high]``, uniform or log-uniform."""
@@ -118,16 +142,24 @@ class Float(Parameter):
         v = float(value)
         if self.log or (self.low >= 0 and v > 0):
             return self._clip(v * factor)
-        # A range through zero (or a value at zero): shift by the same share of the range.
-        return self._clip(v + (factor - 1.0) * (self.high - self.low))
+        # A range through zero (or a value at zero): shift by the same share of the range
+        # (written so that a range as wide as the floats allow does not overflow).
+        return self._clip(v + ((factor - 1.0) * self.high - (factor - 1.0) * self.low))
 
     def to_unit(self, value: Any) -> float:
-        lo, hi = self._fwd(self.low), self._fwd(self.high)
-        return float(min(max((self._fwd(float(value)) - lo) / (hi - lo), 0.0), 1.0))
+        lo, hi, v = self._fwd(self.low), self._fwd(self.high), self._fwd(float(value))
+        width = hi - lo
+        if math.isinf(width):  # e.g. uniform(-1e308, 1e308): the halves do not overflow
+            u = (v / 2 - lo / 2) / (hi / 2 - lo / 2)
+        else:
+            u = (v - lo) / width
+        return float(min(max(u, 0.0), 1.0))
 
     def from_unit(self, u: float) -> float:
         lo, hi = self._fwd(self.low), self._fwd(self.high)
-        return self._clip(self._inv(lo + float(min(max(u, 0.0), 1.0)) * (hi - lo)))
+        u = float(min(max(u, 0.0), 1.0))
+        # lo·(1−u) + hi·u rather than lo + u·(hi − lo): hi − lo overflows for the widest ranges
+        return self._clip(self._inv(lo * (1.0 - u) + hi * u))
 
     def contains(self, value: Any) -> bool:
         try:
@@ -213,6 +245,8 @@ class Choice(Parameter):
     def validate(self, name: str) -> None:
         if len(self.options) == 0:
             raise SpaceError(f"parameter {name!r}: choice() needs at least one option")
+        for o in self.options:
+            _check_storable(o, f"parameter {name!r}: option")
 
     def _index(self, value: Any) -> int:
         for i, o in enumerate(self.options):
@@ -258,6 +292,9 @@ class Constant(Parameter):
 
     value: Any
     searchable = False
+
+    def validate(self, name: str) -> None:
+        _check_storable(self.value, f"parameter {name!r}: constant")
 
     def sample(self, rng: np.random.Generator) -> Any:
         return self.value
@@ -308,7 +345,9 @@ def choice(options: Sequence[Any], *, ordered: bool | None = None) -> Choice:
     """
     if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
         raise SpaceError(f"choice() takes a list of options, got {options!r}")
-    opts = tuple(options)
+    opts = tuple(_py(o) for o in options)
+    for o in opts:
+        _check_storable(o, "choice(): option")
     if ordered is None:
         ordered = len(opts) > 0 and all(
             isinstance(o, (int, float)) and not isinstance(o, bool) for o in opts
@@ -427,6 +466,32 @@ class Space:
             for part in parts[:-1]:
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
+        return out
+
+    def flatten_partial(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Flat ``{path: value}`` view of a config that may leave parameters out.
+
+        Raises:
+            SpaceError: the config has a key that is not a parameter of the space (a typo).
+        """
+        out: dict[str, Any] = {}
+
+        def walk(node: Mapping[str, Any], prefix: str) -> None:
+            for key, value in node.items():
+                path = f"{prefix}{key}"
+                if path in self._params:
+                    out[path] = value
+                elif isinstance(value, Mapping) and any(
+                    p.startswith(path + _SEP) for p in self._params
+                ):
+                    walk(value, path + _SEP)
+                else:
+                    raise SpaceError(
+                        f"config key {path!r} is not in the search space (its keys: "
+                        f"{', '.join(repr(p) for p in self._params)}); check the spelling"
+                    )
+
+        walk(config, "")
         return out
 
     def validate_config(self, config: Mapping[str, Any]) -> None:

@@ -72,7 +72,9 @@ def _clean(v: Any) -> Any:
         return {"__float__": repr(v)}
     if isinstance(v, dict):
         return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, tuple):  # kept apart from lists, so a choice of tuples stays exact
+        return {"__tuple__": [_clean(x) for x in v]}
+    if isinstance(v, list):
         return [_clean(x) for x in v]
     if hasattr(v, "item") and callable(v.item):  # numpy / torch scalars
         try:
@@ -88,6 +90,8 @@ def _restore(v: Any) -> Any:
     if isinstance(v, dict):
         if len(v) == 1 and "__float__" in v:
             return float(v["__float__"])
+        if len(v) == 1 and isinstance(v.get("__tuple__"), list):
+            return tuple(_restore(x) for x in v["__tuple__"])
         return {k: _restore(x) for k, x in v.items()}
     if isinstance(v, list):
         return [_restore(x) for x in v]
@@ -95,7 +99,7 @@ def _restore(v: Any) -> Any:
 
 
 def encode_data(data: dict[str, Any]) -> str:
-    """Serialise an event payload to JSON (NaN and infinities survive the round trip)."""
+    """Serialise an event payload to JSON (NaN, infinities and tuples survive the round trip)."""
     return json.dumps(_clean(data), allow_nan=False, separators=(",", ":"))
 
 

@@ -1,0 +1,163 @@
+"""Bad input and hostile conditions (issue 10, items 6-13): each refused or survived with one
+clear line that names the problem and the fix, and nothing recorded lost."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hyperpop as hp
+from hyperpop.space import Space, SpaceError
+from hyperpop.store.events import decode_data, encode_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hyperpop(*args, cwd=None, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", "hyperpop", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def one_line_error(out: subprocess.CompletedProcess) -> str:
+    """The CLI failed with exactly one line on stderr and no traceback; returns that line."""
+    assert out.returncode != 0, out.stdout
+    assert "Traceback" not in out.stderr, out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+class Shaped(hp.Trainable):
+    """Fails unless its config holds the exact tuple it was given (as a model would)."""
+
+    def setup(self, config):
+        self.total = 0.0
+        self.apply(config)
+
+    def apply(self, config):
+        if not isinstance(config["kernel"], tuple) or config["kernel"] not in ((3, 3), (5, 5)):
+            raise TypeError(f"kernel must be a tuple, got {config['kernel']!r}")
+        self.lr = config["lr"]
+
+    def train(self):
+        self.total += self.lr
+        return {"score": self.total}
+
+    def save(self):
+        return self.total
+
+    def load(self, state):
+        self.total = state
+
+
+# --- 6. choice values that JSON cannot round-trip -----------------------------------------
+
+
+def test_tuple_choices_come_back_exact_after_resume(tmp_path):
+    db = tmp_path / "r.db"
+    space = {"kernel": hp.choice([(3, 3), (5, 5)]), "lr": hp.uniform(0.1, 1.0)}
+    seen = []
+
+    def stop_midway(pop):
+        seen.append(1)
+        if sum(m.step for m in pop.members.values()) >= 8:
+            raise KeyboardInterrupt
+
+    kw = dict(metric="score", population=4, workers=1, budget=hp.Steps(8), ready=2, seed=3)
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(Shaped, space, storage=db, progress=stop_midway, **kw)
+    res = hp.resume(db, Shaped)
+    assert [e for e in res.events if e.kind == "failed"] == []
+    assert all(m.step == 8 for m in res.members)
+    for m in hp.Result.load(db).members:
+        assert isinstance(m.config["kernel"], tuple)
+    explored = [e for e in res.events if e.kind == "explored"]
+    assert explored and all(isinstance(e.data["config"]["kernel"], tuple) for e in explored)
+
+
+def test_a_tuple_survives_the_log_and_a_list_stays_a_list():
+    data = {"config": {"k": (3, (1, 2)), "l": [1, 2], "d": {"t": ()}}, "x": math.inf}
+    back = decode_data(encode_data(data))
+    assert back == data and isinstance(back["config"]["k"], tuple)
+    assert isinstance(back["config"]["k"][1], tuple) and isinstance(back["config"]["l"], list)
+    assert isinstance(back["config"]["d"]["t"], tuple)
+    space = Space({"k": hp.choice([(3, 3), (5, 5)]), "c": hp.choice([[1], {"a": (1,)}])})
+    again = Space.from_dict(decode_data(encode_data({"s": space.to_dict()}))["s"])
+    assert again["k"].options == ((3, 3), (5, 5)) and again["c"].options == ([1], {"a": (1,)})
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[int, float], [np.zeros(2), np.ones(2)], [object()], [lambda x: x], [{1, 2}], [math.nan]],
+)
+def test_choices_that_cannot_be_stored_are_refused_when_defined(options):
+    with pytest.raises(SpaceError, match="cannot be stored in the run's log.*choice\\(\\['adam'"):
+        hp.choice(options)
+    from hyperpop.space import Choice
+
+    with pytest.raises(SpaceError, match="parameter 'opt': option .* cannot be stored"):
+        Space({"opt": Choice(tuple(options))})
+
+
+def test_numpy_options_become_plain_values():
+    p = hp.choice([np.int64(16), np.float32(0.5), np.str_("a")])
+    assert p.options == (16, 0.5, "a") and type(p.options[0]) is int
+
+
+# --- 11. unknown keys in initial configs --------------------------------------------------
+
+
+def test_a_typo_in_an_initial_config_is_refused_naming_the_key(tmp_path):
+    db = tmp_path / "r.db"
+    space = {"lr": hp.uniform(0.1, 1.0), "opt": {"momentum": hp.uniform(0.0, 0.9)}}
+    for bad, key in (({"lrr": 0.5}, "'lrr'"), ({"opt": {"momentun": 0.5}}, "'opt/momentun'")):
+        with pytest.raises(SpaceError, match=f"{key} is not in the search space") as info:
+            hp.run(Shaped, space, metric="score", configs=[bad], storage=db)
+        assert "'lr', 'opt/momentum'" in str(info.value)
+        assert not db.exists()
+
+
+def test_initial_configs_may_be_partial_nested_or_whole_dict_options():
+    from hyperpop.run import _initial_configs
+
+    space = Space(
+        {
+            "lr": hp.uniform(0.1, 1.0),
+            "opt": {"momentum": hp.uniform(0.0, 0.9), "name": "sgd"},
+            "arch": hp.choice([{"depth": 2}, {"depth": 4}]),
+        }
+    )
+    cfgs = _initial_configs(
+        space, 3, [{"lr": 0.5}, {"opt": {"momentum": 0.25}}, {"arch": {"depth": 4}}], 0
+    )
+    assert cfgs[0]["lr"] == 0.5 and cfgs[1]["opt"] == {"momentum": 0.25, "name": "sgd"}
+    assert cfgs[2]["arch"] == {"depth": 4}
+
+
+# --- 12. ranges as wide as the floats allow -----------------------------------------------
+
+
+def test_the_widest_uniform_range_samples_over_the_whole_range():
+    p = hp.uniform(-1e308, 1e308)
+    Space({"x": p})  # valid
+    rng = np.random.default_rng(0)
+    xs = np.array([p.sample(rng) for _ in range(2000)])
+    assert np.all(np.isfinite(xs)) and np.all((xs >= -1e308) & (xs <= 1e308))
+    assert (xs < 0).mean() == pytest.approx(0.5, abs=0.05)
+    assert np.quantile(xs, 0.25) == pytest.approx(-5e307, rel=0.15)
+    assert len(set(xs.tolist())) == len(xs)
+    assert p.to_unit(0.0) == pytest.approx(0.5) and p.to_unit(5e307) == pytest.approx(0.75)
+    assert p.from_unit(0.25) == pytest.approx(-5e307) and p.from_unit(0.5) == pytest.approx(0.0)
+    moved = p.perturb(0.0, 1.2, rng)
+    assert moved == pytest.approx(4e307) and p.perturb(0.0, 0.8, rng) == pytest.approx(-4e307)
+    assert p.perturb(9e307, 1.2, rng) == 1e308  # clipped at the bound, never inf
