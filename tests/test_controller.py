@@ -44,6 +44,15 @@ class Pop:
         )
 
 
+def ready(c: Controller, pop: Population, member: int, now: float = 0) -> list:
+    """What the driver does in asynchronous mode: the ready point queues the member, and the
+    decision is taken when it gets a worker (here: at once)."""
+    decisions = c.on_ready(pop, member, now=now)
+    if [d.kind for d in decisions] == ["queue"]:
+        return c.decide(pop, member, now=now)
+    return decisions
+
+
 def controller(**kw) -> Controller:
     args = dict(
         mode="max",
@@ -63,14 +72,14 @@ def test_truncation_bottom_quarter_copies_top_quarter():
         p.interval(i, [0.0, float(i)])  # member i scores i
     c = controller(explore=Perturb(resample_probability=0.0))
     for worst in (0, 1):
-        (d,) = c.on_ready(p.pop, worst, now=0)
+        (d,) = ready(c, p.pop, worst, now=0)
         assert d.kind == "exploit" and d.donor in (6, 7)
         assert d.checkpoint == f"b{d.donor}-2" and d.step == 2
         assert d.config != p.pop.members[d.donor].config  # explored
         lr = p.pop.members[d.donor].config["lr"]
         assert d.config["lr"] in (pytest.approx(lr * 0.8), pytest.approx(min(lr * 1.2, 1.0)))
     for middle in (2, 3, 4, 5, 6, 7):
-        assert [d.kind for d in c.on_ready(p.pop, middle, now=0)] == ["continue"]
+        assert [d.kind for d in ready(c, p.pop, middle, now=0)] == ["continue"]
 
 
 def test_truncation_in_min_mode_copies_the_lowest():
@@ -78,16 +87,16 @@ def test_truncation_in_min_mode_copies_the_lowest():
     for i in range(4):
         p.interval(i, [float(i)])
     c = controller(mode="min")
-    (d,) = c.on_ready(p.pop, 3, now=0)
+    (d,) = ready(c, p.pop, 3, now=0)
     assert d.kind == "exploit" and d.donor == 0
-    assert c.on_ready(p.pop, 0, now=0)[0].kind == "continue"
+    assert ready(c, p.pop, 0, now=0)[0].kind == "continue"
 
 
 def test_nan_scores_rank_worst():
     p = Pop(4)
     for i, s in enumerate([1.0, math.nan, 3.0, 2.0]):
         p.interval(i, [s])
-    (d,) = controller().on_ready(p.pop, 1, now=0)
+    (d,) = ready(controller(), p.pop, 1, now=0)
     assert d.kind == "exploit" and d.donor == 2
 
 
@@ -96,8 +105,8 @@ def test_tournament_copies_only_a_better_member():
     p.interval(0, [1.0])
     p.interval(1, [2.0])
     c = controller(exploit=Tournament())
-    assert c.on_ready(p.pop, 0, now=0)[0].donor == 1
-    assert c.on_ready(p.pop, 1, now=0)[0].kind == "continue"
+    assert ready(c, p.pop, 0, now=0)[0].donor == 1
+    assert ready(c, p.pop, 1, now=0)[0].kind == "continue"
 
 
 def test_burn_in_blocks_exploits():
@@ -105,24 +114,64 @@ def test_burn_in_blocks_exploits():
     for i in range(4):
         p.interval(i, [float(i)] * 5)
     c = controller(ready=Ready(steps=1, burn_in=6))
-    assert c.on_ready(p.pop, 0, now=0)[0].kind == "continue"
+    assert ready(c, p.pop, 0, now=0)[0].kind == "continue"
     for i in range(4):
         p.interval(i, [float(i)])
-    assert c.on_ready(p.pop, 0, now=0)[0].kind == "exploit"
+    assert ready(c, p.pop, 0, now=0)[0].kind == "exploit"
 
 
-def test_never_copies_an_older_checkpoint():
-    """Asynchronous livelock: a member at step 25 must not go back to a donor's step-20
-    checkpoint, however good its score (two members could trade old checkpoints forever)."""
+def test_copies_a_better_member_behind_it_compared_at_equal_progress():
+    """Issue 9's reproduction: member 1 scored 0.9 at step 4; member 0 scored 0.1 at step 4 and
+    0.2 at step 8. At equal progress (step 4) member 1 is better, so member 0 copies it,
+    although member 1 is one interval behind."""
     p = Pop(2)
-    p.interval(1, [9.0] * 20)  # member 1: a lucky score at step 20
-    p.interval(0, [1.0] * 25)  # member 0: further along, scoring lower
-    c = controller()
-    assert [d.kind for d in c.on_ready(p.pop, 0, now=0)] == ["continue"]
-    # the member behind may still copy the one ahead
-    p.interval(0, [20.0] * 5)  # member 0 at step 30, now the better one
-    (d,) = c.on_ready(p.pop, 1, now=0)
-    assert d.kind == "exploit" and d.donor == 0 and d.step == 30
+    p.interval(1, [0.9] * 4)
+    p.interval(0, [0.1] * 4)
+    p.interval(0, [0.2] * 4)
+    (d,) = ready(controller(ready=Ready(steps=4)), p.pop, 0)
+    assert (d.kind, d.donor, d.checkpoint, d.step) == ("exploit", 1, "b1-4", 4)
+
+
+def test_a_member_ahead_is_judged_where_it_stood_at_equal_progress():
+    p = Pop(2)
+    p.interval(1, [0.1] * 4)
+    p.interval(1, [5.0] * 4)  # member 1: 5.0 now at step 8, but only 0.1 at step 4
+    p.interval(0, [1.0] * 4)  # member 0: 1.0 at step 4
+    c = controller(ready=Ready(steps=4))
+    assert ready(c, p.pop, 0)[0].kind == "continue"
+    ids, scores = c.comparable(p.pop, p.pop.members[0])
+    assert dict(zip(ids.tolist(), scores.tolist())) == {1: 0.1, 0: 1.0}
+    # member 1 was worse at step 4: it copies member 0 (whose gain from step 4 to 8 is taken
+    # to match its own) and goes back to step 4
+    (d,) = ready(c, p.pop, 1)
+    assert (d.kind, d.donor, d.step) == ("exploit", 0, 4)
+
+
+def test_members_further_behind_than_one_interval_are_not_compared():
+    p = Pop(3)
+    p.interval(2, [9.0] * 4)  # member 2: step 4
+    for _ in range(3):
+        p.interval(0, [1.0] * 4)  # member 0: step 12
+    p.interval(1, [1.0] * 4)
+    p.interval(1, [1.0] * 4)  # member 1: step 8
+    ids, _ = controller(ready=Ready(steps=4)).comparable(p.pop, p.pop.members[0])
+    assert sorted(ids.tolist()) == [0, 1]
+
+
+def test_copying_back_needs_a_strictly_better_score_at_equal_progress():
+    """No livelock: once a member holds the better weights at a step, nothing at that step can
+    pull it back again, so members cannot trade older checkpoints forever."""
+    p = Pop(2)
+    p.interval(0, [3.0] * 4)
+    p.interval(1, [1.0] * 4)
+    p.interval(1, [0.5] * 4)  # member 1 at step 8 got worse; member 0 still at step 4
+    c = controller(ready=Ready(steps=4))
+    (d,) = ready(c, p.pop, 1)
+    assert (d.kind, d.donor, d.step) == ("exploit", 0, 4)
+    p.feed(Event(ev.EXPLOITED, 1, {"donor": 0, "step": 4, "checkpoint": "b0-4", "at": 8}))
+    p.interval(1, [0.5] * 4)  # member 1 trains 0's weights to step 8: worse again
+    # compared at step 4 both hold the same weights: no second trip back
+    assert ready(c, p.pop, 1)[0].kind == "continue"
 
 
 def test_grid_search_never_changes_anything():
@@ -130,13 +179,13 @@ def test_grid_search_never_changes_anything():
     for i in range(4):
         p.interval(i, [float(i)])
     c = controller(exploit=NoExploit(), explore=NoExplore())
-    assert all(c.on_ready(p.pop, i, now=0)[0].kind == "continue" for i in range(4))
+    assert all(ready(c, p.pop, i, now=0)[0].kind == "continue" for i in range(4))
 
 
 def test_explore_only_perturbs_the_members_own_config():
     p = Pop(2)
     p.interval(0, [0.0])
-    (d,) = controller(exploit=NoExploit()).on_ready(p.pop, 0, now=0)
+    (d,) = ready(controller(exploit=NoExploit()), p.pop, 0, now=0)
     assert d.kind == "explore" and d.config != p.pop.members[0].config
 
 
@@ -147,7 +196,7 @@ def test_step_budget_finishes_and_interval_is_capped():
     p.interval(0, [1.0] * 4)
     assert c.interval(p.pop.members[0]).steps == 2  # never trains past the budget
     p.interval(0, [1.0] * 2)
-    assert c.on_ready(p.pop, 0, now=0)[0].kind == "finish"
+    assert ready(c, p.pop, 0, now=0)[0].kind == "finish"
 
 
 def test_run_level_stops():
@@ -203,7 +252,7 @@ def test_rejuvenation_after_stalling():
         p.interval(0, [0.5])  # no improvement
     assert p.pop.members[0].stall == 3
     c = controller(rejuvenate=3, exploit=NoExploit(), explore=NoExplore())
-    (d,) = c.on_ready(p.pop, 0, now=0)
+    (d,) = ready(c, p.pop, 0, now=0)
     assert d.kind == "rejuvenate"
 
 
@@ -213,7 +262,7 @@ def test_decisions_are_seeded():
         for i in range(8):
             p.interval(i, [float(i)])
         c = controller(seed=seed)
-        return [(d.donor, d.config) for i in (0, 1) for d in c.on_ready(p.pop, i, now=0)]
+        return [(d.donor, d.config) for i in (0, 1) for d in ready(c, p.pop, i, now=0)]
 
     assert run(3) == run(3)
 
@@ -238,7 +287,7 @@ def test_controller_scales_to_thousands_of_members():
     for i in range(5000):
         p.interval(i, [float(rng.random())])
     worst = min(p.pop.members.values(), key=lambda m: m.ready_score).id
-    (d,) = controller().on_ready(p.pop, worst, now=0)
+    (d,) = ready(controller(), p.pop, worst, now=0)
     assert d.kind == "exploit"
     top = sorted(p.pop.members.values(), key=lambda m: m.ready_score)[-1250:]
     assert d.donor in {m.id for m in top}

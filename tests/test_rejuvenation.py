@@ -12,6 +12,13 @@ from hyperpop.strategies import NoExploit, NoExplore
 
 SPACE = Space({"cap": hp.randint(1, 9)})
 
+def decide(c, pop, member):
+    """Asynchronous mode as the driver runs it: the ready point queues the member and the
+    decision is taken when it gets a worker (here: at once)."""
+    (queued,) = c.on_ready(pop, member, now=0.0)
+    return queued if queued.kind != "queue" else c.decide(pop, member, now=0.0)[0]
+
+
 
 class Plateau(hp.Trainable):
     """Score = steps trained, capped at ``cap``: a member stalls once it reaches its cap."""
@@ -68,22 +75,22 @@ def controller(patience: int) -> Controller:
 def test_a_member_stalled_for_patience_ready_points_is_rejuvenated():
     pop = pop_with({0: [1.0, 1.0, 1.0, 1.0], 1: [5.0]})
     assert pop.members[0].stall == 3
-    d = controller(3).on_ready(pop, 0, now=0.0)[0]
+    d = decide(controller(3), pop, 0)
     assert d.kind == "rejuvenate" and d.how == "resample"
     SPACE.validate_config(d.config)
 
 
 def test_a_member_that_still_improves_or_has_patience_left_is_not():
     pop = pop_with({0: [1.0, 1.0, 1.0], 1: [1.0, 2.0, 3.0], 2: [9.0]})
-    assert controller(3).on_ready(pop, 0, now=0.0)[0].kind == "continue"  # stall 2 < 3
-    assert controller(1).on_ready(pop, 1, now=0.0)[0].kind == "continue"  # improving
+    assert decide(controller(3), pop, 0).kind == "continue"  # stall 2 < 3
+    assert decide(controller(1), pop, 1).kind == "continue"  # improving
 
 
 def test_the_leader_is_never_rejuvenated():
     pop = pop_with({0: [3.0, 3.0, 3.0, 3.0], 1: [1.0, 2.0]})
-    assert controller(2).on_ready(pop, 0, now=0.0)[0].kind == "continue"
+    assert decide(controller(2), pop, 0).kind == "continue"
     pop = pop_with({0: [3.0, 3.0, 3.0, 3.0], 1: [1.0, 4.0]})  # now member 1 leads
-    assert controller(2).on_ready(pop, 0, now=0.0)[0].kind == "rejuvenate"
+    assert decide(controller(2), pop, 0).kind == "rejuvenate"
 
 
 def test_rejuvenation_end_to_end_resets_weights_and_records_the_reset():

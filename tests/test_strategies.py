@@ -33,6 +33,13 @@ from hyperpop.strategies.ttest import _betainc, welch_test
 
 SPACE = Space({"lr": hp.uniform(0.0, 1.0)})
 
+def decide(c, pop, member):
+    """Asynchronous mode as the driver runs it: the ready point queues the member and the
+    decision is taken when it gets a worker (here: at once)."""
+    (queued,) = c.on_ready(pop, member, now=0.0)
+    return queued if queued.kind != "queue" else c.decide(pop, member, now=0.0)[0]
+
+
 
 class Pop:
     """A population built by feeding it events, as the driver does."""
@@ -207,7 +214,7 @@ def test_ttest_through_the_controller_exploits():
         exploit=WelchTTest(),
         explore=NoExplore(),
     )
-    d = c.on_ready(p.pop, 0, now=0.0)[0]
+    d = decide(c, p.pop, 0)
     assert (d.kind, d.donor, d.checkpoint) == ("exploit", 1, "b1-4")
 
 

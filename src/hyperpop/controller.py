@@ -130,8 +130,9 @@ class Decision:
 
     ``kind`` is one of ``continue``, ``exploit`` (copy ``checkpoint`` of ``donor`` at ``step``,
     then train with ``config``), ``explore`` (keep the weights, train with ``config``),
-    ``rejuvenate`` (fresh weights, train with ``config``), ``finish`` and ``wait`` (synchronous
-    mode: the generation is not complete).
+    ``rejuvenate`` (fresh weights, train with ``config``), ``finish``, ``wait`` (synchronous
+    mode: the generation is not complete) and ``queue`` (asynchronous mode: the member waits
+    for a worker, and :meth:`Controller.decide` decides for it when it gets one).
     """
 
     member: int
@@ -193,6 +194,7 @@ class Controller:
         self.targets = [b.score for b in self.budget if isinstance(b, Target)]
         self.wall = min((b.seconds for b in self.budget if isinstance(b, WallTime)), default=None)
         self._waiting: set[int] = set()
+        self._undecided: set[int] = set()
 
     # --- what to train next ----------------------------------------------------------------
     def interval(self, m: MemberState) -> Interval:
@@ -229,8 +231,12 @@ class Controller:
         return frozenset(self._waiting)
 
     def restore(self, pop: Population) -> None:
-        """Rebuild in-memory state after a resume (synchronous waiting set)."""
+        """Rebuild in-memory state after a resume (synchronous waiting set, asynchronous ready
+        points not decided yet)."""
         self._waiting = set()
+        self._undecided = set()
+        if not self.synchronous:
+            self._undecided = {m.id for m in pop.alive() if m.ready_count and not m.decided}
         if self.synchronous:
             alive = pop.alive()
             if alive:
@@ -240,13 +246,22 @@ class Controller:
     def on_ready(self, pop: Population, member: int, now: float) -> list[Decision]:
         """Decide for ``member``, which just reached a ready point (its interval is folded in).
 
-        Returns decisions for every member that can move on: in asynchronous mode only
-        ``member``; in synchronous mode either a ``wait`` for it or, when its arrival completes
-        the generation, decisions for every waiting member.
+        Returns decisions for every member that can move on. In asynchronous mode a ``finish``
+        for a member at the end of its budget, else a ``queue``: the decision is taken by
+        :meth:`decide` when the member gets a worker, over the population as it stands then.
+        With more members than workers a member waits in the queue while the members behind it
+        catch up, so deciding then compares it with everyone at its progress instead of the
+        few that happened to be as far along when it arrived. In synchronous mode either a
+        ``wait`` for it or, when its arrival completes the generation, decisions for every
+        waiting member.
         """
         m = pop.members[member]
         if not self.synchronous:
-            return [self._decide(pop, m, now, batch=[])]
+            if self._done(m):
+                self._undecided.discard(m.id)
+                return [Decision(m.id, "finish", reason="step budget reached")]
+            self._undecided.add(m.id)
+            return [Decision(m.id, "queue")]
         if self._done(m):
             return [Decision(m.id, "finish", reason="step budget reached")] + self.release(
                 pop, now, leaving=m.id
@@ -254,6 +269,17 @@ class Controller:
         self._waiting.add(m.id)
         released = self.release(pop, now)
         return released or [Decision(m.id, "wait")]
+
+    def decide(self, pop: Population, member: int, now: float) -> list[Decision]:
+        """Asynchronous mode: the decision for a queued ``member`` about to get a worker (an
+        empty list when its ready point is already decided)."""
+        if member not in self._undecided:
+            return []
+        self._undecided.discard(member)
+        m = pop.members[member]
+        if not m.alive:
+            return []
+        return [self._decide(pop, m, now, batch=[])]
 
     def release(self, pop: Population, now: float, leaving: int | None = None) -> list[Decision]:
         """Synchronous mode: if every live member has reached the barrier, decide for all.
@@ -281,6 +307,72 @@ class Controller:
         scores = pop.index.score[pop.index.ok]  # members with a ready score, not failed
         return not np.any(sign * scores > sign * mine)  # NaN compares False
 
+    def comparable(self, pop: Population, m: MemberState) -> tuple[np.ndarray, np.ndarray]:
+        """Donor candidates for ``m`` and their ranking scores at ``m``'s progress.
+
+        Candidates are members with a ready score and a checkpoint, not failed, with steps left
+        to train, that are ahead of ``m`` or behind it by at most ``m``'s last interval (a
+        member further behind is not comparable yet: the scheduler lets it catch up first);
+        ``m`` itself is always one. Each is compared with ``m`` like with like, at the step
+        ``t`` where both have been evaluated (``m``'s step, or the candidate's when it is
+        behind): its score there, plus what ``m`` itself gained since ``t``. So a candidate
+        ahead is judged by where it stood at ``m``'s step, and a candidate behind counts as
+        better than ``m`` exactly when it was better than ``m`` at the same step. Copying a
+        member behind therefore needs a strictly better score at equal progress, which keeps
+        the population from trading checkpoints back and forth forever. A candidate ahead
+        that was never evaluated by ``m``'s step is judged by its first evaluation.
+
+        Vectorised over the fold's columnar index: a decision stays well under a millisecond
+        at 10,000 members.
+        """
+        idx = pop.index
+        ids, step, score = idx.ids, idx.step, idx.score
+        s = m.step
+        lag = s - (m.ready_steps[-2] if len(m.ready_steps) >= 2 else 0)
+        mask = idx.ok & (step >= s - lag)
+        if self.max_steps is not None:
+            mask &= step < self.max_steps
+        mask &= ids != m.id
+        ids, step, score = ids[mask], step[mask], score[mask]
+        prev_step, prev_score = idx.prev_step[mask], idx.prev_score[mask]
+        # the candidate's score at t = min(s, its step): its last score when it is not ahead,
+        # else its score at its last ready point at or before s
+        value = score.copy()
+        ahead = step > s
+        use_prev = ahead & (prev_step >= 0) & (prev_step <= s)
+        value[use_prev] = prev_score[use_prev]
+        for i in np.flatnonzero(ahead & ~use_prev):  # rare: more than one interval ahead
+            c = pop.members[int(ids[i])]
+            v = c.score_at(s)
+            if v is None:  # never evaluated by step s: its first evaluation is the nearest
+                v = c.ready_scores[0] if c.ready_scores else None
+            value[i] = np.nan if v is None else v
+        # a candidate behind: its score plus what m gained since the candidate's step, so it
+        # ranks above m exactly when it was strictly better at equal progress (ties and
+        # rounding go against it: nobody goes back for nothing); not comparable when m has no
+        # score that early
+        mine = m.ready_score
+        behind = np.flatnonzero(step < s)
+        if len(behind) and mine is not None and not math.isnan(mine):
+            sign = 1.0 if self.mode == "max" else -1.0
+            steps_m = np.asarray(m.ready_steps, dtype=np.int64)
+            scores_m = np.asarray(m.ready_scores, dtype=float)
+            at = np.searchsorted(steps_m, step[behind], side="right") - 1
+            then = np.where(at >= 0, scores_m[np.maximum(at, 0)], np.nan)
+            v = value[behind]
+            better = sign * v > sign * then
+            moved = v + (mine - then)
+            up, down = np.nextafter(mine, sign * np.inf), np.nextafter(mine, -sign * np.inf)
+            moved = np.where(better & ~(sign * moved > sign * mine), up, moved)
+            moved = np.where(~better & ~(sign * moved < sign * mine), down, moved)
+            comparable = np.isfinite(then) & ~np.isnan(v)
+            value[behind] = np.where(comparable, moved, v)
+            value[behind[at < 0]] = np.nan
+        keep = ~np.isnan(value) | np.isnan(score)  # NaN ready scores stay (ranked worst)
+        ids = np.append(ids[keep], m.id)
+        value = np.append(value[keep], np.nan if mine is None else mine)
+        return ids, value
+
     def _decide(
         self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]
     ) -> Decision:
@@ -297,18 +389,7 @@ class Controller:
             config = self.space.sample(self.rng)
             batch.append(config)
             return Decision(m.id, "rejuvenate", config=config, how="resample")
-        # Donor candidates: members with a ready score and a checkpoint, not failed, with steps
-        # left to train; the deciding member always. Selected from the fold's columnar index
-        # (numpy), so a decision stays well under a millisecond at 10,000 members.
-        # A donor must also be at least as far along as the member: copying an older checkpoint
-        # would send the member back in steps, and in asynchronous runs two members could then
-        # copy each other's older checkpoints forever without reaching the budget.
-        idx = pop.index
-        ids = idx.ids
-        mask = idx.ok & (idx.step >= m.step)
-        if self.max_steps is not None:
-            mask &= idx.step < self.max_steps
-        mask |= ids == m.id
+        ids, scores = self.comparable(pop, m)
         ctx = Context(
             mode=self.mode,
             rng=self.rng,
@@ -317,8 +398,8 @@ class Controller:
             space=self.space,
             now=now,
             batch=batch,
-            candidate_ids=ids[mask],
-            candidate_scores=idx.score[mask],
+            candidate_ids=ids,
+            candidate_scores=scores,
         )
         donor = self.exploit.select(m, ctx)
         if donor is None:

@@ -7,11 +7,11 @@ in one transaction, and only then are the workers told what to do next.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
@@ -38,6 +38,81 @@ class MetricError(RunError):
 Progress = Callable[[Population], None]
 
 
+class RunQueue:
+    """Members waiting for a worker, the one furthest behind first.
+
+    With more members than workers, training the member whose model has the fewest steps next
+    keeps the population moving forward evenly, so every ready decision finds members at
+    comparable progress to compare with. Among members equally far along, one whose state the
+    free worker already holds in memory goes first (no reload), then the one queued longest:
+    memory affinity breaks ties, it never lets a member fall behind.
+
+    Args:
+        progress: a member's progress (its model's steps) when it is queued.
+    """
+
+    #: how many equally-far-along members are looked through for one the worker holds
+    AFFINITY_WINDOW = 64
+
+    def __init__(self, progress: Callable[[int], int]):
+        self._progress = progress
+        self._heap: list[tuple[int, int, int]] = []  # (progress, order, member)
+        self._order = 0
+        self._queued: dict[int, int] = {}  # member -> its live entry's order
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def __bool__(self) -> bool:
+        return bool(self._queued)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._queued
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([m for _, o, m in sorted(self._heap) if self._queued.get(m) == o])
+
+    def append(self, member: int) -> None:
+        """Queue ``member`` (again: its earlier entry is replaced)."""
+        self._order += 1
+        self._queued[member] = self._order
+        heapq.heappush(self._heap, (self._progress(member), self._order, member))
+
+    def remove(self, member: int) -> None:
+        """Take ``member`` out of the queue (its heap entry is dropped lazily)."""
+        self._queued.pop(member, None)
+
+    def _top(self) -> tuple[int, int, int]:
+        while self._heap:
+            entry = self._heap[0]
+            if self._queued.get(entry[2]) == entry[1]:
+                return entry
+            heapq.heappop(self._heap)  # stale
+        raise IndexError("pick from an empty queue")
+
+    def pick(self, slot: int | None, affinity: Callable[[int], int | None]) -> int:
+        """Take the next member to train on worker ``slot``."""
+        head = self._top()
+        chosen = head
+        if slot is not None and affinity(head[2]) != slot:
+            held: list[tuple[int, int, int]] = []
+            while self._heap and len(held) < self.AFFINITY_WINDOW:
+                entry = heapq.heappop(self._heap)
+                if self._queued.get(entry[2]) != entry[1]:
+                    continue  # stale
+                if entry[0] != head[0]:
+                    heapq.heappush(self._heap, entry)
+                    break
+                held.append(entry)
+                if affinity(entry[2]) == slot:
+                    chosen = entry
+                    break
+            for entry in held:
+                heapq.heappush(self._heap, entry)
+        del self._queued[chosen[2]]
+        return chosen[2]
+
+
 class Driver:
     """Runs one session of a run: schedules members, handles results, writes events."""
 
@@ -60,10 +135,10 @@ class Driver:
         self.metric, self.max_failures = metric, max_failures
         self.progress = progress
         self.session_start = time.time()
-        self.queue: deque[int] = deque()
+        #: members waiting for a worker; the one furthest behind trains next
+        self.queue = RunQueue(lambda member: self.pop.members[member].step)
         self.inflight: dict[int, Task] = {}
         self.attempts: dict[int, int] = {}
-        self.turns: dict[int, int] = {}
         self.user_seconds = 0.0
         self.worker_seconds = 0.0
         #: events folded in but not yet written (written together after each poll)
@@ -90,32 +165,25 @@ class Driver:
         return self.pop.active_seconds_before + (time.time() - self.session_start)
 
     # --- scheduling ----------------------------------------------------------------------
-    def _pick(self, slot: int | None) -> int:
-        # Fair turns: never start a member's next interval while another member still waits
-        # for an earlier turn. Within the head's turn, prefer a member whose state this slot
-        # holds in memory (no reload).
-        member = self.queue[0]
-        if slot is not None:
-            turn = self.turns.get(member, 0)
-            window = min(len(self.queue), 8 * max(1, self.backend.capacity))
-            for i in range(window):
-                cand = self.queue[i]
-                if self.turns.get(cand, 0) != turn:
-                    break
-                if self.backend.affinity(cand) == slot:
-                    member = cand
-                    break
-        self.queue.remove(member)
-        self.turns[member] = self.turns.get(member, 0) + 1
-        return member
-
     def fill(self) -> None:
+        """Give every free worker the member furthest behind. A member whose ready point is
+        not decided yet (asynchronous mode) is decided now, over the population as it stands;
+        those decisions are written before any worker is told to act on them."""
+        picked: list[tuple[Task, int | None]] = []
+        free = list(self.backend.free_slots())
+        decided = False
         while self.queue and len(self.inflight) < self.backend.capacity:
-            free = self.backend.free_slots()
-            slot = free[0] if free else None
-            member = self._pick(slot)
+            slot = free.pop(0) if free else None
+            member = self.queue.pick(slot, self.backend.affinity)
             m = self.pop.members[member]
-            if not m.alive:
+            decisions = self.controller.decide(self.pop, member, time.time()) if m.alive else []
+            if decisions:
+                decided = True
+                self.commit(self._decision_events(decisions, time.time()))
+            if not m.alive:  # finished or failed (possibly just now)
+                self.backend.forget(member)
+                if slot is not None:
+                    free.insert(0, slot)
                 continue
             iv = self.controller.interval(m)
             task = Task(
@@ -128,6 +196,10 @@ class Driver:
                 attempt=self.attempts.get(member, 0),
             )
             self.inflight[member] = task
+            picked.append((task, slot))
+        if decided:
+            self.flush()
+        for task, slot in picked:
             if slot is not None:
                 self.backend.submit(task, slot)  # type: ignore[call-arg]
             else:
@@ -256,7 +328,7 @@ class Driver:
     # --- the loop ------------------------------------------------------------------------
     def loop(self) -> str:
         waiting = self.controller.waiting
-        for m in sorted(self.pop.alive(), key=lambda m: (m.ready_count, m.id)):
+        for m in sorted(self.pop.alive(), key=lambda m: (m.step, m.id)):
             if m.id not in waiting:
                 self.queue.append(m.id)
         last_progress = 0.0

@@ -6,6 +6,7 @@ the live view and the dashboard read. It is only ever changed by :meth:`Populati
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,10 @@ class BlobInfo:
     step: int
     schedule: tuple[Segment, ...]
     ready_scores: tuple[float, ...]
+    #: the steps of ``ready_scores`` (the lineage's ready points)
+    ready_steps: tuple[int, ...] = ()
+    #: the lineage's last reports (as many as the run's ``score_window``)
+    recent: tuple[float, ...] = ()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -62,10 +67,16 @@ class MemberState:
     history: list[tuple[int, float]] = field(default_factory=list)
     last_score: float | None = None
     last_metrics: dict[str, Any] = field(default_factory=dict)
-    #: score at the last ready point (end of the last interval)
+    #: ranking score at the last ready point: the last report, or the mean of the lineage's
+    #: last ``score_window`` reports
     ready_score: float | None = None
-    #: recent ready scores (newest last), for selection tests such as Welch's t-test
+    #: recent ready scores of the weights the member holds (newest last, inherited part
+    #: included), for selection tests such as Welch's t-test and comparisons at equal progress
     ready_scores: list[float] = field(default_factory=list)
+    #: the steps at which ``ready_scores`` were taken
+    ready_steps: list[int] = field(default_factory=list)
+    #: the lineage's last reports (for the smoothed ranking score)
+    recent: list[float] = field(default_factory=list)
     ready_count: int = 0
     last_ready_time: float = 0.0
     best_score: float | None = None
@@ -76,6 +87,10 @@ class MemberState:
     parent: int | None = None
     exploits: int = 0
     rejuvenations: int = 0
+    #: whether the member's last ready point has been decided (an exploit, explore or
+    #: rejuvenation recorded since; a "continue" records nothing, so after a resume it is
+    #: decided again)
+    decided: bool = True
     #: the hyperparameter schedule of the weights the member holds, inherited part included
     schedule: list[Segment] = field(default_factory=list)
     created: float = 0.0
@@ -84,6 +99,12 @@ class MemberState:
     def alive(self) -> bool:
         """Still training (neither finished nor failed for good)."""
         return self.status == "running"
+
+    def score_at(self, step: int) -> float | None:
+        """The ranking score of the member's weights at their last ready point at or before
+        ``step`` (along the lineage, inherited part included), or None if none is known."""
+        i = bisect.bisect_right(self.ready_steps, step)
+        return self.ready_scores[i - 1] if i else None
 
 
 def _better(a: float, b: float | None, mode: str) -> bool:
@@ -98,12 +119,18 @@ def _better(a: float, b: float | None, mode: str) -> bool:
 READY_WINDOW = 32
 
 
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values)  # NaN in, NaN out: a diverged report is not hidden
+
+
 class ReadyIndex:
     """A columnar copy of every member's ready state, kept up to date by the fold.
 
     Lets the controller pick donor candidates among 10,000 members with numpy instead of a
     Python loop. ``score`` is the ready score (NaN when there is none), ``step`` the member's
-    step, ``ok`` whether it may serve as a donor (a ready score, a checkpoint, not failed).
+    step, ``ok`` whether it may serve as a donor (a ready score, a checkpoint, not failed), and
+    ``prev_step`` / ``prev_score`` the lineage's ready point before the last one (step -1 when
+    there is none), for comparisons at equal progress.
     """
 
     def __init__(self) -> None:
@@ -113,6 +140,8 @@ class ReadyIndex:
         self._score = np.full(16, np.nan)
         self._step = np.zeros(16, dtype=np.int64)
         self._ok = np.zeros(16, dtype=bool)
+        self._prev_step = np.full(16, -1, dtype=np.int64)
+        self._prev_score = np.full(16, np.nan)
 
     def update(self, m: MemberState) -> None:
         """Copy member ``m``'s ready state into the columns."""
@@ -126,11 +155,21 @@ class ReadyIndex:
                 self._score = np.concatenate([self._score, np.full(grow, np.nan)])
                 self._step = np.concatenate([self._step, np.zeros(grow, dtype=np.int64)])
                 self._ok = np.concatenate([self._ok, np.zeros(grow, dtype=bool)])
+                self._prev_step = np.concatenate(
+                    [self._prev_step, np.full(grow, -1, dtype=np.int64)]
+                )
+                self._prev_score = np.concatenate([self._prev_score, np.full(grow, np.nan)])
             self._ids[i] = m.id
         s = m.ready_score
         self._score[i] = np.nan if s is None else s
         self._step[i] = m.step
         self._ok[i] = s is not None and m.checkpoint is not None and m.status != "failed"
+        if len(m.ready_steps) >= 2:
+            self._prev_step[i] = m.ready_steps[-2]
+            self._prev_score[i] = m.ready_scores[-2]
+        else:
+            self._prev_step[i] = -1
+            self._prev_score[i] = np.nan
 
     @property
     def ids(self) -> np.ndarray:
@@ -151,6 +190,16 @@ class ReadyIndex:
     def ok(self) -> np.ndarray:
         """Whether each member may serve as a donor."""
         return self._ok[: self.n]
+
+    @property
+    def prev_step(self) -> np.ndarray:
+        """Step of each lineage's ready point before the last one (-1: none)."""
+        return self._prev_step[: self.n]
+
+    @property
+    def prev_score(self) -> np.ndarray:
+        """Ready score at ``prev_step`` (NaN: none)."""
+        return self._prev_score[: self.n]
 
 
 class Population:
@@ -233,14 +282,23 @@ class Population:
         """Members still training."""
         return [m for m in self.members.values() if m.alive]
 
+    @property
+    def score_window(self) -> int:
+        """Reports averaged into a ranking score (1: the last report alone)."""
+        return int(self.settings.get("score_window") or 1)
+
     def best(self) -> MemberState | None:
-        """The member with the best last score (NaN never wins)."""
+        """The member with the best ranking score at its last ready point (the mean of its
+        lineage's last ``score_window`` reports; NaN never wins). Members that never reached a
+        ready point are ranked by their last report."""
         best = None
+        best_score: float | None = None
         for m in self.members.values():
-            if m.last_score is None:
+            s = m.ready_score if m.ready_score is not None else m.last_score
+            if s is None:
                 continue
-            if best is None or _better(m.last_score, best.last_score, self.mode):
-                best = m
+            if best is None or _better(s, best_score, self.mode):
+                best, best_score = m, s
         return best
 
     def live_checkpoints(self) -> set[str]:
@@ -291,6 +349,8 @@ class Population:
             m.history.append((m.step, score))
             m.last_score = score
             m.last_metrics = d.get("metrics", {})
+            m.recent.append(score)
+            del m.recent[: -self.score_window]
             self.reports += 1
         elif k == ev.CHECKPOINTED:
             old = m.checkpoint
@@ -300,18 +360,27 @@ class Population:
             m.checkpoint_step = int(d["step"])
             m.step = int(d["step"])
             m.ready_count += 1
+            m.decided = False
             m.last_ready_time = e.time
-            m.ready_score = m.last_score
-            if m.last_score is not None:
-                m.ready_scores.append(m.last_score)
+            score = _mean(m.recent) if m.recent else m.last_score
+            m.ready_score = score
+            if score is not None:
+                m.ready_scores.append(score)
+                m.ready_steps.append(m.step)
                 del m.ready_scores[:-READY_WINDOW]
-                if _better(m.last_score, m.best_score, self.mode):
-                    m.best_score = m.last_score
+                del m.ready_steps[:-READY_WINDOW]
+                if _better(score, m.best_score, self.mode):
+                    m.best_score = score
                     m.stall = 0
                 else:
                     m.stall += 1
             self.blobs[m.checkpoint] = BlobInfo(
-                m.id, m.step, tuple(m.schedule), tuple(m.ready_scores)
+                m.id,
+                m.step,
+                tuple(m.schedule),
+                tuple(m.ready_scores),
+                tuple(m.ready_steps),
+                tuple(m.recent),
             )
         elif k == ev.EXPLOITED:
             blob = d["checkpoint"]
@@ -329,8 +398,11 @@ class Population:
             m.config = info.config
             m.parent = int(d["donor"])
             m.exploits += 1
+            m.decided = True
             # the copied weights carry the donor's record, not the receiver's old one
             m.ready_scores = list(info.ready_scores)
+            m.ready_steps = list(info.ready_steps)
+            m.recent = list(info.recent)
             m.ready_score = m.ready_scores[-1] if m.ready_scores else None
             m.best_score = m.ready_score
             m.stall = 0
@@ -348,6 +420,7 @@ class Population:
             )
         elif k == ev.EXPLORED:
             m.config = d["config"]
+            m.decided = True
             if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
                 m.schedule[-1] = Segment(m.step, m.config, m.id)
             else:
@@ -360,9 +433,12 @@ class Population:
             m.step = 0
             m.schedule = [Segment(0, m.config, m.id)]
             m.rejuvenations += 1
+            m.decided = True
             m.best_score = None
             m.ready_score = None
             m.ready_scores = []
+            m.ready_steps = []
+            m.recent = []
             m.stall = 0
             self.edges.append(
                 {

@@ -30,8 +30,12 @@ class Context:
         now: the current time as the driver sees it.
         batch: configs already chosen by other members deciding in the same round (for batch
             strategies such as PB2 that must spread their picks).
-        candidate_ids: the candidates' ids as an array (with ``candidate_scores``, their raw
-            ready scores): lets strategies such as truncation rank 10,000 members with numpy.
+        candidate_ids: the candidates' ids as an array (with ``candidate_scores``, their
+            ranking scores): lets strategies such as truncation rank 10,000 members with numpy.
+        candidate_scores: each candidate's score as the controller compares it with the
+            deciding member: at equal progress in asynchronous mode (see
+            :meth:`hyperpop.controller.Controller.comparable`), the ready score otherwise.
+            :meth:`value` and :meth:`arrays` return these.
     """
 
     mode: str
@@ -43,6 +47,7 @@ class Context:
     batch: list[dict[str, Any]] = field(default_factory=list)
     candidate_ids: np.ndarray | None = None
     candidate_scores: np.ndarray | None = None
+    _scores: dict[int, float] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.candidates is None:
@@ -75,8 +80,15 @@ class Context:
         raise KeyError(member_id)
 
     def value(self, m: MemberState) -> float:
-        """The member's ready score oriented so that higher is better (NaN is worst)."""
+        """The member's ranking score oriented so that higher is better (NaN is worst): its
+        entry in ``candidate_scores`` when it is a candidate, else its ready score."""
         s = m.ready_score
+        if self.candidate_ids is not None and self.candidate_scores is not None:
+            if self._scores is None:
+                self._scores = dict(
+                    zip(self.candidate_ids.tolist(), np.asarray(self.candidate_scores).tolist())
+                )
+            s = self._scores.get(m.id, s)
         if s is None or math.isnan(s):
             return -math.inf
         return s if self.mode == "max" else -s
