@@ -13,7 +13,9 @@ import pytest
 
 import hyperpop as hp
 from hyperpop.space import Space, SpaceError
-from hyperpop.store.events import decode_data, encode_data
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event, decode_data, encode_data
+from hyperpop.store.sqlite import SQLiteStore, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +35,7 @@ def one_line_error(out: subprocess.CompletedProcess) -> str:
     assert out.returncode != 0, out.stdout
     assert "Traceback" not in out.stderr, out.stderr
     lines = [x for x in out.stderr.splitlines() if x.strip()]
+    lines = [x for x in lines if not x.startswith("hyperpop: running ")]  # the run's banner
     assert len(lines) == 1, out.stderr
     return lines[0]
 
@@ -161,3 +164,112 @@ def test_the_widest_uniform_range_samples_over_the_whole_range():
     moved = p.perturb(0.0, 1.2, rng)
     assert moved == pytest.approx(4e307) and p.perturb(0.0, 0.8, rng) == pytest.approx(-4e307)
     assert p.perturb(9e307, 1.2, rng) == 1e308  # clipped at the bound, never inf
+
+
+# --- 9. resume on a mistyped path ---------------------------------------------------------
+
+
+def test_resume_on_a_mistyped_path_refuses_without_writing(tmp_path):
+    missing = tmp_path / "typo" / "toy.db"
+    out = hyperpop("resume", missing)
+    line = one_line_error(out)
+    assert "no hyperpop store" in line and "check the path" in line
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(StoreError, match="no hyperpop store"):
+        hp.resume(missing)
+    assert list(tmp_path.iterdir()) == []
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(StoreError, match="not a hyperpop store"):
+        hp.resume(empty)
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "empty.db"
+    ]
+
+
+# --- 10. bad settings on the command line: one line each ----------------------------------
+
+JOB = """
+import hyperpop as hp
+
+
+class Job(hp.Trainable):
+    def setup(self, config):
+        self.x = 0.0
+
+    def apply(self, config):
+        pass
+
+    def train(self):
+        self.x += 1.0
+        return {{"score": self.x}}
+
+    def save(self):
+        return self.x
+
+    def load(self, state):
+        self.x = state
+
+
+trainable = Job
+space = {{"lr": hp.uniform(0.1, 1.0)}}
+settings = dict(metric="score", population=2, workers=1, {extra})
+"""
+
+
+def job(tmp_path, extra=""):
+    f = tmp_path / "job.py"
+    f.write_text(JOB.format(extra=extra if "budget" in extra else f"budget=2, {extra}"))
+    return f
+
+
+@pytest.mark.parametrize(
+    "extra, args, expect",
+    [
+        ("", ["-p", "0"], "population must be a positive int"),
+        ("", ["-w", "0"], "workers must be a positive int"),
+        ("mode='maximize'", [], "mode must be 'max' or 'min', got 'maximize'"),
+        ("ready=-1", [], "must be a positive int, got -1"),
+        ("exploit='truncate'", [], "unknown exploit strategy 'truncate'"),
+        ("explore='perturbb'", [], "unknown explore strategy 'perturbb'"),
+        ("backend='rey'", [], "unknown backend 'rey'"),
+        ("ready='often'", [], "ready must be an int (steps) or hp.Ready"),
+        ("budget=[10]", [], "budget entries must be hp.Steps"),
+    ],
+)
+def test_bad_settings_are_one_line_on_the_command_line(tmp_path, extra, args, expect):
+    db = tmp_path / "r.db"
+    line = one_line_error(hyperpop("run", job(tmp_path, extra), "-s", db, "-q", *args))
+    assert expect in line
+    assert not db.exists() and not (tmp_path / "r.ckpt").exists()
+
+
+def test_workers_zero_is_refused_in_python_too():
+    with pytest.raises(ValueError, match="workers must be a positive int.*got 0"):
+        hp.run(Shaped, {"lr": hp.uniform(0.1, 1.0)}, metric="score", workers=0)
+
+
+def test_a_stored_run_tells_cli_users_about_overwrite(tmp_path):
+    db = tmp_path / "r.db"
+    f = job(tmp_path)
+    assert hyperpop("run", f, "-s", db, "-q").returncode == 0
+    line = one_line_error(hyperpop("run", f, "-s", db, "-q"))
+    assert "already holds a run" in line and "--overwrite" in line
+    assert "overwrite=True" not in line and f"hyperpop resume {db}" in line
+    with pytest.raises(StoreError, match="overwrite=True"):
+        hp.run(Shaped, {"lr": hp.uniform(0.1, 1.0)}, metric="score", storage=db)
+
+
+def test_best_before_any_report_is_one_line(tmp_path):
+    db = tmp_path / "r.db"
+    store = SQLiteStore(db, write=True)
+    store.append(
+        [
+            Event(ev.RUN_STARTED, None, {"settings": {"metric": "score", "mode": "max"}}),
+            Event(ev.MEMBER_CREATED, 0, {"config": {"lr": 0.5}}),
+        ]
+    )
+    store.close()
+    for cmd in (["best"], ["schedule"], ["best", "--format", "csv"]):
+        line = one_line_error(hyperpop(*cmd, db))
+        assert "no member has reported" in line and f"hyperpop status {db}" in line

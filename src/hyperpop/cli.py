@@ -56,6 +56,16 @@ def _load(db: str):
     return Result.load(db)
 
 
+def _best(result, db: str):
+    """The best member, or one line saying that nothing has reported yet."""
+    if result.population.best() is None:
+        raise click.ClickException(
+            f"no member has reported a score yet in {db}; wait for the first reports "
+            f"(hyperpop status {db})"
+        )
+    return result.best
+
+
 def _progress(quiet: bool):
     logging.basicConfig(
         level=logging.INFO if quiet else logging.WARNING,
@@ -72,6 +82,9 @@ def _progress(quiet: bool):
 
 
 def _print_best(result) -> None:
+    if result.population.best() is None:
+        click.echo("\nno member reported a score")
+        return
     best = result.best
     click.echo(f"\nbest member {best.id}: {result.metric}={best.score:.6g} at step {best.step}")
     click.echo("its schedule (inherited part included):")
@@ -92,7 +105,7 @@ class _Errors(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from hyperpop.checkpoints import CheckpointError
-        from hyperpop.run import RunError
+        from hyperpop.run import RunError, SettingsError
         from hyperpop.space import SpaceError
         from hyperpop.store.sqlite import StoreError
         from hyperpop.trainable import TrainableError
@@ -107,6 +120,7 @@ class _Errors(click.Group):
             TrainableError,
             RunFileError,
             CheckpointError,
+            SettingsError,
         ) as e:
             raise click.ClickException(f"{type(e).__name__}: {e}") from None
         except KeyError as e:
@@ -149,6 +163,7 @@ def run(
 ) -> None:
     """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
     import hyperpop as hp
+    from hyperpop.run import RunExistsError
     from hyperpop.userfile import load_file
 
     rf = load_file(file)
@@ -179,7 +194,13 @@ def run(
         kw["overwrite"] = True
     source = {"file": str(rf.path), "name": rf.trainable_name}
     click.echo(f"hyperpop: running {file} → {kw['storage']}", err=True)
-    result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), source=source, **kw)
+    try:
+        result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), source=source, **kw)
+    except RunExistsError as e:
+        raise click.ClickException(
+            f"{e.path} already holds a run; continue it with `hyperpop resume {e.path}`, "
+            "replace it with --overwrite, or choose another --storage"
+        ) from None
     _print_best(result)
 
 
@@ -240,7 +261,7 @@ def status(db: str, as_json: bool) -> None:
 def best(db: str, fmt: str) -> None:
     """Print the best member (config, score, schedule)."""
     result = _load(db)
-    b = result.best
+    b = _best(result, db)
     if fmt == "csv":
         click.echo(
             _csv(
@@ -281,7 +302,10 @@ def best(db: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
 def schedule(db: str, member: str, fmt: str) -> None:
     """Print a member's hyperparameter schedule, inherited part included."""
-    rows = _load(db).schedule(member)
+    result = _load(db)
+    if member == "best":
+        member = str(_best(result, db).id)
+    rows = result.schedule(member)
     click.echo(_csv(rows) if fmt == "csv" else _dump(rows), nl=fmt == "json")
 
 

@@ -11,7 +11,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,54 @@ from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, 
 from hyperpop.trainable import make_factory
 from hyperpop.userfile import load_trainable
 
-__all__ = ["MetricError", "RunError", "resume", "run"]
+__all__ = ["MetricError", "RunError", "RunExistsError", "SettingsError", "resume", "run"]
 
 log = logging.getLogger("hyperpop")
+
+
+class SettingsError(ValueError):
+    """A setting of :func:`run` or :func:`resume` is invalid (nothing was written)."""
+
+
+class RunExistsError(StoreError):
+    """The storage path already holds a run (resume it, overwrite it, or choose a new path)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(
+            f"{path} already holds a run; resume it with hyperpop.resume({str(path)!r}) or "
+            f"`hyperpop resume {path}`, pass overwrite=True to replace it, or choose a new "
+            "storage path"
+        )
+
+
+@contextmanager
+def _settings() -> Iterator[None]:
+    """Turn a ValueError or TypeError raised while checking the settings into a SettingsError
+    (one clear line on the command line); errors with a type of their own pass through."""
+    try:
+        yield
+    except (SpaceError, SettingsError):
+        raise
+    except (ValueError, TypeError) as e:
+        raise SettingsError(str(e)) from e
+
+
+def _workers(workers: Any) -> int | None:
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise SettingsError(
+            f"workers must be a positive int (members training at once), got {workers!r}; "
+            "leave it out for one per CPU core"
+        )
+    return workers
 
 
 def _make_backend(backend: str | Backend, workers: int | None, **options: Any) -> Backend:
     if isinstance(backend, Backend):
         return backend
+    workers = _workers(workers)
     if backend == "local":
         from hyperpop.backends.local import LocalBackend
 
@@ -173,30 +214,31 @@ def run(
     Returns:
         A :class:`hyperpop.Result`.
     """
-    if not isinstance(metric, str) or not metric:
-        raise ValueError("metric must be the name of a metric the trainable reports")
-    if not isinstance(population, int) or population < 1:
-        raise ValueError(f"population must be a positive int, got {population!r}")
-    if max_failures < 0:
-        raise ValueError(f"max_failures must be >= 0, got {max_failures}")
-    space = Space(space)
-    factory = make_factory(trainable)
-    budgets = _budgets(budget if budget is not None else Steps(100))
-    ready_ = _ready(ready, burn_in)
-    exploit_, explore_ = make_exploit(exploit), make_explore(explore)
-    controller = Controller(
-        space,
-        mode=mode,
-        ready=ready_,
-        budget=budgets,
-        exploit=exploit_,
-        explore=explore_,
-        synchronous=synchronous,
-        rejuvenate=rejuvenate,
-        seed=seed,
-    )
-    backend_ = _make_backend(backend, workers, **dict(backend_options or {}))
-    initial = _initial_configs(space, population, configs, seed)
+    with _settings():
+        if not isinstance(metric, str) or not metric:
+            raise ValueError("metric must be the name of a metric the trainable reports")
+        if not isinstance(population, int) or population < 1:
+            raise ValueError(f"population must be a positive int, got {population!r}")
+        if max_failures < 0:
+            raise ValueError(f"max_failures must be >= 0, got {max_failures}")
+        space = Space(space)
+        factory = make_factory(trainable)
+        budgets = _budgets(budget if budget is not None else Steps(100))
+        ready_ = _ready(ready, burn_in)
+        exploit_, explore_ = make_exploit(exploit), make_explore(explore)
+        controller = Controller(
+            space,
+            mode=mode,
+            ready=ready_,
+            budget=budgets,
+            exploit=exploit_,
+            explore=explore_,
+            synchronous=synchronous,
+            rejuvenate=rejuvenate,
+            seed=seed,
+        )
+        backend_ = _make_backend(backend, workers, **dict(backend_options or {}))
+        initial = _initial_configs(space, population, configs, seed)
 
     cleanup = None
     if storage is None:
@@ -211,11 +253,7 @@ def run(
         store = open_store(storage_path, write=True)
     try:
         if store.read():
-            raise StoreError(
-                f"{storage_path} already holds a run; resume it with hyperpop.resume("
-                f"{str(storage_path)!r}) or `hyperpop resume {storage_path}`, pass "
-                "overwrite=True to replace it, or choose a new storage path"
-            )
+            raise RunExistsError(storage_path)
     except BaseException:
         store.close()
         if cleanup:
@@ -330,6 +368,7 @@ def resume(
         explore: a custom explore strategy instance, if the run used one.
         progress: True for a live terminal view, or a callable.
     """
+    _refuse_missing(storage)
     store = open_store(storage, write=True)
     try:
         events = store.read()
@@ -386,6 +425,15 @@ def resume(
         progress=_progress(progress),
     )
     return driver.execute()
+
+
+def _refuse_missing(storage: str | os.PathLike[str]) -> None:
+    """Resume writes nothing unless ``storage`` is a hyperpop store that holds a run (a typo
+    must not leave a folder and an empty store behind)."""
+    path = Path(storage)
+    if not path.is_file():
+        raise StoreError(f"no hyperpop store at {path} (check the path; resume creates nothing)")
+    SQLiteStore(path).close()  # read-only: raises if it is not a hyperpop store
 
 
 def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:
