@@ -182,9 +182,7 @@ def test_resume_on_a_mistyped_path_refuses_without_writing(tmp_path):
     empty.touch()
     with pytest.raises(StoreError, match="not a hyperpop store"):
         hp.resume(empty)
-    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == [
-        "empty.db"
-    ]
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
 
 
 # --- 10. bad settings on the command line: one line each ----------------------------------
@@ -273,3 +271,51 @@ def test_best_before_any_report_is_one_line(tmp_path):
     for cmd in (["best"], ["schedule"], ["best", "--format", "csv"]):
         line = one_line_error(hyperpop(*cmd, db))
         assert "no member has reported" in line and f"hyperpop status {db}" in line
+
+
+# --- 13. a script without the main guard ---------------------------------------------------
+
+NO_GUARD = """
+import hyperpop as hp
+
+
+class Job(hp.Trainable):
+    def setup(self, config):
+        self.x = 0.0
+
+    def apply(self, config):
+        pass
+
+    def train(self):
+        self.x += 1.0
+        return {"score": self.x}
+
+    def save(self):
+        return self.x
+
+    def load(self, state):
+        self.x = state
+
+
+hp.run(Job, {"lr": hp.uniform(0.1, 1.0)}, metric="score", population=2, workers=1,
+       budget=2, storage="r.db", overwrite=True)
+"""
+
+
+def test_a_script_without_the_main_guard_is_explained(tmp_path):
+    script = tmp_path / "noguard.py"
+    script.write_text(NO_GUARD)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert out.returncode != 0
+    err = out.stderr
+    assert "exit code None" not in err
+    last = err.strip().splitlines()[-1]
+    assert "worker process 0 exited at start (exit code 1)" in last
+    assert 'if __name__ == "__main__":' in last and "hyperpop run" in last
+    # the worker said why, in one line, without touching the parent's store
+    assert "hp.run() was called while a worker process imported" in err
+    assert err.count("Traceback") == 1  # the parent's only
+    events = hp.Result.load(tmp_path / "r.db").events
+    assert [e.kind for e in events] == ["run_started", "member_created", "member_created"]

@@ -66,6 +66,19 @@ def _settings() -> Iterator[None]:
         raise SettingsError(str(e)) from e
 
 
+def _refuse_in_worker_import() -> None:
+    """A worker process (``spawn``) imports the user's script; a script that calls ``run`` at
+    module level, with no main guard, would start a run again inside each worker. Stop it
+    there, before it touches the store, with one line (the driver explains the rest)."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(
+            "hyperpop: hp.run() was called while a worker process imported the script that "
+            'starts the run; put that call under `if __name__ == "__main__":`'
+        )
+
+
 def _workers(workers: Any) -> int | None:
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
@@ -214,6 +227,7 @@ def run(
     Returns:
         A :class:`hyperpop.Result`.
     """
+    _refuse_in_worker_import()
     with _settings():
         if not isinstance(metric, str) or not metric:
             raise ValueError("metric must be the name of a metric the trainable reports")
@@ -368,6 +382,7 @@ def resume(
         explore: a custom explore strategy instance, if the run used one.
         progress: True for a live terminal view, or a callable.
     """
+    _refuse_in_worker_import()
     _refuse_missing(storage)
     store = open_store(storage, write=True)
     try:

@@ -84,6 +84,26 @@ def _worker_main(
             return
 
 
+def _start_failure(slot: Any) -> str:
+    """Why a worker process exited before it was ready, and what to do about it."""
+    slot.proc.join(timeout=5)
+    why = f"worker process {slot.index} exited at start (exit code {slot.proc.exitcode})"
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    try:
+        with open(script or "", encoding="utf-8") as f:
+            guarded = "__main__" in f.read()
+    except OSError:
+        return why
+    if guarded:
+        return why
+    return (
+        f'{why}: {script} has no `if __name__ == "__main__":` guard, and each worker process '
+        "imports it and starts the run again; put the hp.run(...) call under that guard, or "
+        "define trainable, space and settings in the file and start it with "
+        f"`hyperpop run {script}`"
+    )
+
+
 class _Slot:
     def __init__(self, index: int):
         self.index = index
@@ -164,9 +184,7 @@ class LocalBackend(Backend):
         try:
             kind, arg = slot.conn.recv()
         except EOFError:
-            raise RuntimeError(
-                f"worker process {slot.index} exited at start (exit code {slot.proc.exitcode})"
-            ) from None
+            raise RuntimeError(_start_failure(slot)) from None
         if kind == "fatal":
             self.shutdown()
             raise RuntimeError(arg)
