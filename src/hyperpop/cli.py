@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -335,11 +336,17 @@ def stop(db: str) -> None:
 
     store = SQLiteStore(db)
     try:
-        writer = store.writer()
+        writer = store.writer()  # None unless a live process holds the lease (a kernel lock)
     finally:
         store.close()
     if not writer:
-        raise click.ClickException(f"no driver is writing {db}")
+        raise click.ClickException(f"no driver is writing {db} (nothing to stop)")
+    host = writer.get("host")
+    if host and host != socket.gethostname():
+        raise click.ClickException(
+            f"the driver writing {db} runs on host {host} (pid {writer.get('pid')}); "
+            "run hyperpop stop there"
+        )
     try:
         os.kill(int(writer["pid"]), signal.SIGINT)
     except ProcessLookupError:

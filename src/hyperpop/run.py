@@ -28,7 +28,12 @@ from hyperpop.results import Result
 from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
-from hyperpop.store.sqlite import SQLiteStore, StoreError, StoreLockedError, open_store
+from hyperpop.store.sqlite import (
+    SQLiteStore,
+    StoreError,
+    WriterLock,
+    open_store,
+)
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, make_explore
 from hyperpop.trainable import make_factory
 from hyperpop.userfile import load_trainable
@@ -262,9 +267,16 @@ def run(
         store = open_store(None)
     else:
         storage_path = Path(storage)
-        if overwrite:
-            remove_run(storage_path)
-        store = open_store(storage_path, write=True)
+        if overwrite:  # under the lease from before the old run is deleted until the new one
+            lock = WriterLock(storage_path).acquire()
+            try:
+                remove_run(storage_path, lock=lock)
+            except BaseException:
+                lock.release()
+                raise
+            store = SQLiteStore(storage_path, write=True, lock=lock)
+        else:
+            store = open_store(storage_path, write=True)
     try:
         if store.read():
             raise RunExistsError(storage_path)
@@ -322,28 +334,29 @@ def run(
     return driver.execute(cleanup)
 
 
-def remove_run(path: str | os.PathLike[str]) -> None:
+def remove_run(path: str | os.PathLike[str], *, lock: WriterLock | None = None) -> None:
     """Delete a stored run: its SQLite file (with its WAL files) and its checkpoints.
+
+    Deletes under the writer lease (the lock file ``<path>.lock`` stays), so a run that a live
+    driver writes is never deleted and two removals (two ``--overwrite`` starts) never race.
+
+    Args:
+        path: the run's SQLite file.
+        lock: the lease, already held by the caller, who keeps it (e.g. to create a new run
+            there); by default it is taken and released here.
 
     Raises:
         StoreLockedError: a live driver is writing the run.
     """
     path = Path(path)
-    if path.exists():
-        try:
-            store = SQLiteStore(path)
-            alive, writer = store.writer_alive(), store.writer()
-            store.close()
-        except StoreError:
-            alive = False  # not a readable hyperpop store: nothing running can own it
-        if alive:
-            raise StoreLockedError(
-                f"{path} is being written by a live hyperpop driver (pid {writer['pid']}); "
-                "stop it first (hyperpop stop) or use another storage path"
-            )
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        p.unlink(missing_ok=True)
-    shutil.rmtree(checkpoint_dir_for(path), ignore_errors=True)
+    held = lock if lock is not None else WriterLock(path).acquire()
+    try:
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            p.unlink(missing_ok=True)
+        shutil.rmtree(checkpoint_dir_for(path), ignore_errors=True)
+    finally:
+        if lock is None:
+            held.release()
 
 
 def _progress(progress: Progress | bool | None) -> Progress | None:

@@ -1,13 +1,15 @@
 """Event stores: one SQLite file (the default) and an in-memory store for tests and scratch runs.
 
 One writer (the driver), many readers: the file is in WAL mode so ``hyperpop status``, reports and
-the dashboard read it while a run appends. A lease in the ``meta`` table stops a second driver
-from writing the same store while the first is alive; a driver killed with ``kill -9`` leaves a
-stale lease that the next writer takes over.
+the dashboard read it while a run appends. The writer holds a lease: an exclusive ``flock`` on a
+lock file beside the store (``runs/x.db.lock``) that the kernel releases when the process dies, so
+a second driver is refused while the first lives, and a driver killed with ``kill -9`` (even one
+left an unreaped zombie) never blocks the next. Its pid and host are kept only as information.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -24,8 +26,10 @@ __all__ = [
     "MemoryStore",
     "SQLiteStore",
     "StoreError",
+    "StoreFullError",
     "StoreLockedError",
     "StoreVersionError",
+    "WriterLock",
     "open_store",
 ]
 
@@ -43,6 +47,10 @@ class StoreVersionError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another live driver is writing this store."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the database's size limit) is full: nothing more can be recorded."""
 
 
 class MemoryStore:
@@ -77,14 +85,115 @@ class MemoryStore:
         """Nothing to release."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def lock_path_for(db_path: str | os.PathLike[str]) -> Path:
+    """The lock file that holds the writer lease of the store at ``db_path``."""
+    return Path(f"{os.fspath(db_path)}.lock")
+
+
+class WriterLock:
+    """The writer lease of one store: an exclusive ``flock`` on its lock file.
+
+    The kernel drops the lock with the process that holds it (``kill -9``, a crash, a zombie not
+    yet reaped), so a dead driver never looks alive. The file also records the holder's pid,
+    host and start time, as information only. Readers test the lock without taking it for long
+    (:meth:`held`).
+
+    Args:
+        db_path: the store's SQLite file.
+    """
+
+    #: how long :meth:`acquire` retries while a reader briefly tests the lock
+    RETRY_SECONDS = 0.25
+
+    def __init__(self, db_path: str | os.PathLike[str]):
+        self.db_path = Path(db_path)
+        self.path = lock_path_for(db_path)
+        self._fd: int | None = None
+
+    @property
+    def locked(self) -> bool:
+        """Whether this object holds the lease."""
+        return self._fd is not None
+
+    def acquire(self) -> WriterLock:
+        """Take the lease, or raise :class:`StoreLockedError` naming the live holder."""
+        import fcntl
+
+        if self._fd is not None:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.RETRY_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    os.close(fd)
+                    raise
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise StoreLockedError(self._refusal()) from None
+            time.sleep(0.005)  # a reader tests the lock for an instant: try again
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+        return self
+
+    def _refusal(self) -> str:
+        holder = self.holder() or {}
+        who = f"pid {holder['pid']}" if holder.get("pid") else f"see {self.path}"
+        if holder.get("host") and holder["host"] != socket.gethostname():
+            who += f" on host {holder['host']}"
+        return (
+            f"{self.db_path} is being written by a live hyperpop driver ({who}); stop it "
+            f"first (hyperpop stop {self.db_path}) or use another store"
+        )
+
+    def release(self) -> None:
+        """Give the lease back (closing the file drops the lock)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # information only: no holder any more
+        except OSError:
+            pass
+        os.close(fd)
+
+    def holder(self) -> dict | None:
+        """What the current or last holder wrote (pid, host, since), if anything."""
+        try:
+            raw = self.path.read_bytes()
+        except OSError:
+            return None
+        try:
+            info = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            return None
+        return info if isinstance(info, dict) else None
+
+    def held(self) -> bool:
+        """Whether a live process holds the lease (tested with a non-blocking shared lock)."""
+        import fcntl
+
+        if self._fd is not None:
+            return True
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return True
+            raise
+        finally:
+            os.close(fd)  # also drops the shared lock taken for the test
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SQLiteStore:
@@ -93,15 +202,27 @@ class SQLiteStore:
     Args:
         path: the database file (created with its parent folder when ``write`` is set).
         write: open as the run's single writer (takes the lease); otherwise read-only.
+        lock: a :class:`WriterLock` the caller already holds for ``path`` (e.g. while it
+            deleted an old run there); default: a new one, taken when ``write`` is set.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, write: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        write: bool = False,
+        lock: WriterLock | None = None,
+    ):
         self.path = Path(path)
         self.write = write
         if not write and not self.path.exists():
             raise StoreError(f"no hyperpop store at {self.path} (check the path)")
+        #: the writer lease; taken before the file is opened, so nothing that holds it sees
+        #: the file deleted or replaced under it
+        self.lock = lock or WriterLock(self.path)
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
         try:
             self._conn = sqlite3.connect(
                 str(self.path), timeout=30, isolation_level=None, check_same_thread=False
@@ -112,13 +233,19 @@ class SQLiteStore:
                 self._conn.execute("PRAGMA synchronous=NORMAL")
             self._check_or_create()
         except sqlite3.DatabaseError as e:
+            if write:
+                self.lock.release()
             raise StoreError(
                 f"{self.path} is not a hyperpop store ({e}); point to the .db file that "
                 "hyperpop run created"
             ) from None
+        except BaseException:
+            if write:
+                self.lock.release()
+            raise
         self._lock = threading.Lock()
         if write:
-            self._take_lease()
+            self._record_writer()
 
     # --- schema --------------------------------------------------------------------------
     def _check_or_create(self) -> None:
@@ -160,42 +287,33 @@ class SQLiteStore:
                 f"reads version {SCHEMA_VERSION}; {hint}"
             )
 
-    def _take_lease(self) -> None:
+    def _record_writer(self) -> None:
+        """Note who writes (pid, host, since) in ``meta``: information only; the lease itself
+        is :attr:`lock`."""
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
         c = self._conn
         c.execute("BEGIN IMMEDIATE")
         try:
-            row = c.execute("SELECT value FROM meta WHERE key='writer'").fetchone()
-            if row:
-                other = json.loads(row[0])
-                if (
-                    other.get("pid") != me["pid"]
-                    and other.get("host") == me["host"]
-                    and _pid_alive(int(other.get("pid", -1)))
-                ):
-                    raise StoreLockedError(
-                        f"{self.path} is being written by a live hyperpop driver "
-                        f"(pid {other['pid']}); stop it first or use another store"
-                    )
             c.execute("INSERT OR REPLACE INTO meta VALUES ('writer', ?)", (json.dumps(me),))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
+            self.lock.release()
             raise
 
     def writer(self) -> dict | None:
-        """The lease of the driver writing this store (pid, host, since), if any."""
-        row = self._conn.execute("SELECT value FROM meta WHERE key='writer'").fetchone()
-        return json.loads(row[0]) if row else None
-
-    def writer_alive(self) -> bool | None:
-        """Whether a live driver holds the lease (None if it runs on another host)."""
-        w = self.writer()
-        if not w:
-            return False
-        if w.get("host") != socket.gethostname():
+        """The driver writing this store (pid, host, since), or None when none holds the lease."""
+        if not self.lock.held():
             return None
-        return _pid_alive(int(w.get("pid", -1)))
+        info = self.lock.holder()
+        if info is None:  # the lock file lost its note: fall back to the one in meta
+            row = self._conn.execute("SELECT value FROM meta WHERE key='writer'").fetchone()
+            info = json.loads(row[0]) if row else {}
+        return info
+
+    def writer_alive(self) -> bool:
+        """Whether a live driver holds the lease (the kernel lock tells; never a pid check)."""
+        return self.lock.held()
 
     # --- events --------------------------------------------------------------------------
     def append(self, events: Sequence[Event]) -> list[Event]:
@@ -206,18 +324,42 @@ class SQLiteStore:
         rows = [(e.time or now, e.kind, e.member, encode_data(e.data)) for e in events]
         with self._lock:
             c = self._conn
-            c.execute("BEGIN IMMEDIATE")
             try:
-                last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-                c.executemany("INSERT INTO events(time, kind, member, data) VALUES (?,?,?,?)", rows)
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+                c.execute("BEGIN IMMEDIATE")
+                try:
+                    last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+                    c.executemany(
+                        "INSERT INTO events(time, kind, member, data) VALUES (?,?,?,?)", rows
+                    )
+                    c.execute("COMMIT")
+                except BaseException:
+                    if c.in_transaction:  # SQLite itself rolls back on errors such as a full disk
+                        c.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                raise self._write_error(e) from e
         for i, e in enumerate(events):
             e.seq = last + 1 + i
             e.time = e.time or now
         return list(events)
+
+    def _write_error(self, e: sqlite3.OperationalError) -> StoreError:
+        """A write that failed, in words that say what to do (nothing recorded is lost)."""
+        code = getattr(e, "sqlite_errorname", "")
+        if code == "SQLITE_FULL" or "disk is full" in str(e):
+            return StoreFullError(
+                f"cannot write to {self.path}: the disk is full ({e}); every event recorded so "
+                f"far is kept: free some space, then `hyperpop resume {self.path}` continues"
+            )
+        if code == "SQLITE_READONLY" or "readonly" in str(e):
+            return StoreError(
+                f"cannot write to {self.path}: the file or its folder is read-only ({e}); "
+                f"make it writable, then `hyperpop resume {self.path}` continues"
+            )
+        return StoreError(
+            f"cannot write to {self.path} ({e}); every event recorded so far is kept: fix the "
+            f"cause, then `hyperpop resume {self.path}` continues"
+        )
 
     def read(self, after: int = 0) -> list[Event]:
         """Events with ``seq > after``, in order."""
@@ -249,6 +391,9 @@ class SQLiteStore:
             self._conn.close()
         except sqlite3.Error:
             pass
+        finally:
+            if self.write:
+                self.lock.release()
 
 
 def open_store(path: str | os.PathLike[str] | None, *, write: bool = False):

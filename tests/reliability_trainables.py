@@ -1,0 +1,97 @@
+"""Trainables for the reliability and fault-injection tests (importable by worker processes)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import hyperpop as hp
+
+
+class Walker(hp.Trainable):
+    """``x`` grows by the lr it trains with; ``n`` counts its own steps.
+
+    Both are in every report, so a test can check from the log alone that each member's state
+    continues its own recorded history (``n`` equals the logged step, ``x`` adds ``lr_used``
+    to the value recorded at the checkpoint it started from). ``config['sleep']`` slows steps.
+    """
+
+    def setup(self, config):
+        self.x, self.n = 0.0, 0
+        self.apply(config)
+
+    def apply(self, config):
+        self.lr = config["lr"]
+        self.sleep = config.get("sleep", 0.0)
+
+    def train(self):
+        if self.sleep:
+            time.sleep(self.sleep)
+        self.x += self.lr
+        self.n += 1
+        return {"score": self.x, "x": self.x, "n": self.n, "lr_used": self.lr}
+
+    def save(self):
+        return {"x": self.x, "n": self.n}
+
+    def load(self, state):
+        self.x, self.n = state["x"], state["n"]
+
+
+class Hangs(hp.Trainable):
+    """A train() that never returns for some members, as a deadlocked data loader would.
+
+    ``config['hang']`` lists ``[tag, step]`` pairs (``tag`` is ``config['tag']``); a pair hangs
+    every attempt, unless ``config['once']`` names a folder: then only the first attempt hangs.
+    """
+
+    def setup(self, config):
+        self.config, self.n, self.x = config, 0, 0.0
+
+    def apply(self, config):
+        self.config = config
+
+    def train(self):
+        self.n += 1
+        c = self.config
+        if [c["tag"], self.n] in c["hang"]:
+            marker = Path(c["once"]) / f"hung-{c['tag']}" if c.get("once") else None
+            if marker is None or not marker.exists():
+                if marker is not None:
+                    marker.write_text(str(os.getpid()))
+                threading.Event().wait()  # blocks forever
+        self.x += c["lr"]
+        return {"score": self.x}
+
+    def save(self):
+        return {"n": self.n, "x": self.x}
+
+    def load(self, state):
+        self.n, self.x = state["n"], state["x"]
+
+
+class Blocks(hp.Trainable):
+    """Writes ``config['flag']`` at its first step, then waits until ``config['release']``
+    exists (for tests that need a driver to stay alive at a known point)."""
+
+    def setup(self, config):
+        self.config, self.n = config, 0
+
+    def apply(self, config):
+        self.config = config
+
+    def train(self):
+        self.n += 1
+        Path(self.config["flag"]).write_text(str(os.getpid()))
+        deadline = time.time() + 120
+        while not Path(self.config["release"]).exists() and time.time() < deadline:
+            time.sleep(0.02)
+        return {"score": float(self.n)}
+
+    def save(self):
+        return self.n
+
+    def load(self, state):
+        self.n = state

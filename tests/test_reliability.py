@@ -1,0 +1,183 @@
+"""Never lose a run: the faults of issue 10 (items 1-5 and 14), each reproduced with real
+processes and a real SQLite store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hyperpop as hp
+from hyperpop.store.sqlite import SQLiteStore
+
+HERE = Path(__file__).resolve().parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _reports(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        s = SQLiteStore(db)
+    except Exception:  # noqa: BLE001 - not created yet
+        return 0
+    try:
+        return sum(1 for e in s.read() if e.kind == "reported")
+    finally:
+        s.close()
+
+
+def _wait(cond, what: str, proc: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not cond():
+        if proc is not None and proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the process ended before {what}:\n{err}")
+        if time.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _state(pid: int) -> str:
+    """The kernel's state letter of a process (``Z``: a zombie), or ``gone``."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+def _walker_run(db: Path, **kw) -> subprocess.Popen:
+    """A driver in its own process: a small run of :class:`Walker` writing ``db``."""
+    settings = dict(metric="score", population=4, workers=2, budget=30, ready=3, seed=1)
+    settings.update(kw)
+    code = (
+        "import hyperpop as hp\n"
+        "from reliability_trainables import Walker\n"
+        "if __name__ == '__main__':\n"
+        f"    hp.run(Walker, {{'lr': hp.uniform(0.1, 1.0), 'sleep': 0.01}}, storage={str(db)!r},"
+        f" **{settings!r})\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=_env(), stderr=subprocess.PIPE, text=True
+    )
+
+
+# --- 14: the writer lease is a kernel lock -------------------------------------------------
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_zombie_driver_killed_with_sigkill_does_not_block_resume(tmp_path):
+    db = tmp_path / "run.db"
+    proc = _walker_run(db)
+    _wait(lambda: _reports(db) >= 8, "8 reports", proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    # not reaped: the driver stays a zombie, as under an init that never reaps
+    _wait(lambda: _state(proc.pid) == "Z", "the driver to be a zombie")
+    _wait(lambda: hp.load(db).summary()["status"] == "interrupted", "status 'interrupted'")
+    result = hp.resume(db)
+    assert _state(proc.pid) == "Z"  # still unreaped, and it blocked nothing
+    assert result.summary()["status"] == "finished"
+    assert all(m.step == 30 and m.status == "finished" for m in result.members)
+    proc.wait()
+
+
+def test_readers_tell_a_live_writer_through_the_lock(tmp_path):
+    db = tmp_path / "r.db"
+    code = (
+        "import sys; from hyperpop.store.sqlite import SQLiteStore; "
+        f"s = SQLiteStore({str(db)!r}, write=True); print('ready', flush=True); sys.stdin.read()"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        reader = SQLiteStore(db)
+        assert reader.writer_alive() is True
+        assert reader.writer()["pid"] == proc.pid  # kept as information
+        # a reader's check never makes a writer's start fail
+        for _ in range(50):
+            assert reader.writer_alive() is True
+        reader.close()
+    finally:
+        proc.kill()
+    _wait(lambda: _state(proc.pid) in ("Z", "gone"), "the writer to die")
+    reader = SQLiteStore(db)
+    # the kernel drops the lock as it tears the process down (a moment after SIGKILL)
+    _wait(lambda: reader.writer_alive() is False, "the lease to be released")
+    assert reader.writer() is None
+    reader.close()
+    proc.wait()
+
+
+def test_stop_interrupts_a_live_driver_and_refuses_a_dead_one(tmp_path):
+    db = tmp_path / "run.db"
+    proc = _walker_run(db, budget=200)
+    _wait(lambda: _reports(db) >= 8, "8 reports", proc)
+    cli = [sys.executable, "-m", "hyperpop"]
+    out = subprocess.run(cli + ["stop", str(db)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and f"pid {proc.pid}" in out.stdout, out.stderr
+    proc.wait(timeout=60)
+    _wait(lambda: hp.load(db).summary()["status"] == "interrupted", "status 'interrupted'")
+    out = subprocess.run(cli + ["stop", str(db)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "no driver is writing" in out.stderr
+
+
+# --- 3: two --overwrite starts on one path -------------------------------------------------
+_OVERWRITE = """
+import os, pathlib, sys, time
+import hyperpop as hp
+from reliability_trainables import Blocks
+
+db, tag, hold = sys.argv[1], sys.argv[2], sys.argv[3] == "hold"
+here = pathlib.Path(db).parent
+if hold:  # pause between deciding to delete the old run and deleting it
+    unlink = pathlib.Path.unlink
+
+    def slow_unlink(self, missing_ok=False):
+        if str(self) == db and not (here / "go").exists():
+            (here / "deleting").write_text("")
+            while not (here / "go").exists():
+                time.sleep(0.01)
+        return unlink(self, missing_ok=missing_ok)
+
+    pathlib.Path.unlink = slow_unlink
+if __name__ == "__main__":
+    space = {"flag": str(here / f"training-{tag}"), "release": str(here / "go")}
+    hp.run(Blocks, space, metric="score", population=1, workers=1, budget=1, storage=db,
+           overwrite=True)
+"""
+
+
+def test_two_overwrite_starts_at_once_never_both_run(tmp_path):
+    db = tmp_path / "run.db"
+    script = tmp_path / "overwrite.py"
+    script.write_text(_OVERWRITE)
+
+    def start(tag: str, hold: bool) -> subprocess.Popen:
+        args = [sys.executable, str(script), str(db), tag, "hold" if hold else "-"]
+        return subprocess.Popen(args, env=_env(), stderr=subprocess.PIPE, text=True)
+
+    first = start("a", hold=True)  # about to delete whatever is at db
+    _wait(lambda: (tmp_path / "deleting").exists(), "the first start to reach its delete", first)
+    second = start("b", hold=False)
+    # the second either refuses at once, or (the bug) starts its run, which the first deletes
+    _wait(
+        lambda: second.poll() is not None or (tmp_path / "training-b").exists(),
+        "the second start to refuse or train",
+    )
+    (tmp_path / "go").write_text("")
+    codes = (first.wait(timeout=120), second.wait(timeout=120))
+    errors = second.stderr.read()
+    assert codes == (0, 1), (codes, errors, first.stderr.read())
+    assert "StoreLockedError" in errors and f"pid {first.pid}" in errors
+    (started,) = [e for e in hp.load(db).events if e.kind == "run_started"]
+    assert started.data["pid"] == first.pid
