@@ -13,7 +13,7 @@ FLOORS = [
     {"run", "replay"},
     {"driver"},
     {"controller", "live"},
-    {"strategies", "results", "backends", "torch"},
+    {"strategies", "results", "backends", "torch", "vectorized"},
     {"dashboard"},
     {"population", "userfile"},
     {"space", "store", "trainable", "checkpoints"},

@@ -40,6 +40,16 @@ from hyperpop.trainable import FunctionTrainable, Trainable, TrainableError, rep
 
 load = Result.load
 
+
+def __getattr__(name: str) -> object:
+    # needs PyTorch: imported on first use, so `import hyperpop` stays light
+    if name == "VectorizedTrainable":
+        from hyperpop.vectorized import VectorizedTrainable
+
+        return VectorizedTrainable
+    raise AttributeError(f"module 'hyperpop' has no attribute {name!r}")
+
+
 __all__ = [
     "Budget",
     "ExploitStrategy",
@@ -69,6 +79,7 @@ __all__ = [
     "Target",
     "Trainable",
     "TrainableError",
+    "VectorizedTrainable",
     "WallTime",
     "__version__",
     "choice",

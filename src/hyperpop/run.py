@@ -111,6 +111,10 @@ def _make_backend(backend: str | Backend, workers: int | None, **options: Any) -
                 f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})"
             ) from None
         return RayBackend(workers, **options)
+    if backend == "vectorized":
+        from hyperpop.backends.vectorized import VectorizedBackend
+
+        return VectorizedBackend(workers, **options)
     raise ValueError(f"unknown backend {backend!r}; use 'local', 'ray' or a Backend instance")
 
 

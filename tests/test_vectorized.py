@@ -1,0 +1,318 @@
+"""The vectorized backend: stacked steps equal member-by-member torch.optim steps, exploits copy
+the donor's slice, and a real run records, resumes and replays like any other."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+import hyperpop as hp  # noqa: E402
+from hyperpop.backends.vectorized import VectorizedBackend  # noqa: E402
+from hyperpop.checkpoints import CheckpointStore  # noqa: E402
+from hyperpop.store import events as ev  # noqa: E402
+from hyperpop.vectorized import ShapeError, VectorizedTrainable, dropout  # noqa: E402
+
+K, B = 4, 12
+
+
+def _data(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] + x[:, 1] > 0).long() + (x[:, 2] > 1).long()
+    return x, y
+
+
+VAL = _data(64, seed=1)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor, p: torch.Tensor | float = 0.0) -> torch.Tensor:
+        return self.b(dropout(torch.tanh(self.a(x)), p, self.training))
+
+
+class Toy(VectorizedTrainable):
+    """A small classifier; per-member dropout and a loss coefficient as tensors."""
+
+    optimizer = "sgd"
+    hyperparameters = ("p", "coef")
+    batch_size = 16
+    batches_per_step = 3
+    interrupt_at: int | None = None
+
+    def build_model(self, config):
+        return Net()
+
+    def data(self, config):
+        return _data()
+
+    def loss(self, model, batch, hp):
+        x, y = batch
+        out = model(x, hp["p"])
+        ce = F.cross_entropy(out, y)
+        return ce + hp["coef"] * out.pow(2).mean(), {"ce": ce}
+
+    def evaluate(self, model, hp):
+        x, y = VAL  # made outside: random draws inside vmap differ between members
+        return {"acc": (model(x).argmax(-1) == y).float().mean()}
+
+    def batches(self, members):
+        if self.interrupt_at is not None and members.step >= self.interrupt_at:
+            raise KeyboardInterrupt
+        yield from super().batches(members)
+
+
+class ToyAdam(Toy):
+    optimizer = "adam"
+
+
+class FixedBatches(Toy):
+    """Every member its own fixed batch (for comparing one step with torch.optim)."""
+
+    batch: tuple[torch.Tensor, torch.Tensor]
+
+    def batches(self, members):
+        yield self.batch
+
+
+def _configs(kind: str) -> list[dict]:
+    out = []
+    for i in range(K):
+        c = {"lr": 0.02 * (i + 1), "weight_decay": [0.0, 1e-3, 1e-2, 0.1][i], "p": 0.0}
+        c["coef"] = 0.1 * i
+        if kind == "sgd":
+            c["momentum"] = [0.0, 0.5, 0.9, 0.99][i]
+        else:
+            c.update(beta1=0.8 + 0.05 * i, beta2=0.99 + 0.002 * i, eps=10.0 ** (-8 + i))
+        out.append(c)
+    return out
+
+
+def _engine(cls: type[VectorizedTrainable], configs: list[dict]):
+    spec = cls()
+    eng = spec.stacked(configs[0])
+    eng.grow(len(configs))
+    for i, c in enumerate(configs):
+        eng.fresh(i, {**c, "seed": i})
+        eng.set_config(i, c)
+    return spec, eng
+
+
+def _reference_step(cls, kind, nesterov, state, config, batch):
+    """The same step for one member with torch.optim, from a saved state."""
+    model = Net()
+    model.load_state_dict(state["model"])
+    params = list(model.parameters())
+    if kind == "sgd":
+        opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=nesterov)
+    elif kind == "adam":
+        opt = torch.optim.Adam(params)
+    else:
+        opt = torch.optim.AdamW(params)
+    opt.load_state_dict(state["optimizer"])
+    plain = cls()
+    plain.module, plain.opt = model, opt
+    plain.apply(config)  # the config wins over the loaded groups, as in the backend
+    hpv = {k: torch.tensor(float(config[k])) for k in ("p", "coef")}
+    loss, _ = plain.loss(model, batch, hpv)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return model.state_dict(), opt.state_dict()
+
+
+def _assert_states_close(vec: dict, model_sd: dict, opt_sd: dict) -> None:
+    for name, value in model_sd.items():
+        torch.testing.assert_close(vec["model"][name], value, rtol=1e-5, atol=1e-6)
+    assert set(vec["optimizer"]["state"]) == set(opt_sd["state"])
+    for i, entry in opt_sd["state"].items():
+        for key, value in entry.items():
+            torch.testing.assert_close(
+                vec["optimizer"]["state"][i][key].float(), value.float(), rtol=1e-5, atol=1e-6
+            )
+
+
+@pytest.mark.parametrize(
+    "kind,nesterov", [("sgd", False), ("sgd", True), ("adam", False), ("adamw", False)]
+)
+def test_one_stacked_step_equals_member_by_member_torch_optim(kind, nesterov):
+    torch.manual_seed(0)
+    cls = type("T", (FixedBatches,), {"optimizer": kind, "nesterov": nesterov})
+    configs = _configs("sgd" if kind == "sgd" else "adam")
+    if nesterov:
+        for c in configs:
+            c["momentum"] = max(c["momentum"], 0.3)
+    spec, eng = _engine(cls, configs)
+    x, y = _data(K * B, seed=3)
+    # three steps, each member on its own batch: the first creates the optimiser state
+    for step in range(3):
+        spec.batch = (x.view(K, B, 6) + step, y.view(K, B))
+        before = [eng.save(i) for i in range(K)]
+        eng.train(list(range(K)), [1] * K, [None] * K, seed=step)
+        for i in range(K):
+            batch = (spec.batch[0][i], spec.batch[1][i])
+            model_sd, opt_sd = _reference_step(cls, kind, nesterov, before[i], configs[i], batch)
+            _assert_states_close(eng.save(i), model_sd, opt_sd)
+    # the saved groups hold each member's own hyperparameters, as torch.optim's would
+    group = eng.save(2)["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(configs[2]["lr"])
+    assert group["weight_decay"] == pytest.approx(configs[2]["weight_decay"])
+
+
+def test_plain_trainable_loads_a_stacked_slice_and_continues():
+    configs = _configs("adam")
+    spec, eng = _engine(ToyAdam, configs)
+    eng.train(list(range(K)), [2] * K, [None] * K, seed=0)
+    state = eng.save(1)
+    plain = ToyAdam()
+    plain.setup({**configs[1], "lr": 1.0})
+    plain.load(state)
+    plain.apply(configs[1])
+    assert plain.steps == 2
+    assert plain.opt.param_groups[0]["lr"] == pytest.approx(configs[1]["lr"])
+    assert float(plain.opt.state_dict()["state"][0]["step"]) == 2 * Toy.batches_per_step
+    metrics = plain.train()
+    assert {"loss", "ce", "acc"} <= set(metrics) and plain.steps == 3
+    # and back: the plain state loads into a slot unchanged
+    eng.load(3, plain.save())
+    again = eng.save(3)
+    for name, value in plain.save()["model"].items():
+        assert torch.equal(again["model"][name], value)
+    assert again["extra"]["steps"] == 3
+
+
+def test_exploit_copies_exactly_the_donors_slice():
+    configs = _configs("adam")
+    spec, eng = _engine(ToyAdam, configs)
+    eng.train(list(range(K)), [1, 2, 3, 1], [None] * K, seed=0)
+    before = [eng.save(i) for i in range(K)]
+    # 0 takes 3's weights while 2 takes 0's (old) weights: all reads happen first
+    eng.copy([0, 2], [3, 0])
+    after = [eng.save(i) for i in range(K)]
+    for dst, src in ((0, 3), (2, 0), (1, 1), (3, 3)):
+        for name, value in before[src]["model"].items():
+            assert torch.equal(after[dst]["model"][name], value)
+        for i, entry in before[src]["optimizer"]["state"].items():
+            for key, value in entry.items():
+                assert torch.equal(after[dst]["optimizer"]["state"][i][key], value)
+        assert after[dst]["extra"] == before[src]["extra"]
+
+
+def test_a_chunk_trains_only_its_slots_and_a_shorter_task_stops_early():
+    configs = _configs("sgd")
+    _, eng = _engine(Toy, configs)
+    before = [eng.save(i) for i in range(K)]
+    reports = eng.train([1, 3], [1, 3], [None, None], seed=5)
+    assert [len(r) for r in reports] == [1, 3]
+    for i in (0, 2):  # not in the chunk: untouched
+        for name, value in before[i]["model"].items():
+            assert torch.equal(eng.save(i)["model"][name], value)
+    assert [eng.save(i)["extra"]["steps"] for i in range(K)] == [0, 1, 0, 3]
+    # slot 1 stopped after its one step: the same as training it for one step beside slot 3
+    _, other = _engine(Toy, configs)
+    other.train([1, 3], [1, 1], [None, None], seed=5)
+    for name, value in other.save(1)["model"].items():
+        torch.testing.assert_close(eng.save(1)["model"][name], value)
+
+
+def test_per_member_dropout_and_shared_data_order():
+    configs = _configs("sgd")
+    for c, p in zip(configs, (0.0, 0.5, 0.0, 0.5)):
+        c["p"] = p
+    cls = type("Shared", (Toy,), {"shuffle": "shared"})
+    spec, eng = _engine(cls, configs)
+    # members 0 and 2 with identical weights and lr see identical batches: identical results
+    eng.copy([2], [0])
+    configs[2] = dict(configs[0])
+    eng.set_config(2, configs[2])
+    reports = eng.train(list(range(K)), [2] * K, [None] * K, seed=1)
+    assert reports[0] == reports[2]
+    for name, value in eng.save(0)["model"].items():
+        torch.testing.assert_close(eng.save(2)["model"][name], value)
+
+
+def test_members_see_their_own_data_order_by_default():
+    configs = [dict(_configs("sgd")[0]) for _ in range(2)]
+    spec, eng = _engine(Toy, configs)
+    eng.copy([1], [0])
+    reports = eng.train([0, 1], [1, 1], [None, None], seed=1)
+    assert reports[0][0]["loss"] != reports[1][0]["loss"]
+
+
+SPACE = {
+    "lr": hp.loguniform(1e-2, 0.3),
+    "momentum": hp.uniform(0.0, 0.95),
+    "p": hp.uniform(0.0, 0.3),
+    "coef": hp.uniform(0.0, 0.1),
+}
+
+
+def test_a_real_run_records_lineage_then_resumes_after_an_interruption(tmp_path):
+    path = tmp_path / "run.db"
+    cls = type("Interrupted", (Toy,), {"interrupt_at": 5})
+    kw = dict(metric="acc", population=6, budget=hp.Steps(8), ready=2, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(cls, SPACE, storage=path, backend="vectorized", **kw)
+    partial = hp.load(path)
+    assert partial.records() and max(r["step"] for r in partial.records()) < 8
+    result = hp.resume(path, trainable=Toy)
+    rows = result.records()
+    assert max(r["step"] for r in rows) == 8
+    keys = [(r["member"], r["step"]) for r in rows]
+    assert len(keys) == len(set(keys))  # nothing recorded twice across the interruption
+    kinds = [e.kind for e in result.events]
+    assert ev.EXPLOITED in kinds and ev.RUN_RESUMED in kinds
+    assert result.events[0].data["settings"]["backend"] == "vectorized"
+    assert result.lineage()  # who copied whom
+    # the winner's schedule replays through the plain trainable (what the local backend runs)
+    rep = hp.replay(result, "best", trainable=Toy)
+    assert rep.steps >= 1 and 0.0 <= rep.score <= 1.0
+
+
+def test_chunks_train_a_population_larger_than_the_chunk(tmp_path):
+    result = hp.run(
+        Toy,
+        SPACE,
+        metric="acc",
+        population=5,
+        budget=hp.Steps(4),
+        ready=2,
+        backend="vectorized",
+        backend_options={"chunk_size": 2},
+    )
+    assert result.events[0].data["settings"]["workers"] == 2
+    assert {r["member"] for r in result.records()} == set(range(5))
+
+
+def test_shape_changing_hyperparameters_are_refused_by_name():
+    space = {**SPACE, "batch_size": hp.choice([16, 32])}
+    with pytest.raises(hp.RunError, match="batch_size"):
+        hp.run(Toy, space, metric="acc", population=4, budget=2, backend="vectorized")
+    spec, eng = _engine(Toy, _configs("sgd"))
+    with pytest.raises(ShapeError, match="'width'.*backend='local'"):
+        eng.check_configs([{**_configs("sgd")[0], "width": 8}])
+
+
+def test_a_plain_trainable_is_refused_by_the_vectorized_backend(tmp_path):
+    class Plain(hp.Trainable):
+        def train(self):
+            return {}
+
+        def save(self):
+            return None
+
+        def load(self, state):
+            pass
+
+        def apply(self, config):
+            pass
+
+    with pytest.raises(TypeError, match="VectorizedTrainable"):
+        VectorizedBackend().start(Plain, CheckpointStore(tmp_path / "c"))
