@@ -11,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from reliability_trainables import Walker
 
 import hyperpop as hp
+from hyperpop.checkpoints import checkpoint_dir_for
 from hyperpop.store.sqlite import SQLiteStore
+from hyperpop.strategies.exploit import Truncation
 
 HERE = Path(__file__).resolve().parent
 
@@ -181,3 +184,43 @@ def test_two_overwrite_starts_at_once_never_both_run(tmp_path):
     assert "StoreLockedError" in errors and f"pid {first.pid}" in errors
     (started,) = [e for e in hp.load(db).events if e.kind == "run_started"]
     assert started.data["pid"] == first.pid
+
+
+# --- 1: the store and the checkpoints never disagree ---------------------------------------
+class InterruptedTruncation(Truncation):
+    """Truncation whose ``select`` raises KeyboardInterrupt on its ``at``-th call (as Ctrl-C or a
+    bug in a custom strategy would, in the middle of a decision)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def select(self, member, ctx):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().select(member, ctx)
+
+
+def _missing_checkpoints(db: Path) -> list[str]:
+    live = hp.load(db).population.live_checkpoints()
+    root = checkpoint_dir_for(db)
+    return sorted(b for b in live if not (root / f"{b}.ckpt").exists())
+
+
+@pytest.mark.parametrize("synchronous", [False, True], ids=["async", "sync"])
+@pytest.mark.parametrize("at", [3, 10, 17])
+def test_an_exception_inside_a_decision_never_deletes_a_checkpoint_the_log_names(
+    tmp_path, at, synchronous
+):
+    db = tmp_path / "run.db"
+    space = {"lr": hp.uniform(0.1, 1.0)}
+    kw = dict(metric="score", population=4, workers=1, budget=hp.Steps(40), storage=db)
+    kw["synchronous"] = synchronous
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(Walker, space, ready=2, exploit=InterruptedTruncation(at), seed=at, **kw)
+    assert _missing_checkpoints(db) == []
+    result = hp.resume(db, Walker)
+    assert [m.status for m in result.members] == ["finished"] * 4
+    assert result.summary()["failures"] == 0
+    assert all(m.step == 40 for m in result.members)

@@ -146,18 +146,28 @@ class Driver:
 
     # --- events --------------------------------------------------------------------------
     def commit(self, events: list[Event]) -> None:
-        """Fold events into the population and queue them for the next write."""
+        """Queue events for the next write and fold them into the population (queued first:
+        the fold never runs ahead of what will be written)."""
         self.pending.extend(events)
         self.pop.extend(events)
 
-    def flush(self) -> None:
+    def flush(self, *, collect: bool = True) -> None:
         """Write every queued event in one transaction, then delete the checkpoints they made
         unreachable (never before: a crash in between must not leave the log pointing at a
-        deleted blob)."""
+        deleted blob).
+
+        Args:
+            collect: delete unreachable checkpoints. Pass False while an exception unwinds: the
+                fold may then hold events that were never queued (a decision cut short), so
+                the blobs it calls dead may still be named by the written log. Whatever is
+                left behind is collected by the next resume.
+        """
         if self.pending:
             self.store.append(self.pending)
             self.pop.last_seq = max(self.pop.last_seq, self.pending[-1].seq or 0)
             self.pending = []
+        if not collect:
+            return
         for blob in self.pop.drain_dead():
             self.checkpoints.delete(blob)
 
@@ -233,12 +243,14 @@ class Driver:
         events.append(
             Event(ev.CHECKPOINTED, r.member, {"step": r.end_step, "checkpoint": r.checkpoint}, now)
         )
-        # Decide over the population with this interval folded in, then write everything at once.
+        # Decide over the population with this interval folded in, then queue the interval and
+        # its decisions as one unit: if anything raises in between, none of it is queued (and
+        # the loop's flush then deletes no checkpoint: the fold is ahead of the log).
         self.pop.extend(events)
         decisions = self.controller.on_ready(self.pop, r.member, now)
         decided = self._decision_events(decisions, now)
-        self.pending.extend(events)
-        self.commit(decided)
+        self.pending.extend(events + decided)
+        self.pop.extend(decided)
         self._after(decisions)
         if math.isnan(m.ready_score if m.ready_score is not None else 0.0):
             self._check_all_nan()
@@ -317,9 +329,12 @@ class Driver:
             self.commit([failed])
             self.queue.append(r.member)
             return
-        self.commit([failed])
+        # the failure and the decisions it releases are queued as one unit (see handle)
+        self.pop.extend([failed])
         decisions = self.controller.release(self.pop, now)
-        self.commit(self._decision_events(decisions, now))
+        decided = self._decision_events(decisions, now)
+        self.pending.extend([failed, *decided])
+        self.pop.extend(decided)
         self.backend.forget(r.member)
         self._after(decisions)
         if r.fatal:
@@ -346,8 +361,12 @@ class Driver:
             try:
                 for r in self.backend.poll(timeout=0.5):
                     self.handle(r)
-            finally:
-                self.flush()
+            except BaseException:
+                # keep every whole result already queued, but delete nothing: what raised may
+                # have folded events that will never be written
+                self.flush(collect=False)
+                raise
+            self.flush()
             if self.progress is not None and time.time() - last_progress > 0.2:
                 self.progress(self.pop)
                 last_progress = time.time()
