@@ -224,14 +224,13 @@ class SQLiteStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()
         try:
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA busy_timeout=30000")
             if write:
+                self._conn = self._connect(str(self.path))
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._check_or_create()
+                self._check_or_create()
+            else:
+                self._open_read_only()
         except sqlite3.DatabaseError as e:
             if write:
                 self.lock.release()
@@ -246,6 +245,38 @@ class SQLiteStore:
         self._lock = threading.Lock()
         if write:
             self._record_writer()
+
+    @staticmethod
+    def _connect(target: str, uri: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            target, timeout=30, isolation_level=None, check_same_thread=False, uri=uri
+        )
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _open_read_only(self) -> None:
+        """A reader never writes: it opens the file read-only (``mode=ro``), so a store on a
+        read-only filesystem or with read-only permissions can be read. SQLite still needs
+        the ``-shm`` file of a WAL store; where it can neither find nor create it (a
+        read-only folder after a clean close), the file alone holds the whole log and is
+        opened as immutable."""
+        uri = self.path.absolute().as_uri()
+        self._conn = self._connect(f"{uri}?mode=ro", uri=True)
+        try:
+            self._check_or_create()
+            return
+        except sqlite3.OperationalError as e:
+            self._conn.close()
+            first = e
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"cannot read {self.path} ({first}): its last writes are still in {wal.name}, "
+                "and SQLite needs write access to the folder to read them; copy the store's "
+                "files to a writable folder and read the copy"
+            ) from None
+        self._conn = self._connect(f"{uri}?immutable=1", uri=True)
+        self._check_or_create()
 
     # --- schema --------------------------------------------------------------------------
     def _check_or_create(self) -> None:
