@@ -208,7 +208,7 @@ def test_report_is_one_offline_file(db: Path, tmp_path: Path) -> None:
 
 
 def test_api_serves_view_then_only_summary(db: Path) -> None:
-    with TestClient(create_app(db)) as client:
+    with TestClient(create_app(db), base_url="http://localhost") as client:
         page = client.get("/")
         assert page.status_code == 200 and 'src="static/plotly.min.js"' in page.text
         js = client.get("/static/plotly.min.js")
@@ -245,7 +245,7 @@ def test_bad_stores_give_clear_messages(bad_stores: dict[str, Path], kind: str) 
         assert res.exit_code == 1, res.output
         assert MESSAGES[kind] in res.output and "Traceback" not in res.output
         assert res.output.count("\n") <= 2
-    with TestClient(create_app(path)) as client:
+    with TestClient(create_app(path), base_url="http://localhost") as client:
         page = client.get("/")
         assert page.status_code == 503
         assert MESSAGES[kind] in page.text and "Traceback" not in page.text

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from hyperpop.controller import Budget, Ready, Steps, Target, WallTime
 from hyperpop.replay import ReplayResult, replay
 from hyperpop.results import MemberResult, Result
-from hyperpop.run import MetricError, RunError, resume, run
+from hyperpop.run import MetricError, RunError, SettingsError, resume, run
 from hyperpop.space import (
     Choice,
     Constant,
@@ -25,7 +25,7 @@ from hyperpop.space import (
     randint,
     uniform,
 )
-from hyperpop.store.sqlite import StoreError, StoreVersionError
+from hyperpop.store.sqlite import StoreError, StoreFullError, StoreVersionError
 from hyperpop.strategies import (
     PB2,
     ExploitStrategy,
@@ -71,10 +71,12 @@ __all__ = [
     "Ready",
     "Result",
     "RunError",
+    "SettingsError",
     "Space",
     "SpaceError",
     "Steps",
     "StoreError",
+    "StoreFullError",
     "StoreVersionError",
     "Target",
     "Trainable",

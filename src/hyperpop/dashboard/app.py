@@ -3,16 +3,26 @@
 Routes: ``/`` (the page), ``/api/view?since=SEQ`` (the summary, and the whole view when the log
 moved past ``SEQ``), ``/static/*`` (plotly.js from the plotly package, the page's script and
 styles) and ``/healthz``.
+
+Every request must name the dashboard in its ``Host`` header by a loopback name (``localhost``,
+``127.0.0.1``, ``[::1]``) and its port: a page on another site whose name was made to resolve to
+127.0.0.1 (DNS rebinding) is refused. Served on a network interface (``--host 0.0.0.0``), IP
+addresses and this machine's own names are accepted too, never other names.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -30,6 +40,60 @@ _TYPES = {
 }
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
+
+
+class _HostCheck:
+    """ASGI middleware: answer 400 to a request whose ``Host`` is not this dashboard's."""
+
+    def __init__(self, app: Any, *, host: str, port: int | None, extra: Iterable[str]):
+        self.app, self.port = app, port
+        self.names = set(_LOOPBACK) | {h.lower() for h in extra}
+        self.network = host not in ("127.0.0.1", "localhost", "::1", "[::1]")
+        if self.network:  # shared on purpose: this machine's names (addresses pass anyway)
+            self.names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+            if not _is_address(host):
+                self.names.add(host.lower())
+        shown = port if port is not None else 8000
+        self.hint = f"open http://localhost:{shown}/"
+
+    def allowed(self, header: str) -> bool:
+        """Whether a ``Host`` header (``name``, ``name:port``, ``[v6]:port``) names us."""
+        header = header.lower()
+        if header.startswith("["):
+            name, _, rest = header.partition("]")
+            name, port = name + "]", rest.removeprefix(":")
+            if rest and not rest.startswith(":"):
+                return False
+        else:
+            name, _, port = header.partition(":")
+        expected = {str(self.port)} | ({""} if self.port == 80 else set())
+        if self.port is not None and port not in expected:
+            return False
+        return name in self.names or (self.network and _is_address(name))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = Headers(scope=scope).get("host", "")
+            if not self.allowed(header):
+                response = PlainTextResponse(
+                    f"hyperpop dashboard: the Host {header!r} is not allowed (a request "
+                    f"from another site); {self.hint}",
+                    status_code=400,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name[1:-1] if name.startswith("[") else name)
+    except ValueError:
+        return False
+    return True
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False)
 
@@ -43,7 +107,13 @@ def _json(obj: Any) -> Response:
 
 
 def create_app(
-    db: str | os.PathLike[str], *, interval: float = 1.0, source: StoreSource | None = None
+    db: str | os.PathLike[str],
+    *,
+    interval: float = 1.0,
+    source: StoreSource | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> Starlette:
     """The dashboard app for the store at ``db``.
 
@@ -54,6 +124,10 @@ def create_app(
         db: the run's SQLite store.
         interval: seconds between the page's polls.
         source: an already refreshed source over ``db`` (saves folding the log again).
+        host: the interface it is served on; a loopback one accepts only loopback names in
+            the ``Host`` header, another one also IP addresses and this machine's names.
+        port: the port it is served on, required in the ``Host`` header (None: any).
+        allowed_hosts: more names to accept in the ``Host`` header (e.g. behind a proxy).
     """
     source = source if source is not None else StoreSource(db)
     name = Path(db).name
@@ -108,6 +182,7 @@ def create_app(
             Route("/healthz", healthz),
         ],
         exception_handlers={404: not_found, 500: server_error},
+        middleware=[Middleware(_HostCheck, host=host, port=port, extra=list(allowed_hosts))],
     )
     app.state.source = source
     return app
@@ -125,5 +200,5 @@ def serve(
     """Serve the dashboard of ``db`` until interrupted (Ctrl-C)."""
     import uvicorn
 
-    app = create_app(db, interval=interval, source=source)
+    app = create_app(db, interval=interval, source=source, host=host, port=port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
