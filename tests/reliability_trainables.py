@@ -41,10 +41,11 @@ class Walker(hp.Trainable):
 
 
 class Hangs(hp.Trainable):
-    """A train() that never returns for some members, as a deadlocked data loader would.
+    """A train() that never returns, as a deadlocked data loader would.
 
-    ``config['hang']`` lists ``[tag, step]`` pairs (``tag`` is ``config['tag']``); a pair hangs
-    every attempt, unless ``config['once']`` names a folder: then only the first attempt hangs.
+    The member tagged ``config['always']`` blocks at step ``config['at']`` on every attempt;
+    the one tagged ``config['once']`` only on its first (counted in a file under
+    ``config['dir']``, so it survives the worker being killed).
     """
 
     def setup(self, config):
@@ -56,12 +57,11 @@ class Hangs(hp.Trainable):
     def train(self):
         self.n += 1
         c = self.config
-        if [c["tag"], self.n] in c["hang"]:
-            marker = Path(c["once"]) / f"hung-{c['tag']}" if c.get("once") else None
-            if marker is None or not marker.exists():
-                if marker is not None:
-                    marker.write_text(str(os.getpid()))
-                threading.Event().wait()  # blocks forever
+        if self.n == c["at"]:
+            marker = Path(c["dir"]) / f"hung-{c['tag']}"
+            if c["tag"] == c["always"] or (c["tag"] == c["once"] and not marker.exists()):
+                marker.write_text(str(os.getpid()))
+                threading.Event().wait()  # never set: blocks forever
         self.x += c["lr"]
         return {"score": self.x}
 

@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_trainables import Walker
+from reliability_trainables import Hangs, Walker
 
 import hyperpop as hp
+from hyperpop.backends.local import LocalBackend
 from hyperpop.checkpoints import checkpoint_dir_for
 from hyperpop.store.sqlite import SQLiteStore
 from hyperpop.strategies.exploit import Truncation
@@ -224,3 +225,113 @@ def test_an_exception_inside_a_decision_never_deletes_a_checkpoint_the_log_names
     assert [m.status for m in result.members] == ["finished"] * 4
     assert result.summary()["failures"] == 0
     assert all(m.step == 40 for m in result.members)
+
+
+def _steps_once(result, members, last: int) -> None:
+    """Each of ``members`` reported every step 1..last exactly once."""
+    for m in members:
+        steps = [e.data["step"] for e in result.events if e.kind == "reported" and e.member == m]
+        assert steps == list(range(1, last + 1)), (m, steps)
+
+
+# --- 2: a worker that dies while idle ------------------------------------------------------
+class KillsIdleWorkers(LocalBackend):
+    """The local backend, but each of the first ``kills`` results is followed by SIGKILL to
+    the worker that sent it, now idle (waiting until the kernel has it dead)."""
+
+    def __init__(self, workers: int, kills: int):
+        super().__init__(workers)
+        self.kills, self.killed = kills, []
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        for r in out:
+            if len(self.killed) < self.kills and r.error is None:
+                pid = self.pids()[int(r.worker.rsplit("-", 1)[1])]
+                os.kill(pid, signal.SIGKILL)
+                _wait(lambda pid=pid: _state(pid) in ("Z", "gone"), f"worker {pid} to die")
+                self.killed.append(pid)
+        return out
+
+
+@pytest.mark.parametrize("synchronous", [False, True], ids=["async", "sync"])
+def test_workers_killed_while_idle_are_replaced_and_the_run_completes(tmp_path, synchronous):
+    backend = KillsIdleWorkers(workers=2, kills=6)
+    result = hp.run(
+        Walker,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="score",
+        population=4,
+        budget=12,
+        ready=2,
+        exploit=None,
+        explore=None,
+        synchronous=synchronous,
+        backend=backend,
+        storage=tmp_path / "run.db",
+    )
+    assert len(set(backend.killed)) == 6
+    assert [m.status for m in result.members] == ["finished"] * 4
+    _steps_once(result, range(4), 12)
+    # the members whose state died with a worker went on from their checkpoints
+    for e in result.events:
+        if e.kind == "reported":
+            assert e.data["metrics"]["n"] == e.data["step"]
+
+
+# --- 5: a train() that hangs ---------------------------------------------------------------
+def test_a_hung_interval_is_timed_out_its_worker_replaced_and_the_run_goes_on(tmp_path):
+    space = {
+        "lr": hp.uniform(0.1, 1.0),
+        "tag": hp.choice([0, 1, 2]),
+        "always": 0,
+        "once": 1,
+        "at": 3,
+        "dir": str(tmp_path),
+    }
+    result = hp.run(
+        Hangs,
+        space,
+        metric="score",
+        population=3,
+        workers=2,
+        budget=8,
+        ready=2,
+        exploit=None,
+        explore=None,
+        synchronous=True,  # a generation must not wait for the hung member
+        configs=[{"tag": 0}, {"tag": 1}, {"tag": 2}],
+        max_failures=1,
+        step_timeout=2,
+        storage=tmp_path / "run.db",
+    )
+    m0, m1, m2 = result.members
+    assert m0.status == "failed" and m0.failures == 2  # hung on every attempt: given up
+    assert "member 0's interval exceeded step_timeout=2s" in m0.last_error
+    assert m1.status == m2.status == "finished" and m1.failures == 1 and m2.failures == 0
+    _steps_once(result, [1, 2], 8)
+    assert result.settings["step_timeout"] == 2
+
+
+def test_step_timeout_from_the_command_line(tmp_path):
+    job = tmp_path / "hangs.py"
+    job.write_text(
+        "import hyperpop as hp\n"
+        "from reliability_trainables import Hangs\n"
+        "trainable = Hangs\n"
+        f"space = {{'lr': 0.5, 'tag': hp.choice([0, 1]), 'always': -1, 'once': 0, 'at': 2,"
+        f" 'dir': {str(tmp_path)!r}}}\n"
+        "settings = dict(metric='score', population=2, workers=2, budget=4, ready=2,"
+        " exploit=None, explore=None, configs=[{'tag': 0}, {'tag': 1}])\n"
+    )
+    db = tmp_path / "run.db"
+    cmd = [sys.executable, "-m", "hyperpop", "run", str(job), "-q", "--storage", str(db)]
+    out = subprocess.run(
+        cmd + ["--step-timeout", "2"], env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    result = hp.load(db)
+    assert result.settings["step_timeout"] == 2
+    (failed,) = [e for e in result.events if e.kind == "failed"]
+    assert "member 0's interval exceeded step_timeout=2s" in failed.data["error"]
+    _steps_once(result, [0, 1], 4)

@@ -147,6 +147,11 @@ def main() -> None:
 @click.option("--synchronous/--asynchronous", default=None, help="Generations or async.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
 @click.option("--address", help="Ray cluster address (auto, ray://host:10001...).")
+@click.option(
+    "--step-timeout",
+    type=float,
+    help="Seconds one interval may take before its worker is killed and it is retried.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store at the path first.")
 def run(
@@ -159,6 +164,7 @@ def run(
     synchronous: bool | None,
     backend: str | None,
     address: str | None,
+    step_timeout: float | None,
     quiet: bool,
     overwrite: bool,
 ) -> None:
@@ -176,6 +182,7 @@ def run(
         ("seed", seed),
         ("synchronous", synchronous),
         ("backend", backend),
+        ("step_timeout", step_timeout),
     ):
         if value is not None:
             kw[key] = value
@@ -210,9 +217,15 @@ def run(
 @click.option("--workers", "-w", type=int, help="Members training at once.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
 @click.option("--address", help="Ray cluster address.")
+@click.option("--step-timeout", type=float, help="Seconds one interval may take (default: as run).")
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
 def resume(
-    db: str, workers: int | None, backend: str | None, address: str | None, quiet: bool
+    db: str,
+    workers: int | None,
+    backend: str | None,
+    address: str | None,
+    step_timeout: float | None,
+    quiet: bool,
 ) -> None:
     """Continue the run stored in DB after a crash, kill -9 or Ctrl-C."""
     import hyperpop as hp
@@ -221,7 +234,12 @@ def resume(
     if address and backend is None:
         backend = "ray"
     result = hp.resume(
-        db, workers=workers, backend=backend, backend_options=opts, progress=_progress(quiet)
+        db,
+        workers=workers,
+        backend=backend,
+        backend_options=opts,
+        step_timeout=step_timeout,
+        progress=_progress(quiet),
     )
     _print_best(result)
 

@@ -197,6 +197,7 @@ def run(
     backend: str | Backend = "local",
     backend_options: Mapping[str, Any] | None = None,
     max_failures: int = 3,
+    step_timeout: float | None = None,
     seed: int | None = 0,
     progress: Progress | bool | None = None,
     source: Mapping[str, Any] | None = None,
@@ -229,6 +230,9 @@ def run(
         backend: ``"local"`` (processes on this machine), ``"ray"``, or a Backend instance.
         backend_options: keyword arguments for the backend (e.g. ``cache_size``).
         max_failures: retries of a member after its trainable raised, before giving it up.
+        step_timeout: seconds one interval (load, the steps to the next ready point, save) may
+            take before its worker is killed and replaced and the interval counts as a failure
+            (retried up to ``max_failures`` times); None: no limit. Local backend only.
         seed: seed of the initial sampling and the controller's decisions.
         progress: True for a live terminal view, or a callable that gets the population.
         source: where the trainable comes from (``{"file": ..., "name": ...}``), for resume.
@@ -261,6 +265,7 @@ def run(
             seed=seed,
         )
         backend_ = _make_backend(backend, workers, **dict(backend_options or {}))
+        backend_.set_step_timeout(_step_timeout(step_timeout))
         initial = _initial_configs(space, population, configs, seed)
 
     cleanup = None
@@ -302,6 +307,7 @@ def run(
         "synchronous": synchronous,
         "rejuvenate": rejuvenate,
         "max_failures": max_failures,
+        "step_timeout": step_timeout,
         "seed": seed,
         "backend": backend_.name,
     }
@@ -380,6 +386,7 @@ def resume(
     workers: int | None = None,
     backend: str | Backend | None = None,
     backend_options: Mapping[str, Any] | None = None,
+    step_timeout: float | None = None,
     exploit: ExploitStrategy | None = None,
     explore: ExploreStrategy | None = None,
     progress: Progress | bool | None = None,
@@ -395,6 +402,7 @@ def resume(
         workers: members training at once (default: as recorded).
         backend: default: as recorded.
         backend_options: keyword arguments for the backend.
+        step_timeout: seconds one interval may take (see :func:`run`; default: as recorded).
         exploit: a custom exploit strategy instance, if the run used one.
         explore: a custom explore strategy instance, if the run used one.
         progress: True for a live terminal view, or a callable.
@@ -434,6 +442,9 @@ def resume(
             workers or s.get("workers"),
             **dict(backend_options or {}),
         )
+        backend_.set_step_timeout(
+            _step_timeout(step_timeout if step_timeout is not None else s.get("step_timeout"))
+        )
         checkpoints = CheckpointStore(checkpoint_dir_for(storage))
         missing = [b for b in pop.live_checkpoints() if not checkpoints.exists(b)]
         if missing:
@@ -466,6 +477,17 @@ def _refuse_missing(storage: str | os.PathLike[str]) -> None:
     if not path.is_file():
         raise StoreError(f"no hyperpop store at {path} (check the path; resume creates nothing)")
     SQLiteStore(path).close()  # read-only: raises if it is not a hyperpop store
+
+
+def _step_timeout(seconds: Any) -> float | None:
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(
+            f"step_timeout must be a positive number of seconds (or None: no limit), got "
+            f"{seconds!r}"
+        )
+    return float(seconds)
 
 
 def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:

@@ -109,6 +109,15 @@ class Backend(ABC):
         """Slots with no task running (a scheduling hint)."""
         return []
 
+    def set_step_timeout(self, seconds: float | None) -> None:
+        """Fail a task that runs longer than ``seconds`` (None: no limit), replacing the worker
+        that ran it. A backend that cannot enforce a limit refuses one."""
+        if seconds is not None:
+            raise ValueError(
+                f"the {self.name!r} backend cannot enforce step_timeout; leave it unset or use "
+                "the 'local' backend"
+            )
+
     @abstractmethod
     def shutdown(self) -> None:
         """Stop every worker."""

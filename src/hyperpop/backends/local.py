@@ -3,7 +3,9 @@
 Each worker is a process started once (``spawn``, so it is safe with threaded libraries such as
 PyTorch) that keeps the trainables of the members it trains in memory. Tasks and results travel
 over a pipe per worker; checkpoints travel as blob ids, never as copies. A worker process that
-dies is reported as a failed task for its member and replaced.
+dies is replaced: busy, its task is reported as a failure of its member; idle, the members whose
+state it held load their checkpoints when they train next. With a step timeout, a task that runs
+longer is failed and its worker killed and replaced.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import pickle
 import signal
 import sys
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -110,6 +113,7 @@ class _Slot:
         self.proc: Any = None
         self.conn: Connection | None = None
         self.task: Task | None = None
+        self.since = 0.0  # when the task was sent (time.monotonic())
         self.members: set[int] = set()  # members whose latest state this worker holds
 
 
@@ -143,7 +147,8 @@ class LocalBackend(Backend):
         self._slots: list[_Slot] = []
         self._factory: bytes = b""
         self._root = ""
-        self._results: list[TaskResult] = []
+        self._results: list[TaskResult] = []  # failures found outside poll, returned by it
+        self.step_timeout: float | None = None
 
     @property
     def capacity(self) -> int:
@@ -179,6 +184,30 @@ class LocalBackend(Backend):
         slot.proc, slot.conn, slot.task = proc, parent, None
         slot.members = set()
 
+    def set_step_timeout(self, seconds: float | None) -> None:
+        """Kill a worker whose task runs longer than ``seconds`` and report the task failed."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"step_timeout must be a positive number of seconds, got {seconds!r}")
+        self.step_timeout = seconds
+
+    def _replace(self, slot: _Slot) -> None:
+        """Start a fresh worker in place of the dead (or killed) one in ``slot``."""
+        if slot.proc is not None:
+            slot.proc.join(timeout=5)
+        if slot.conn is not None:
+            slot.conn.close()
+        self._spawn(slot)
+        self._await_ready(slot)
+
+    def _send(self, slot: _Slot, msg: tuple[str, Any]) -> bool:
+        """Send to a worker; False if it is dead (the caller decides what that means)."""
+        assert slot.conn is not None
+        try:
+            slot.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+            return False
+        return True
+
     def _await_ready(self, slot: _Slot) -> None:
         assert slot.conn is not None
         try:
@@ -208,18 +237,60 @@ class LocalBackend(Backend):
         for s in self._slots:
             if s is not chosen and task.member in s.members:
                 s.members.discard(task.member)  # its copy is stale once another worker trains
-                s.conn.send(("forget", task.member))
-        chosen.task = task
-        assert chosen.conn is not None
-        chosen.conn.send(("task", task))
+                self._send(s, ("forget", task.member))  # a dead one is replaced by poll
+        chosen.task, chosen.since = task, time.monotonic()
+        if not self._send(chosen, ("task", task)):
+            # the worker died while idle: replace it and hand the task to the new one
+            self._replace(chosen)
+            chosen.task, chosen.since = task, time.monotonic()
+            if not self._send(chosen, ("task", task)):
+                chosen.task = None
+                self._results.append(self._died(chosen, task))
+                self._replace(chosen)
+
+    def _died(self, slot: _Slot, task: Task) -> TaskResult:
+        if slot.proc is not None:
+            slot.proc.join(timeout=5)
+        code = slot.proc.exitcode if slot.proc is not None else None
+        return TaskResult(
+            task=task,
+            error=(
+                f"worker process {slot.index} died while training member {task.member} "
+                f"(exit code {code}); the member restarts from its last checkpoint"
+            ),
+            worker=f"local-{slot.index}",
+        )
+
+    def _timed_out(self, slot: _Slot, task: Task) -> TaskResult:
+        """Kill the worker of a task past the step timeout; the task's failure."""
+        if slot.proc is not None and slot.proc.is_alive():
+            slot.proc.kill()
+        return TaskResult(
+            task=task,
+            error=(
+                f"member {task.member}'s interval exceeded step_timeout={self.step_timeout:g}s "
+                f"(from step {task.step}); its worker process {slot.index} was killed and "
+                "replaced, and the member restarts from its last checkpoint (if an interval "
+                "can take longer, raise step_timeout)"
+            ),
+            worker=f"local-{slot.index}",
+        )
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
+        out, self._results = self._results, []
+        for slot in self._slots:  # a worker that died while idle: replace it
+            if slot.task is None and slot.proc is not None and not slot.proc.is_alive():
+                self._replace(slot)
         busy = {s.conn: s for s in self._slots if s.task is not None}
-        sentinels = {s.proc.sentinel: s for s in self._slots if s.task is not None}
         if not busy:
-            return []
-        ready = wait(list(busy) + list(sentinels), timeout)
-        out: list[TaskResult] = []
+            return out
+        sentinels = {s.proc.sentinel: s for s in self._slots}
+        wait_for = 0.0 if out else timeout
+        if self.step_timeout is not None:
+            first = min(s.since for s in busy.values()) + self.step_timeout
+            left = max(0.0, first - time.monotonic())
+            wait_for = left if wait_for is None else min(wait_for, left)
+        ready = wait(list(busy) + list(sentinels), wait_for)
         done: set[int] = set()
         for r in ready:
             slot = busy.get(r) or sentinels.get(r)
@@ -227,7 +298,9 @@ class LocalBackend(Backend):
                 continue
             done.add(slot.index)
             task = slot.task
-            assert task is not None
+            if task is None:  # an idle worker died
+                self._replace(slot)
+                continue
             try:
                 if slot.conn.poll():
                     kind, result = slot.conn.recv()
@@ -242,20 +315,17 @@ class LocalBackend(Backend):
             except (EOFError, OSError):
                 pass
             # the process died mid-task: report it and start a replacement
-            slot.proc.join(timeout=5)
-            code = slot.proc.exitcode
-            out.append(
-                TaskResult(
-                    task=task,
-                    error=(
-                        f"worker process {slot.index} died while training member {task.member} "
-                        f"(exit code {code}); the member restarts from its last checkpoint"
-                    ),
-                    worker=f"local-{slot.index}",
-                )
-            )
-            self._spawn(slot)
-            self._await_ready(slot)
+            slot.task = None
+            out.append(self._died(slot, task))
+            self._replace(slot)
+        if self.step_timeout is not None:
+            now = time.monotonic()
+            for slot in self._slots:
+                task = slot.task
+                if task is not None and now - slot.since > self.step_timeout:
+                    slot.task = None
+                    out.append(self._timed_out(slot, task))
+                    self._replace(slot)
         return out
 
     def forget(self, member: int) -> None:
@@ -263,7 +333,7 @@ class LocalBackend(Backend):
             if member in s.members:
                 s.members.discard(member)
                 if s.conn is not None:
-                    s.conn.send(("forget", member))
+                    self._send(s, ("forget", member))  # a dead one is replaced by poll
 
     def pids(self) -> list[int]:
         """Process ids of the workers (for tests and monitoring)."""
