@@ -132,3 +132,23 @@ class SlowToy(hp.Trainable):
     def load(self, state):
         self.theta = self.np.array(state["theta"])
         self.step = state["step"]
+
+
+class Grow(hp.Trainable):
+    """The score grows by the learning rate every step (issue 9's population-8 case)."""
+
+    def setup(self, config):
+        self.score, self.lr = 0.0, config["lr"]
+
+    def train(self):
+        self.score += self.lr
+        return {"score": self.score}
+
+    def save(self):
+        return self.score
+
+    def load(self, state):
+        self.score = state
+
+    def apply(self, config):
+        self.lr = config["lr"]

@@ -147,15 +147,17 @@ def test_a_member_ahead_is_judged_where_it_stood_at_equal_progress():
     assert (d.kind, d.donor, d.step) == ("exploit", 0, 4)
 
 
-def test_members_further_behind_than_one_interval_are_not_compared():
+def test_members_further_behind_than_max_lead_intervals_are_not_compared():
     p = Pop(3)
     p.interval(2, [9.0] * 4)  # member 2: step 4
     for _ in range(3):
         p.interval(0, [1.0] * 4)  # member 0: step 12
     p.interval(1, [1.0] * 4)
     p.interval(1, [1.0] * 4)  # member 1: step 8
-    ids, _ = controller(ready=Ready(steps=4)).comparable(p.pop, p.pop.members[0])
+    ids, _ = controller(ready=Ready(steps=4), max_lead=1).comparable(p.pop, p.pop.members[0])
     assert sorted(ids.tolist()) == [0, 1]
+    ids, _ = controller(ready=Ready(steps=4), max_lead=2).comparable(p.pop, p.pop.members[0])
+    assert sorted(ids.tolist()) == [0, 1, 2]
 
 
 def test_copying_back_needs_a_strictly_better_score_at_equal_progress():

@@ -162,6 +162,10 @@ class Controller:
             population's best ready score is never reset, and under ``Steps(n)`` a member is
             reset only while it has trained fewer than ``n`` steps in all, so the run ends
             (each member trains fewer than ``2n`` steps).
+        max_lead: asynchronous mode with ready points by steps: a member does not start an
+            interval while it is this many ready intervals or more ahead of a member still
+            training (its worker takes a member further behind, or waits). Keeps members
+            comparable when one worker is much slower than the others; None: no limit.
         seed: seed of the controller's random generator.
     """
 
@@ -176,10 +180,15 @@ class Controller:
         explore: ExploreStrategy,
         synchronous: bool = False,
         rejuvenate: int | None = None,
+        max_lead: int | None = 4,
         seed: int | None = 0,
     ):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if max_lead is not None and (
+            isinstance(max_lead, bool) or not isinstance(max_lead, int) or max_lead < 1
+        ):
+            raise ValueError(f"max_lead must be a positive int or None, got {max_lead!r}")
         if rejuvenate is not None and rejuvenate < 1:
             raise ValueError("rejuvenate must be a positive number of ready points or None")
         self.space, self.mode, self.ready = space, mode, ready
@@ -189,6 +198,7 @@ class Controller:
         explore.bind(space)
         self.synchronous = synchronous
         self.rejuvenate = rejuvenate
+        self.max_lead = max_lead
         self.rng = np.random.default_rng(seed)
         self.max_steps = min((b.n for b in self.budget if isinstance(b, Steps)), default=None)
         self.targets = [b.score for b in self.budget if isinstance(b, Target)]
@@ -204,6 +214,14 @@ class Controller:
             left = max(self.max_steps - m.step, 1)
             steps = left if steps is None else min(steps, left)
         return Interval(steps=steps, seconds=self.ready.seconds)
+
+    @property
+    def lead_limit(self) -> int | None:
+        """Steps a member may be ahead of a member still training before it waits (None: no
+        limit; see ``max_lead``)."""
+        if self.synchronous or self.max_lead is None or self.ready.steps is None:
+            return None
+        return self.max_lead * self.ready.steps
 
     def _done(self, m: MemberState) -> bool:
         return self.max_steps is not None and m.step >= self.max_steps
@@ -311,16 +329,17 @@ class Controller:
         """Donor candidates for ``m`` and their ranking scores at ``m``'s progress.
 
         Candidates are members with a ready score and a checkpoint, not failed, with steps left
-        to train, that are ahead of ``m`` or behind it by at most ``m``'s last interval (a
-        member further behind is not comparable yet: the scheduler lets it catch up first);
-        ``m`` itself is always one. Each is compared with ``m`` like with like, at the step
-        ``t`` where both have been evaluated (``m``'s step, or the candidate's when it is
-        behind): its score there, plus what ``m`` itself gained since ``t``. So a candidate
-        ahead is judged by where it stood at ``m``'s step, and a candidate behind counts as
-        better than ``m`` exactly when it was better than ``m`` at the same step. Copying a
-        member behind therefore needs a strictly better score at equal progress, which keeps
-        the population from trading checkpoints back and forth forever. A candidate ahead
-        that was never evaluated by ``m``'s step is judged by its first evaluation.
+        to train, that are ahead of ``m`` or behind it by at most ``max_lead`` intervals (or
+        ``m``'s last interval; a member further behind is not comparable yet: the scheduler
+        lets it catch up first); ``m`` itself is always one. Each is compared with ``m`` like
+        with like, at the step ``t`` where both have been evaluated (``m``'s step, or the
+        candidate's when it is behind): its score there, plus what ``m`` itself gained since
+        ``t``. So a candidate ahead is judged by where it stood at ``m``'s step, and a
+        candidate behind counts as better than ``m`` exactly when it was better than ``m`` at
+        the same step. Copying a member behind therefore needs a strictly better score at
+        equal progress, which keeps the population from trading checkpoints back and forth
+        forever. Ties go to the member further along. A candidate ahead that was never
+        evaluated by ``m``'s step is judged by its first evaluation.
 
         Vectorised over the fold's columnar index: a decision stays well under a millisecond
         at 10,000 members.
@@ -329,6 +348,8 @@ class Controller:
         ids, step, score = idx.ids, idx.step, idx.score
         s = m.step
         lag = s - (m.ready_steps[-2] if len(m.ready_steps) >= 2 else 0)
+        if self.lead_limit is not None:
+            lag = max(lag, self.lead_limit)
         mask = idx.ok & (step >= s - lag)
         if self.max_steps is not None:
             mask &= step < self.max_steps
@@ -368,6 +389,11 @@ class Controller:
             comparable = np.isfinite(then) & ~np.isnan(v)
             value[behind] = np.where(comparable, moved, v)
             value[behind[at < 0]] = np.nan
+        if mine is not None and not math.isnan(mine):
+            # a candidate ahead that ties m at equal progress ranks above it: copying it is
+            # progress for free (and two members tied forever would never exploit)
+            tie = np.flatnonzero(ahead & (value == mine))
+            value[tie] = np.nextafter(mine, np.inf if self.mode == "max" else -np.inf)
         keep = ~np.isnan(value) | np.isnan(score)  # NaN ready scores stay (ranked worst)
         ids = np.append(ids[keep], m.id)
         value = np.append(value[keep], np.nan if mine is None else mine)

@@ -82,6 +82,10 @@ class RunQueue:
         """Take ``member`` out of the queue (its heap entry is dropped lazily)."""
         self._queued.pop(member, None)
 
+    def head(self) -> int:
+        """Progress of the member that would train next (the queue must not be empty)."""
+        return self._top()[0]
+
     def _top(self) -> tuple[int, int, int]:
         while self._heap:
             entry = self._heap[0]
@@ -182,7 +186,12 @@ class Driver:
         picked: list[tuple[Task, int | None]] = []
         free = list(self.backend.free_slots())
         decided = False
+        limit = self.controller.lead_limit
         while self.queue and len(self.inflight) < self.backend.capacity:
+            if limit is not None and self.inflight:
+                behind = min(t.step for t in self.inflight.values())
+                if self.queue.head() - behind >= limit:
+                    break  # every queued member is too far ahead: wait for the one behind
             slot = free.pop(0) if free else None
             member = self.queue.pick(slot, self.backend.affinity)
             m = self.pop.members[member]

@@ -111,11 +111,18 @@ def _make_backend(backend: str | Backend, workers: int | None, **options: Any) -
                 f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})"
             ) from None
         return RayBackend(workers, **options)
+    if backend == "simulated":
+        from hyperpop.backends.simulated import SimulatedBackend
+
+        return SimulatedBackend(2 if workers is None else workers, **options)
     if backend == "vectorized":
         from hyperpop.backends.vectorized import VectorizedBackend
 
         return VectorizedBackend(workers, **options)
-    raise ValueError(f"unknown backend {backend!r}; use 'local', 'ray' or a Backend instance")
+    raise ValueError(
+        f"unknown backend {backend!r}; use 'local', 'ray', 'simulated', 'vectorized' or a "
+        "Backend instance"
+    )
 
 
 def _budgets(budget: Budget | Sequence[Budget] | int | None) -> list[Budget]:
@@ -191,6 +198,8 @@ def run(
     explore: str | ExploreStrategy | None = "perturb",
     synchronous: bool = False,
     rejuvenate: int | None = None,
+    score_window: int = 1,
+    max_lead: int | None = 4,
     configs: Sequence[Mapping[str, Any]] | None = None,
     storage: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -221,13 +230,21 @@ def run(
         synchronous: decide by generation instead of asynchronously.
         rejuvenate: ready points without improvement before a member's weights are reset and
             its hyperparameters resampled (None: never).
+        score_window: rank members by the mean of their last ``score_window`` reports
+            (along their lineage, donors' reports included) instead of the last one alone;
+            for noisy metrics such as RL returns or small validation sets. The same score
+            picks ``result.best``.
+        max_lead: asynchronous mode: a member waits rather than train while it is this many
+            ready intervals or more ahead of a member still training, so that members stay
+            comparable when a worker falls behind (None: no limit).
         configs: initial configs for the first members (partial dicts are completed by
             sampling); the rest are sampled.
         storage: path of the SQLite store (``"runs/x.db"``); checkpoints go beside it. None
             keeps everything in a temporary folder removed at the end.
         overwrite: delete a run already stored at ``storage`` (and its checkpoints) first,
             instead of refusing; a run that a live driver is writing is never deleted.
-        backend: ``"local"`` (processes on this machine), ``"ray"``, or a Backend instance.
+        backend: ``"local"`` (processes on this machine), ``"ray"``, ``"simulated"`` (in this
+            process on a simulated clock: deterministic, for tests), or a Backend instance.
         backend_options: keyword arguments for the backend (e.g. ``cache_size``).
         max_failures: retries of a member after its trainable raised, before giving it up.
         step_timeout: seconds one interval (load, the steps to the next ready point, save) may
@@ -248,6 +265,11 @@ def run(
             raise ValueError(f"population must be a positive int, got {population!r}")
         if max_failures < 0:
             raise ValueError(f"max_failures must be >= 0, got {max_failures}")
+        if isinstance(score_window, bool) or not isinstance(score_window, int) or score_window < 1:
+            raise ValueError(
+                f"score_window must be a positive int (reports averaged into a score), "
+                f"got {score_window!r}"
+            )
         space = Space(space)
         factory = make_factory(trainable)
         budgets = _budgets(budget if budget is not None else Steps(100))
@@ -262,6 +284,7 @@ def run(
             explore=explore_,
             synchronous=synchronous,
             rejuvenate=rejuvenate,
+            max_lead=max_lead,
             seed=seed,
         )
         backend_ = _make_backend(backend, workers, **dict(backend_options or {}))
@@ -306,6 +329,8 @@ def run(
         "explore": explore_.describe(),
         "synchronous": synchronous,
         "rejuvenate": rejuvenate,
+        "score_window": score_window,
+        "max_lead": max_lead,
         "max_failures": max_failures,
         "step_timeout": step_timeout,
         "seed": seed,
@@ -434,6 +459,7 @@ def resume(
             explore=explore_,
             synchronous=s["synchronous"],
             rejuvenate=s.get("rejuvenate"),
+            max_lead=s.get("max_lead", 4),
             seed=(s.get("seed") or 0) + 7919 * (pop.resumes + 1),
         )
         controller.restore(pop)
