@@ -95,3 +95,32 @@ class Blocks(hp.Trainable):
 
     def load(self, state):
         self.n = state
+
+
+class Clashing(hp.Trainable):
+    """Reports metrics named like hyperpop's own columns (``step``, ``time``, ``score``,
+    ``member``, a ``config/`` one) next to the optimised ``loss``."""
+
+    def setup(self, config):
+        self.n = 0
+
+    def apply(self, config):
+        pass
+
+    def train(self):
+        self.n += 1
+        return {
+            "loss": 1.0 / self.n,
+            "step": 1000 + self.n,
+            "time": f"epoch-{self.n}",
+            "score": -self.n,
+            "member": "mine",
+            "config/lr": "not the config",
+            "metric/step": "already prefixed",
+        }
+
+    def save(self):
+        return self.n
+
+    def load(self, state):
+        self.n = state

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_trainables import Hangs, Walker
+from reliability_trainables import Clashing, Hangs, Walker
 
 import hyperpop as hp
 from hyperpop.backends.local import LocalBackend
@@ -335,3 +335,46 @@ def test_step_timeout_from_the_command_line(tmp_path):
     (failed,) = [e for e in result.events if e.kind == "failed"]
     assert "member 0's interval exceeded step_timeout=2s" in failed.data["error"]
     _steps_once(result, [0, 1], 4)
+
+
+# --- 4: metrics named like hyperpop's own columns ------------------------------------------
+def test_metrics_named_like_hyperpops_columns_are_kept(tmp_path):
+    db = tmp_path / "run.db"
+    result = hp.run(
+        Clashing,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="loss",
+        mode="min",
+        population=1,
+        workers=1,
+        budget=2,
+        ready=1,
+        storage=db,
+    )
+    rows = result.records()
+    assert [r["step"] for r in rows] == [1, 2]  # hyperpop's own columns keep their names
+    assert [r["score"] for r in rows] == [1.0, 0.5]  # the optimised metric, loss
+    assert rows[1]["member"] == 0 and isinstance(rows[1]["time"], float)
+    assert isinstance(rows[1]["config/lr"], float)
+    # the user's metrics lose nothing: those that clash are under metric/<name>
+    assert rows[1]["loss"] == 0.5
+    assert rows[1]["metric/step"] == 1002
+    assert rows[1]["metric/time"] == "epoch-2"
+    assert rows[1]["metric/score"] == -2
+    assert rows[1]["metric/member"] == "mine"
+    assert rows[1]["metric/config/lr"] == "not the config"
+    assert rows[1]["metric/metric/step"] == "already prefixed"
+    out = subprocess.run(
+        [sys.executable, "-m", "hyperpop", "table", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    header = out.stdout.splitlines()[0].split(",")
+    assert {"step", "metric/step", "metric/score", "metric/member"} <= set(header), header
+
+
+def test_a_metric_named_score_that_is_optimised_is_not_doubled(tmp_path):
+    result = hp.run(Walker, {"lr": 0.5}, metric="score", population=1, workers=1, budget=2, ready=1)
+    (row, _) = result.records()
+    assert row["score"] == 0.5 and "metric/score" not in row

@@ -191,7 +191,12 @@ class Result:
     # --- tables --------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
         """One row per report: member, step, time, score, every metric, and the config the
-        member trained with (as ``config/<name>`` columns)."""
+        member trained with (as ``config/<name>`` columns).
+
+        A metric named like one of these columns (``step``, ``time``, ``score``, ``member``,
+        ``config/...``) or starting with ``metric/`` is kept as ``metric/<name>``, so nothing
+        the trainable reported is lost. The optimised metric, if it is named ``score``, is the
+        ``score`` column itself."""
         configs: dict[int, dict[str, Any]] = {}
         blob_configs: dict[str, dict[str, Any]] = {}
         rows: list[dict[str, Any]] = []
@@ -211,7 +216,10 @@ class Result:
                     "time": e.time,
                     "score": e.data.get("score"),
                 }
-                row.update({k: v for k, v in e.data.get("metrics", {}).items() if k not in row})
+                for k, v in e.data.get("metrics", {}).items():
+                    if k == "score" and k == self.metric:
+                        continue  # the same value as hyperpop's score
+                    row[_metric_column(k)] = v
                 row.update({f"config/{k}": v for k, v in configs[e.member].items()})
                 rows.append(row)
         return rows
@@ -284,6 +292,18 @@ class Result:
         from hyperpop.dashboard.figures import plot_lineage
 
         return plot_lineage(self)
+
+
+#: the columns of :meth:`Result.records` that hyperpop fills itself
+_OWN_COLUMNS = frozenset({"member", "step", "time", "score"})
+
+
+def _metric_column(name: str) -> str:
+    """The column of a user's metric in :meth:`Result.records`: its own name unless it clashes
+    with hyperpop's columns (or looks prefixed), then ``metric/<name>``."""
+    if name in _OWN_COLUMNS or name.startswith(("config/", "metric/")):
+        return f"metric/{name}"
+    return name
 
 
 def _id(m: MemberState) -> int:
