@@ -3,7 +3,8 @@
 Simulated reports, no training: a population of N members, each reporting a random score and a
 checkpoint at every ready point (asynchronous PBT, truncation + perturb). Measures
 
-* the controller: time of one decision (``Controller.on_ready``) with the population folded in,
+* the controller: time of one decision (``Controller.on_ready``, then ``Controller.decide`` as
+  the driver does when the member gets a worker) with the population folded in,
   as the driver calls it;
 * the store: events written per second to an SQLite store, one transaction per report (what the
   driver does: the report, the checkpoint and the decision events together), and the reports
@@ -96,6 +97,8 @@ def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
         pop.extend(events)
         t0 = time.perf_counter()
         decided = controller.on_ready(pop, member, 1.0)
+        if [d.kind for d in decided] == ["queue"]:  # asynchronous: decided when dispatched
+            decided = controller.decide(pop, member, 1.0)
         lat.append(time.perf_counter() - t0)
         out = driver._decision_events(decided, 1.0)
         t1 = time.perf_counter()

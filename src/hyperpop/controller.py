@@ -354,20 +354,25 @@ class Controller:
         if self.max_steps is not None:
             mask &= step < self.max_steps
         mask &= ids != m.id
-        ids, step, score = ids[mask], step[mask], score[mask]
-        prev_step, prev_score = idx.prev_step[mask], idx.prev_score[mask]
+        rows = np.flatnonzero(mask)
+        ids, step, score = ids[rows], step[rows], score[rows]
         # the candidate's score at t = min(s, its step): its last score when it is not ahead,
-        # else its score at its last ready point at or before s
+        # else its score at its last ready point at or before s (from the index's recent
+        # history; the full lineage for the rare member further ahead than that)
         value = score.copy()
-        ahead = step > s
-        use_prev = ahead & (prev_step >= 0) & (prev_step <= s)
-        value[use_prev] = prev_score[use_prev]
-        for i in np.flatnonzero(ahead & ~use_prev):  # rare: more than one interval ahead
-            c = pop.members[int(ids[i])]
-            v = c.score_at(s)
-            if v is None:  # never evaluated by step s: its first evaluation is the nearest
-                v = c.ready_scores[0] if c.ready_scores else None
-            value[i] = np.nan if v is None else v
+        ahead = np.flatnonzero(step > s)
+        if len(ahead):
+            hist_step = idx.hist_step[rows[ahead]]
+            valid = (hist_step >= 0) & (hist_step <= s)
+            last = hist_step.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+            found = valid.any(axis=1)
+            value[ahead] = np.where(found, idx.hist_score[rows[ahead], last], np.nan)
+            for i in ahead[~found]:
+                c = pop.members[int(ids[i])]
+                v = c.score_at(s)
+                if v is None:  # never evaluated by step s: its first evaluation is the nearest
+                    v = c.ready_scores[0] if c.ready_scores else None
+                value[i] = np.nan if v is None else v
         # a candidate behind: its score plus what m gained since the candidate's step, so it
         # ranks above m exactly when it was strictly better at equal progress (ties and
         # rounding go against it: nobody goes back for nothing); not comparable when m has no
@@ -392,7 +397,7 @@ class Controller:
         if mine is not None and not math.isnan(mine):
             # a candidate ahead that ties m at equal progress ranks above it: copying it is
             # progress for free (and two members tied forever would never exploit)
-            tie = np.flatnonzero(ahead & (value == mine))
+            tie = ahead[value[ahead] == mine]
             value[tie] = np.nextafter(mine, np.inf if self.mode == "max" else -np.inf)
         keep = ~np.isnan(value) | np.isnan(score)  # NaN ready scores stay (ranked worst)
         ids = np.append(ids[keep], m.id)

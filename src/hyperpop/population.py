@@ -120,7 +120,11 @@ READY_WINDOW = 32
 
 
 def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)  # NaN in, NaN out: a diverged report is not hidden
+    # NaN in, NaN out: a diverged report is not hidden
+    try:
+        return math.fsum(values) / len(values)
+    except (ValueError, OverflowError):  # +inf with -inf (NaN), or a sum beyond the floats
+        return sum(v / len(values) for v in values)
 
 
 class ReadyIndex:
@@ -129,9 +133,12 @@ class ReadyIndex:
     Lets the controller pick donor candidates among 10,000 members with numpy instead of a
     Python loop. ``score`` is the ready score (NaN when there is none), ``step`` the member's
     step, ``ok`` whether it may serve as a donor (a ready score, a checkpoint, not failed), and
-    ``prev_step`` / ``prev_score`` the lineage's ready point before the last one (step -1 when
-    there is none), for comparisons at equal progress.
+    ``hist_step`` / ``hist_score`` the lineage's last :attr:`HISTORY` ready points (oldest
+    first, step -1 where there is none), for comparisons at equal progress.
     """
+
+    #: ready points of each lineage kept in the columns
+    HISTORY = 8
 
     def __init__(self) -> None:
         self.n = 0
@@ -140,8 +147,8 @@ class ReadyIndex:
         self._score = np.full(16, np.nan)
         self._step = np.zeros(16, dtype=np.int64)
         self._ok = np.zeros(16, dtype=bool)
-        self._prev_step = np.full(16, -1, dtype=np.int64)
-        self._prev_score = np.full(16, np.nan)
+        self._hist_step = np.full((16, self.HISTORY), -1, dtype=np.int64)
+        self._hist_score = np.full((16, self.HISTORY), np.nan)
 
     def update(self, m: MemberState) -> None:
         """Copy member ``m``'s ready state into the columns."""
@@ -155,21 +162,23 @@ class ReadyIndex:
                 self._score = np.concatenate([self._score, np.full(grow, np.nan)])
                 self._step = np.concatenate([self._step, np.zeros(grow, dtype=np.int64)])
                 self._ok = np.concatenate([self._ok, np.zeros(grow, dtype=bool)])
-                self._prev_step = np.concatenate(
-                    [self._prev_step, np.full(grow, -1, dtype=np.int64)]
+                self._hist_step = np.concatenate(
+                    [self._hist_step, np.full((grow, self.HISTORY), -1, dtype=np.int64)]
                 )
-                self._prev_score = np.concatenate([self._prev_score, np.full(grow, np.nan)])
+                self._hist_score = np.concatenate(
+                    [self._hist_score, np.full((grow, self.HISTORY), np.nan)]
+                )
             self._ids[i] = m.id
         s = m.ready_score
         self._score[i] = np.nan if s is None else s
         self._step[i] = m.step
         self._ok[i] = s is not None and m.checkpoint is not None and m.status != "failed"
-        if len(m.ready_steps) >= 2:
-            self._prev_step[i] = m.ready_steps[-2]
-            self._prev_score[i] = m.ready_scores[-2]
-        else:
-            self._prev_step[i] = -1
-            self._prev_score[i] = np.nan
+        k = min(len(m.ready_steps), self.HISTORY)
+        self._hist_step[i] = -1
+        self._hist_score[i] = np.nan
+        if k:
+            self._hist_step[i, self.HISTORY - k :] = m.ready_steps[-k:]
+            self._hist_score[i, self.HISTORY - k :] = m.ready_scores[-k:]
 
     @property
     def ids(self) -> np.ndarray:
@@ -192,14 +201,14 @@ class ReadyIndex:
         return self._ok[: self.n]
 
     @property
-    def prev_step(self) -> np.ndarray:
-        """Step of each lineage's ready point before the last one (-1: none)."""
-        return self._prev_step[: self.n]
+    def hist_step(self) -> np.ndarray:
+        """Steps of each lineage's last ready points, one row per member (-1: none)."""
+        return self._hist_step[: self.n]
 
     @property
-    def prev_score(self) -> np.ndarray:
-        """Ready score at ``prev_step`` (NaN: none)."""
-        return self._prev_score[: self.n]
+    def hist_score(self) -> np.ndarray:
+        """Ready scores at ``hist_step`` (NaN: none)."""
+        return self._hist_score[: self.n]
 
 
 class Population:

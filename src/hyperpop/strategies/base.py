@@ -47,7 +47,6 @@ class Context:
     batch: list[dict[str, Any]] = field(default_factory=list)
     candidate_ids: np.ndarray | None = None
     candidate_scores: np.ndarray | None = None
-    _scores: dict[int, float] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.candidates is None:
@@ -84,11 +83,9 @@ class Context:
         entry in ``candidate_scores`` when it is a candidate, else its ready score."""
         s = m.ready_score
         if self.candidate_ids is not None and self.candidate_scores is not None:
-            if self._scores is None:
-                self._scores = dict(
-                    zip(self.candidate_ids.tolist(), np.asarray(self.candidate_scores).tolist())
-                )
-            s = self._scores.get(m.id, s)
+            at = np.flatnonzero(self.candidate_ids == m.id)
+            if len(at):
+                s = float(self.candidate_scores[at[0]])
         if s is None or math.isnan(s):
             return -math.inf
         return s if self.mode == "max" else -s
