@@ -25,7 +25,7 @@ def _run(rf, tmp_path, **overrides):
     return hp.run(rf.trainable, rf.space, **kw)
 
 
-@pytest.mark.parametrize("name", ["digits", "cartpole", "charlm"])
+@pytest.mark.parametrize("name", ["digits", "cartpole", "charlm", "nqm"])
 def test_run_file_defines_what_hyperpop_run_needs(name):
     rf = _example(name)
     assert rf.settings["storage"] == f"runs/{name}.db"
@@ -111,3 +111,43 @@ def test_charlm_apply_sets_dropout_and_keeps_adam_moments():
         other.optimizer.state[p]["exp_avg"],
         t.optimizer.state[next(t.model.parameters())]["exp_avg"],
     )
+
+
+def test_nqm_grid_optimum_is_the_brute_force_one_and_the_ceiling_beats_the_references():
+    import itertools
+
+    import numpy as np
+
+    m = _example("nqm").module
+    for intervals, grid in ((1, 6), (4, 4), (5, 4)):  # meeting in the middle, odd and even
+        lrs = np.logspace(np.log10(m.LR_LOW), np.log10(m.LR_HIGH), grid)
+        brute = min((m.expected_loss(s, 10), s) for s in itertools.product(lrs, repeat=intervals))
+        value, schedule = m.grid_optimum(10 * intervals, 10, grid)
+        assert value == pytest.approx(brute[0]) and np.allclose(schedule, brute[1])
+        assert m.ceiling(10 * intervals, 10, grid)[0] <= value
+    top, schedule = m.ceiling(40, 10)
+    assert top < m.greedy(40, 10)[0] and top < m.best_constant(40, 10)[0]
+    assert schedule[0] > schedule[-1]  # large early, small late
+
+
+def test_nqm_expected_loss_matches_sampled_sgd():
+    import numpy as np
+
+    rf = _example("nqm")
+    schedule = [1.0, 0.3]
+    losses = []
+    for seed in range(200):
+        t = type("T", (rf.trainable,), {"seed": seed})()
+        t.setup({"lr": schedule[0]})
+        for lr in schedule:
+            t.apply({"lr": lr})
+            for _ in range(10):
+                last = t.train()["loss"]
+        losses.append(last)
+    assert np.mean(losses) == pytest.approx(rf.module.expected_loss(schedule, 10), rel=0.05)
+    state = t.save()
+    other = rf.trainable()
+    other.setup({"lr": 0.5})
+    other.load(state)
+    other.apply({"lr": schedule[-1]})
+    assert other.train()["loss"] == t.train()["loss"]  # the noise stream travels with the state
