@@ -124,3 +124,21 @@ class Clashing(hp.Trainable):
 
     def load(self, state):
         self.n = state
+
+
+class LeavesLitter(Walker):
+    """A Walker that, at its step 2, drops what a worker killed at the wrong moment leaves in
+    the checkpoint folder ``config['ckpt']``: a complete blob no event names, and a half-written
+    one."""
+
+    def train(self):
+        out = super().train()
+        if self.n == 2:
+            root = Path(self.config_dir)
+            (root / f"m9-s{os.getpid()}-orphan.ckpt").write_bytes(b"HYPERPOP-CKPT-1\n")
+            (root / f".m9-s{os.getpid()}-half.ckpt.tmp").write_bytes(b"HYPER")
+        return out
+
+    def apply(self, config):
+        super().apply(config)
+        self.config_dir = config["ckpt"]

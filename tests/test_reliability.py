@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_trainables import Clashing, Hangs, Walker
+from reliability_trainables import Clashing, Hangs, LeavesLitter, Walker
 
 import hyperpop as hp
 from hyperpop.backends.local import LocalBackend
@@ -378,3 +378,50 @@ def test_a_metric_named_score_that_is_optimised_is_not_doubled(tmp_path):
     result = hp.run(Walker, {"lr": 0.5}, metric="score", population=1, workers=1, budget=2, ready=1)
     (row, _) = result.records()
     assert row["score"] == 0.5 and "metric/score" not in row
+
+
+# --- found by the fault-injection suite ----------------------------------------------------
+def test_a_run_that_ends_leaves_only_the_checkpoints_its_log_names(tmp_path):
+    db = tmp_path / "run.db"
+    root = checkpoint_dir_for(db)
+    result = hp.run(
+        LeavesLitter,
+        {"lr": hp.uniform(0.1, 1.0), "ckpt": str(root)},
+        metric="score",
+        population=2,
+        workers=2,
+        budget=4,
+        ready=2,
+        storage=db,
+    )
+    on_disk = {p.name for p in root.iterdir()}
+    assert on_disk == {f"{b}.ckpt" for b in result.population.live_checkpoints()}
+
+
+class KillsStartingWorkers(LocalBackend):
+    """The local backend, but its first ``kills`` worker processes are killed as they start."""
+
+    def __init__(self, workers: int, kills: int):
+        super().__init__(workers)
+        self.kills, self.killed = kills, 0
+
+    def _spawn(self, slot):
+        super()._spawn(slot)
+        if self.killed < self.kills:
+            self.killed += 1
+            slot.proc.kill()
+
+
+def test_a_worker_killed_while_it_starts_is_started_again(tmp_path):
+    backend = KillsStartingWorkers(workers=2, kills=3)
+    result = hp.run(
+        Walker,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="score",
+        population=2,
+        budget=4,
+        ready=2,
+        backend=backend,
+    )
+    assert backend.killed == 3
+    assert [m.step for m in result.members] == [4, 4]

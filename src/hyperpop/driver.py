@@ -386,6 +386,7 @@ class Driver:
         pop, store, backend, progress = self.pop, self.store, self.backend, self.progress
         self.session_start = time.time()
         backend.start(self.factory, self.checkpoints)
+        recorded = False  # the end is written: the fold and the log agree
         try:
             reason = self.loop()
             now = time.time()
@@ -396,6 +397,7 @@ class Driver:
             events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
             self.commit(events)
             self.flush()
+            recorded = True
             if pop.members and all(m.status == "failed" for m in pop.members.values()):
                 first = min(pop.members.values(), key=lambda m: m.id)
                 raise RunError(
@@ -408,6 +410,10 @@ class Driver:
             if close is not None:
                 close()
             backend.shutdown()
+            if recorded:
+                # no worker writes any more: drop what the log does not name (blobs saved by
+                # a worker killed before its result arrived, half-written files)
+                self.checkpoints.collect(pop.live_checkpoints(), temporaries=True)
             events = store.read()
             store.close()
             if cleanup is not None:

@@ -208,11 +208,19 @@ class LocalBackend(Backend):
             return False
         return True
 
-    def _await_ready(self, slot: _Slot) -> None:
+    def _await_ready(self, slot: _Slot, restarts: int = 3) -> None:
         assert slot.conn is not None
         try:
             kind, arg = slot.conn.recv()
         except EOFError:
+            slot.proc.join(timeout=5)
+            code = slot.proc.exitcode
+            if code is not None and code < 0 and restarts > 0:
+                # killed by a signal while starting, not a failure of its own: start another
+                slot.conn.close()
+                self._spawn(slot)
+                self._await_ready(slot, restarts - 1)
+                return
             raise RuntimeError(_start_failure(slot)) from None
         if kind == "fatal":
             self.shutdown()
