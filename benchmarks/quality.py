@@ -120,6 +120,15 @@ def held_out(mod: Any, state: Any, val: float) -> float:
     return float(evaluate(state)) if evaluate is not None else float(val)
 
 
+def _finite(x: float, mode: str) -> float:
+    """``x``, or the worst possible score where it is NaN or infinite (a diverged run: Ray's
+    perturbations ignore the space's bounds, ray#5035), so medians and ranks stay defined."""
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return -math.inf if mode == "max" else math.inf
+
+
 def one(task: str, method: str, seed: int, size: dict[str, Any], workers: int) -> dict[str, Any]:
     """One run; returns its held-out and validation scores, wall time and exploits."""
     mod = example(task)
@@ -154,8 +163,8 @@ def one(task: str, method: str, seed: int, size: dict[str, Any], workers: int) -
         )
         return {
             **row,
-            "score": held_out(mod, r["state"], r["score"]),
-            "val": r["score"],
+            "score": _finite(held_out(mod, r["state"], r["score"]), mode),
+            "val": _finite(r["score"], mode),
             "wall": r["wall"],
             "exploits": r["exploits"],
         }
@@ -179,7 +188,13 @@ def one(task: str, method: str, seed: int, size: dict[str, Any], workers: int) -
         val = float(res.best.score)
         score = held_out(mod, res.load_checkpoint("best"), val)
         exploits = int(res.summary()["exploits"])
-    return {**row, "score": score, "val": val, "wall": wall, "exploits": exploits}
+    return {
+        **row,
+        "score": _finite(score, mode),
+        "val": _finite(val, mode),
+        "wall": wall,
+        "exploits": exploits,
+    }
 
 
 # --- results files ------------------------------------------------------------------------------
@@ -238,7 +253,10 @@ def summarise(runs: dict[tuple[str, str, int], dict], tasks: list[str], methods:
             if not rs:
                 continue
             scores = [r["score"] for r in rs]
-            q25, q75 = np.quantile(scores, [0.25, 0.75])
+            # linear interpolation, except where a diverged run (an infinite score) would make
+            # it undefined
+            how = "linear" if all(math.isfinite(x) for x in scores) else "nearest"
+            q25, q75 = np.quantile(scores, [0.25, 0.75], method=how)
             target = TASKS.get(task, {}).get("target")
             rows.append(
                 {
