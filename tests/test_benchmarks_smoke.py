@@ -31,8 +31,9 @@ def test_scale_smoke(capsys):
 
 
 def test_quality_smoke(capsys, tmp_path):
-    # toy and nqm need neither PyTorch nor scikit-learn; Ray Tune's rows only where it imports
+    # toy and nqm need no PyTorch; Ray Tune's rows only where it imports
     pytest.importorskip("scipy")  # the Wilcoxon test and the nqm ceiling's refinement
+    pytest.importorskip("sklearn")  # PB2's Gaussian process
     bench = _load("quality")
     out = tmp_path / "quality.json"
     rows = bench.main(["--smoke", "--out", str(out)])
