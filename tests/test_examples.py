@@ -151,3 +151,24 @@ def test_nqm_expected_loss_matches_sampled_sgd():
     other.load(state)
     other.apply({"lr": schedule[-1]})
     assert other.train()["loss"] == t.train()["loss"]  # the noise stream travels with the state
+
+
+def test_digits_vectorized_trains_the_population_as_one_stacked_model(tmp_path):
+    rf = _example("digits_vectorized")
+    assert rf.settings["backend"] == "vectorized"
+    good = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4}
+    kw = {"population": 3, "budget": hp.Steps(4), "ready": 2, "configs": [good] * 3}
+    res = _run(rf, tmp_path, workers=None, **kw)
+    assert res.best.score > 0.85
+    assert rf.module.evaluate(res.load_checkpoint()) > 0.85
+    assert all("test" not in k for r in res.records() for k in r)
+
+
+def test_cartpole_vectorized_learns_with_members_stepped_together(tmp_path):
+    rf = _example("cartpole_vectorized")
+    good = {"lr": 2e-2, "ent_coef": 1e-3, "gamma": 0.99}
+    kw = {"population": 4, "budget": hp.Steps(12), "ready": 4, "configs": [good] * 4}
+    res = _run(rf, tmp_path, workers=None, **kw)
+    first = [r["return"] for r in res.records() if r["step"] == 1]
+    assert res.best.score > max(2 * max(first), 60)
+    assert rf.module.evaluate(res.load_checkpoint(), episodes=4) > 60

@@ -36,7 +36,10 @@ class VectorizedBackend(Backend):
         chunk_size: members trained at once; a larger population runs in chunks, in turn
             (default :data:`DEFAULT_CHUNK`, i.e. the whole population).
         device: where the stacked tensors live (``"cpu"``, ``"cuda"``...).
-        threads: ``torch.set_num_threads`` for the training (default: PyTorch's own).
+        threads: ``torch.set_num_threads`` while the run trains (restored at shutdown).
+            Default on a CPU: 1. Several intra-op threads gain little on small stacked models
+            and can be many times slower on a machine whose cores are busy (threads spin
+            waiting for each other).
     """
 
     name = "vectorized"
@@ -63,6 +66,7 @@ class VectorizedBackend(Backend):
         self._free: list[int] = []
         self._blob: dict[int, str | None] = {}  # slot -> the blob its content equals
         self._held: dict[str, int] = {}  # blob -> a slot whose content equals it
+        self._threads_before: int | None = None
 
     @property
     def capacity(self) -> int:
@@ -78,10 +82,12 @@ class VectorizedBackend(Backend):
             )
         self._spec = spec
         self._checkpoints = checkpoints
-        if self.threads:
+        threads = self.threads or (1 if str(self.device).startswith("cpu") else None)
+        if threads:
             import torch
 
-            torch.set_num_threads(int(self.threads))
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(int(threads))
 
     def submit(self, task: Task, slot: int | None = None) -> None:
         if len(self._pending) >= self.capacity:
@@ -104,6 +110,11 @@ class VectorizedBackend(Backend):
         self._free.append(slot)
 
     def shutdown(self) -> None:
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         self._pending = []
         self._engine = None
         self._slot, self._free, self._blob, self._held = {}, [], {}, {}
