@@ -425,3 +425,53 @@ def test_a_worker_killed_while_it_starts_is_started_again(tmp_path):
     )
     assert backend.killed == 3
     assert [m.step for m in result.members] == [4, 4]
+
+
+def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path):
+    """Even if a future code path folds an event and never writes it, a normal flush deletes
+    no blob the written log still names (the fold alone never decides a deletion)."""
+    from hyperpop.checkpoints import CheckpointStore, encode
+    from hyperpop.driver import Driver, WrittenRefs
+    from hyperpop.population import Population
+    from hyperpop.store import events as ev
+    from hyperpop.store.events import Event
+    from hyperpop.store.sqlite import MemoryStore
+
+    store, ckpts = MemoryStore(), CheckpointStore(tmp_path / "ckpt")
+    for blob in ("a", "b", "c"):
+        ckpts.write(blob, encode({}))
+    written = [
+        Event(ev.RUN_STARTED, None, {"settings": {"metric": "score"}}),
+        Event(ev.MEMBER_CREATED, 0, {"config": {"lr": 0.1}}),
+        Event(ev.REPORTED, 0, {"step": 1, "score": 1.0, "metrics": {"score": 1.0}}),
+        Event(ev.CHECKPOINTED, 0, {"step": 1, "checkpoint": "a"}),
+    ]
+    store.append(written)
+    pop = Population.from_events(written)
+    driver = Driver(
+        store=store,
+        pop=pop,
+        controller=None,
+        backend=None,
+        checkpoints=ckpts,
+        factory=None,
+        metric="score",
+        max_failures=0,
+        progress=None,
+    )
+    driver.written = WrittenRefs(pop)
+    # folded, never queued: in the fold "a" is dead, in the written log member 0 still holds it
+    pop.extend(
+        [
+            Event(ev.REPORTED, 0, {"step": 2, "score": 2.0, "metrics": {"score": 2.0}}),
+            Event(ev.CHECKPOINTED, 0, {"step": 2, "checkpoint": "b"}),
+        ]
+    )
+    driver.flush()
+    assert ckpts.exists("a")
+    # what is written is followed: "c" replaces "b", and "b" (never written, dead) may go
+    driver.commit([Event(ev.CHECKPOINTED, 0, {"step": 2, "checkpoint": "c"})])
+    driver.flush()
+    assert ckpts.exists("c") and not ckpts.exists("b")
+    # "a" is an orphan now (no longer named): collected at the session's clean end or on resume
+    assert not driver.written.names("a")

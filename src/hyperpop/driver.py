@@ -38,6 +38,128 @@ class MetricError(RunError):
 Progress = Callable[[Population], None]
 
 
+class WrittenRefs:
+    """The checkpoint each member holds according to the events *written* so far.
+
+    The driver deletes a blob only when both the fold and this say nothing holds it: whatever
+    was folded but never written (a decision cut short by an exception) can never get a blob
+    the log names deleted.
+    """
+
+    def __init__(self, pop: Population):
+        self.held: dict[int, str] = {
+            m.id: m.checkpoint for m in pop.members.values() if m.checkpoint
+        }
+        self.count: dict[str, int] = {}
+        for blob in self.held.values():
+            self.count[blob] = self.count.get(blob, 0) + 1
+
+    def _hold(self, member: int, blob: str | None) -> None:
+        old = self.held.pop(member, None)
+        if old is not None:
+            self.count[old] -= 1
+            if not self.count[old]:
+                del self.count[old]
+        if blob:
+            self.held[member] = blob
+            self.count[blob] = self.count.get(blob, 0) + 1
+
+    def written(self, events: list[Event]) -> None:
+        """Follow events that were just written."""
+        for e in events:
+            if e.kind in (ev.CHECKPOINTED, ev.EXPLOITED):
+                self._hold(e.member, e.data["checkpoint"])  # type: ignore[arg-type]
+            elif e.kind == ev.REJUVENATED:
+                self._hold(e.member, None)  # type: ignore[arg-type]
+
+    def names(self, blob: str) -> bool:
+        """Whether some member holds ``blob`` in the written log."""
+        return blob in self.count
+
+
+class _Refused(Exception):
+    """A request the driver cannot carry out (the reason is recorded with its answer)."""
+
+
+class RunQueue:
+    """Members waiting for a worker, the one furthest behind first.
+
+    With more members than workers, training the member whose model has the fewest steps next
+    keeps the population moving forward evenly, so every ready decision finds members at
+    comparable progress to compare with. Among members equally far along, one whose state the
+    free worker already holds in memory goes first (no reload), then the one queued longest:
+    memory affinity breaks ties, it never lets a member fall behind.
+
+    Args:
+        progress: a member's progress (its model's steps) when it is queued.
+    """
+
+    #: how many equally-far-along members are looked through for one the worker holds
+    AFFINITY_WINDOW = 64
+
+    def __init__(self, progress: Callable[[int], int]):
+        self._progress = progress
+        self._heap: list[tuple[int, int, int]] = []  # (progress, order, member)
+        self._order = 0
+        self._queued: dict[int, int] = {}  # member -> its live entry's order
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def __bool__(self) -> bool:
+        return bool(self._queued)
+
+    def __contains__(self, member: object) -> bool:
+        return member in self._queued
+
+    def __iter__(self) -> Iterator[int]:
+        return iter([m for _, o, m in sorted(self._heap) if self._queued.get(m) == o])
+
+    def append(self, member: int) -> None:
+        """Queue ``member`` (again: its earlier entry is replaced)."""
+        self._order += 1
+        self._queued[member] = self._order
+        heapq.heappush(self._heap, (self._progress(member), self._order, member))
+
+    def remove(self, member: int) -> None:
+        """Take ``member`` out of the queue (its heap entry is dropped lazily)."""
+        self._queued.pop(member, None)
+
+    def head(self) -> int:
+        """Progress of the member that would train next (the queue must not be empty)."""
+        return self._top()[0]
+
+    def _top(self) -> tuple[int, int, int]:
+        while self._heap:
+            entry = self._heap[0]
+            if self._queued.get(entry[2]) == entry[1]:
+                return entry
+            heapq.heappop(self._heap)  # stale
+        raise IndexError("pick from an empty queue")
+
+    def pick(self, slot: int | None, affinity: Callable[[int], int | None]) -> int:
+        """Take the next member to train on worker ``slot``."""
+        head = self._top()
+        chosen = head
+        if slot is not None and affinity(head[2]) != slot:
+            held: list[tuple[int, int, int]] = []
+            while self._heap and len(held) < self.AFFINITY_WINDOW:
+                entry = heapq.heappop(self._heap)
+                if self._queued.get(entry[2]) != entry[1]:
+                    continue  # stale
+                if entry[0] != head[0]:
+                    heapq.heappush(self._heap, entry)
+                    break
+                held.append(entry)
+                if affinity(entry[2]) == slot:
+                    chosen = entry
+                    break
+            for entry in held:
+                heapq.heappush(self._heap, entry)
+        del self._queued[chosen[2]]
+        return chosen[2]
+
+
 class RunQueue:
     """Members waiting for a worker, the one furthest behind first.
 
@@ -166,14 +288,18 @@ class Driver:
                 the blobs it calls dead may still be named by the written log. Whatever is
                 left behind is collected by the next resume.
         """
+        written = getattr(self, "written", None)
         if self.pending:
             self.store.append(self.pending)
             self.pop.last_seq = max(self.pop.last_seq, self.pending[-1].seq or 0)
+            if written is not None:
+                written.written(self.pending)
             self.pending = []
         if not collect:
             return
         for blob in self.pop.drain_dead():
-            self.checkpoints.delete(blob)
+            if written is None or not written.names(blob):
+                self.checkpoints.delete(blob)
 
     def elapsed(self) -> float:
         return self.pop.active_seconds_before + (time.time() - self.session_start)
@@ -385,6 +511,8 @@ class Driver:
         run's :class:`Result`. ``cleanup`` runs last (e.g. removing a temporary folder)."""
         pop, store, backend, progress = self.pop, self.store, self.backend, self.progress
         self.session_start = time.time()
+        #: what the written log names (the fold and the log agree here: nothing is pending)
+        self.written = WrittenRefs(pop) if not self.pending else None
         backend.start(self.factory, self.checkpoints)
         recorded = False  # the end is written: the fold and the log agree
         try:
@@ -413,7 +541,10 @@ class Driver:
             if recorded:
                 # no worker writes any more: drop what the log does not name (blobs saved by
                 # a worker killed before its result arrived, half-written files)
-                self.checkpoints.collect(pop.live_checkpoints(), temporaries=True)
+                keep = pop.live_checkpoints()
+                if self.written is not None:
+                    keep |= set(self.written.count)
+                self.checkpoints.collect(keep, temporaries=True)
             events = store.read()
             store.close()
             if cleanup is not None:
