@@ -108,3 +108,14 @@ def test_vectorised_truncation_picks_exactly_what_sorting_picked():
         old = _old_truncation(member, ctx(), q)
         new = Truncation(q).select(member, ctx())
         assert (old and old.id) == (new and new.id)
+
+
+def test_vectorized_smoke(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    rows = _load("vectorized").main(["--smoke"])
+    assert [(r["task"], r["population"]) for r in rows] == [("mlp", 4)]
+    for backend in ("local", "vectorized"):
+        assert rows[0][backend]["wall"] > 0 and rows[0][backend]["peak_mib"] > 0
+        assert 0.5 < rows[0][backend]["score"] <= 1.0
+    assert "speedup" in capsys.readouterr().out
