@@ -15,7 +15,7 @@ FLOORS = [
     {"controller", "live"},
     {"strategies", "results", "backends", "torch", "vectorized"},
     {"dashboard"},
-    {"population", "userfile"},
+    {"population", "userfile", "steer"},
     {"space", "store", "trainable", "checkpoints"},
 ]
 

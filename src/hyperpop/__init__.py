@@ -25,6 +25,7 @@ from hyperpop.space import (
     randint,
     uniform,
 )
+from hyperpop.steer import Answer, Steer, SteerError, steer
 from hyperpop.store.sqlite import StoreError, StoreFullError, StoreVersionError
 from hyperpop.strategies import (
     PB2,
@@ -51,6 +52,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "Answer",
     "Budget",
     "ExploitStrategy",
     "ExploreStrategy",
@@ -74,6 +76,8 @@ __all__ = [
     "SettingsError",
     "Space",
     "SpaceError",
+    "Steer",
+    "SteerError",
     "Steps",
     "StoreError",
     "StoreFullError",
@@ -93,5 +97,6 @@ __all__ = [
     "report",
     "resume",
     "run",
+    "steer",
     "uniform",
 ]

@@ -8,8 +8,6 @@ import json
 import logging
 import math
 import os
-import signal
-import socket
 import sys
 from typing import Any
 
@@ -348,30 +346,33 @@ def lineage(db: str, fmt: str) -> None:
 
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-def stop(db: str) -> None:
-    """Ask the driver writing DB to stop (as Ctrl-C would); resume it later."""
-    from hyperpop.store.sqlite import SQLiteStore
+@click.option("--member", "-m", type=int, help="Stop only this member (the others go on).")
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the driver."
+)
+def stop(db: str, member: int | None, timeout: float) -> None:
+    """Ask the driver writing DB to stop the run (resume it later) or one member.
 
-    store = SQLiteStore(db)
-    try:
-        writer = store.writer()  # None unless a live process holds the lease (a kernel lock)
-    finally:
-        store.close()
-    if not writer:
-        raise click.ClickException(f"no driver is writing {db} (nothing to stop)")
-    host = writer.get("host")
-    if host and host != socket.gethostname():
-        raise click.ClickException(
-            f"the driver writing {db} runs on host {host} (pid {writer.get('pid')}); "
-            "run hyperpop stop there"
+    Writes a request into the store, which the driver reads within a second; no signal is
+    sent to any process."""
+    from hyperpop.steer import Steer
+    from hyperpop.store.sqlite import WriterLock
+
+    holder = WriterLock(db).holder() or {}
+    answer = Steer(db, timeout=timeout, origin="cli").stop(member)
+    _echo_answer(answer)
+    if member is None and answer.ok:
+        click.echo(
+            f"the driver (pid {holder.get('pid', '?')}) stopped; resume with: hyperpop resume {db}"
         )
-    try:
-        os.kill(int(writer["pid"]), signal.SIGINT)
-    except ProcessLookupError:
-        raise click.ClickException(f"the driver (pid {writer['pid']}) is not running") from None
-    click.echo(
-        f"sent SIGINT to the driver (pid {writer['pid']}); resume with: hyperpop resume {db}"
-    )
+
+
+def _echo_answer(answer: Any) -> None:
+    """One line for the driver's answer to a request; a refusal exits with status 1."""
+    line = f"request {answer.id} ({answer.kind}) {answer.status}: {answer.reason}"
+    if answer.status == "refused":
+        raise click.ClickException(line)
+    click.echo(line)
 
 
 #: optional subcommands, one module each in hyperpop/commands/ defining a click ``command``

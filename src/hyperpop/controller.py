@@ -200,11 +200,16 @@ class Controller:
         self.rejuvenate = rejuvenate
         self.max_lead = max_lead
         self.rng = np.random.default_rng(seed)
+        self.set_budget(self.budget)
+        self._waiting: set[int] = set()
+        self._undecided: set[int] = set()
+
+    def set_budget(self, budget: list[Budget]) -> None:
+        """Replace the stopping criteria (a person changed the run's budget)."""
+        self.budget = list(budget)
         self.max_steps = min((b.n for b in self.budget if isinstance(b, Steps)), default=None)
         self.targets = [b.score for b in self.budget if isinstance(b, Target)]
         self.wall = min((b.seconds for b in self.budget if isinstance(b, WallTime)), default=None)
-        self._waiting: set[int] = set()
-        self._undecided: set[int] = set()
 
     # --- what to train next ----------------------------------------------------------------
     def interval(self, m: MemberState) -> Interval:
@@ -409,6 +414,10 @@ class Controller:
     ) -> Decision:
         if self._done(m):
             return Decision(m.id, "finish", reason="step budget reached")
+        if m.pinned or m.decided:
+            # pinned by a person (never copies, never reset, never explored), or a person
+            # already decided this ready point (set its hyperparameters, made it copy)
+            return Decision(m.id, "continue")
         if m.step < self.ready.burn_in:
             return Decision(m.id, "continue")
         if (

@@ -16,11 +16,14 @@ from typing import Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.checkpoints import CheckpointStore
-from hyperpop.controller import Controller, Decision
+from hyperpop.controller import Controller, Decision, budget_from_dict
 from hyperpop.population import Population
 from hyperpop.results import Result
+from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
+from hyperpop.store import requests as rq
 from hyperpop.store.events import Event
+from hyperpop.store.requests import Request
 
 __all__ = ["Driver", "MetricError", "Progress", "RunError"]
 
@@ -75,6 +78,10 @@ class WrittenRefs:
     def names(self, blob: str) -> bool:
         """Whether some member holds ``blob`` in the written log."""
         return blob in self.count
+
+
+class _Refused(Exception):
+    """A request the driver cannot carry out (the reason is recorded with its answer)."""
 
 
 class RunQueue:
@@ -186,6 +193,12 @@ class Driver:
         self.worker_seconds = 0.0
         #: events folded in but not yet written (written together after each poll)
         self.pending: list[Event] = []
+        #: requests waiting for their member's interval to come back (in request order)
+        self.deferred: list[Request] = []
+        #: the stop request that ends this session (the run stays resumable)
+        self.stop_request: Request | None = None
+        self._requests_read = 0.0
+        self._read_upto = 0  # the last request id read this session
 
     # --- events --------------------------------------------------------------------------
     def commit(self, events: list[Event]) -> None:
@@ -400,6 +413,9 @@ class Driver:
                 self.queue.append(m.id)
         last_progress = 0.0
         while True:
+            self.serve_requests()
+            if self.stop_request is not None:
+                return "stopped on request"
             reason = self.controller.stop_reason(self.pop, self.elapsed())
             if reason is not None:
                 return reason
@@ -423,6 +439,211 @@ class Driver:
                 self.progress(self.pop)
                 last_progress = time.time()
 
+    # --- requests (hyperpop.store.requests) ------------------------------------------------
+    #: seconds between two reads of the request table (a poll waits at most 0.5 s)
+    REQUEST_INTERVAL = 0.2
+
+    def serve_requests(self, *, force: bool = False) -> None:
+        """Act on the requests made since the last read, and on deferred ones whose member's
+        interval came back. Each action and its answer (``request_handled``: done or refused,
+        with a reason) are written in one transaction, so a request is acted on exactly once:
+        a driver that dies before writing leaves it unanswered, and the next one acts on it."""
+        read = getattr(self.store, "read_requests", None)
+        if read is None:
+            return
+        now = time.time()
+        if (
+            not force
+            and now - self._requests_read < self.REQUEST_INTERVAL
+            and not (self.deferred and any(r.member not in self.inflight for r in self.deferred))
+        ):
+            return
+        self._requests_read = now
+        fresh = read(self._read_upto)
+        if fresh:
+            self._read_upto = max(r.id or 0 for r in fresh)
+        # the first read of a session reads every request: one left unanswered by a driver
+        # that died (or deferred when it stopped) is acted on now
+        todo = self.deferred + [r for r in fresh if r.id not in self.pop.handled]
+        if not todo:
+            return
+        self.deferred = []
+        for r in todo:
+            if self.stop_request is not None:
+                break  # the rest waits for the next session
+            busy = r.member is not None and (
+                r.member in self.inflight or any(d.member == r.member for d in self.deferred)
+            )
+            if busy and r.kind in (rq.SET_CONFIG, rq.COPY, rq.STOP):
+                self.deferred.append(r)  # acted on when the member's interval is back
+                continue
+            try:
+                events = self._act(r, now)
+                answer = {"status": "done", "reason": self._done_reason(r)}
+            except _Refused as e:
+                events, answer = [], {"status": "refused", "reason": str(e)}
+            tag = {"id": r.id, "kind": r.kind, "member": r.member, **answer}
+            self.commit([*events, Event(ev.REQUEST_HANDLED, None, tag, now)])
+            if answer["status"] == "done":
+                log.info("request %s (%s) done: %s", r.id, r.kind, answer["reason"])
+            else:
+                log.warning("request %s (%s) refused: %s", r.id, r.kind, answer["reason"])
+        self.flush()
+
+    def _done_reason(self, r: Request) -> str:
+        m = self.pop.members.get(r.member) if r.member is not None else None
+        if r.kind == rq.STOP:
+            return "the run stopped (resume it)" if m is None else f"member {m.id} finished"
+        if r.kind == rq.PIN:
+            return f"member {r.member} {'pinned' if m and m.pinned else 'unpinned'}"
+        if r.kind == rq.SET_CONFIG:
+            assert m is not None
+            return f"member {m.id} trains with {m.config} from step {m.step}"
+        if r.kind == rq.COPY:
+            return f"member {r.member} copied member {r.data.get('donor')}"
+        if r.kind == rq.ADD:
+            return f"added members {r.data.get('added')}"
+        return "budget changed"
+
+    def _member(self, r: Request, *, alive: bool = True) -> Any:
+        m = self.pop.members.get(r.member) if r.member is not None else None
+        if m is None:
+            raise _Refused(f"no member {r.member} in this run")
+        if alive and not m.alive:
+            raise _Refused(f"member {m.id} has {m.status}")
+        return m
+
+    def _act(self, r: Request, now: float) -> list[Event]:  # noqa: C901 - one branch per kind
+        """The events that carry out request ``r`` (raises :class:`_Refused`)."""
+        pop, tag = self.pop, {"by": "user", "request": r.id}
+        if r.kind == rq.STOP and r.member is None:
+            if r.time < self.session_start:
+                raise _Refused(
+                    "made while no driver ran (the run had already stopped); nothing to stop"
+                )
+            self.stop_request = r
+            return [Event(ev.RUN_STOPPED, None, {"reason": "stopped on request", **tag}, now)]
+        if r.kind == rq.STOP:
+            m = self._member(r)
+            return self._finish(m.id, "stopped by user", now, tag)
+        if r.kind == rq.PIN:
+            m = self._member(r)
+            pinned = bool(r.data.get("pinned", True))
+            return [Event(ev.PINNED, m.id, {"pinned": pinned, **tag}, now)]
+        space = self.controller.space
+        if r.kind == rq.SET_CONFIG:
+            m = self._member(r)
+            try:
+                config = space.merge(m.config, r.data.get("config") or {})
+            except SpaceError as e:
+                raise _Refused(str(e)) from None
+            data = {"config": config, "old_config": m.config, "how": "user", **tag}
+            self._requeue(m.id)
+            return [Event(ev.EXPLORED, m.id, data, now)]
+        if r.kind == rq.COPY:
+            m = self._member(r)
+            donor = pop.members.get(r.data.get("donor"))  # type: ignore[arg-type]
+            if donor is None:
+                raise _Refused(f"no member {r.data.get('donor')} to copy")
+            if donor.id == m.id:
+                raise _Refused(f"member {m.id} cannot copy itself")
+            if donor.checkpoint is None or donor.checkpoint not in pop.blobs:
+                raise _Refused(
+                    f"member {donor.id} has no checkpoint yet (wait for its first ready point)"
+                )
+            data = {
+                "donor": donor.id,
+                "step": donor.checkpoint_step,
+                "checkpoint": donor.checkpoint,
+                "at": m.step,
+                **tag,
+            }
+            events = [Event(ev.EXPLOITED, m.id, data, now)]
+            pop.extend(events)  # folded now: the explore below records no change
+            self.pending.extend(events)
+            self._requeue(m.id)
+            return []
+        if r.kind == rq.ADD:
+            return self._add(r, space, now, tag)
+        if r.kind == rq.BUDGET:
+            try:
+                budget = [budget_from_dict(b) for b in r.data.get("budget") or []]
+            except (KeyError, TypeError, ValueError) as e:
+                raise _Refused(f"not a budget: {r.data.get('budget')!r} ({e})") from None
+            if not budget:
+                raise _Refused("a run needs a budget (hp.Steps, hp.WallTime or hp.Target)")
+            old = list(pop.settings.get("budget") or [])
+            self.controller.set_budget(budget)
+            data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
+            events = [Event(ev.BUDGET_CHANGED, None, data, now)]
+            self.pending.extend(events)
+            pop.extend(events)  # revives members that now have steps left
+            for m in pop.alive():
+                if m.id in self.inflight or m.id in self.queue:
+                    continue
+                if m.id in self.controller.waiting:
+                    continue
+                if self.controller.max_steps is not None and m.step >= self.controller.max_steps:
+                    self.pending_finish(m.id, now)
+                else:
+                    self.queue.append(m.id)
+            return []
+        raise _Refused(f"unknown request {r.kind!r}")
+
+    def pending_finish(self, member: int, now: float) -> None:
+        """Finish a member the budget no longer leaves steps (queued and folded now)."""
+        events = self._finish(member, "step budget reached", now, {})
+        self.pending.extend(events)
+        self.pop.extend(events)
+
+    def _finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> list[Event]:
+        """A member leaves the population: its ``finished`` event, and in synchronous mode the
+        decisions its leaving releases (folded and queued here, with the finish)."""
+        self.queue.remove(member)
+        self.backend.forget(member)
+        finished = Event(
+            ev.FINISHED,
+            member,
+            {"step": self.pop.members[member].step, "reason": reason, **tag},
+            now,
+        )
+        self.pop.extend([finished])
+        decisions = self.controller.release(self.pop, now)
+        decided = self._decision_events(decisions, now)
+        self.pop.extend(decided)
+        self.pending.extend([finished, *decided])
+        self._after(decisions)
+        return []
+
+    def _requeue(self, member: int) -> None:
+        """A member whose weights or progress a person changed: its place in the queue follows
+        its new progress."""
+        if member in self.queue:
+            self.queue.append(member)
+
+    def _add(self, r: Request, space: Space, now: float, tag: dict[str, Any]) -> list[Event]:
+        given = r.data.get("configs") or [{}] * int(r.data.get("count", 1) or 1)
+        if not isinstance(given, list) or not all(isinstance(c, dict) for c in given):
+            raise _Refused(f"configs must be a list of dicts, got {given!r}")
+        configs = []
+        for c in given:
+            try:
+                configs.append(space.merge(space.sample(self.controller.rng), c))
+            except SpaceError as e:
+                raise _Refused(f"config {c!r}: {e}") from None
+        first = max(self.pop.members, default=-1) + 1
+        ids = list(range(first, first + len(configs)))
+        r.data["added"] = ids
+        events = [
+            Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
+            for i, c in zip(ids, configs, strict=True)
+        ]
+        self.pop.extend(events)
+        self.pending.extend(events)
+        for i in ids:
+            self.queue.append(i)
+        return []
+
     def execute(self, cleanup: Callable[[], None] | None = None) -> Result:
         """Run the session to its end, record how it ended, close everything, and return the
         run's :class:`Result`. ``cleanup`` runs last (e.g. removing a temporary folder)."""
@@ -435,11 +656,19 @@ class Driver:
         try:
             reason = self.loop()
             now = time.time()
+            ending = self.stop_request is None  # stopped on request: the run stays resumable
             events = [
                 Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now)
-                for m in pop.alive()
+                for m in (pop.alive() if ending else [])
             ]
-            events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
+            if ending:
+                events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
+            else:
+                log.warning(
+                    "stopped on request %s; continue with: hyperpop resume %s",
+                    self.stop_request.id,  # type: ignore[union-attr]
+                    getattr(store, "path", "DB"),
+                )
             self.commit(events)
             self.flush()
             recorded = True

@@ -24,12 +24,14 @@ __all__ = ["BlobInfo", "MemberState", "Population", "ReadyIndex", "Segment"]
 class Segment:
     """A stretch of a model's training: from ``step`` on it trained with ``config``.
 
-    ``member`` is the member that did the training (a donor, for inherited segments).
+    ``member`` is the member that did the training (a donor, for inherited segments); ``by`` is
+    ``"user"`` when a person set these hyperparameters (a steering request), else None.
     """
 
     step: int
     config: dict[str, Any]
     member: int
+    by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ class MemberState:
     #: the hyperparameter schedule of the weights the member holds, inherited part included
     schedule: list[Segment] = field(default_factory=list)
     created: float = 0.0
+    #: pinned by a person: never copies another member, never reset, never explored (it may
+    #: still be a donor); only a person changes it
+    pinned: bool = False
+    #: why it finished (``finished`` members)
+    finish_reason: str | None = None
+    #: steps trained so far in an interval still running (reports not recorded yet), or None
+    progress_step: int | None = None
+    #: added to a running population by a person
+    added: bool = False
 
     @property
     def alive(self) -> bool:
@@ -241,6 +252,14 @@ class Population:
         self._dead: set[str] = set()
         #: columnar ready state for fast candidate selection
         self.index = ReadyIndex()
+        #: answers to requests (hyperpop.store.requests), by request id
+        self.handled: dict[int, dict[str, Any]] = {}
+        #: the highest request id answered
+        self.last_request = 0
+        #: what people did to the run (pin, stop, set, copy, add, budget), in log order
+        self.interventions: list[dict[str, Any]] = []
+        #: why the run was stopped on request (None: not stopped, or resumed since)
+        self.stopped: str | None = None
 
     def _ref(self, blob: str | None) -> None:
         if blob:
@@ -336,15 +355,23 @@ class Population:
             self._session_start = e.time
             self.finished = False
             self.ended = None
+            self.stopped = None
         elif k == ev.MEMBER_CREATED:
             cfg = d["config"]
+            by = d.get("by")
             self.members[e.member] = MemberState(
                 id=e.member,
                 config=cfg,
-                schedule=[Segment(0, cfg, e.member)],
+                schedule=[Segment(0, cfg, e.member, by)],
                 created=e.time,
                 last_ready_time=e.time,
+                added=by == "user",
             )
+            if by == "user":
+                self._intervene(e, "add", f"member {e.member} added")
+        elif k == ev.REQUEST_HANDLED:
+            self.handled[int(d["id"])] = dict(d)
+            self.last_request = max(self.last_request, int(d["id"]))
         elif m is None:
             if e.member is not None:
                 raise ValueError(f"event {e.seq} ({k}) names unknown member {e.member}")
@@ -352,6 +379,12 @@ class Population:
                 self.finished = True
                 self.finish_reason = d.get("reason")
                 self.ended = e.time
+            elif k == ev.RUN_STOPPED:
+                self.stopped = d.get("reason") or "stopped on request"
+                self.ended = e.time
+                self._intervene(e, "stop", self.stopped)
+            elif k == ev.BUDGET_CHANGED:
+                self._budget(e)
         elif k == ev.REPORTED:
             score = float(d["score"]) if d.get("score") is not None else math.nan
             m.step = int(d["step"])
@@ -361,6 +394,11 @@ class Population:
             m.recent.append(score)
             del m.recent[: -self.score_window]
             self.reports += 1
+        elif k == ev.PROGRESS:
+            m.progress_step = int(d["step"])
+        elif k == ev.PINNED:
+            m.pinned = bool(d.get("pinned", True))
+            self._intervene(e, "pin" if m.pinned else "unpin", f"member {m.id}")
         elif k == ev.CHECKPOINTED:
             old = m.checkpoint
             m.checkpoint = d["checkpoint"]
@@ -368,6 +406,7 @@ class Population:
             self._unref(old)
             m.checkpoint_step = int(d["step"])
             m.step = int(d["step"])
+            m.progress_step = None
             m.ready_count += 1
             m.decided = False
             m.last_ready_time = e.time
@@ -425,15 +464,21 @@ class Population:
                     "time": e.time,
                     "seq": e.seq,
                     "kind": "exploit",
+                    "by": d.get("by") or "pbt",
                 }
             )
+            if d.get("by") == "user":
+                self._intervene(e, "copy", f"member {m.id} copied member {donor.id}")
         elif k == ev.EXPLORED:
             m.config = d["config"]
             m.decided = True
+            by = d.get("by")
             if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
-                m.schedule[-1] = Segment(m.step, m.config, m.id)
+                m.schedule[-1] = Segment(m.step, m.config, m.id, by)
             else:
-                m.schedule.append(Segment(m.step, m.config, m.id))
+                m.schedule.append(Segment(m.step, m.config, m.id, by))
+            if by == "user":
+                self._intervene(e, "set", f"member {m.id}: {d['config']}")
         elif k == ev.REJUVENATED:
             m.config = d["config"]
             self._unref(m.checkpoint)
@@ -458,18 +503,70 @@ class Population:
                     "time": e.time,
                     "seq": e.seq,
                     "kind": "rejuvenate",
+                    "by": "pbt",
                 }
             )
         elif k == ev.FAILED:
             m.failures += 1
             self.failures += 1
             m.last_error = d.get("error")
+            m.progress_step = None
             if d.get("fatal"):
                 m.status = "failed"
         elif k == ev.FINISHED:
             m.status = "finished"
+            m.finish_reason = d.get("reason")
+            m.progress_step = None
+            if d.get("by") == "user":
+                self._intervene(e, "stop", f"member {m.id} stopped")
         if e.member is not None and k in _INDEXED:
             self.index.update(self.members[e.member])
+
+    def _intervene(self, e: Event, kind: str, what: str) -> None:
+        self.interventions.append(
+            {
+                "kind": kind,
+                "member": e.member,
+                "what": what,
+                "request": e.data.get("request"),
+                "time": e.time,
+                "seq": e.seq,
+            }
+        )
+
+    def _budget(self, e: Event) -> None:
+        """A new budget: members that finished only because the step budget ran out train on
+        while it now leaves them steps."""
+        budget = list(e.data.get("budget") or [])
+        self.settings["budget"] = budget
+        steps = [int(b["n"]) for b in budget if b.get("type") == "steps"]
+        limit = min(steps) if steps else None
+        revived = []
+        for m in self.members.values():
+            if (
+                m.status == "finished"
+                and m.finish_reason == "step budget reached"
+                and (limit is None or m.step < limit)
+            ):
+                m.status = "running"
+                m.finish_reason = None
+                self.index.update(m)
+                revived.append(m.id)
+        what = ", ".join(_describe_budget(b) for b in budget) or "no limit"
+        if revived:
+            what += f" (members {revived} train on)"
+        self._intervene(e, "budget", what)
+
+
+def _describe_budget(b: dict[str, Any]) -> str:
+    t = b.get("type")
+    if t == "steps":
+        return f"{b['n']} steps"
+    if t == "wall_time":
+        return f"{b['seconds']:g}s wall time"
+    if t == "target":
+        return f"target {b['score']:g}"
+    return str(b)
 
 
 _INDEXED = frozenset(
@@ -480,5 +577,6 @@ _INDEXED = frozenset(
         ev.REJUVENATED,
         ev.FAILED,
         ev.FINISHED,
+        ev.PINNED,
     }
 )

@@ -62,7 +62,9 @@ class MemberResult:
             config=m.config,
             status=m.status,
             schedule=[
-                {"step": s.step, "trained_by": s.member, "config": s.config} for s in m.schedule
+                {"step": s.step, "trained_by": s.member, "config": s.config}
+                | ({"by": s.by} if s.by else {})
+                for s in m.schedule
             ],
             checkpoint=m.checkpoint,
             parent=m.parent,
@@ -82,9 +84,12 @@ class MemberResult:
         return current
 
     def schedule_rows(self) -> list[dict[str, Any]]:
-        """The schedule as flat rows (``step``, ``trained_by``, one column per parameter)."""
+        """The schedule as flat rows (``step``, ``trained_by``, one column per parameter; ``by``
+        is ``"user"`` on the rows a person set)."""
         return [
-            {"step": s["step"], "trained_by": s["trained_by"], **_flat(s["config"])}
+            {"step": s["step"], "trained_by": s["trained_by"]}
+            | ({"by": s["by"]} if s.get("by") else {})
+            | _flat(s["config"])
             for s in self.schedule
         ]
 
@@ -173,7 +178,7 @@ class Result:
         end = pop.ended or pop.last_time
         return {
             "status": status,
-            "reason": pop.finish_reason,
+            "reason": pop.finish_reason or pop.stopped,
             "metric": self.metric,
             "mode": self.mode,
             "members": len(pop.members),
@@ -186,6 +191,13 @@ class Result:
             "elapsed": (end - pop.started) if pop.started else 0.0,
             "best_member": best.id if best else None,
             "best_score": best.last_score if best else None,
+            "unrecorded_reports": sum(
+                max(0, m.progress_step - m.step)
+                for m in pop.members.values()
+                if m.progress_step is not None and m.alive
+            ),
+            "pinned": sorted(m.id for m in pop.members.values() if m.pinned),
+            "interventions": len(pop.interventions),
         }
 
     # --- tables --------------------------------------------------------------------------
@@ -234,6 +246,11 @@ class Result:
         ``member``, ``donor``, ``step`` (the donor's step copied), ``at`` (the receiver's step
         before copying) and ``time``."""
         return [dict(e) for e in self.population.edges]
+
+    def interventions(self) -> list[dict[str, Any]]:
+        """What people did to the run through requests (pin, unpin, stop, set, copy, add,
+        budget): one row each, with ``kind``, ``member``, ``what``, ``request``, ``time``."""
+        return [dict(i) for i in self.population.interventions]
 
     def lineage_table(self) -> Any:
         """:meth:`lineage` as a pandas DataFrame."""

@@ -494,6 +494,23 @@ class Space:
         walk(config, "")
         return out
 
+    def merge(self, config: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with the values of ``changes`` (a partial config) put in, validated.
+
+        Raises:
+            SpaceError: a key of ``changes`` is not a parameter, or a value lies outside it.
+        """
+        flat = self.flatten(config)
+        for path, value in self.flatten_partial(changes).items():
+            if isinstance(self._params[path], Float) and isinstance(value, (int, float)):
+                value = float(value)  # an int given for a real number (lr=1)
+            elif isinstance(self._params[path], Float):
+                raise SpaceError(f"parameter {path!r}: {value!r} is not a number")
+            flat[path] = value
+        out = self.unflatten(flat)
+        self.validate_config(out)
+        return out
+
     def validate_config(self, config: Mapping[str, Any]) -> None:
         """Raise :class:`SpaceError` if a config value lies outside its parameter."""
         for path, value in self.flatten(config).items():

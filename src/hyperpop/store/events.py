@@ -25,6 +25,13 @@ REJUVENATED = "rejuvenated"  # data: config, old_config
 FAILED = "failed"  # data: step, error, attempt, fatal
 FINISHED = "finished"  # data: step, reason
 RUN_FINISHED = "run_finished"  # data: reason
+# what the driver did about a request (hyperpop.store.requests); the actions themselves are the
+# events above (explored/exploited/member_created/finished with "by": "user") or these:
+REQUEST_HANDLED = "request_handled"  # data: id, kind, status (done|refused), reason
+PINNED = "pinned"  # data: pinned (bool), request
+BUDGET_CHANGED = "budget_changed"  # data: budget, old_budget, request
+RUN_STOPPED = "run_stopped"  # data: reason, request (stopped on request: resumable)
+PROGRESS = "progress"  # data: step (reports of an interval still running: counted, not folded)
 
 KINDS = frozenset(
     {
@@ -39,6 +46,11 @@ KINDS = frozenset(
         FAILED,
         FINISHED,
         RUN_FINISHED,
+        REQUEST_HANDLED,
+        PINNED,
+        BUDGET_CHANGED,
+        RUN_STOPPED,
+        PROGRESS,
     }
 )
 

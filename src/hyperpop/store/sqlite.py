@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hyperpop.store.events import Event, decode_data, encode_data
+from hyperpop.store.requests import Request, create_table, read_requests
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -60,6 +61,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._events: list[Event] = []
+        self._requests: list[Request] = []
         self._lock = threading.Lock()
 
     def append(self, events: Sequence[Event]) -> list[Event]:
@@ -80,6 +82,19 @@ class MemoryStore:
             return [
                 Event(e.kind, e.member, dict(e.data), e.time, e.seq) for e in self._events[after:]
             ]
+
+    def add_request(self, request: Request) -> Request:
+        """Append a request (the in-memory twin of :class:`~hyperpop.store.requests.RequestLog`)."""
+        with self._lock:
+            request.id = len(self._requests) + 1
+            request.time = request.time or time.time()
+            self._requests.append(request)
+        return request
+
+    def read_requests(self, after: int = 0) -> list[Request]:
+        """Requests with ``id > after``, in order."""
+        with self._lock:
+            return list(self._requests[after:])
 
     def close(self) -> None:
         """Nothing to release."""
@@ -297,6 +312,7 @@ class SQLiteStore:
                 "kind TEXT NOT NULL, member INTEGER, data TEXT NOT NULL)"
             )
             c.execute("CREATE INDEX events_member ON events(member, seq)")
+            create_table(c)
             c.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?), ('created', ?)",
                 (str(SCHEMA_VERSION), str(time.time())),
@@ -317,6 +333,8 @@ class SQLiteStore:
                 f"{self.path} has store schema version {version}, but hyperpop {__version__} "
                 f"reads version {SCHEMA_VERSION}; {hint}"
             )
+        if self.write and "requests" not in tables:
+            create_table(c)  # a store from before requests: readers do without the table
 
     def _record_writer(self) -> None:
         """Note who writes (pid, host, since) in ``meta``: information only; the lease itself
@@ -409,6 +427,14 @@ class SQLiteStore:
             except ValueError as e:
                 raise StoreError(f"{self.path}: event {seq} is unreadable ({e})") from None
         return out
+
+    def read_requests(self, after: int = 0) -> list[Request]:
+        """Requests (:mod:`hyperpop.store.requests`) with ``id > after``, in order."""
+        with self._lock:
+            try:
+                return read_requests(self._conn, after)
+            except sqlite3.DatabaseError as e:
+                raise StoreError(f"cannot read requests from {self.path}: {e}") from None
 
     def close(self) -> None:
         """Release the lease (if writing) and close the connection."""

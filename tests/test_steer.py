@@ -1,0 +1,299 @@
+"""Steering a running run through requests in its store (issue 11, items 1 and 2).
+
+Real driver processes writing real SQLite stores; every wait is for a condition, with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from reliability_trainables import Walker
+
+import hyperpop as hp
+from hyperpop.controller import Controller, Ready, Steps
+from hyperpop.population import Population
+from hyperpop.space import Space
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+from hyperpop.store.requests import Request, RequestLog
+from hyperpop.store.sqlite import SQLiteStore, StoreError
+from hyperpop.strategies import Perturb, Truncation
+
+HERE = Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "hyperpop"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _wait(cond, what: str, proc: subprocess.Popen | None = None, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the driver exited ({proc.returncode}) before {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _events(db: Path) -> list[Event]:
+    try:
+        store = SQLiteStore(db)
+    except StoreError:  # not created yet, or created but empty
+        return []
+    try:
+        return store.read()
+    finally:
+        store.close()
+
+
+def _reports(db: Path) -> int:
+    return sum(1 for e in _events(db) if e.kind == ev.REPORTED)
+
+
+def _driver(db: Path, *, ignore_sigint: bool = False, **kw) -> subprocess.Popen:
+    """A driver in its own process running :class:`Walker` (0.02 s steps) into ``db``."""
+    settings = dict(metric="score", population=4, workers=2, budget=400, ready=3, seed=1)
+    settings.update(kw)
+    code = (
+        "import signal\n"
+        "import hyperpop as hp\n"
+        "from reliability_trainables import Walker\n"
+        + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignore_sigint else "")
+        + "if __name__ == '__main__':\n"
+        f"    hp.run(Walker, {{'lr': hp.uniform(0.1, 1.0), 'sleep': 0.02}}, storage={str(db)!r},"
+        f" **{settings!r})\n"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], env=_env(), stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 60) -> str:
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the driver did not exit:\n{err}") from None
+    return err
+
+
+# --- item 1: a stop that always works ---------------------------------------------------------
+def test_stop_reaches_a_driver_that_ignores_sigint_and_the_run_resumes(tmp_path):
+    """A driver started in the background of a script ignores SIGINT; ``hyperpop stop``
+    still stops it (a request, not a signal), and the run resumes where it stopped."""
+    db = tmp_path / "run.db"
+    proc = _driver(db, ignore_sigint=True, budget=30)
+    try:
+        _wait(lambda: _reports(db) >= 6, "6 reports", proc)
+        out = subprocess.run(
+            [*CLI, "stop", str(db)], capture_output=True, text=True, timeout=60, env=_env()
+        )
+        assert out.returncode == 0, out.stderr
+        assert "stopped" in out.stdout and f"hyperpop resume {db}" in out.stdout
+        err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    events = _events(db)
+    kinds = [e.kind for e in events]
+    assert ev.RUN_STOPPED in kinds and ev.RUN_FINISHED not in kinds
+    handled = [e for e in events if e.kind == ev.REQUEST_HANDLED]
+    assert [(h.data["kind"], h.data["status"]) for h in handled] == [("stop", "done")]
+    # recorded like an interrupt: resumable, nothing lost
+    summary = hp.load(db).summary()
+    assert summary["status"] == "interrupted" and summary["reason"] == "stopped on request"
+    result = hp.resume(db)
+    assert result.summary()["status"] == "finished"
+    assert all(m.step == 30 and m.status == "finished" for m in result.members)
+
+
+def test_stop_without_a_live_driver_says_so_and_signals_nobody(tmp_path):
+    """A lease file naming a live, unrelated process (a stale lease, a pid reused) is never
+    mistaken for a driver: the kernel lock is the test, and no signal is sent."""
+    db = tmp_path / "run.db"
+    hp.run(
+        Walker,
+        {"lr": 0.5},
+        metric="score",
+        population=1,
+        workers=1,
+        budget=3,
+        storage=db,
+        backend="simulated",
+    )
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        holder = {"pid": bystander.pid, "host": os.uname().nodename, "since": 0}
+        Path(f"{db}.lock").write_text(json.dumps(holder))
+        out = subprocess.run(
+            [*CLI, "stop", str(db)], capture_output=True, text=True, timeout=60, env=_env()
+        )
+        assert out.returncode == 1 and "no driver is writing" in out.stderr
+        assert bystander.poll() is None  # alive: nobody was signalled
+        with pytest.raises(hp.SteerError, match="no driver is writing"):
+            hp.steer(db).pin(0)
+        assert RequestLog(db).read() == []  # nothing written for nobody
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+# --- item 2: a human in the loop --------------------------------------------------------------
+def test_people_steer_a_running_population_from_python_and_it_shows_in_the_log(tmp_path):
+    db = tmp_path / "run.db"
+    proc = _driver(db, budget=400)
+    try:
+        _wait(lambda: _reports(db) >= 12, "12 reports", proc)
+        s = hp.steer(db)
+        # pin the worst member: PBT would copy a better one into it, but it must not
+        a = s.pin(0)
+        assert a.ok, a
+        bad = s.set(1, lr=5.0)  # outside the space
+        assert bad.status == "refused" and "outside the space" in bad.reason
+        with pytest.raises(hp.SpaceError, match="lrr"):
+            s.set(1, lrr=0.5)
+        a = s.set(1, lr=0.95)
+        assert a.ok, a
+        a = s.copy(2, donor=3)
+        assert a.ok and "copied member 3" in a.reason, a
+        a = s.add(2)
+        assert a.ok and "[4, 5]" in a.reason, a
+        assert s.pin(99).status == "refused"
+        a = s.stop(member=3)
+        assert a.ok, a
+        # the added members train; then a budget the run can reach soon ends it
+        _wait(
+            lambda: any(e.kind == ev.CHECKPOINTED and e.member == 5 for e in _events(db)),
+            "an added member to reach a ready point",
+            proc,
+        )
+        # a budget just ahead of everyone (an interval in flight trains at most 3 more steps)
+        end = max(e.data["step"] for e in _events(db) if e.kind == ev.REPORTED) + 9
+        a = s.budget(hp.Steps(end))
+        assert a.ok, a
+        err = _finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    result = hp.load(db)
+    events = result.events
+    pinned_at = next(e.seq for e in events if e.kind == ev.PINNED and e.member == 0)
+    after_pin = [e for e in events if e.seq > pinned_at and e.member == 0]
+    # a pinned member never copies, is never reset, and keeps its hyperparameters
+    assert not [e for e in after_pin if e.kind in (ev.EXPLOITED, ev.REJUVENATED, ev.EXPLORED)]
+    assert result.population.members[0].pinned
+    # a user's hyperparameters are in the schedule, by user
+    m1 = result.member(1)
+    assert any(seg.get("by") == "user" and seg["config"]["lr"] == 0.95 for seg in m1.schedule)
+    assert any(r.get("by") == "user" for r in result.schedule(1))
+    # the copy is an exploit edge in the lineage, by user
+    assert any(e["member"] == 2 and e["donor"] == 3 and e["by"] == "user" for e in result.lineage())
+    # member 3 was stopped by a person; the others trained to the new budget
+    assert result.population.members[3].finish_reason == "stopped by user"
+    assert len(result.members) == 6
+    for m in result.members:
+        if m.id != 3:
+            assert m.status == "finished" and m.step == end, m
+    kinds = {i["kind"] for i in result.interventions()}
+    assert kinds == {"pin", "set", "copy", "add", "stop", "budget"}
+    assert result.summary()["status"] == "finished"
+
+
+def test_requests_left_unanswered_are_acted_on_at_resume_and_a_stale_stop_is_dropped(tmp_path):
+    """The guarantee of the request channel: a request and the events that carry it out are
+    written in one transaction, so a driver that dies in between has done nothing, and the
+    next one (resume) acts on it; a stop made while no driver ran is answered, not obeyed."""
+    db = tmp_path / "run.db"
+    proc = _driver(db, budget=24)
+    _wait(lambda: _reports(db) >= 6, "6 reports", proc)
+    proc.kill()
+    proc.wait()
+    log = RequestLog(db)
+    pin = log.append(Request("pin", 1, {"pinned": True}))
+    stop = log.append(Request("stop", None, {}))
+    result = hp.resume(db)
+    assert result.summary()["status"] == "finished"
+    answers = {h["id"]: h for h in result.population.handled.values()}
+    assert answers[pin.id]["status"] == "done"
+    assert answers[stop.id]["status"] == "refused" and "no driver ran" in answers[stop.id]["reason"]
+    assert result.population.members[1].pinned
+
+
+# --- the controller honours a pin ----------------------------------------------------------------
+def _pop(scores: dict[int, float], step: int = 8) -> Population:
+    pop = Population()
+    pop.apply(Event(ev.RUN_STARTED, None, {"settings": {"mode": "max"}}, 1.0))
+    for i, s in scores.items():
+        pop.apply(Event(ev.MEMBER_CREATED, i, {"config": {"lr": 0.5}}, 1.0))
+        pop.apply(Event(ev.REPORTED, i, {"step": step, "score": s}, 2.0))
+        pop.apply(Event(ev.CHECKPOINTED, i, {"step": step, "checkpoint": f"b{i}"}, 2.0))
+    return pop
+
+
+def test_a_pinned_member_never_copies_and_is_never_reset_but_may_be_a_donor():
+    space = Space({"lr": hp.uniform(0.1, 1.0)})
+    c = Controller(
+        space,
+        mode="max",
+        ready=Ready(steps=4),
+        budget=[Steps(100)],
+        exploit=Truncation(),
+        explore=Perturb(),
+        rejuvenate=1,
+        seed=0,
+    )
+    pop = _pop({0: 0.0, 1: 1.0, 2: 2.0, 3: 3.0})
+    pop.apply(Event(ev.PINNED, 0, {"pinned": True}, 3.0))
+    pop.members[0].stall = 5
+    for _ in range(20):
+        c.on_ready(pop, 0, 3.0)
+        (d,) = c.decide(pop, 0, 3.0)
+        assert d.kind == "continue"
+    # the pinned best member is still copied from
+    pop.apply(Event(ev.PINNED, 0, {"pinned": False}, 3.0))
+    pop.apply(Event(ev.PINNED, 3, {"pinned": True}, 3.0))
+    pop.members[0].stall = 0
+    c.rejuvenate = None
+    donors = set()
+    for _ in range(20):
+        c.on_ready(pop, 0, 3.0)
+        (d,) = c.decide(pop, 0, 3.0)
+        donors.add(d.donor)
+    assert 3 in donors
+    assert np.all(pop.index.ok)
+
+
+def test_a_store_from_before_requests_opens_and_its_writer_adds_the_table(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    hp.run(
+        Walker, {"lr": 0.5}, metric="score", population=1, budget=3, storage=db, backend="simulated"
+    )
+    conn = sqlite3.connect(db)
+    conn.execute("DROP TABLE requests")  # as a store written before requests existed
+    conn.commit()
+    conn.close()
+    reader = SQLiteStore(db)
+    assert reader.read_requests() == [] and len(reader.read()) > 3
+    reader.close()
+    with pytest.raises(LookupError, match="takes no requests"):
+        RequestLog(db).append(Request("pin", 0, {"pinned": True}))
+    writer = SQLiteStore(db, write=True)  # a resuming driver migrates it
+    writer.close()
+    assert RequestLog(db).append(Request("pin", 0, {"pinned": True})).id == 1
