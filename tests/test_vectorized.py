@@ -316,3 +316,17 @@ def test_a_plain_trainable_is_refused_by_the_vectorized_backend(tmp_path):
 
     with pytest.raises(TypeError, match="VectorizedTrainable"):
         VectorizedBackend().start(Plain, CheckpointStore(tmp_path / "c"))
+
+
+def test_a_loader_gives_every_member_the_same_batches():
+    x, y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    cls = type("Loaded", (Toy,), {"data": lambda self, config: loader, "batches_per_step": 4})
+    configs = [dict(_configs("sgd")[0]) for _ in range(2)]
+    spec, eng = _engine(cls, configs)
+    eng.copy([1], [0])
+    reports = eng.train([0, 1], [2, 2], [None, None], seed=0)
+    assert reports[0] == reports[1]  # same weights, same batches: the same numbers
+    plain = cls()
+    plain.setup(configs[0])
+    assert {"loss", "ce", "acc"} <= set(plain.train())

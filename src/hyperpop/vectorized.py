@@ -143,14 +143,16 @@ class VectorizedTrainable(Trainable):
     batches_per_step: int | None = None
     shuffle: str = "member"
     seed: int | None = 0
+    _device: torch.device | str = "cpu"
 
     # --- what the user writes -------------------------------------------------------------
     def build_model(self, config: dict[str, Any]) -> nn.Module:
         """One member's model, freshly initialised (hyperpop seeds the RNG first)."""
         raise NotImplementedError("a VectorizedTrainable must implement build_model(config)")
 
-    def data(self, config: dict[str, Any]) -> torch.Tensor | Sequence[torch.Tensor]:
-        """Training tensors with the same first dimension, cut into minibatches by hyperpop."""
+    def data(self, config: dict[str, Any]) -> torch.Tensor | Sequence[torch.Tensor] | Any:
+        """Training tensors with the same first dimension, cut into minibatches by hyperpop;
+        or a re-iterable loader (e.g. a ``DataLoader``) whose batches every member shares."""
         raise NotImplementedError(
             "a VectorizedTrainable must implement data(config) -> tensors, or batches(members)"
         )
@@ -186,6 +188,9 @@ class VectorizedTrainable(Trainable):
         runs every member's policy).
         """
         tensors = self._tensors()
+        if tensors and not isinstance(tensors[0], torch.Tensor):  # a loader: shared order
+            yield from self._loader_batches(tensors[0], members.size)
+            return
         n = tensors[0].shape[0]
         bs = int(self.batch_size)
         count = self.batches_per_step or math.ceil(n / bs)
@@ -210,10 +215,27 @@ class VectorizedTrainable(Trainable):
             pos += bs
 
     # --- shared helpers -------------------------------------------------------------------
-    def _tensors(self) -> tuple[torch.Tensor, ...]:
+    def _loader_batches(self, loader: Any, k: int) -> Iterator[Any]:
+        count = self.batches_per_step
+        done = 0
+        while count is None or done < count:
+            for batch in loader:
+                yield _tree_map(lambda t: t.to(self._device).expand(k, *t.shape), batch)
+                done += 1
+                if count is not None and done >= count:
+                    return
+            if count is None:
+                return
+            if done == 0:
+                raise TrainableError("the loader returned by data() yielded no batch")
+
+    def _tensors(self) -> tuple[Any, ...]:
         cached = getattr(self, "_data_cache", None)
         if cached is None:
             d = self.data(self.config)
+            if not isinstance(d, (torch.Tensor, tuple, list)):  # a loader (re-iterable)
+                self._data_cache = (d,)
+                return self._data_cache
             cached = (d,) if isinstance(d, torch.Tensor) else tuple(d)
             if not cached or any(t.shape[0] != cached[0].shape[0] for t in cached):
                 raise TrainableError("data() must return tensors with the same first dimension")
@@ -397,7 +419,7 @@ class StackedPopulation:
         if self.kind not in _OPTIMIZERS:
             raise TrainableError(f"optimizer must be one of {_OPTIMIZERS}, got {spec.optimizer!r}")
         spec.config = dict(config)
-        spec._device = self.device  # type: ignore[attr-defined]
+        spec._device = self.device
         template = spec.build_model(dict(config)).to(self.device)
         self.module = template
         self.param_names = [n for n, _ in template.named_parameters()]
