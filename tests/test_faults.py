@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 HERE = Path(__file__).resolve().parent
 STEPS = 36
 ROUNDS = int(os.environ.get("HYPERPOP_FAULT_ROUNDS", "8"))
-SEEDS = [int(s) for s in os.environ.get("HYPERPOP_FAULT_SEEDS", "1,2").split(",")]
+SEEDS = [int(s) for s in os.environ.get("HYPERPOP_FAULT_SEEDS", "1,2,3,4").split(",")]
 STRIKES = ["sigkill", "sigkill", "sigint", "stop", "worker", "worker"]
 
 
