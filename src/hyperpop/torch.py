@@ -32,6 +32,7 @@ from hyperpop.trainable import Trainable
 
 __all__ = [
     "DEFAULT_MAPPING",
+    "ScheduleLR",
     "TorchTrainable",
     "apply_to_optimizer",
     "load_state",
@@ -284,3 +285,90 @@ class TorchTrainable(Trainable):
         """Restore a state from :meth:`save` (``apply`` follows and sets the hyperparameters)."""
         rest = load_state(state, **self._objects())
         self.load_extra_state(rest.get("extra", {}))
+
+
+def _config_fn(schedule: Any) -> Any:
+    """``step -> config`` from a recorded schedule: a ``MemberResult``, its ``schedule`` list
+    (``{"step", "config"}`` entries, each holding from its step on), or such a function."""
+    if callable(schedule):
+        return schedule
+    entries = getattr(schedule, "schedule", schedule)
+    entries = sorted(({"step": int(e["step"]), "config": e["config"]} for e in entries),
+                     key=lambda e: e["step"])  # fmt: skip
+    if not entries:
+        raise ValueError("the schedule is empty: pass a member's recorded schedule")
+
+    def at(step: int) -> dict[str, Any]:
+        current = entries[0]["config"]
+        for e in entries:
+            if e["step"] < step:
+                current = e["config"]
+            else:
+                break
+        return current
+
+    return at
+
+
+def _lookup(config: Mapping[str, Any], path: str) -> Any:
+    value: Any = config
+    for part in path.split("/"):
+        value = value[part]
+    return value
+
+
+class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
+    """A learning-rate scheduler that follows a schedule recorded by PBT, in a plain training
+    loop with no hyperpop in it.
+
+    Call ``scheduler.step()`` once per hyperpop training step (once per ``train()`` call of the
+    run, e.g. once per epoch): before the first call the optimiser trains with the schedule's
+    values for step 1, after ``k`` calls with those for step ``k + 1``.
+
+    Args:
+        optimizer: the optimiser to drive.
+        schedule: ``result.best`` (a ``MemberResult``), its ``schedule`` list, or a function
+            ``step -> config`` such as ``result.best.config_at``.
+        lr: where the learning rate is in a config (``"/"`` for nested keys, e.g.
+            ``"opt/lr"``).
+        others: other parameter-group entries to follow, as ``{group key: config path}``,
+            e.g. ``{"momentum": "momentum", "weight_decay": "weight_decay"}``.
+
+    Example:
+        >>> sched = ScheduleLR(opt, result.best, others={"momentum": "momentum"})  # doctest: +SKIP
+        >>> for epoch in range(result.best.step):  # doctest: +SKIP
+        ...     train_one_epoch(model, opt)
+        ...     sched.step()
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: Any,
+        *,
+        lr: str = "lr",
+        others: Mapping[str, str] | None = None,
+        last_epoch: int = -1,
+    ):
+        self.config_at = _config_fn(schedule)
+        self.lr_path = lr
+        self.others = dict(others or {})
+        try:
+            _lookup(self.config_at(1), lr)
+        except (KeyError, TypeError):
+            raise KeyError(
+                f"the schedule's configs have no {lr!r}; pass lr= the path of the learning "
+                "rate (e.g. 'opt/lr')"
+            ) from None
+        super().__init__(optimizer, last_epoch)
+
+    def config(self) -> dict[str, Any]:
+        """The config the schedule holds for the step about to be trained."""
+        return self.config_at(self.last_epoch + 1)
+
+    def get_lr(self) -> list[float]:  # noqa: D102 - LRScheduler's hook
+        config = self.config()
+        for group in self.optimizer.param_groups:
+            for key, path in self.others.items():
+                _set(group, key, _lookup(config, path))
+        return [float(_lookup(config, self.lr_path))] * len(self.optimizer.param_groups)
