@@ -297,3 +297,96 @@ def test_a_store_from_before_requests_opens_and_its_writer_adds_the_table(tmp_pa
     writer = SQLiteStore(db, write=True)  # a resuming driver migrates it
     writer.close()
     assert RequestLog(db).append(Request("pin", 0, {"pinned": True})).id == 1
+
+
+# --- the dashboard: actions with the token, read-only without --------------------------------
+def test_the_dashboard_steers_only_with_its_token(tmp_path):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from hyperpop.dashboard.app import create_app
+
+    db = tmp_path / "run.db"
+    proc = _driver(db, budget=400)
+    try:
+        _wait(lambda: _reports(db) >= 6, "6 reports", proc)
+        pin = {"kind": "pin", "member": 2, "data": {"pinned": True}}
+        with TestClient(create_app(db), base_url="http://localhost") as read_only:
+            r = read_only.post("/api/request", json=pin)
+            assert r.status_code == 403 and "read-only" in r.json()["error"]
+        app = create_app(db, token="s3cret")
+        with TestClient(app, base_url="http://localhost") as client:
+            assert client.post("/api/request", json=pin).status_code == 403
+            r = client.post("/api/request", json=pin, headers={"X-Hyperpop-Token": "wrong"})
+            assert r.status_code == 403
+            assert RequestLog(db).read() == []  # refused requests never reach the store
+            r = client.post("/api/request", json=pin, headers={"X-Hyperpop-Token": "s3cret"})
+            assert r.status_code == 200 and r.json()["status"] == "done", r.text
+            form = {
+                "token": "s3cret",
+                "kind": "set_config",
+                "member": "1",
+                "data": '{"config": {"lr": 0.3}}',
+            }
+            r = client.post("/api/request", data=form)
+            assert r.status_code == 200 and r.json()["status"] == "done", r.text
+            view = client.get("/api/view").json()
+            assert view["summary"]["pinned"] == [2]
+            assert {i["kind"] for i in view["summary"]["interventions"]} == {"pin", "set"}
+            row = next(m for m in view["view"]["members"] if m["member"] == 2)
+            assert row["pinned"] is True
+            r = client.post(
+                "/api/request", json={"kind": "stop"}, headers={"X-Hyperpop-Token": "s3cret"}
+            )
+            assert r.json()["status"] == "done", r.text
+        _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert hp.load(db).summary()["status"] == "interrupted"
+
+
+def test_the_command_line_steers_a_run_and_says_what_the_driver_did(tmp_path):
+    db = tmp_path / "run.db"
+    proc = _driver(db, budget=400)
+
+    def cli(*args):
+        return subprocess.run(
+            [*CLI, *map(str, args)], capture_output=True, text=True, timeout=60, env=_env()
+        )
+
+    try:
+        _wait(lambda: _reports(db) >= 6, "6 reports", proc)
+        out = cli("pin", db, 1)
+        assert out.returncode == 0 and "done: member 1 pinned" in out.stdout, out.stderr
+        out = cli("set", db, 2, "lr=0.25")
+        assert out.returncode == 0 and "done" in out.stdout, out.stderr
+        out = cli("set", db, 2, "lr=7")
+        assert out.returncode == 1 and "refused" in out.stderr and "outside" in out.stderr
+        out = cli("set", db, 2, "lrr=0.3")
+        assert out.returncode == 1 and "'lrr' is not in the search space" in out.stderr
+        out = cli("add", db, "-n", 2, "lr=0.5")
+        assert out.returncode == 0 and "[4, 5]" in out.stdout, out.stderr
+        out = cli("copy", db, 0, 9)
+        assert out.returncode == 1 and "no member 9" in out.stderr
+        out = cli("budget", db, "--steps", 600)
+        assert out.returncode == 0 and "done" in out.stdout, out.stderr
+        out = cli("stop", db, "--member", 3)
+        assert out.returncode == 0 and "member 3 finished" in out.stdout, out.stderr
+        out = cli("stop", db)
+        assert out.returncode == 0 and "resume with" in out.stdout, out.stderr
+        _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    result = hp.load(db)
+    assert result.population.members[1].pinned
+    (user_set,) = [e for e in result.events if e.kind == ev.EXPLORED and e.data.get("by") == "user"]
+    assert user_set.member == 2 and user_set.data["config"]["lr"] == 0.25
+    added = [e for e in result.events if e.kind == ev.MEMBER_CREATED and e.data.get("by")]
+    assert [(e.member, e.data["config"]["lr"]) for e in added] == [(4, 0.5), (5, 0.5)]
+    assert result.settings["budget"] == [{"type": "steps", "n": 600}]
+    assert result.population.members[3].status == "finished"
+    status = cli("status", db)
+    assert "interrupted" in status.stdout

@@ -20,6 +20,8 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "checkpoint_dir_for",
+    "log_dir_for",
+    "log_path_for",
     "decode",
     "encode",
     "new_blob_id",
@@ -37,6 +39,16 @@ def checkpoint_dir_for(db_path: str | os.PathLike[str]) -> Path:
     """The folder beside ``runs/x.db`` that holds its checkpoints (``runs/x.ckpt``)."""
     p = Path(db_path)
     return p.with_name(p.name.rsplit(".", 1)[0] + _SUFFIX)
+
+
+def log_dir_for(db_path: str | os.PathLike[str]) -> Path:
+    """The folder beside ``runs/x.db`` that holds its members' logs (``runs/x.db-logs``)."""
+    return Path(f"{os.fspath(db_path)}-logs")
+
+
+def log_path_for(db_path: str | os.PathLike[str], member: int) -> Path:
+    """Member ``member``'s log file (its stdout and stderr) of the run stored at ``db_path``."""
+    return log_dir_for(db_path) / f"member-{int(member)}.log"
 
 
 def new_blob_id(member: int, step: int) -> str:

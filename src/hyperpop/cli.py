@@ -376,7 +376,8 @@ def _echo_answer(answer: Any) -> None:
 
 
 #: optional subcommands, one module each in hyperpop/commands/ defining a click ``command``
-_PLUGINS = ("replay", "dashboard", "report")
+#: (or a list of them, ``commands``)
+_PLUGINS = ("replay", "dashboard", "report", "steer", "logs")
 
 
 def _register_plugins() -> None:
@@ -390,7 +391,8 @@ def _register_plugins() -> None:
             if e.name in (modname, "hyperpop.commands"):
                 continue
             raise
-        main.add_command(mod.command)
+        for command in getattr(mod, "commands", None) or [mod.command]:
+            main.add_command(command)
 
 
 _register_plugins()

@@ -478,12 +478,12 @@ class Driver:
                 self.deferred.append(r)  # acted on when the member's interval is back
                 continue
             try:
-                events = self._act(r, now)
+                self.commit(self._act(r, now))  # written with its answer, in one transaction
                 answer = {"status": "done", "reason": self._done_reason(r)}
             except _Refused as e:
-                events, answer = [], {"status": "refused", "reason": str(e)}
+                answer = {"status": "refused", "reason": str(e)}
             tag = {"id": r.id, "kind": r.kind, "member": r.member, **answer}
-            self.commit([*events, Event(ev.REQUEST_HANDLED, None, tag, now)])
+            self.commit([Event(ev.REQUEST_HANDLED, None, tag, now)])
             if answer["status"] == "done":
                 log.info("request %s (%s) done: %s", r.id, r.kind, answer["reason"])
             else:

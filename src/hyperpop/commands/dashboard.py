@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import click
 
 __all__ = ["command"]
@@ -53,16 +55,29 @@ def _check_port(host: str, port: int) -> None:
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="Seconds between updates."
 )
-def command(db: str, port: int, host: str, interval: float) -> None:
-    """Serve a live web page of the run stored in DB (read-only; works while it runs)."""
+@click.option(
+    "--read-only", is_flag=True, help="No action buttons (no token: every action is refused)."
+)
+def command(db: str, port: int, host: str, interval: float, read_only: bool) -> None:
+    """Serve a live web page of the run stored in DB (works while it runs).
+
+    The page's action buttons (pin, stop, set, copy, add, budget) work only when it is opened
+    with the token printed here: anyone else who reaches the page can only read it."""
     _need_extra()
     _check_port(host, port)
     source = open_source(db)
     from hyperpop.dashboard.app import serve
 
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    token = None if read_only else secrets.token_urlsafe(18)
     click.echo(f"hyperpop dashboard of {db}: http://{shown}:{port}/   (Ctrl-C to stop)", err=True)
+    if token is not None:
+        click.echo(
+            f"to steer the run from the page, open http://{shown}:{port}/?token={token}\n"
+            f"(the token, for the X-Hyperpop-Token header: {token}; keep it to yourself)",
+            err=True,
+        )
     try:
-        serve(db, host=host, port=port, interval=interval, source=source)
+        serve(db, host=host, port=port, interval=interval, source=source, token=token)
     except OSError as e:  # port in use, bad interface
         raise click.ClickException(f"cannot serve on {host}:{port}: {e}") from None

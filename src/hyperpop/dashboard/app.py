@@ -2,7 +2,12 @@
 
 Routes: ``/`` (the page), ``/api/view?since=SEQ`` (the summary, and the whole view when the log
 moved past ``SEQ``), ``/static/*`` (plotly.js from the plotly package, the page's script and
-styles) and ``/healthz``.
+styles), ``/logs/{member}`` (a member's log, its last 200 kB) and ``/healthz``.
+
+``POST /api/request`` steers the run (a request into its store, :mod:`hyperpop.steer`), but only
+with the dashboard's token: a random string printed on the terminal that started it, sent in the
+``X-Hyperpop-Token`` header (or a ``token`` form field). Without a token the dashboard is
+read-only and the endpoint answers 403.
 
 Every request must name the dashboard in its ``Host`` header by a loopback name (``localhost``,
 ``127.0.0.1``, ``[::1]``) and its port: a page on another site whose name was made to resolve to
@@ -12,6 +17,7 @@ addresses and this machine's own names are accepted too, never other names.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import json
 import os
@@ -114,6 +120,7 @@ def create_app(
     host: str = "127.0.0.1",
     port: int | None = None,
     allowed_hosts: Iterable[str] = (),
+    token: str | None = None,
 ) -> Starlette:
     """The dashboard app for the store at ``db``.
 
@@ -128,6 +135,7 @@ def create_app(
             the ``Host`` header, another one also IP addresses and this machine's names.
         port: the port it is served on, required in the ``Host`` header (None: any).
         allowed_hosts: more names to accept in the ``Host`` header (e.g. behind a proxy).
+        token: the secret that ``POST /api/request`` needs (None: read-only, it answers 403).
     """
     source = source if source is not None else StoreSource(db)
     name = Path(db).name
@@ -164,6 +172,34 @@ def create_app(
             text, media_type=_TYPES[name], headers={"Cache-Control": "public, max-age=3600"}
         )
 
+    async def api_request(request: Request) -> Response:
+        """Steer the run: ``{"kind", "member", "data"}`` (see :meth:`Steer.request`)."""
+        body: dict[str, Any] = {}
+        given = request.headers.get("x-hyperpop-token", "")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = json.loads(await request.body() or b"{}")
+            except ValueError:
+                return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        else:  # a form (application/x-www-form-urlencoded); data as JSON in a "data" field
+            from urllib.parse import parse_qsl
+
+            body = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+            given = given or str(body.pop("token", ""))
+            try:
+                body["data"] = json.loads(body.get("data") or "{}")
+            except ValueError:
+                return JSONResponse({"error": "data is not JSON"}, status_code=400)
+        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+            why = "this dashboard is read-only" if token is None else "a wrong or missing token"
+            return JSONResponse(
+                {"error": f"{why}: actions need the token printed where the dashboard started"},
+                status_code=403,
+            )
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(_steer, db, body)
+
     def healthz(request: Request) -> Response:
         return JSONResponse({"ok": source.error is None})
 
@@ -178,6 +214,8 @@ def create_app(
         routes=[
             Route("/", index),
             Route("/api/view", api_view),
+            Route("/api/request", api_request, methods=["POST"]),
+            Route("/logs/{member:int}", member_log),
             Route("/static/{name}", static),
             Route("/healthz", healthz),
         ],
@@ -185,7 +223,45 @@ def create_app(
         middleware=[Middleware(_HostCheck, host=host, port=port, extra=list(allowed_hosts))],
     )
     app.state.source = source
+    app.state.db = db
     return app
+
+
+def _steer(db: str | os.PathLike[str], body: dict[str, Any]) -> Response:
+    """Make the request ``body`` describes and answer with the driver's answer."""
+    from hyperpop.space import SpaceError
+    from hyperpop.steer import Steer
+    from hyperpop.store.sqlite import StoreError
+
+    kind = str(body.get("kind", ""))
+    member = body.get("member")
+    data = body.get("data") or {}
+    try:
+        member = None if member in (None, "") else int(member)
+        if not isinstance(data, dict):
+            raise ValueError("data must be an object")
+        answer = Steer(db, timeout=10.0, origin="dashboard").request(kind, member, data)
+    except (StoreError, SpaceError, ValueError, TypeError) as e:
+        return JSONResponse({"error": str(e)}, status_code=400)
+    return JSONResponse(
+        {"id": answer.id, "kind": answer.kind, "status": answer.status, "reason": answer.reason}
+    )
+
+
+def member_log(request: Request) -> Response:
+    """The tail of a member's log (``DB-logs/member-N.log``)."""
+    from hyperpop.checkpoints import log_path_for
+
+    db = request.app.state.db
+    path = log_path_for(db, int(request.path_params["member"]))
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 200_000))
+            text = f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return PlainTextResponse(f"no log for this member yet ({path.name})", status_code=404)
+    return PlainTextResponse(text, headers={"Cache-Control": "no-store"})
 
 
 def serve(
@@ -196,9 +272,10 @@ def serve(
     interval: float = 1.0,
     log_level: str = "warning",
     source: StoreSource | None = None,
+    token: str | None = None,
 ) -> None:
-    """Serve the dashboard of ``db`` until interrupted (Ctrl-C)."""
+    """Serve the dashboard of ``db`` until interrupted (Ctrl-C); ``token`` enables actions."""
     import uvicorn
 
-    app = create_app(db, interval=interval, source=source, host=host, port=port)
+    app = create_app(db, interval=interval, source=source, host=host, port=port, token=token)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

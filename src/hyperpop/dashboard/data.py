@@ -183,7 +183,7 @@ class RunView:
                 elapsed += max(0.0, (now or time.time()) - pop.last_time)
         return {
             "status": status,
-            "reason": pop.finish_reason,
+            "reason": pop.finish_reason or pop.stopped,
             "metric": pop.metric or "score",
             "mode": pop.mode,
             "members": len(pop.members),
@@ -199,6 +199,18 @@ class RunView:
             "max_step": max((m.step for m in pop.members.values()), default=0),
             "seq": pop.last_seq,
             "version": pop.version,
+            # reports of intervals still running (counted as they arrive, recorded at the
+            # member's next ready point)
+            "unrecorded_reports": sum(
+                max(0, m.progress_step - m.step)
+                for m in pop.members.values()
+                if m.progress_step is not None and m.alive
+            ),
+            "pinned": sorted(m.id for m in pop.members.values() if m.pinned),
+            "interventions": [
+                {k: num(v) if isinstance(v, float) else v for k, v in i.items()}
+                for i in pop.interventions[-20:]
+            ],
         }
 
     def member_rows(self) -> list[dict[str, Any]]:
@@ -217,6 +229,8 @@ class RunView:
                     "parent": m.parent,
                     "exploits": m.exploits,
                     "status": m.status,
+                    "pinned": m.pinned,
+                    "live_step": m.progress_step if m.alive else None,
                     "failures": m.failures,
                     "error": (m.last_error or "").strip().splitlines()[-1:] or None,
                 }

@@ -5,6 +5,8 @@
   var state = { seq: -1, rows: [], params: [], summary: null, sortKey: null, sortDir: 1, renders: 0 };
   var FIGS = ["scores", "schedule", "lineage"];
   var t0 = performance.now();
+  // actions need the token printed where `hyperpop dashboard` started (?token=... in the URL)
+  var token = cfg.api ? new URLSearchParams(window.location.search).get("token") : null;
 
   function $(id) { return document.getElementById(id); }
   function esc(v) {
@@ -46,6 +48,8 @@
         s.best_member === null ? "–" : fmt(s.best_score) + ' <span class="small muted">member ' + s.best_member + "</span>"],
       ["max step", fmt(s.max_step)],
     ];
+    if (s.unrecorded_reports) cards.splice(4, 0, ["in flight", fmt(s.unrecorded_reports) + ' <span class="small muted">reports</span>']);
+    if (s.pinned && s.pinned.length) cards.push(["pinned", esc(s.pinned.join(", "))]);
     if (s.rejuvenations) cards.splice(5, 0, ["rejuvenations", fmt(s.rejuvenations)]);
     if (s.resumes) cards.push(["resumes", fmt(s.resumes)]);
     $("summary").innerHTML = cards.map(function (c) {
@@ -53,11 +57,55 @@
         '</div><div class="v">' + c[1] + "</div></div>";
     }).join("");
     document.body.dataset.status = s.status;
+    var iv = s.interventions || [];
+    $("interventions").hidden = !iv.length;
+    $("interventions").innerHTML = iv.length ? "<b>By people:</b> " + iv.map(function (i) {
+      return '<span class="intervention" data-kind="' + esc(i.kind) + '">' + esc(i.kind) + ": " + esc(i.what) + "</span>";
+    }).join(" · ") : "";
+  }
+
+  function parseConfig(text) {
+    var out = {};
+    text.trim().split(/\s+/).filter(Boolean).forEach(function (item) {
+      var eq = item.indexOf("=");
+      if (eq < 1) throw new Error(item + ": write name=value");
+      var raw = item.slice(eq + 1), value;
+      try { value = JSON.parse(raw); } catch (e) { value = raw; }
+      var parts = item.slice(0, eq).split("/"), node = out;
+      parts.slice(0, -1).forEach(function (p) { node = node[p] = node[p] || {}; });
+      node[parts[parts.length - 1]] = value;
+    });
+    return out;
+  }
+  function steer(ev) {
+    var b = ev.target.closest("button[data-kind]");
+    if (!b) return;
+    var kind = b.dataset.kind, member = $("steer-member").value, body;
+    try {
+      if (kind === "pin" || kind === "unpin") body = { kind: "pin", member: member, data: { pinned: kind === "pin" } };
+      else if (kind === "stop-member") body = { kind: "stop", member: member };
+      else if (kind === "stop") { if (!window.confirm("Stop the run? (resume it later)")) return; body = { kind: "stop" }; }
+      else if (kind === "set") body = { kind: "set_config", member: member, data: { config: parseConfig($("steer-config").value) } };
+      else if (kind === "copy") body = { kind: "copy", member: member, data: { donor: Number($("steer-donor").value) } };
+      else if (kind === "add") body = { kind: "add", data: { count: Number($("steer-count").value || 1) } };
+      else if (kind === "budget") body = { kind: "budget", data: { budget: [{ type: "steps", n: Number($("steer-steps").value) }] } };
+    } catch (e) { $("steer-answer").textContent = String(e.message || e); return; }
+    var out = $("steer-answer");
+    out.className = "small";
+    out.textContent = "sent…";
+    fetch("api/request", {
+      method: "POST", cache: "no-store",
+      headers: { "Content-Type": "application/json", "X-Hyperpop-Token": token },
+      body: JSON.stringify(body),
+    }).then(function (r) { return r.json(); }).then(function (j) {
+      out.className = "small " + (j.error ? "refused" : j.status);
+      out.textContent = j.error ? j.error : "request " + j.id + " " + j.status + ": " + j.reason;
+    }).catch(function (e) { out.textContent = "cannot reach the dashboard: " + e; });
   }
 
   function columns() {
     return ["member", "status", "step", "score"].concat(state.params.map(function (p) { return "config/" + p; }),
-      ["parent", "exploits", "failures", "error"]);
+      ["parent", "exploits", "failures", "error"], cfg.api ? ["log"] : []);
   }
   function cell(r, c) { return c.indexOf("config/") === 0 ? r.config[c.slice(7)] : r[c]; }
   function compare(a, b) {
@@ -88,6 +136,9 @@
       var cls = (r.member === best ? "best " : "") + (r.status === "failed" ? "failed" : "");
       return '<tr data-member="' + r.member + '" class="' + cls + '">' + cols.map(function (c) {
         var v = cell(r, c);
+        if (c === "log") return '<td class="log"><a href="logs/' + r.member + '" target="_blank" rel="noopener">log</a></td>';
+        if (c === "status" && r.pinned) v = v + " (pinned)";
+        if (c === "step" && r.live_step !== null && r.live_step !== undefined && r.live_step > r.step) v = r.step + " → " + r.live_step;
         var title = c === "error" && v ? ' title="' + esc(v) + '"' : "";
         return '<td class="' + esc(c.replace("/", "-")) + '"' + title + ">" + esc(c === "error" && !v ? "" : fmt(v)) + "</td>";
       }).join("") + "</tr>";
@@ -145,6 +196,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     $("members").tHead.addEventListener("click", onSort);
+    if (token) { $("steer").hidden = false; $("steer").addEventListener("click", steer); }
     if (typeof Plotly === "undefined") { showError("plotly.js did not load"); return; }
     if (cfg.view) {
       render(cfg.view).catch(function (e) { showError("cannot draw the report: " + e); });

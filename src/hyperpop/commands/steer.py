@@ -1,0 +1,129 @@
+"""Steer a running run from the command line: ``pin``, ``unpin``, ``set``, ``copy``, ``add``,
+``budget`` (``stop`` lives in :mod:`hyperpop.cli`). Each writes a request into the store and
+prints the driver's answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+__all__ = ["commands", "parse_assignments"]
+
+
+def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("lr=0.01", "opt/name=adam")`` as a partial config (values read as JSON when they
+    parse, else kept as strings; ``a/b`` names a nested parameter)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: write NAME=VALUE, e.g. lr=0.01")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = out
+        parts = key.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _steer(db: str, timeout: float) -> Any:
+    from hyperpop.steer import Steer
+
+    return Steer(db, timeout=timeout, origin="cli")
+
+
+def _echo(answer: Any) -> None:
+    line = f"request {answer.id} ({answer.kind}) {answer.status}: {answer.reason}"
+    if answer.status == "refused":
+        raise click.ClickException(line)
+    click.echo(line)
+
+
+_db = click.argument("db", type=click.Path(dir_okay=False))
+_timeout = click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the driver."
+)
+
+
+@click.command("pin")
+@_db
+@click.argument("member", type=int)
+@_timeout
+def pin(db: str, member: int, timeout: float) -> None:
+    """Pin MEMBER: PBT never makes it copy another, resets or explores it (it may be copied)."""
+    _echo(_steer(db, timeout).pin(member))
+
+
+@click.command("unpin")
+@_db
+@click.argument("member", type=int)
+@_timeout
+def unpin(db: str, member: int, timeout: float) -> None:
+    """Let PBT decide for a pinned MEMBER again."""
+    _echo(_steer(db, timeout).unpin(member))
+
+
+@click.command("set")
+@_db
+@click.argument("member", type=int)
+@click.argument("values", nargs=-1, required=True)
+@_timeout
+def set_(db: str, member: int, values: tuple[str, ...], timeout: float) -> None:
+    """Set MEMBER's hyperparameters, e.g. `hyperpop set runs/x.db 3 lr=0.01` (validated against
+    the space; recorded in its schedule by user)."""
+    _echo(_steer(db, timeout).set(member, parse_assignments(values)))
+
+
+@click.command("copy")
+@_db
+@click.argument("member", type=int)
+@click.argument("donor", type=int)
+@_timeout
+def copy(db: str, member: int, donor: int, timeout: float) -> None:
+    """Make MEMBER copy DONOR's latest checkpoint and hyperparameters now."""
+    _echo(_steer(db, timeout).copy(member, donor))
+
+
+@click.command("add")
+@_db
+@click.argument("values", nargs=-1)
+@click.option("--count", "-n", type=int, default=1, show_default=True, help="Members to add.")
+@_timeout
+def add(db: str, values: tuple[str, ...], count: int, timeout: float) -> None:
+    """Add members to the running population (sampled; NAME=VALUE fixes a hyperparameter)."""
+    s = _steer(db, timeout)
+    if values:
+        _echo(s.add(configs=[parse_assignments(values)] * count))
+    else:
+        _echo(s.add(count))
+
+
+@click.command("budget")
+@_db
+@click.option("--steps", type=int, help="Training steps per member.")
+@click.option("--seconds", type=float, help="Wall time of the run (across resumes).")
+@click.option("--target", type=float, help="Stop when a member's score reaches this.")
+@_timeout
+def budget(
+    db: str, steps: int | None, seconds: float | None, target: float | None, timeout: float
+) -> None:
+    """Replace the run's budget (members finished for lack of steps train on under more)."""
+    items: list[dict[str, Any]] = []
+    if steps is not None:
+        items.append({"type": "steps", "n": steps})
+    if seconds is not None:
+        items.append({"type": "wall_time", "seconds": seconds})
+    if target is not None:
+        items.append({"type": "target", "score": target})
+    if not items:
+        raise click.UsageError("give --steps, --seconds or --target")
+    _echo(_steer(db, timeout).budget(*items))
+
+
+commands = [pin, unpin, set_, copy, add, budget]
