@@ -330,10 +330,13 @@ class LocalBackend(Backend):
             now = time.monotonic()
             for slot in self._slots:
                 task = slot.task
-                if task is not None and now - slot.since > self.step_timeout:
-                    slot.task = None
-                    out.append(self._timed_out(slot, task))
-                    self._replace(slot)
+                if task is None or now - slot.since <= self.step_timeout:
+                    continue
+                if slot.conn is not None and slot.conn.poll():
+                    continue  # it finished while this poll replaced another worker: read next
+                slot.task = None
+                out.append(self._timed_out(slot, task))
+                self._replace(slot)
         return out
 
     def forget(self, member: int) -> None:
