@@ -475,3 +475,23 @@ def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path)
     assert ckpts.exists("c") and not ckpts.exists("b")
     # "a" is an orphan now (no longer named): collected at the session's clean end or on resume
     assert not driver.written.names("a")
+
+
+def test_resume_on_a_backend_without_step_timeout_warns_instead_of_refusing(tmp_path, caplog):
+    db = tmp_path / "run.db"
+    kw = dict(metric="score", population=2, workers=1, budget=8, ready=2, synchronous=True)
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(
+            Walker,
+            {"lr": hp.uniform(0.1, 1.0)},
+            exploit=InterruptedTruncation(3),
+            step_timeout=30,
+            storage=db,
+            **kw,
+        )
+    with pytest.raises(ValueError, match="cannot enforce step_timeout"):
+        hp.resume(db, Walker, backend="simulated", step_timeout=30)  # asked for: refused
+    with caplog.at_level("WARNING", logger="hyperpop"):
+        result = hp.resume(db, Walker, backend="simulated")  # only recorded: a warning
+    assert "step_timeout=30" in caplog.text and "simulated" in caplog.text
+    assert [m.step for m in result.members] == [8, 8]

@@ -468,9 +468,13 @@ def resume(
             workers or s.get("workers"),
             **dict(backend_options or {}),
         )
-        backend_.set_step_timeout(
-            _step_timeout(step_timeout if step_timeout is not None else s.get("step_timeout"))
-        )
+        if step_timeout is not None:
+            backend_.set_step_timeout(_step_timeout(step_timeout))
+        elif s.get("step_timeout") is not None:
+            try:
+                backend_.set_step_timeout(_step_timeout(s["step_timeout"]))
+            except ValueError as e:  # the run's own value: go on without it, and say so
+                log.warning("the run's step_timeout=%ss is not enforced: %s", s["step_timeout"], e)
         checkpoints = CheckpointStore(checkpoint_dir_for(storage))
         missing = [b for b in pop.live_checkpoints() if not checkpoints.exists(b)]
         if missing:
