@@ -104,3 +104,46 @@ def test_replay_command_with_an_explicit_trainable_file(toy_db):
     out = CliRunner().invoke(cli, ["replay", str(toy_db), "--trainable", f"{path}:Toy"])
     assert out.exit_code == 0, out.output
     assert "reproduced" in out.output
+
+
+class Reseeds(hp.Trainable):
+    """Like a PyTorch trainable whose minibatch generator is made in ``setup`` and not saved:
+    a fresh ``setup`` + ``load`` (what a worker does at a copy) restarts its random stream."""
+
+    def setup(self, config):
+        import numpy as np
+
+        self.x, self.lr = 0.0, config["lr"]
+        self.rng = np.random.default_rng(0)
+
+    def train(self):
+        self.x += self.lr * float(self.rng.random())
+        return {"score": self.x}
+
+    def save(self):
+        return self.x
+
+    def load(self, state):
+        self.x = state
+
+    def apply(self, config):
+        self.lr = config["lr"]
+
+
+def test_replay_rebuilds_the_model_at_every_copy_as_the_worker_did():
+    res = hp.run(
+        Reseeds,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="score",
+        population=4,
+        workers=1,
+        budget=hp.Steps(16),
+        ready=4,
+        backend="simulated",  # one in-process worker: members are rebuilt only at copies
+    )
+    copied = [m for m in res.members if len({s["trained_by"] for s in m.schedule}) > 1]
+    assert copied
+    for m in copied:
+        r = hp.replay(res, m.id, trainable=Reseeds)
+        assert r.max_trajectory_difference == 0.0, m.schedule
+        assert r.state == pytest.approx(r.score)  # the trained state comes back

@@ -222,3 +222,36 @@ def test_core_does_not_import_torch():
     code = "import sys, hyperpop, hyperpop.run, hyperpop.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class Shuffled(Linear):
+    """Minibatches from a generator made in build(), plus dropout-like global randomness."""
+
+    def build(self, config):
+        super().build(config)
+        self.generator = torch.Generator().manual_seed(7)
+
+    def train(self):
+        idx = torch.randperm(64, generator=self.generator)[:16]
+        noise = torch.rand(1).item()  # torch's global generator
+        self.optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(self.model(self.x[idx]), self.y[idx]) * (1 + noise)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+
+def test_a_restored_member_trains_on_exactly_as_in_memory():
+    """save() carries the random state: setup + load (a worker restoring a checkpoint, or a
+    replay at a copy) continues the same random stream as the model kept in memory."""
+    config = {"lr": 0.05}
+    kept = Shuffled()
+    kept.setup(config)
+    for _ in range(3):
+        kept.train()
+    state = _roundtrip(kept.save())
+    restored = Shuffled()
+    restored.setup(config)  # re-seeds torch and remakes the generator
+    restored.load(state)
+    restored.apply(config)
+    assert [kept.train()["loss"] for _ in range(3)] == [restored.train()["loss"] for _ in range(3)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ class ReplayResult:
         scores: the replayed score after every step (index 0 is step 1).
         original_scores: the recorded scores of the same weights' lineage, by step.
         seconds: wall time of the replay.
+        state: the trained model's state (``save()``), to use or export like a checkpoint.
     """
 
     member: int
@@ -49,6 +51,8 @@ class ReplayResult:
     scores: list[float] = field(default_factory=list)
     original_scores: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the replayed model's state at the end (what its ``save()`` returned)
+    state: Any = None
 
     @property
     def difference(self) -> float | None:
@@ -138,11 +142,14 @@ def replay(
     *,
     trainable: Any = None,
     steps: int | None = None,
+    threads: int | None = None,
 ) -> ReplayResult:
     """Train a fresh model along a member's recorded schedule and compare the scores.
 
-    The model is built in this process: ``setup(config)`` with the schedule's first config,
-    then one ``train()`` per step, with ``apply(config)`` wherever the schedule changes.
+    The model is built in this process as the run built it: ``setup(config)`` with the
+    schedule's first config, then one ``train()`` per step, with ``apply(config)`` wherever the
+    schedule changes, and at every copy from a donor along the lineage a fresh trainable
+    (``setup(config)``, ``load(state)``, ``apply(config)``), as the receiving worker did.
     Randomness inside the trainable is the trainable's own: a deterministic trainable
     reproduces the recorded score exactly, a seeded one up to its noise.
 
@@ -151,6 +158,9 @@ def replay(
         member: the member's id, or ``"best"``.
         trainable: the trainable; default: imported from where the store says it came from.
         steps: replay only this many steps (default: the member's full training).
+        threads: PyTorch threads while replaying (default: as many as each local worker of
+            the run had, ``cores // workers``: floating-point sums depend on the thread count,
+            so a different count drifts from the recorded scores).
 
     Returns:
         A :class:`ReplayResult`.
@@ -173,16 +183,40 @@ def replay(
         trainable = load_trainable(result.population.trainable)
     metric = result.metric
     factory = make_factory(trainable)
+    if threads is None:
+        workers = int(result.population.settings.get("workers") or 1)
+        threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    torch = sys.modules.get("torch")  # imported by the trainable's module, if it uses it
+    old_threads = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
+    # where the run built the weights afresh: every copy from a donor (the receiver's worker
+    # ran setup(config), load(donor's state), apply(config) there)
+    copies = {
+        b["step"]
+        for a, b in zip(m.schedule, m.schedule[1:])
+        if b["trained_by"] != a["trained_by"] and b["step"] > 0
+    }
     model = factory()
     config = m.config_at(1)
     model.config = config
     model.setup(config)
     scores: list[float] = []
+    state: Any = None
     try:
         for step in range(1, total + 1):
             want = m.config_at(step)
-            if want != config:
+            if step - 1 in copies:
+                config = want
+                saved = model.save()
+                model.cleanup()
+                model = factory()
+                model.config = config
+                model.setup(config)
+                model.load(saved)
+                model.apply(config)
+            elif want != config:
                 config = want
                 model.config = config
                 model.apply(config)
@@ -193,8 +227,11 @@ def replay(
                     f"{metric!r}; is this the trainable the run used?"
                 )
             scores.append(float(metrics[metric]))
+        state = model.save()
     finally:
         model.cleanup()
+        if torch is not None and old_threads is not None:
+            torch.set_num_threads(old_threads)
     recorded = _Recorded(result)
     original_scores = {}
     for step in range(1, total + 1):
@@ -212,4 +249,5 @@ def replay(
         scores=scores,
         original_scores=original_scores,
         seconds=time.perf_counter() - t0,
+        state=state,
     )

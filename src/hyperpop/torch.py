@@ -278,13 +278,30 @@ class TorchTrainable(Trainable):
         return objects
 
     def save(self) -> dict[str, Any]:
-        """State dicts of the model, optimiser (and scheduler), plus :meth:`extra_state`."""
-        return save_state(**self._objects(), extra=self.extra_state())
+        """State dicts of the model, optimiser (and scheduler), :meth:`extra_state`, and the
+        random state (torch's CPU generator and every ``torch.Generator`` attribute), so that
+        a member restored from its checkpoint trains on exactly as it would have in memory."""
+        return save_state(**self._objects(), extra=self.extra_state(), rng=self._rng_state())
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Restore a state from :meth:`save` (``apply`` follows and sets the hyperparameters)."""
         rest = load_state(state, **self._objects())
         self.load_extra_state(rest.get("extra", {}))
+        if rest.get("rng") is not None:
+            self._load_rng_state(rest["rng"])
+
+    def _rng_state(self) -> dict[str, Any]:
+        generators = {
+            name: g.get_state() for name, g in vars(self).items() if isinstance(g, torch.Generator)
+        }
+        return {"torch": torch.get_rng_state(), "generators": generators}
+
+    def _load_rng_state(self, rng: Mapping[str, Any]) -> None:
+        torch.set_rng_state(rng["torch"])
+        for name, g_state in rng.get("generators", {}).items():
+            g = getattr(self, name, None)
+            if isinstance(g, torch.Generator):
+                g.set_state(g_state)
 
 
 def _config_fn(schedule: Any) -> Any:
