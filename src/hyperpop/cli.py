@@ -216,6 +216,11 @@ def run(
 @click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
 @click.option("--address", help="Ray cluster address.")
 @click.option("--step-timeout", type=float, help="Seconds one interval may take (default: as run).")
+@click.option(
+    "--trainable",
+    "spec",
+    help="FILE.py:Name or module:Name (default: where the store says it came from).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
 def resume(
     db: str,
@@ -223,16 +228,22 @@ def resume(
     backend: str | None,
     address: str | None,
     step_timeout: float | None,
+    spec: str | None,
     quiet: bool,
 ) -> None:
-    """Continue the run stored in DB after a crash, kill -9 or Ctrl-C."""
+    """Continue the run stored in DB after a crash, kill -9, Ctrl-C or hyperpop stop.
+
+    A run started from a Python script resumes as it is; one started from `python -c`, a
+    notebook or a file that moved needs --trainable."""
     import hyperpop as hp
+    from hyperpop.userfile import load_object
 
     opts = {"address": address} if address else None
     if address and backend is None:
         backend = "ray"
     result = hp.resume(
         db,
+        load_object(spec) if spec else None,
         workers=workers,
         backend=backend,
         backend_options=opts,

@@ -77,6 +77,10 @@ def _refuse_in_worker_import() -> None:
     there, before it touches the store, with one line (the driver explains the rest)."""
     import multiprocessing
 
+    from hyperpop.userfile import ImportOnly, import_only
+
+    if import_only():  # a script imported for its trainable (resume, replay): its run waits
+        raise ImportOnly()
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise SystemExit(
             "hyperpop: hp.run() was called while a worker process imported the script that "
@@ -155,7 +159,7 @@ def _source_of(trainable: Any) -> dict[str, Any]:
     import sys
 
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main and name and "<" not in name:
+    if main and os.path.isfile(main) and name and "<" not in name:
         return {"file": os.path.abspath(main), "name": name}
     return {}
 

@@ -18,19 +18,9 @@ def _trainable(spec: str | None) -> Any:
     """``file.py`` (its ``trainable``), ``file.py:Name`` or ``module:Name``; None: as recorded."""
     if spec is None:
         return None
-    path, _, name = spec.partition(":")
-    if path.endswith(".py"):
-        from hyperpop.userfile import load_file
+    from hyperpop.userfile import load_object
 
-        rf = load_file(path)
-        return getattr(rf.module, name) if name else rf.trainable
-    if not name:
-        raise click.BadParameter(
-            f"{spec!r}: write FILE.py, FILE.py:Name or module:Name", param_hint="--trainable"
-        )
-    from hyperpop.userfile import load_trainable
-
-    return load_trainable({"module": path, "name": name})
+    return load_object(spec)
 
 
 def _fmt(v: float | None) -> str:
