@@ -250,8 +250,9 @@ def test_a_restored_member_trains_on_exactly_as_in_memory():
     for _ in range(3):
         kept.train()
     state = _roundtrip(kept.save())
+    expected = [kept.train()["loss"] for _ in range(3)]
     restored = Shuffled()
     restored.setup(config)  # re-seeds torch and remakes the generator
     restored.load(state)
     restored.apply(config)
-    assert [kept.train()["loss"] for _ in range(3)] == [restored.train()["loss"] for _ in range(3)]
+    assert [restored.train()["loss"] for _ in range(3)] == expected
