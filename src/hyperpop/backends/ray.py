@@ -307,7 +307,31 @@ class RayBackend(Backend):
 
     @property
     def capacity(self) -> int:
-        return self.workers
+        """Actors that can take a task now: a replacement for an actor lost with its node
+        counts once Ray has placed and started it (it may wait for resources the node took
+        with it; the others train every member meanwhile)."""
+        if not self._slots:
+            return self.workers
+        n = sum(1 for s in self._slots if s.task is not None or self._started(s))
+        if n == 0:  # every actor waits to be placed: wait a little instead of spinning
+            ray.wait([s.ready_ref for s in self._slots], num_returns=1, timeout=0.5)
+            n = sum(1 for s in self._slots if self._started(s))
+        return n
+
+    def _started(self, slot: _Slot) -> bool:
+        """Whether the slot's actor has started (never blocks)."""
+        if slot.info is not None:
+            return True
+        done, _ = ray.wait([slot.ready_ref], num_returns=1, timeout=0)
+        if not done:
+            return False
+        try:
+            slot.info = ray.get(slot.ready_ref)
+        except ray_errors.RayError as e:  # it died before it started (its node too): again
+            log.warning("Ray actor %s died while starting (%s); starting another", slot.name, e)
+            self._replace(slot)
+            return False
+        return True
 
     # --- actors --------------------------------------------------------------------------
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
@@ -449,7 +473,7 @@ class RayBackend(Backend):
 
     # --- tasks ---------------------------------------------------------------------------
     def free_slots(self) -> list[int]:
-        return [s.index for s in self._slots if s.task is None]
+        return [s.index for s in self._slots if s.task is None and self._started(s)]
 
     def affinity(self, member: int) -> int | None:
         for s in self._slots:
@@ -458,7 +482,7 @@ class RayBackend(Backend):
         return None
 
     def submit(self, task: Task, slot: int | None = None) -> None:
-        free = [s for s in self._slots if s.task is None]
+        free = [s for s in self._slots if s.task is None and self._started(s)]
         if not free:
             raise RuntimeError("no free actor: the driver submitted beyond capacity")
         chosen = next((s for s in free if s.index == slot), None)
