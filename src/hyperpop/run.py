@@ -437,6 +437,7 @@ def resume(
         progress: True for a live terminal view, or a callable.
     """
     _refuse_in_worker_import()
+    _workers(workers)  # 0 is an error, not "as recorded"
     _refuse_missing(storage)
     store = open_store(storage, write=True)
     try:
