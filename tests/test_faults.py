@@ -106,7 +106,7 @@ class Campaign:
             store.close()
 
     def workers(self) -> list[int]:
-        """Worker processes of the driver (its children that run multiprocessing's spawn)."""
+        """Worker processes of the driver (its children that run hyperpop's worker)."""
         out = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -114,7 +114,8 @@ class Campaign:
                 cmd = (stat.parent / "cmdline").read_bytes()
             except OSError:
                 continue
-            if int(fields[1]) == self.proc.pid and fields[0] != "Z" and b"spawn_main" in cmd:
+            worker = b"hyperpop.backends._worker" in cmd or b"spawn_main" in cmd
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z" and worker:
                 out.append(int(stat.parent.name))
         return sorted(out)
 

@@ -118,3 +118,38 @@ def test_a_run_from_python_c_needs_trainable_and_the_error_says_what_to_pass(tmp
     out = _cli("resume", db, "--trainable", "reliability_trainables:Walker", "-q")
     assert out.returncode == 0, out.stderr
     assert all(m.step == 40 for m in hp.load(db).members)
+
+
+def test_a_run_from_stdin_resumes_with_trainable_from_the_script(tmp_path):
+    """``python - < script.py`` leaves no file to import: resume says to pass --trainable,
+    and importing the script for its class does not start the script's own run."""
+    db = tmp_path / "stdin.db"
+    script = tmp_path / "unguarded.py"
+    body = SCRIPT.replace('if __name__ == "__main__":\n    ', "").replace("\n           ", " ")
+    script.write_text(body.replace("storage=DB", f"storage={str(db)!r}"))
+    with open(script) as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-"],
+            stdin=f,
+            cwd=tmp_path,
+            env=_env(),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 90
+        try:
+            while _reports(db) < 4:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            proc.wait()
+    out = _cli("resume", db, "-q")
+    assert out.returncode == 1 and "--trainable" in out.stderr, out.stderr
+    out = _cli("resume", db, "--trainable", f"{script}:Climber", "-q")
+    assert out.returncode == 0, out.stderr
+    assert all(m.step == 40 for m in hp.load(db).members)
+    # the script's own hp.run(...) (storage=the same db) never started: it would have refused
+    # the path, and the log would say so
+    assert [e.kind for e in hp.load(db).events].count("run_started") == 1

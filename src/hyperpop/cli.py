@@ -279,6 +279,13 @@ def status(db: str, as_json: bool) -> None:
     ):
         click.echo(f"{k:>13}: {s[k]}")
     click.echo(f"{'elapsed':>13}: {s['elapsed']:.1f}s")
+    if s["unrecorded_reports"]:
+        click.echo(
+            f"{'in flight':>13}: {s['unrecorded_reports']} reports of running intervals "
+            "(recorded at their members' next ready point)"
+        )
+    if s["pinned"]:
+        click.echo(f"{'pinned':>13}: {', '.join(map(str, s['pinned']))}")
     view = LiveView()
     view.console.print(view._render(result.population))
 

@@ -17,6 +17,7 @@ from typing import Any
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.controller import Controller, Decision, budget_from_dict
+from hyperpop.live import RunState
 from hyperpop.population import Population
 from hyperpop.results import Result
 from hyperpop.space import Space, SpaceError
@@ -199,6 +200,8 @@ class Driver:
         self.stop_request: Request | None = None
         self._requests_read = 0.0
         self._read_upto = 0  # the last request id read this session
+        #: member -> (step, time) of its last progress event
+        self._progress_seen: dict[int, tuple[int, float]] = {}
 
     # --- events --------------------------------------------------------------------------
     def commit(self, events: list[Event]) -> None:
@@ -434,10 +437,55 @@ class Driver:
                 # have folded events that will never be written
                 self.flush(collect=False)
                 raise
+            self.record_progress()
             self.flush()
             if self.progress is not None and time.time() - last_progress > 0.2:
-                self.progress(self.pop)
+                self.show_progress()
                 last_progress = time.time()
+
+    #: seconds between two progress events of one member (reports of a running interval)
+    PROGRESS_INTERVAL = 1.0
+
+    def record_progress(self) -> None:
+        """Count the reports of intervals still running (from backends that tell), as
+        ``progress`` events: readers see a run move between ready points. Counted only: the
+        reports themselves are recorded with the interval's checkpoint, as before."""
+        steps = self.backend.progress() if hasattr(self.backend, "progress") else {}
+        if not steps:
+            return
+        now = time.time()
+        events = []
+        for member, n in steps.items():
+            task = self.inflight.get(member)
+            if task is None or n <= 0:
+                continue
+            step = task.step + n
+            last = self._progress_seen.get(member)
+            if last is not None and (last[0] >= step or now - last[1] < self.PROGRESS_INTERVAL):
+                continue
+            self._progress_seen[member] = (step, now)
+            events.append(Event(ev.PROGRESS, member, {"step": step}, now))
+        if events:
+            self.commit(events)
+
+    def state(self) -> RunState:
+        """Who trains now, who waits for a worker, and for how long the run has been active."""
+        return RunState(
+            running=frozenset(self.inflight),
+            queued=frozenset(self.queue),
+            elapsed=self.elapsed(),
+            max_steps=self.controller.max_steps,
+        )
+
+    def show_progress(self) -> None:
+        """Hand the population (and the run's state, to a view that wants it) to the progress
+        callback."""
+        if self.progress is None:
+            return
+        if getattr(self.progress, "wants_state", False):
+            self.progress(self.pop, state=self.state())  # type: ignore[call-arg]
+        else:
+            self.progress(self.pop)
 
     # --- requests (hyperpop.store.requests) ------------------------------------------------
     #: seconds between two reads of the request table (a poll waits at most 0.5 s)
@@ -678,7 +726,7 @@ class Driver:
                     f"every member failed; member {first.id}'s last error:\n{first.last_error}"
                 )
             if progress is not None:
-                progress(pop)
+                self.show_progress()
         finally:
             close = getattr(progress, "close", None)
             if close is not None:

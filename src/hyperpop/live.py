@@ -1,4 +1,8 @@
-"""The live terminal view of a run (rich), and a plain log for ``--quiet``."""
+"""Progress people can follow: a live terminal view (rich), plain periodic lines for files and
+pipes, and a log for ``--quiet``.
+
+Each is a callable the driver hands the population (and, when it has a ``wants_state``
+attribute, a :class:`RunState`: who trains now, who waits for a worker, the elapsed time)."""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ import logging
 import math
 import sys
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 from hyperpop.population import MemberState, Population
 from hyperpop.space import flatten_config as _flat
 
-__all__ = ["LiveView", "LogProgress", "member_rows"]
+__all__ = ["LiveView", "LogProgress", "PlainProgress", "RunState", "member_rows"]
 
 log = logging.getLogger("hyperpop")
 
@@ -22,6 +27,80 @@ def _fmt(v: Any) -> str:
             return "nan"
         return f"{v:.4g}"
     return str(v)
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the driver knows beyond the log.
+
+    Attributes:
+        running: members training on a worker now.
+        queued: members waiting for a worker.
+        elapsed: seconds the run has been active (across resumes).
+        max_steps: the step budget per member, if there is one.
+    """
+
+    running: frozenset[int] = field(default_factory=frozenset)
+    queued: frozenset[int] = field(default_factory=frozenset)
+    elapsed: float = 0.0
+    max_steps: int | None = None
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class _Eta:
+    """Steps done against the step budget, and the time left at the rate of this session."""
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None
+
+    def __call__(self, pop: Population, state: RunState) -> tuple[int, int | None, float | None]:
+        members = [m for m in pop.members.values() if m.status != "failed"]
+        cap = state.max_steps
+        done = 0
+        for m in members:
+            step = max(m.step, m.progress_step or 0)
+            if cap is not None and (m.status == "finished" or step > cap):
+                step = cap if m.status == "finished" else min(step, cap)
+            done += step
+        total = cap * len(members) if cap is not None else None
+        if self._first is None:
+            self._first = (state.elapsed, done)
+        t0, d0 = self._first
+        left = None
+        if total is not None and state.elapsed > t0 and done > d0:
+            left = (total - done) * (state.elapsed - t0) / (done - d0)
+        return done, total, left
+
+
+def counts(pop: Population, state: RunState | None) -> dict[str, int]:
+    """Members training, queued, waiting (neither: a synchronous barrier, a lead limit),
+    finished and failed."""
+    alive = {m.id for m in pop.alive()}
+    out = {"finished": 0, "failed": 0}
+    for m in pop.members.values():
+        if m.status in out:
+            out[m.status] += 1
+    if state is None:
+        out["alive"] = len(alive)
+        return out
+    running = len(alive & state.running)
+    queued = len(alive & state.queued - state.running)
+    return {
+        "training": running,
+        "queued": queued,
+        "waiting": len(alive) - running - queued,
+        **out,
+    }
+
+
+def _members_line(c: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in c.items() if v or k in ("training", "alive"))
 
 
 def _sort_key(pop: Population):
@@ -63,6 +142,8 @@ class LiveView:
         rows: members shown (best first); the rest are summarised in the caption.
     """
 
+    wants_state = True
+
     def __init__(self, rows: int = 20):
         from rich.console import Console
 
@@ -70,8 +151,27 @@ class LiveView:
         self.console = Console(stderr=False)
         self._live: Any = None
         self._t0 = time.time()
+        self._eta = _Eta()
 
-    def _render(self, pop: Population) -> Any:
+    def _header(self, pop: Population, state: RunState) -> Any:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        done, total, left = self._eta(pop, state)
+        line = Table.grid(padding=(0, 1))
+        parts = [f"elapsed {_clock(state.elapsed)}"]
+        if total:
+            parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%)")
+            parts.append(f"ETA {_clock(left)}")
+        parts.append(_members_line(counts(pop, state)))
+        if total:
+            line.add_row(ProgressBar(total=total, completed=done, width=30), " · ".join(parts))
+        else:
+            line.add_row(" · ".join(parts))
+        return line
+
+    def _render(self, pop: Population, state: RunState | None = None) -> Any:
+        from rich.console import Group
         from rich.table import Table
 
         metric = pop.metric or "score"
@@ -92,9 +192,20 @@ class LiveView:
         shown = member_rows(pop, self.rows)
         for r in shown:
             le = r["last_exploit"]
+            status = r["status"]
+            if state is not None and status == "running":
+                status = (
+                    "training"
+                    if r["member"] in state.running
+                    else "queued"
+                    if r["member"] in state.queued
+                    else "waiting"
+                )
+            if pop.members[r["member"]].pinned:
+                status += " (pinned)"
             table.add_row(
                 str(r["member"]),
-                r["status"],
+                status,
                 str(r["step"]),
                 _fmt(r["score"]) if r["score"] is not None else "-",
                 *[_fmt(r["config"].get(n)) for n in names],
@@ -104,18 +215,23 @@ class LiveView:
         hidden = len(pop.members) - len(shown)
         if hidden > 0:
             table.caption = f"… and {hidden} more members"
-        return table
+        if state is None:
+            return table
+        return Group(self._header(pop, state), table)
 
-    def __call__(self, pop: Population) -> None:
+    def __call__(self, pop: Population, state: RunState | None = None) -> None:
         from rich.live import Live
 
         if self._live is None:
             self._live = Live(
-                self._render(pop), console=self.console, refresh_per_second=4, transient=False
+                self._render(pop, state),
+                console=self.console,
+                refresh_per_second=4,
+                transient=False,
             )
             self._live.start()
         else:
-            self._live.update(self._render(pop))
+            self._live.update(self._render(pop, state))
 
     def close(self) -> None:
         """Stop refreshing (the last table stays on screen)."""
@@ -154,3 +270,60 @@ class LogProgress:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class PlainProgress:
+    """One plain line at most every ``every`` seconds, and one at the end: for files, pipes and
+    job logs (nohup, SLURM, CI), where a live table would be cut or repeated.
+
+    Args:
+        every: seconds between lines.
+        stream: where to write (default: standard error).
+    """
+
+    wants_state = True
+
+    def __init__(self, every: float = 10.0, stream: TextIO | None = None):
+        self.every = every
+        self.stream = stream
+        self._last = time.monotonic()  # the first line after `every` seconds; the last at close
+        self._eta = _Eta()
+        self._pop: Population | None = None
+        self._state = RunState()
+        self._said = ""
+
+    def line(self, pop: Population, state: RunState) -> str:
+        """The progress line for ``pop`` in ``state``."""
+        done, total, left = self._eta(pop, state)
+        best = pop.best()
+        parts = [f"hyperpop {_clock(state.elapsed)}"]
+        if total:
+            parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%), ETA {_clock(left)}")
+        parts.append(f"members: {_members_line(counts(pop, state))}")
+        parts.append(f"{pop.reports} reports, {len(pop.edges)} exploits")
+        if best is not None:
+            score = best.ready_score if best.ready_score is not None else best.last_score
+            parts.append(f"best {pop.metric}={_fmt(score)} (member {best.id})")
+        return " · ".join(parts)
+
+    def _write(self, text: str) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+
+    def __call__(self, pop: Population, state: RunState | None = None) -> None:
+        self._pop, self._state = pop, state or self._state
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        self._said = self.line(pop, self._state)
+        self._write(self._said)
+
+    def close(self) -> None:
+        """Write the last line (unless it was just written)."""
+        if self._pop is not None:
+            text = self.line(self._pop, self._state)
+            if text != self._said:
+                self._write(text)
+            self._pop = None

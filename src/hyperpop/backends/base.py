@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,15 @@ class Backend(ABC):
 
     def forget(self, member: int) -> None:  # noqa: B027 - optional hook
         """The member left the population: its in-memory state may be dropped."""
+
+    def set_log_dir(self, path: str | os.PathLike[str] | None) -> None:  # noqa: B027
+        """Send each member's stdout and stderr to ``path/member-N.log``, for backends whose
+        workers can (None, or a backend that cannot: output stays where it goes)."""
+
+    def progress(self) -> dict[int, int]:
+        """Steps trained so far by each running task, for backends that can tell (a count
+        people can follow between ready points; the reports come with the task's result)."""
+        return {}
 
     def affinity(self, member: int) -> int | None:
         """The slot that holds the member's state in memory, if any (a scheduling hint)."""

@@ -1,7 +1,10 @@
 """The embedded default backend: persistent worker processes on this machine.
 
-Each worker is a process started once (``spawn``, so it is safe with threaded libraries such as
-PyTorch) that keeps the trainables of the members it trains in memory. Tasks and results travel
+Each worker is a process started once as a fresh interpreter (``python -m
+hyperpop.backends._worker``: safe with threaded libraries such as PyTorch, and it never imports
+the driver's ``__main__``, so a script, a notebook cell, ``python -c`` or ``python - < file`` need
+no main guard) that receives the trainable by value (cloudpickle) and keeps the trainables of the
+members it trains in memory. Tasks and results travel
 over a pipe per worker; checkpoints travel as blob ids, never as copies. A worker process that
 dies is replaced: busy, its task is reported as a failure of its member; idle, the members whose
 state it held load their checkpoints when they train next. With a step timeout, a task that runs
@@ -10,13 +13,15 @@ longer is failed and its worker killed and replaced.
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import contextlib
 import os
 import pickle
 import signal
+import socket
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -47,8 +52,46 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+@contextlib.contextmanager
+def _output_to(path: str | None) -> Iterator[None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2: prints and C libraries'
+    output alike) to ``path`` while the block runs (None: leave them)."""
+    if path is None:
+        yield
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(1), os.dup(2)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+#: seconds between two progress messages of a worker
+PROGRESS_EVERY = 0.5
+
+
 def _worker_main(
-    conn: Connection, factory_bytes: bytes, root: str, name: str, cache, threads, parent: int
+    conn: Connection,
+    factory_bytes: bytes,
+    root: str,
+    name: str,
+    cache,
+    threads,
+    parent: int,
+    log_dir: str | None = None,
 ):
     _die_with_parent(parent)
     # Ctrl-C in a terminal reaches the whole process group: the driver decides, workers ignore.
@@ -78,7 +121,26 @@ def _worker_main(
         except (EOFError, OSError):
             return
         if msg == "task":
-            conn.send(("result", core.run(arg)))
+            last = [time.monotonic()]
+
+            def step(n: int, member: int = arg.member, last: list[float] = last) -> None:
+                if time.monotonic() - last[0] >= PROGRESS_EVERY:
+                    last[0] = time.monotonic()
+                    conn.send(("progress", (member, n)))
+
+            log = None
+            if log_dir is not None:
+                log = os.path.join(log_dir, f"member-{arg.member}.log")
+            with _output_to(log):
+                if log is not None:
+                    print(
+                        f"[hyperpop] {time.strftime('%Y-%m-%d %H:%M:%S')} member {arg.member}: "
+                        f"from step {arg.step}, config {arg.config} ({name}"
+                        + (f", attempt {arg.attempt + 1})" if arg.attempt else ")"),
+                        flush=True,
+                    )
+                result = core.run(arg, on_step=step)
+            conn.send(("result", result))
         elif msg == "forget":
             core.forget(arg)
         elif msg == "stop":
@@ -88,23 +150,54 @@ def _worker_main(
 
 
 def _start_failure(slot: Any) -> str:
-    """Why a worker process exited before it was ready, and what to do about it."""
+    """Why a worker process exited before it was ready (its own error is on stderr)."""
     slot.proc.join(timeout=5)
-    why = f"worker process {slot.index} exited at start (exit code {slot.proc.exitcode})"
-    script = getattr(sys.modules.get("__main__"), "__file__", None)
-    try:
-        with open(script or "", encoding="utf-8") as f:
-            guarded = "__main__" in f.read()
-    except OSError:
-        return why
-    if guarded:
-        return why
     return (
-        f'{why}: {script} has no `if __name__ == "__main__":` guard, and each worker process '
-        "imports it and starts the run again; put the hp.run(...) call under that guard, or "
-        "define trainable, space and settings in the file and start it with "
-        f"`hyperpop run {script}`"
+        f"worker process {slot.index} exited at start (exit code {slot.proc.exitcode}); "
+        "its error is printed above"
     )
+
+
+class _Process:
+    """A worker process started as a fresh interpreter, with the few methods of
+    :class:`multiprocessing.Process` the backend uses. Its ``sentinel`` is a pidfd (Linux),
+    readable once the process has exited."""
+
+    def __init__(self, popen: subprocess.Popen, conn_fd: int):
+        self._popen = popen
+        self.pid = popen.pid
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(popen.pid)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):
+            pass
+        #: readable when the process has exited (a pidfd), or, without pidfds, its connection
+        self.sentinel = self._pidfd if self._pidfd is not None else conn_fd
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._popen.poll()
+
+    def join(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._popen.kill()
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self._popen.terminate()
+
+    def close(self) -> None:
+        """Release the pidfd (the process must be gone or given up)."""
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 class _Slot:
@@ -143,12 +236,13 @@ class LocalBackend(Backend):
             raise ValueError(f"workers must be >= 1, got {workers!r}")
         self.cache_size = cache_size
         self.threads = threads_per_worker or max(1, cores // self.workers)
-        self._ctx = mp.get_context("spawn")
         self._slots: list[_Slot] = []
         self._factory: bytes = b""
         self._root = ""
         self._results: list[TaskResult] = []  # failures found outside poll, returned by it
         self.step_timeout: float | None = None
+        self.log_dir: str | None = None
+        self._progress: dict[int, int] = {}  # member -> steps of its running task so far
 
     @property
     def capacity(self) -> int:
@@ -163,26 +257,49 @@ class LocalBackend(Backend):
         for slot in self._slots:
             self._await_ready(slot)
 
+    def set_log_dir(self, path: str | os.PathLike[str] | None) -> None:
+        """Send each member's stdout and stderr to ``path/member-N.log`` (None: leave them on
+        the driver's terminal)."""
+        self.log_dir = None if path is None else os.fspath(path)
+        if self.log_dir is not None:
+            os.makedirs(self.log_dir, exist_ok=True)
+
     def _spawn(self, slot: _Slot) -> None:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=_worker_main,
-            args=(
-                child,
-                self._factory,
-                self._root,
-                f"local-{slot.index}",
-                self.cache_size,
-                self.threads,
-                os.getpid(),
-            ),
-            name=f"hyperpop-worker-{slot.index}",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        slot.proc, slot.conn, slot.task = proc, parent, None
+        """Start a fresh interpreter for ``slot`` and send it what it needs (by value)."""
+        if slot.proc is not None and hasattr(slot.proc, "close"):
+            slot.proc.close()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        for var in _THREAD_VARS:  # before the worker imports numerical libraries
+            env.setdefault(var, str(self.threads))
+        try:
+            popen = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "hyperpop.backends._worker",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        conn = Connection(ours.detach())
+        init = {
+            "path": list(sys.path),
+            "factory": self._factory,
+            "root": self._root,
+            "name": f"local-{slot.index}",
+            "cache": self.cache_size,
+            "threads": self.threads,
+            "log_dir": self.log_dir,
+        }
+        slot.proc, slot.conn, slot.task = _Process(popen, conn.fileno()), conn, None
         slot.members = set()
+        self._send(slot, ("init", init))  # a worker dead at once is found by _await_ready
 
     def set_step_timeout(self, seconds: float | None) -> None:
         """Kill a worker whose task runs longer than ``seconds`` and report the task failed."""
@@ -212,7 +329,7 @@ class LocalBackend(Backend):
         assert slot.conn is not None
         try:
             kind, arg = slot.conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # OSError: a socket reset by a killed worker
             slot.proc.join(timeout=5)
             code = slot.proc.exitcode
             if code is not None and code < 0 and restarts > 0:
@@ -225,6 +342,11 @@ class LocalBackend(Backend):
         if kind == "fatal":
             self.shutdown()
             raise RuntimeError(arg)
+
+    def progress(self) -> dict[int, int]:
+        """Steps each running task has trained so far (as its worker last said)."""
+        busy = {s.task.member for s in self._slots if s.task is not None}
+        return {m: n for m, n in self._progress.items() if m in busy}
 
     def free_slots(self) -> list[int]:
         return [s.index for s in self._slots if s.task is None]
@@ -310,20 +432,29 @@ class LocalBackend(Backend):
                 self._replace(slot)
                 continue
             try:
-                if slot.conn.poll():
+                alive = False
+                while slot.conn.poll():
                     kind, result = slot.conn.recv()
+                    if kind == "progress":  # steps trained so far: still at work
+                        self._progress[result[0]] = result[1]
+                        alive = True
+                        continue
                     if kind == "result":
                         slot.task = None
+                        self._progress.pop(task.member, None)
                         if result.checkpoint is not None:
                             slot.members.add(task.member)
                         else:
                             slot.members.discard(task.member)
                         out.append(result)
-                        continue
+                        break
+                if slot.task is None or (alive and slot.proc.is_alive()):
+                    continue
             except (EOFError, OSError):
                 pass
             # the process died mid-task: report it and start a replacement
             slot.task = None
+            self._progress.pop(task.member, None)
             out.append(self._died(slot, task))
             self._replace(slot)
         if self.step_timeout is not None:
@@ -335,6 +466,7 @@ class LocalBackend(Backend):
                 if slot.conn is not None and slot.conn.poll():
                     continue  # it finished while this poll replaced another worker: read next
                 slot.task = None
+                self._progress.pop(task.member, None)
                 out.append(self._timed_out(slot, task))
                 self._replace(slot)
         return out
@@ -363,6 +495,10 @@ class LocalBackend(Backend):
                 if s.proc.is_alive():
                     s.proc.terminate()
                     s.proc.join(timeout=5)
+                if s.proc.is_alive():
+                    s.proc.kill()
+                    s.proc.join(timeout=5)
+                s.proc.close()
             if s.conn is not None:
                 s.conn.close()
         self._slots = []

@@ -57,8 +57,11 @@ class WorkerCore:
             except Exception:  # noqa: BLE001 - cleanup must not take the worker down
                 pass
 
-    def run(self, task: Task) -> TaskResult:
-        """Train one interval; never raises (errors come back in the result)."""
+    def run(self, task: Task, on_step: Callable[[int], None] | None = None) -> TaskResult:
+        """Train one interval; never raises (errors come back in the result).
+
+        ``on_step(n)`` is called after each of the interval's steps (n: steps so far), for a
+        backend that tells the driver how far a running task has got."""
         t0 = time.perf_counter()
         result = TaskResult(task=task, worker=self.name)
         user = 0.0
@@ -100,6 +103,8 @@ class WorkerCore:
                     )
                 result.reports.append(dict(metrics))
                 n = len(result.reports)
+                if on_step is not None:
+                    on_step(n)
                 if task.steps is not None and n >= task.steps:
                     break
                 if task.seconds is not None and time.perf_counter() - start >= task.seconds:
