@@ -179,11 +179,27 @@ def test_pb2_fits_a_bounded_recent_history():
     pb.bind(X)
     d = p.pop.members[0]
     pb.explore(d.config, d, d, p.ctx(X))
-    assert len(pb._seen) == 200
+    assert pb._valid == 200  # every interval with a known start score is an observation
     X_train = pb._gp.X_train_
     assert X_train.shape[0] == 50
     # the most recent observations: times 10 (step 10 of 12) and 8, in units of the newest
     assert set(np.round(X_train[:, 0] * 10).astype(int)) == {8, 10}
+
+
+def test_pb2_keeps_learning_from_intervals_trained_before_a_copy():
+    """PB2's data comes from every interval in the log, not from members' current lineages:
+    a member that copies another keeps its earlier intervals as observations (they were lost
+    on resume before, 21 observations before a kill -9 and 14 after)."""
+    p = grid_pop(n=4, intervals=3)  # 4 members x 2 observations
+    pb = PB2()
+    pb.bind(X)
+    pb._collect(p.ctx(X))
+    before = pb._valid
+    p.feed(Event(ev.EXPLOITED, 0, {"donor": 3, "step": 6, "checkpoint": "b3-6", "at": 6}))
+    fresh = PB2()
+    fresh.bind(X)
+    fresh._collect(p.ctx(X))  # a resumed run's PB2 sees the same observations
+    assert before == fresh._valid == 8
 
 
 # --- checks ---------------------------------------------------------------------------------

@@ -199,7 +199,12 @@ class Controller:
         self.synchronous = synchronous
         self.rejuvenate = rejuvenate
         self.max_lead = max_lead
-        self.rng = np.random.default_rng(seed)
+        #: every decision draws from its own generator, keyed by (seed, member, the member's
+        #: ready points, its resets): a decision is a pure function of the fold, so a resumed
+        #: run decides exactly as the uninterrupted one would have
+        self.seed = int(seed if seed is not None else np.random.SeedSequence().entropy) % 2**63
+        #: for draws outside decisions (members added to a running population)
+        self.rng = np.random.default_rng(self.seed)
         self.set_budget(self.budget)
         self._waiting: set[int] = set()
         self._undecided: set[int] = set()
@@ -409,6 +414,9 @@ class Controller:
         value = np.append(value[keep], np.nan if mine is None else mine)
         return ids, value
 
+    def _rng(self, m: MemberState) -> np.random.Generator:
+        return np.random.default_rng([self.seed, m.id, m.ready_count, m.rejuvenations])
+
     def _decide(
         self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]
     ) -> Decision:
@@ -426,13 +434,13 @@ class Controller:
             and (self.max_steps is None or len(m.history) < self.max_steps)
             and not self._leads(pop, m)
         ):
-            config = self.space.sample(self.rng)
+            config = self.space.sample(self._rng(m))
             batch.append(config)
             return Decision(m.id, "rejuvenate", config=config, how="resample")
         ids, scores = self.comparable(pop, m)
         ctx = Context(
             mode=self.mode,
-            rng=self.rng,
+            rng=self._rng(m),
             candidates=None,
             population=pop,
             space=self.space,

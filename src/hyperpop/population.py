@@ -17,7 +17,14 @@ import numpy as np
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 
-__all__ = ["BlobInfo", "MemberState", "Population", "ReadyIndex", "Segment"]
+__all__ = [
+    "BlobInfo",
+    "MemberState",
+    "Population",
+    "ReadyIndex",
+    "Segment",
+    "TrainedInterval",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,23 @@ class BlobInfo:
     def config(self) -> dict[str, Any]:
         """The config the weights were last trained with."""
         return self.schedule[-1].config
+
+
+@dataclass(frozen=True)
+class TrainedInterval:
+    """One interval a member trained, from ready point to ready point, with one config.
+
+    ``key`` identifies it (member, its copies and resets so far, ``start``); ``score_start``
+    is the ranking score of the weights at ``start`` (None for fresh weights), ``score_end``
+    at ``end``.
+    """
+
+    key: tuple[int, int, int, int]
+    start: int
+    end: int
+    config: dict[str, Any]
+    score_start: float | None
+    score_end: float | None
 
 
 @dataclass
@@ -252,6 +276,9 @@ class Population:
         self._dead: set[str] = set()
         #: columnar ready state for fast candidate selection
         self.index = ReadyIndex()
+        #: every interval trained, in log order: what strategies such as PB2 learn from (an
+        #: interval trained before a member copied another stays here)
+        self.intervals: list[TrainedInterval] = []
         #: answers to requests (hyperpop.store.requests), by request id
         self.handled: dict[int, dict[str, Any]] = {}
         #: the highest request id answered
@@ -401,6 +428,8 @@ class Population:
             self._intervene(e, "pin" if m.pinned else "unpin", f"member {m.id}")
         elif k == ev.CHECKPOINTED:
             old = m.checkpoint
+            start = m.checkpoint_step if old is not None else 0
+            start_score = m.ready_scores[-1] if m.ready_steps[-1:] == [start] else None
             m.checkpoint = d["checkpoint"]
             self._ref(m.checkpoint)
             self._unref(old)
@@ -422,6 +451,16 @@ class Population:
                     m.stall = 0
                 else:
                     m.stall += 1
+            self.intervals.append(
+                TrainedInterval(
+                    (m.id, m.exploits, m.rejuvenations, start),
+                    start,
+                    m.step,
+                    m.config,
+                    start_score,
+                    score,
+                )
+            )
             self.blobs[m.checkpoint] = BlobInfo(
                 m.id,
                 m.step,

@@ -465,7 +465,7 @@ def resume(
             synchronous=s["synchronous"],
             rejuvenate=s.get("rejuvenate"),
             max_lead=s.get("max_lead", 4),
-            seed=(s.get("seed") or 0) + 7919 * (pop.resumes + 1),
+            seed=s.get("seed"),  # decisions are keyed by member and ready point: same draws
         )
         controller.restore(pop)
         backend_ = _make_backend(

@@ -247,8 +247,9 @@ class PB2(ExploreStrategy):
         max_history: the GP is fitted on at most this many observations, the most recent.
         candidates: random configs scored per decision (plus perturbations of the donor's).
         min_data: below this many observations PB2 perturbs like PBT.
-        refit: fit the kernel's hyperparameters at least every ``refit`` fits (and whenever
-            the data grew by half); in between only the data is updated.
+        refit: fit the kernel's hyperparameters again at least every ``refit`` new
+            observations (and whenever the data grew by half); in between only the data is
+            updated. Tune points depend on the data alone, so a resumed run fits the same GP.
         seed: seed of the GP's optimiser restarts (the candidates use the controller's rng).
     """
 
@@ -300,13 +301,15 @@ class PB2(ExploreStrategy):
         self.fits = 0
         #: how many of them also fitted the kernel's hyperparameters
         self.tunes = 0
-        self._tuned_at = 0
-        self._since_tune = 0
         self._space: Space | None = None
         self._encoder: _Encoder | None = None
-        self._seen: dict[tuple[int, int, int, int], tuple[int, float, np.ndarray, float]] = {}
+        #: one entry per interval of the population's log (None: not an observation)
+        self._obs: list[tuple[tuple[int, int, int, int], int, float, np.ndarray, float] | None]
+        self._obs = []
+        self._valid = 0
         self._fit_key: Any = None
         self._gp: Any = None
+        self._tuned: tuple[int, Any] | None = None  # (tune point, fitted kernel)
         self._norm: tuple[float, float, float] = (1.0, 0.0, 1.0)
 
     # --- setup ---------------------------------------------------------------------------
@@ -339,49 +342,85 @@ class PB2(ExploreStrategy):
 
     # --- data ----------------------------------------------------------------------------
     def _collect(self, ctx: Context) -> None:
-        ready = ctx.population.settings.get("ready") or {}
-        interval = int(ready.get("steps") or 1)
+        """Turn the intervals the log holds into observations ``(key, t, y0, x, dy)``: every
+        interval ever trained, those before a member copied another included, so a resumed
+        run learns from exactly what the uninterrupted one did."""
         assert self._encoder is not None
-        for m in ctx.population.members.values():
-            for key, t, y0, config, dy in observations(m, interval, ctx):
-                if key not in self._seen:
-                    self._seen[key] = (t, y0, self._encoder.encode(config), dy)
-        if len(self._seen) > 4 * self.max_history:  # forget the oldest
-            keep = sorted(self._seen.items(), key=lambda kv: kv[1][0])[-2 * self.max_history :]
-            self._seen = dict(keep)
+        intervals = ctx.population.intervals
+        if len(intervals) < len(self._obs):  # another population: start over
+            self._obs, self._valid, self._tuned, self._fit_key = [], 0, None, None
+        for iv in intervals[len(self._obs) :]:
+            obs = None
+            if iv.score_start is not None and iv.score_end is not None and iv.end > iv.start:
+                y0, y1 = ctx.oriented(iv.score_start), ctx.oriented(iv.score_end)
+                if math.isfinite(y0) and math.isfinite(y1):
+                    x = self._encoder.encode(iv.config)
+                    obs = (iv.key, iv.start, y0, x, (y1 - y0) / (iv.end - iv.start))
+                    self._valid += 1
+            self._obs.append(obs)
+
+    def _items(self, valid: int) -> list[tuple[tuple[int, int, int, int], int, float, Any, float]]:
+        """The newest ``max_history`` of the first ``valid`` observations, by (t, key)."""
+        items = []
+        for obs in self._obs:
+            if obs is None:
+                continue
+            if len(items) == valid:
+                break
+            items.append(obs)
+        items.sort(key=lambda o: (o[1], o[0]))
+        return items[-self.max_history :]
+
+    def _tune_point(self, valid: int) -> int:
+        """Observations the kernel was last tuned on: tuning happens when the data has grown
+        by half, and at least every ``refit`` observations (a function of the data alone, so
+        resume tunes on the same data)."""
+        point = self.min_data
+        while True:
+            nxt = max(point + 1, min(math.ceil(1.5 * point), point + self.refit))
+            if nxt > valid:
+                return point
+            point = nxt
 
     def _fit(self, ctx: Context) -> bool:
-        items = sorted(self._seen.items(), key=lambda kv: (kv[1][0], kv[0]))[-self.max_history :]
+        items = self._items(self._valid)
         if len(items) < self.min_data:
             return False
-        fit_key = tuple(k for k, _ in items)
+        fit_key = tuple(o[0] for o in items)
         if fit_key == self._fit_key:
             return True
-        gpr_cls, kernels, dims_cls = _sklearn()
-        t = np.array([v[0] for _, v in items], dtype=float)
-        y0 = np.array([v[1] for _, v in items], dtype=float)
-        x = np.stack([v[2] for _, v in items])
-        dy = np.array([v[3] for _, v in items], dtype=float)
-        t_scale = max(float(t.max()), 1.0)
-        y_lo, y_hi = float(y0.min()), float(y0.max())
-        self._norm = (t_scale, y_lo, max(y_hi - y_lo, 1e-12))
-        X = self._inputs(t, y0, x)
-        d = X.shape[1]
-        if self._gp is not None and self._gp.kernel_.theta.shape[0] == d + 2:
-            kernel = self._gp.kernel_  # warm start from the last fit
-        else:
-            kernel = kernels.ConstantKernel(1.0, (1e-3, 1e3)) * dims_cls(
-                kernels.Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e3), nu=0.5), (0,)
-            ) * dims_cls(
-                kernels.RBF(length_scale=np.ones(d - 1), length_scale_bounds=(1e-2, 1e2)),
-                tuple(range(1, d)),
-            ) + kernels.WhiteKernel(1e-2, (1e-5, 1e1))
-        # Fitting the kernel's hyperparameters is the expensive part: do it when the data has
-        # grown by half since the last time (and at most every ``refit`` decisions),
-        # otherwise keep the fitted kernel and only condition on the new data.
-        tune = (
-            self._gp is None or len(items) >= 1.5 * self._tuned_at or self._since_tune >= self.refit
-        )
+        gpr_cls, _, _ = _sklearn()
+        point = self._tune_point(self._valid)
+        t_max = max(max(float(o[1]) for o in items), 1.0)
+        y = [o[2] for o in items]
+        self._norm = (t_max, min(y), max(max(y) - min(y), 1e-12))
+        if self._tuned is None or self._tuned[0] != point:
+            # fitting the kernel's hyperparameters is the expensive part: from the default
+            # kernel, on the data as it stood at the tune point
+            tuned = self._gp_fit(self._items(point), self._default_kernel(items), tune=True)
+            self._tuned = (point, tuned.kernel_)
+            self.tunes += 1
+        self._gp = self._gp_fit(items, self._tuned[1], tune=False)
+        self._fit_key = fit_key
+        self.fits += 1
+        return True
+
+    def _default_kernel(self, items: list[Any]) -> Any:
+        _, kernels, dims_cls = _sklearn()
+        d = 2 + len(items[0][3])
+        return kernels.ConstantKernel(1.0, (1e-3, 1e3)) * dims_cls(
+            kernels.Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e3), nu=0.5), (0,)
+        ) * dims_cls(
+            kernels.RBF(length_scale=np.ones(d - 1), length_scale_bounds=(1e-2, 1e2)),
+            tuple(range(1, d)),
+        ) + kernels.WhiteKernel(1e-2, (1e-5, 1e1))
+
+    def _gp_fit(self, items: list[Any], kernel: Any, *, tune: bool) -> Any:
+        gpr_cls, _, _ = _sklearn()
+        t = np.array([o[1] for o in items], dtype=float)
+        y0 = np.array([o[2] for o in items], dtype=float)
+        x = np.stack([o[3] for o in items])
+        dy = np.array([o[4] for o in items], dtype=float)
         gp = gpr_cls(
             kernel=kernel,
             normalize_y=True,
@@ -390,15 +429,8 @@ class PB2(ExploreStrategy):
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            gp.fit(X, dy)
-        if tune:
-            self._tuned_at, self._since_tune = len(items), 0
-            self.tunes += 1
-        else:
-            self._since_tune += 1
-        self._gp, self._fit_key = gp, fit_key
-        self.fits += 1
-        return True
+            gp.fit(self._inputs(t, y0, x), dy)
+        return gp
 
     def _inputs(self, t: np.ndarray, y0: np.ndarray, x: np.ndarray) -> np.ndarray:
         t_scale, y_lo, y_range = self._norm
