@@ -166,7 +166,7 @@ def test_people_steer_a_running_population_from_python_and_it_shows_in_the_log(t
         assert bad.status == "refused" and "outside the space" in bad.reason
         with pytest.raises(hp.SpaceError, match="lrr"):
             s.set(1, lrr=0.5)
-        a = s.set(1, lr=0.95)
+        a = s.set(0, lr=0.95)  # the pinned member: PBT never copies over what a person set
         assert a.ok, a
         a = s.copy(2, donor=3)
         assert a.ok and "copied member 3" in a.reason, a
@@ -194,13 +194,15 @@ def test_people_steer_a_running_population_from_python_and_it_shows_in_the_log(t
     events = result.events
     pinned_at = next(e.seq for e in events if e.kind == ev.PINNED and e.member == 0)
     after_pin = [e for e in events if e.seq > pinned_at and e.member == 0]
-    # a pinned member never copies, is never reset, and keeps its hyperparameters
-    assert not [e for e in after_pin if e.kind in (ev.EXPLOITED, ev.REJUVENATED, ev.EXPLORED)]
+    # a pinned member never copies, is never reset, and keeps the hyperparameters it was given
+    assert not [e for e in after_pin if e.kind in (ev.EXPLOITED, ev.REJUVENATED)]
+    assert all(e.data.get("by") == "user" for e in after_pin if e.kind == ev.EXPLORED)
     assert result.population.members[0].pinned
     # a user's hyperparameters are in the schedule, by user
-    m1 = result.member(1)
-    assert any(seg.get("by") == "user" and seg["config"]["lr"] == 0.95 for seg in m1.schedule)
-    assert any(r.get("by") == "user" for r in result.schedule(1))
+    m0 = result.member(0)
+    assert m0.config["lr"] == 0.95
+    assert any(seg.get("by") == "user" and seg["config"]["lr"] == 0.95 for seg in m0.schedule)
+    assert any(r.get("by") == "user" for r in result.schedule(0))
     # the copy is an exploit edge in the lineage, by user
     assert any(e["member"] == 2 and e["donor"] == 3 and e["by"] == "user" for e in result.lineage())
     # member 3 was stopped by a person; the others trained to the new budget

@@ -538,6 +538,13 @@ class Driver:
                 log.warning("request %s (%s) refused: %s", r.id, r.kind, answer["reason"])
         self.flush()
 
+    def _opened(self) -> float:
+        """When this driver took the store (a request made before was meant for another)."""
+        lock = getattr(self.store, "lock", None)
+        holder = lock.holder() if lock is not None and lock.locked else None
+        since = (holder or {}).get("since")
+        return float(since) if isinstance(since, (int, float)) else self.session_start
+
     def _done_reason(self, r: Request) -> str:
         m = self.pop.members.get(r.member) if r.member is not None else None
         if r.kind == rq.STOP:
@@ -565,7 +572,7 @@ class Driver:
         """The events that carry out request ``r`` (raises :class:`_Refused`)."""
         pop, tag = self.pop, {"by": "user", "request": r.id}
         if r.kind == rq.STOP and r.member is None:
-            if r.time < self.session_start:
+            if r.time < self._opened():
                 raise _Refused(
                     "made while no driver ran (the run had already stopped); nothing to stop"
                 )

@@ -20,7 +20,7 @@ import numpy as np
 
 from hyperpop import __version__
 from hyperpop.backends.base import Backend
-from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
+from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for, log_dir_for
 from hyperpop.controller import Budget, Controller, Ready, Steps, budget_from_dict
 from hyperpop.driver import Driver, MetricError, Progress, RunError
 from hyperpop.population import Population
@@ -255,7 +255,10 @@ def run(
             take before its worker is killed and replaced and the interval counts as a failure
             (retried up to ``max_failures`` times); None: no limit. Local backend only.
         seed: seed of the initial sampling and the controller's decisions.
-        progress: True for a live terminal view, or a callable that gets the population.
+        progress: shown by default: a live view with elapsed time, ETA and members training,
+            queued, finished and failed when standard output is a terminal, else a plain line
+            every 10 s (files, pipes, job logs); False for none, or a callable that gets the
+            population.
         source: where the trainable comes from (``{"file": ..., "name": ...}``), for resume.
 
     Returns:
@@ -359,6 +362,8 @@ def run(
     pop = Population()
     store.append(events)
     pop.extend(events)
+    if storage is not None:
+        _member_logs(backend_, storage_path)
     driver = Driver(
         store=store,
         pop=pop,
@@ -393,17 +398,30 @@ def remove_run(path: str | os.PathLike[str], *, lock: WriterLock | None = None) 
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
             p.unlink(missing_ok=True)
         shutil.rmtree(checkpoint_dir_for(path), ignore_errors=True)
+        shutil.rmtree(log_dir_for(path), ignore_errors=True)
     finally:
         if lock is None:
             held.release()
 
 
-def _progress(progress: Progress | bool | None) -> Progress | None:
-    if progress is True:
-        from hyperpop.live import LiveView
+def _member_logs(backend: Backend, storage: Path | str) -> None:
+    """Members' stdout and stderr go to ``DB-logs/member-N.log`` beside the store."""
+    logs = log_dir_for(storage)
+    backend.set_log_dir(logs)
+    if getattr(backend, "log_dir", None) is not None:
+        log.info("members' output: %s/member-N.log (hyperpop logs %s --member N)", logs, storage)
 
-        return LiveView()
-    if progress is False or progress is None:
+
+def _progress(progress: Progress | bool | None) -> Progress | None:
+    """The progress display: by default (None) or with True, a live view on a terminal and
+    plain periodic lines into a file or a pipe; False: none; or the caller's callable."""
+    if progress is True or progress is None:
+        import sys
+
+        from hyperpop.live import LiveView, PlainProgress
+
+        return LiveView() if sys.stdout.isatty() else PlainProgress()
+    if progress is False:
         return None
     return progress
 
@@ -434,7 +452,7 @@ def resume(
         step_timeout: seconds one interval may take (see :func:`run`; default: as recorded).
         exploit: a custom exploit strategy instance, if the run used one.
         explore: a custom explore strategy instance, if the run used one.
-        progress: True for a live terminal view, or a callable.
+        progress: as in :func:`run` (shown by default; False for none).
     """
     _refuse_in_worker_import()
     _workers(workers)  # 0 is an error, not "as recorded"
@@ -488,6 +506,7 @@ def resume(
         resumed = [Event(ev.RUN_RESUMED, None, {"pid": os.getpid(), "version": __version__})]
         store.append(resumed)
         pop.extend(resumed)
+        _member_logs(backend_, storage)
     except BaseException:
         store.close()
         raise

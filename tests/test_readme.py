@@ -1,0 +1,28 @@
+"""The README's Python snippets run verbatim as scripts, with no main guard (issue 11, item 3)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SNIPPETS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_has_python_snippets():
+    assert len(SNIPPETS) >= 2
+
+
+@pytest.mark.parametrize("index", range(len(SNIPPETS)))
+def test_a_readme_snippet_runs_as_a_script(tmp_path, index):
+    script = tmp_path / f"snippet{index}.py"
+    script.write_text(SNIPPETS[index])
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
