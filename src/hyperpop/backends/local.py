@@ -485,6 +485,10 @@ class LocalBackend(Backend):
     def shutdown(self) -> None:
         for s in self._slots:
             if s.conn is not None and s.proc is not None and s.proc.is_alive():
+                if s.task is not None:
+                    # its interval will never be recorded: do not wait for it (a stop, Ctrl-C)
+                    s.proc.terminate()
+                    continue
                 try:
                     s.conn.send(("stop", None))
                 except (OSError, BrokenPipeError):
