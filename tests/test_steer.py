@@ -211,6 +211,12 @@ def test_people_steer_a_running_population_from_python_and_it_shows_in_the_log(t
     for m in result.members:
         if m.id != 3:
             assert m.status == "finished" and m.step == end, m
+    # the dashboard's family tree marks the copy a person asked for
+    from hyperpop.dashboard.data import RunView
+    from hyperpop.dashboard.figures import payload
+
+    drawn = json.dumps(payload(RunView(result.events)))
+    assert "member 2 copied member 3" in drawn and "(by user)" in drawn
     kinds = {i["kind"] for i in result.interventions()}
     assert kinds == {"pin", "set", "copy", "add", "stop", "budget"}
     assert result.summary()["status"] == "finished"

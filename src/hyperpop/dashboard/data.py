@@ -118,6 +118,7 @@ class RunView:
                     "score": score,
                     "before": num(before),
                     "time": e.time,
+                    "by": e.data.get("by") or "pbt",
                 }
             )
             self._config_point(m.id, m.step, m.config)

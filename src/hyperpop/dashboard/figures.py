@@ -93,6 +93,7 @@ def scores_spec(view: RunView) -> dict[str, Any]:
             "text": [
                 f"member {e['member']} ← {e['donor']} at step {e['step']}"
                 f" ({metric} {_fmt(e['before'])} → {_fmt(e['score'])})"
+                + (" by user" if e.get("by") == "user" else "")
                 for e in ex
             ],
             "name": "exploit (takes the donor's weights)",
@@ -317,6 +318,7 @@ def lineage_spec(view: RunView) -> dict[str, Any]:
         ex_x += [e["step"], e["step"], None]
         ex_y += [e["donor"], e["member"], None]
         label = f"member {e['member']} copied member {e['donor']} at step {e['step']}"
+        label += " (by user)" if e.get("by") == "user" else ""
         ex_t += [label, label, None]
     data.append(
         {
@@ -340,6 +342,7 @@ def lineage_spec(view: RunView) -> dict[str, Any]:
                 "y": [e["member"] for e in ex],
                 "text": [
                     f"member {e['member']} copied member {e['donor']} at step {e['step']}"
+                    + (" (by user)" if e.get("by") == "user" else "")
                     for e in ex
                 ],
                 "marker": {
