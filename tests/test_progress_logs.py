@@ -112,6 +112,16 @@ def test_status_sees_reports_between_ready_points(tmp_path):
             ).stdout
         )
         assert counted["unrecorded_reports"] >= 4 and counted["reports"] == 0
+        # the dashboard folds the same log
+        from hyperpop.dashboard.data import StoreSource
+
+        source = StoreSource(db)
+        try:
+            view = source.refresh()
+            assert view is not None and view.summary()["unrecorded_reports"] >= 4
+            assert any((r["live_step"] or 0) > r["step"] for r in view.member_rows())
+        finally:
+            source.close()
     finally:
         proc.kill()
         proc.wait()

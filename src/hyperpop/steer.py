@@ -211,7 +211,13 @@ class Steer:
                         + (" (a stop made then is dropped)" if kind == rq.STOP else ""),
                     )
                 if time.monotonic() >= deadline:
-                    return Answer(request, kind, "pending", f"no answer within {timeout:g}s")
+                    return Answer(
+                        request,
+                        kind,
+                        "pending",
+                        f"no answer within {timeout:g}s: the request is in the store, and a "
+                        "request for a member waits for its current interval to end",
+                    )
                 time.sleep(0.05)
         finally:
             store.close()
