@@ -219,6 +219,10 @@ class LiveView:
             return table
         return Group(self._header(pop, state), table)
 
+    def note(self, text: str) -> None:
+        """A line above the live view (e.g. where members' output goes)."""
+        self.console.print(f"hyperpop: {text}", markup=False, highlight=False)
+
     def __call__(self, pop: Population, state: RunState | None = None) -> None:
         from rich.live import Live
 
@@ -268,6 +272,10 @@ class LogProgress:
         )
         sys.stderr.flush()
 
+    def note(self, text: str) -> None:
+        """Log a line (e.g. where members' output goes)."""
+        log.info("%s", text)
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -310,6 +318,10 @@ class PlainProgress:
         stream = self.stream or sys.stderr
         stream.write(text + "\n")
         stream.flush()
+
+    def note(self, text: str) -> None:
+        """A line of its own (e.g. where members' output goes)."""
+        self._write(f"hyperpop: {text}")
 
     def __call__(self, pop: Population, state: RunState | None = None) -> None:
         self._pop, self._state = pop, state or self._state

@@ -362,8 +362,9 @@ def run(
     pop = Population()
     store.append(events)
     pop.extend(events)
+    shown = _progress(progress)
     if storage is not None:
-        _member_logs(backend_, storage_path)
+        _member_logs(backend_, storage_path, shown)
     driver = Driver(
         store=store,
         pop=pop,
@@ -373,7 +374,7 @@ def run(
         factory=factory,
         metric=metric,
         max_failures=max_failures,
-        progress=_progress(progress),
+        progress=shown,
     )
     return driver.execute(cleanup)
 
@@ -404,12 +405,16 @@ def remove_run(path: str | os.PathLike[str], *, lock: WriterLock | None = None) 
             held.release()
 
 
-def _member_logs(backend: Backend, storage: Path | str) -> None:
-    """Members' stdout and stderr go to ``DB-logs/member-N.log`` beside the store."""
+def _member_logs(backend: Backend, storage: Path | str, progress: Progress | None) -> None:
+    """Members' stdout and stderr go to ``DB-logs/member-N.log`` beside the store; with a
+    progress display, one line says where (their prints no longer reach this terminal)."""
     logs = log_dir_for(storage)
     backend.set_log_dir(logs)
-    if getattr(backend, "log_dir", None) is not None:
-        log.info("members' output: %s/member-N.log (hyperpop logs %s --member N)", logs, storage)
+    if getattr(backend, "log_dir", None) is None:
+        return
+    note = getattr(progress, "note", None)
+    if note is not None:
+        note(f"members' output goes to {logs}/member-N.log (hyperpop logs {storage} -m N)")
 
 
 def _progress(progress: Progress | bool | None) -> Progress | None:
@@ -506,7 +511,8 @@ def resume(
         resumed = [Event(ev.RUN_RESUMED, None, {"pid": os.getpid(), "version": __version__})]
         store.append(resumed)
         pop.extend(resumed)
-        _member_logs(backend_, storage)
+        shown = _progress(progress)
+        _member_logs(backend_, storage, shown)
     except BaseException:
         store.close()
         raise
@@ -519,7 +525,7 @@ def resume(
         factory=factory,
         metric=s["metric"],
         max_failures=s.get("max_failures", 3),
-        progress=_progress(progress),
+        progress=shown,
     )
     return driver.execute()
 
