@@ -133,6 +133,8 @@ class VectorizedTrainable(Trainable):
         batches_per_step: minibatches per training step (None: one pass over :meth:`data`).
         shuffle: ``"member"`` (each member its own data order) or ``"shared"`` (one order).
         seed: seeds the initial weights (``config["seed"]`` wins) and the data order.
+        evaluate_members: members per :meth:`evaluate` call (None: all at once); bounds the
+            memory that evaluation activations take when the evaluation data is large.
     """
 
     optimizer: str = "sgd"
@@ -143,6 +145,7 @@ class VectorizedTrainable(Trainable):
     batches_per_step: int | None = None
     shuffle: str = "member"
     seed: int | None = 0
+    evaluate_members: int | None = 8
     _device: torch.device | str = "cpu"
 
     # --- what the user writes -------------------------------------------------------------
@@ -744,11 +747,32 @@ class StackedPopulation:
             self.module.eval()
             try:
                 with torch.no_grad():
-                    evaluated = self._veval(params, buffers, hp)
+                    evaluated = self._evaluate(params, buffers, hp, k)
             finally:
                 self.module.train()
         metrics.update({n: v.detach().to(torch.float64).reshape(k) for n, v in evaluated.items()})
         return metrics
+
+    def _evaluate(
+        self,
+        params: dict[str, torch.Tensor],
+        buffers: dict[str, torch.Tensor],
+        hp: dict[str, torch.Tensor],
+        k: int,
+    ) -> dict[str, torch.Tensor]:
+        # a few members per call: evaluation data is often larger than a training batch, and
+        # its activations for every member at once would set the process's peak memory
+        chunk = max(1, int(self.spec.evaluate_members or k))
+        parts: list[dict[str, torch.Tensor]] = []
+        for a in range(0, k, chunk):
+            b = min(k, a + chunk)
+            part = self._veval(
+                {n: v[a:b] for n, v in params.items()},
+                {n: v[a:b] for n, v in buffers.items()},
+                {n: v[a:b] for n, v in hp.items()},
+            )
+            parts.append({n: v.detach().to(torch.float64).reshape(b - a) for n, v in part.items()})
+        return {n: torch.cat([p[n] for p in parts]) for n in parts[0]} if parts else {}
 
     def step_optimizer(
         self,
