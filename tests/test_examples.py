@@ -88,7 +88,8 @@ def test_charlm_reads_stdlib_text_and_learns(tmp_path):
     assert rf.module.decode(rf.module.encode("def f():\n")[:].tolist()) == "def f():\n"
     res = _run(rf, tmp_path, population=2, budget=hp.Steps(2), ready=1)
     rows = res.records()
-    assert rows[-1]["val_loss"] < 4.0  # below the uniform guess, log(96) = 4.56
+    # the best member learned: below the uniform guess, log(96) = 4.56
+    assert min(r["val_loss"] for r in rows if r["step"] == 2) < 4.0
     state = res.load_checkpoint()
     assert rf.module.evaluate(state) < 4.0
     assert rf.module.sample(state, length=20).startswith("def ")

@@ -84,7 +84,8 @@ def test_rejuvenation_resets_weights_and_keeps_a_record():
     m = pop.members[0]
     assert m.step == 0 and m.checkpoint is None and m.config == {"lr": 7}
     assert m.rejuvenations == 1 and pop.edges[-1]["kind"] == "rejuvenate"
-    assert pop.drain_dead() == ["a"]
+    # no member holds "a" any more, but it is the best checkpoint of the run: kept
+    assert pop.best_checkpoint == "a" and pop.drain_dead() == []
 
 
 def test_active_time_excludes_downtime_between_sessions():

@@ -463,7 +463,8 @@ def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path)
     # folded, never queued: in the fold "a" is dead, in the written log member 0 still holds it
     pop.extend(
         [
-            Event(ev.REPORTED, 0, {"step": 2, "score": 2.0, "metrics": {"score": 2.0}}),
+            # (a lower score: "b" is not the run's best checkpoint, which is kept to the end)
+            Event(ev.REPORTED, 0, {"step": 2, "score": 0.5, "metrics": {"score": 0.5}}),
             Event(ev.CHECKPOINTED, 0, {"step": 2, "checkpoint": "b"}),
         ]
     )

@@ -339,9 +339,33 @@ def schedule(db: str, member: str, fmt: str) -> None:
     """Print a member's hyperparameter schedule, inherited part included."""
     result = _load(db)
     if member == "best":
-        member = str(_best(result, db).id)
-    rows = result.schedule(member)
+        rows = _best(result, db).schedule_rows()
+    else:
+        rows = result.schedule(member)
     click.echo(_csv(rows) if fmt == "csv" else _dump(rows), nl=fmt == "json")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--member", "-m", default="best", help="Member id or 'best' (the best model).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="File.")
+def export(db: str, member: str, output: str) -> None:
+    """Write a trained model's state to a file (the run's best checkpoint by default).
+
+    PyTorch states are written with torch.save (torch.load(FILE, weights_only=True) opens
+    them), anything else with pickle.
+    """
+    result = _load(db)
+    if member == "best":
+        b = _best(result, db)
+        label = f"the best checkpoint (member {b.id} at step {b.step}, {result.metric}={b.score})"
+    else:
+        label = f"member {member}"
+    try:
+        how = result.export(output, member)
+    except (KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from None
+    click.echo(f"wrote {label} to {output} ({how})")
 
 
 @main.command()

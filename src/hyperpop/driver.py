@@ -699,6 +699,17 @@ class Driver:
             self.queue.append(i)
         return []
 
+    def _best_state(self) -> Any:
+        """The state of the run's best checkpoint, or None."""
+        blob = self.pop.best_checkpoint
+        if blob is None:
+            return None
+        try:
+            return self.checkpoints.load(blob)
+        except Exception as e:  # noqa: BLE001 - the run's outcome matters more
+            log.warning("could not keep the best checkpoint %s: %s", blob, e)
+            return None
+
     def execute(self, cleanup: Callable[[], None] | None = None) -> Result:
         """Run the session to its end, record how it ended, close everything, and return the
         run's :class:`Result`. ``cleanup`` runs last (e.g. removing a temporary folder)."""
@@ -748,9 +759,12 @@ class Driver:
                 self.checkpoints.collect(keep, temporaries=True)
             events = store.read()
             store.close()
-            if cleanup is not None:
+            best_state = None
+            if cleanup is not None:  # a temporary store: keep the best model in the result
+                best_state = self._best_state()
                 cleanup()
         result = Result(events, path=getattr(store, "path", None))
+        result.best_state = best_state
         result.overhead = {
             "user_seconds": self.user_seconds,
             "worker_seconds": self.worker_seconds,

@@ -54,6 +54,9 @@ class BlobInfo:
     ready_steps: tuple[int, ...] = ()
     #: the lineage's last reports (as many as the run's ``score_window``)
     recent: tuple[float, ...] = ()
+    #: the ranking score of these weights when saved, and the event that recorded them
+    score: float | None = None
+    seq: int | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -279,6 +282,9 @@ class Population:
         #: every interval trained, in log order: what strategies such as PB2 learn from (an
         #: interval trained before a member copied another stays here)
         self.intervals: list[TrainedInterval] = []
+        #: the checkpoint with the best ranking score seen in the run (never collected)
+        self.best_checkpoint: str | None = None
+        self.best_score: float | None = None
         #: answers to requests (hyperpop.store.requests), by request id
         self.handled: dict[int, dict[str, Any]] = {}
         #: the highest request id answered
@@ -468,7 +474,15 @@ class Population:
                 tuple(m.ready_scores),
                 tuple(m.ready_steps),
                 tuple(m.recent),
+                score,
+                e.seq,
             )
+            if score is not None and _better(score, self.best_score, self.mode):
+                # the best weights seen so far are kept to the end, whatever happens to
+                # the member that holds them
+                self._ref(m.checkpoint)
+                self._unref(self.best_checkpoint)
+                self.best_checkpoint, self.best_score = m.checkpoint, score
         elif k == ev.EXPLOITED:
             blob = d["checkpoint"]
             info = self.blobs.get(blob)

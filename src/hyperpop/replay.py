@@ -123,8 +123,9 @@ class _Recorded:
                 value = math.nan if score is None else float(score)
                 self.reports.setdefault((e.member, int(e.data["step"])), []).append((e.seq, value))
 
-    def at(self, member: int, step: int) -> float | None:
-        owner, bound = member, math.inf
+    def at(self, member: int, step: int, until: float = math.inf) -> float | None:
+        """The recorded score at ``step`` of the weights ``member`` held at event ``until``."""
+        owner, bound = member, until
         while True:
             before = [e for e in self.edges.get(owner, []) if e["seq"] < bound]
             last = max(before, key=lambda e: e["seq"]) if before else None
@@ -235,7 +236,7 @@ def replay(
     recorded = _Recorded(result)
     original_scores = {}
     for step in range(1, total + 1):
-        value = recorded.at(m.id, step)
+        value = recorded.at(m.id, step, math.inf if m.seq is None else m.seq + 1)
         if value is not None:
             original_scores[step] = value
     return ReplayResult(

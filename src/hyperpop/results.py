@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,32 @@ from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 
 __all__ = ["MemberResult", "Result"]
+
+
+def _holds_tensors(state: Any) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    stack = [state]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            return True
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return False
+
+
+def _better_or_equal(a: float, b: float | None, mode: str) -> bool:
+    if b is None or math.isnan(b):
+        return True
+    if math.isnan(a):
+        return False
+    return a >= b if mode == "max" else a <= b
 
 
 @dataclass
@@ -38,6 +65,9 @@ class MemberResult:
         parent: the last member it copied, if any.
         exploits: how many times it copied another member.
         failures: how many times its trainable failed.
+        seq: for an earlier state of the member (``Result.best`` when the best weights were
+            saved before the member's current ones), the event that recorded it; None for
+            the member as it is now.
     """
 
     id: int
@@ -51,6 +81,7 @@ class MemberResult:
     exploits: int = 0
     failures: int = 0
     last_error: str | None = None
+    seq: int | None = None
 
     @classmethod
     def of(cls, m: MemberState) -> MemberResult:
@@ -72,6 +103,46 @@ class MemberResult:
             failures=m.failures,
             last_error=m.last_error,
         )
+
+    @classmethod
+    def of_checkpoint(cls, pop: Population, blob: str) -> MemberResult:
+        """The member that saved checkpoint ``blob``, as it was then."""
+        info = pop.blobs[blob]
+        m = pop.members[info.member]
+        return cls(
+            id=m.id,
+            score=info.score,
+            step=info.step,
+            config=info.config,
+            status=m.status,
+            schedule=[
+                {"step": s.step, "trained_by": s.member, "config": s.config}
+                | ({"by": s.by} if s.by else {})
+                for s in info.schedule
+            ],
+            checkpoint=blob,
+            parent=m.parent,
+            exploits=m.exploits,
+            failures=m.failures,
+            last_error=m.last_error,
+            seq=info.seq,
+        )
+
+    def schedule_fn(self) -> Callable[[int], dict[str, Any]]:
+        """The schedule as a plain function ``step -> config`` (1-based training steps), to
+        drive a training loop with no hyperpop in it (see ``hyperpop.torch.ScheduleLR``)."""
+        schedule = [dict(s) for s in self.schedule]
+
+        def config_at(step: int) -> dict[str, Any]:
+            current = schedule[0]["config"]
+            for seg in schedule:
+                if seg["step"] < step:
+                    current = seg["config"]
+                else:
+                    break
+            return current
+
+        return config_at
 
     def config_at(self, step: int) -> dict[str, Any]:
         """The config the weights were trained with at training step ``step`` (1-based)."""
@@ -147,11 +218,23 @@ class Result:
 
     @property
     def best(self) -> MemberResult:
-        """The member with the best last score."""
-        m = self.population.best()
+        """The best model of the run: the checkpoint with the best ranking score seen (kept
+        to the end, never collected), as the member that saved it was then; or, before any
+        ready point, the member with the best last report."""
+        pop = self.population
+        m = pop.best()
         if m is None:
             raise ValueError("no member has reported a score yet")
+        blob = pop.best_checkpoint
+        if blob is None or blob not in pop.blobs or blob == m.checkpoint:
+            return MemberResult.of(m)
+        mine = m.ready_score
+        if mine is None or not _better_or_equal(mine, pop.best_score, pop.mode):
+            return MemberResult.of_checkpoint(pop, blob)
         return MemberResult.of(m)
+
+    #: the best checkpoint's state, when the run kept no store (``storage=None``)
+    best_state: Any = None
 
     def member(self, member: int | str) -> MemberResult:
         """One member by id, or ``"best"``."""
@@ -271,14 +354,34 @@ class Result:
 
     # --- checkpoints ---------------------------------------------------------------------
     def load_checkpoint(self, member: int | str = "best") -> Any:
-        """The state (what ``save()`` returned) of a member's latest checkpoint."""
+        """The state (what ``save()`` returned) of a member's latest checkpoint, or of the
+        run's best checkpoint for ``"best"``."""
         m = self.member(member)
+        if member == "best" and self.best_state is not None:
+            return self.best_state
         if self.path is None or m.checkpoint is None:
             raise ValueError(
                 f"member {m.id} has no stored checkpoint (runs with storage=None "
                 "keep none after they end)"
             )
         return CheckpointStore(checkpoint_dir_for(self.path)).load(m.checkpoint)
+
+    def export(self, path: str | os.PathLike[str], member: int | str = "best") -> str:
+        """Write a member's trained state (the run's best checkpoint by default) to ``path``:
+        with ``torch.save`` when it holds PyTorch tensors (``torch.load(path,
+        weights_only=True)`` opens it), else with pickle. Returns ``"torch"`` or ``"pickle"``.
+        """
+        state = self.load_checkpoint(member)
+        if _holds_tensors(state):
+            import torch
+
+            torch.save(state, path)
+            return "torch"
+        import pickle
+
+        with open(path, "wb") as f:
+            pickle.dump(state, f)
+        return "pickle"
 
     def __repr__(self) -> str:
         s = self.summary()
