@@ -161,7 +161,7 @@ class Steer:
         after = _last_seq(self.db)  # the answer comes later in the log
         try:
             RequestLog(self.db).append(req)
-        except (LookupError, FileNotFoundError) as e:
+        except (LookupError, OSError) as e:
             raise SteerError(str(e)) from None
         assert req.id is not None
         if not wait or not self.timeout:

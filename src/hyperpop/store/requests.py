@@ -110,10 +110,14 @@ class RequestLog:
 
         Raises:
             LookupError: the store has no request table (its driver is an older hyperpop).
+            OSError: the store cannot be written (a read-only file or folder, a full disk).
         """
         if request.kind not in KINDS:
             raise ValueError(f"unknown request {request.kind!r}; one of {sorted(KINDS)}")
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.Error as e:
+            raise OSError(f"cannot write a request into {self.path} ({e})") from None
         try:
             if not has_table(conn):
                 raise LookupError(
@@ -134,6 +138,8 @@ class RequestLog:
             )
             conn.execute("COMMIT")
             request.id = int(cur.lastrowid or 0)
+        except sqlite3.Error as e:
+            raise OSError(f"cannot write a request into {self.path} ({e})") from None
         finally:
             conn.close()
         return request
