@@ -398,3 +398,26 @@ def test_the_command_line_steers_a_run_and_says_what_the_driver_did(tmp_path):
     assert result.population.members[3].status == "finished"
     status = cli("status", db)
     assert "interrupted" in status.stdout
+
+
+def test_a_smaller_budget_finishes_queued_members_where_they_stand(tmp_path):
+    """One worker, four members: three wait in the queue. A budget every member has already
+    reached finishes them at once; only the interval in flight is recorded after it."""
+    db = tmp_path / "run.db"
+    proc = _driver(db, budget=400, workers=1)
+    try:
+        _wait(lambda: _reports(db) >= 24, "24 reports", proc)
+        a = hp.steer(db).budget(hp.Steps(3))
+        assert a.ok, a
+        _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = _events(db)
+    changed = next(e.seq for e in events if e.kind == ev.BUDGET_CHANGED)
+    after = {e.member for e in events if e.kind == ev.REPORTED and e.seq > changed}
+    assert len(after) <= 1  # the member in flight, nobody else trained on
+    result = hp.load(db)
+    assert result.summary()["status"] == "finished"
+    assert all(m.status == "finished" for m in result.members)
+    assert result.settings["budget"] == [{"type": "steps", "n": 3}]

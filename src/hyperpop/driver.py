@@ -634,14 +634,12 @@ class Driver:
             self.pending.extend(events)
             pop.extend(events)  # revives members that now have steps left
             for m in pop.alive():
-                if m.id in self.inflight or m.id in self.queue:
-                    continue
-                if m.id in self.controller.waiting:
-                    continue
+                if m.id in self.inflight or m.id in self.controller.waiting:
+                    continue  # decided at its ready point (finished there if over the budget)
                 if self.controller.max_steps is not None and m.step >= self.controller.max_steps:
                     self.pending_finish(m.id, now)
-                else:
-                    self.queue.append(m.id)
+                elif m.id not in self.queue:
+                    self.queue.append(m.id)  # finished for lack of steps, and now has some
             return []
         raise _Refused(f"unknown request {r.kind!r}")
 
