@@ -137,13 +137,14 @@ def test_stop_without_a_live_driver_says_so_and_signals_nobody(tmp_path):
     )
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        holder = {"pid": bystander.pid, "host": os.uname().nodename, "since": 0}
-        Path(f"{db}.lock").write_text(json.dumps(holder))
-        out = subprocess.run(
-            [*CLI, "stop", str(db)], capture_output=True, text=True, timeout=60, env=_env()
-        )
-        assert out.returncode == 1 and "no driver is writing" in out.stderr
-        assert bystander.poll() is None  # alive: nobody was signalled
+        for host in (os.uname().nodename, "another-host"):  # a stale lease, or another host's
+            holder = {"pid": bystander.pid, "host": host, "since": 0}
+            Path(f"{db}.lock").write_text(json.dumps(holder))
+            out = subprocess.run(
+                [*CLI, "stop", str(db)], capture_output=True, text=True, timeout=60, env=_env()
+            )
+            assert out.returncode == 1 and "no driver is writing" in out.stderr
+            assert bystander.poll() is None  # alive: nobody was signalled
         with pytest.raises(hp.SteerError, match="no driver is writing"):
             hp.steer(db).pin(0)
         assert RequestLog(db).read() == []  # nothing written for nobody
