@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import hyperpop as hp
 from hyperpop.controller import Controller, Ready, Steps
 from hyperpop.population import Population
@@ -12,12 +14,12 @@ from hyperpop.strategies import NoExploit, NoExplore
 
 SPACE = Space({"cap": hp.randint(1, 9)})
 
+
 def decide(c, pop, member):
     """Asynchronous mode as the driver runs it: the ready point queues the member and the
     decision is taken when it gets a worker (here: at once)."""
     (queued,) = c.on_ready(pop, member, now=0.0)
     return queued if queued.kind != "queue" else c.decide(pop, member, now=0.0)[0]
-
 
 
 class Plateau(hp.Trainable):
@@ -76,8 +78,8 @@ def test_a_member_stalled_for_patience_ready_points_is_rejuvenated():
     pop = pop_with({0: [1.0, 1.0, 1.0, 1.0], 1: [5.0]})
     assert pop.members[0].stall == 3
     d = decide(controller(3), pop, 0)
-    assert d.kind == "rejuvenate" and d.how == "resample"
-    SPACE.validate_config(d.config)
+    assert d.kind == "rejuvenate" and d.how == "full"
+    SPACE.validate_config(d.config)  # explored from its own config (the default), in bounds
 
 
 def test_a_member_that_still_improves_or_has_patience_left_is_not():
@@ -93,7 +95,7 @@ def test_the_leader_is_never_rejuvenated():
     assert decide(controller(2), pop, 0).kind == "rejuvenate"
 
 
-def test_rejuvenation_end_to_end_resets_weights_and_records_the_reset():
+def test_rejuvenation_end_to_end_resets_weights_and_keeps_the_lineage():
     res = hp.run(
         Plateau,
         {"cap": hp.randint(1, 9)},
@@ -111,23 +113,22 @@ def test_rejuvenation_end_to_end_resets_weights_and_records_the_reset():
     )
     resets = [e for e in res.lineage() if e["kind"] == "rejuvenate"]
     assert resets and res.summary()["rejuvenations"] == len(resets)
-    assert all(e["donor"] is None and e["step"] == 0 for e in resets)
+    assert all(e["donor"] is None and e["reset"] == "full" for e in resets)
+    assert all(e["step"] == e["at"] > 0 for e in resets)  # reset where it stood
     assert 3 not in {e["member"] for e in resets}  # the leader (cap 9) is kept
-    # after a reset the member trains a fresh model: its steps start again from 1
     rows = res.records()
     m = resets[0]["member"]
-    steps = [r["step"] for r in rows if r["member"] == m]
+    # the member's steps go on (its lineage continues), its trainable restarted: fresh weights
+    assert [r["step"] for r in rows if r["member"] == m] == list(range(1, 17))
     n_seen = [r["n"] for r in rows if r["member"] == m]
-    assert steps == n_seen  # the trainable's own count restarted too: a fresh setup
-    assert steps.count(1) == 1 + sum(1 for e in resets if e["member"] == m)
-    # the member's schedule starts at the reset, with the new config
+    assert n_seen[resets[0]["step"]] == 1 and n_seen[0] == 1
+    # the schedule continues, with the reset marked where it happened
     mem = res.member(m)
-    assert mem.schedule[0]["step"] == 0 and mem.schedule[0]["trained_by"] == m
+    assert mem.schedule[0]["step"] == 0
+    marked = [s for s in mem.schedule if s.get("reset")]
+    assert [s["step"] for s in marked] == [e["step"] for e in resets if e["member"] == m]
     assert res.best.score == 9.0
-    # a reset model starts its step budget again, but a member is reset only while it has
-    # trained fewer than n steps in all: every member trains fewer than 2n
-    for i in range(4):
-        assert 16 <= sum(1 for r in rows if r["member"] == i) < 32
+    assert all(x.step == 16 for x in res.members)  # no reset extends the run
 
 
 def test_a_member_that_always_stalls_cannot_keep_the_run_going():
@@ -149,3 +150,80 @@ def test_a_member_that_always_stalls_cannot_keep_the_run_going():
     assert res.summary()["status"] == "finished"
     assert res.summary()["rejuvenations"] > 0
     assert all(m.step == 12 for m in res.members)
+
+
+class Layered(hp.Trainable):
+    """Records how it was reset: a partial reset keeps the step count in its state."""
+
+    def setup(self, config):
+        self.n, self.cap, self.resets = 0, config["cap"], []
+
+    def apply(self, config):
+        self.cap = config["cap"]
+
+    def reset(self, how):
+        self.resets.append((how, self.n))
+
+    def train(self):
+        self.n += 1
+        return {"score": float(min(self.n, self.cap)), "resets": len(self.resets)}
+
+    def save(self):
+        return (self.n, list(self.resets))
+
+    def load(self, state):
+        self.n, self.resets = state[0], list(state[1])
+
+
+def test_a_partial_reset_calls_the_trainables_reset_on_the_restored_state():
+    res = hp.run(
+        Layered,
+        {"cap": hp.randint(1, 9)},
+        metric="score",
+        population=2,
+        workers=1,
+        budget=hp.Steps(12),
+        ready=2,
+        exploit=None,
+        explore=None,
+        rejuvenate=hp.Rejuvenate(2, config="keep", reset="head", grace=1),
+        configs=[{"cap": 2}, {"cap": 9}],
+        backend="simulated",
+    )
+    resets = [e for e in res.lineage() if e["kind"] == "rejuvenate"]
+    assert resets and {e["member"] for e in resets} == {0}
+    assert all(e["reset"] == "head" for e in resets)
+    # the weights were kept and reset in part: the trainable's own count went on
+    rows = [r for r in res.records() if r["member"] == 0]
+    assert rows[-1]["resets"] == len(resets) and rows[-1]["step"] == 12
+    # the grace period: no reset at the ready point right after one
+    steps = [e["step"] for e in resets]
+    assert all(b - a >= 4 for a, b in zip(steps, steps[1:]))
+    assert res.member(0).config == {"cap": 2}  # config="keep"
+
+
+def test_a_rejuvenated_member_replays_exactly():
+    res = hp.run(
+        Plateau,
+        {"cap": hp.randint(1, 9)},
+        metric="score",
+        population=2,
+        workers=1,
+        budget=hp.Steps(12),
+        ready=2,
+        exploit=None,
+        explore=None,
+        rejuvenate=2,
+        configs=[{"cap": 2}, {"cap": 9}],
+        backend="simulated",
+    )
+    assert any(s.get("reset") for s in res.member(0).schedule)
+    r = hp.replay(res, 0, trainable=Plateau)
+    assert r.max_trajectory_difference == 0.0 and r.steps == 12
+
+
+def test_rejuvenate_settings_are_checked():
+    with pytest.raises(ValueError, match="explore', 'keep' or 'resample'"):
+        hp.Rejuvenate(3, config="random")
+    with pytest.raises(ValueError, match="positive number"):
+        hp.Rejuvenate(0)

@@ -33,12 +33,12 @@ from hyperpop.strategies.ttest import _betainc, welch_test
 
 SPACE = Space({"lr": hp.uniform(0.0, 1.0)})
 
+
 def decide(c, pop, member):
     """Asynchronous mode as the driver runs it: the ready point queues the member and the
     decision is taken when it gets a worker (here: at once)."""
     (queued,) = c.on_ready(pop, member, now=0.0)
     return queued if queued.kind != "queue" else c.decide(pop, member, now=0.0)[0]
-
 
 
 class Pop:

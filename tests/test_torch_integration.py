@@ -256,3 +256,28 @@ def test_a_restored_member_trains_on_exactly_as_in_memory():
     restored.load(state)
     restored.apply(config)
     assert [restored.train()["loss"] for _ in range(3)] == expected
+
+
+def test_partial_resets_shrink_and_perturb_or_reinitialise_chosen_layers():
+    from hyperpop.torch import reinitialize, shrink_perturb
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    reinitialize(model, ["1"])  # the head only
+    after = list(model.parameters())
+    assert torch.equal(after[0], before[0]) and torch.equal(after[1], before[1])
+    assert not torch.equal(after[2], before[2])
+    with pytest.raises(KeyError, match="not a submodule"):
+        reinitialize(model, ["head"])
+    kept = [p.detach().clone() for p in model.parameters()]
+    shrink_perturb(model, shrink=0.5, noise=0.0)
+    assert all(torch.allclose(p, 0.5 * q) for p, q in zip(model.parameters(), kept))
+    t = Linear()
+    t.setup({"lr": 0.1, "momentum": 0.9})
+    t.train()
+    assert t.optimizer.state  # momentum buffers
+    t.reset("shrink_perturb")
+    assert not t.optimizer.state  # moments of the old weights are dropped
+    with pytest.raises(ValueError, match="shrink_perturb"):
+        t.reset("everything")

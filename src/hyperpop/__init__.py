@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from hyperpop.controller import Budget, Ready, Steps, Target, WallTime
+from hyperpop.controller import Budget, Ready, Rejuvenate, Steps, Target, WallTime
 from hyperpop.replay import ReplayResult, replay
 from hyperpop.results import MemberResult, Result
 from hyperpop.run import MetricError, RunError, SettingsError, resume, run
@@ -71,6 +71,7 @@ __all__ = [
     "MemberResult",
     "MetricError",
     "Ready",
+    "Rejuvenate",
     "Result",
     "RunError",
     "SettingsError",

@@ -19,6 +19,7 @@ from hyperpop.strategies import Context, ExploitStrategy, ExploreStrategy
 
 __all__ = [
     "Budget",
+    "Rejuvenate",
     "Controller",
     "Decision",
     "Interval",
@@ -56,6 +57,60 @@ class Ready:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return {"steps": self.steps, "seconds": self.seconds, "burn_in": self.burn_in}
+
+
+@dataclass(frozen=True)
+class Rejuvenate:
+    """Rejuvenation: reset a stalled member's weights, keep its hyperparameter lineage.
+
+    Args:
+        patience: ready points without improvement before the reset.
+        config: the hyperparameters it trains with after the reset: ``"explore"`` (perturbed
+            from its current ones, default), ``"keep"`` (its current ones) or ``"resample"``
+            (fresh from the space).
+        reset: ``"full"`` (fresh weights from ``setup(config)``, default) or a name passed to
+            the trainable's ``reset(how)`` hook for a partial reset (``TorchTrainable``
+            knows ``"shrink_perturb"`` and ``"reinit:<module>,<module>"``).
+        grace: ready points after a reset during which the member is neither copied over
+            nor reset again, so its fresh start gets a chance.
+
+    The member keeps its step count and its schedule goes on, with the reset marked in it;
+    the member holding the population's best ready score is never reset.
+    """
+
+    patience: int
+    config: str = "explore"
+    reset: str = "full"
+    grace: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int):
+            raise ValueError(f"rejuvenate patience must be an int, got {self.patience!r}")
+        if self.patience < 1:
+            raise ValueError("rejuvenate must be a positive number of ready points or None")
+        if self.config not in ("explore", "keep", "resample"):
+            raise ValueError(
+                f"Rejuvenate(config=...) must be 'explore', 'keep' or 'resample', "
+                f"got {self.config!r}"
+            )
+        if not isinstance(self.reset, str) or not self.reset:
+            raise ValueError(f"Rejuvenate(reset=...) must be 'full' or a name, got {self.reset!r}")
+        if not isinstance(self.grace, int) or self.grace < 0:
+            raise ValueError(f"Rejuvenate(grace=...) must be an int >= 0, got {self.grace!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"patience": self.patience, "config": self.config, "reset": self.reset,
+                "grace": self.grace}  # fmt: skip
+
+    @classmethod
+    def of(cls, value: Any) -> Rejuvenate | None:
+        """From ``None``, a patience, a dict (:meth:`to_dict`) or a ``Rejuvenate``."""
+        if value is None or isinstance(value, Rejuvenate):
+            return value
+        if isinstance(value, dict):
+            return cls(**value)
+        return cls(value)
 
 
 class Budget:
@@ -130,9 +185,10 @@ class Decision:
 
     ``kind`` is one of ``continue``, ``exploit`` (copy ``checkpoint`` of ``donor`` at ``step``,
     then train with ``config``), ``explore`` (keep the weights, train with ``config``),
-    ``rejuvenate`` (fresh weights, train with ``config``), ``finish``, ``wait`` (synchronous
-    mode: the generation is not complete) and ``queue`` (asynchronous mode: the member waits
-    for a worker, and :meth:`Controller.decide` decides for it when it gets one).
+    ``rejuvenate`` (reset the weights as ``how`` says, train with ``config``), ``finish``,
+    ``wait`` (synchronous mode: the generation is not complete) and ``queue`` (asynchronous
+    mode: the member waits for a worker, and :meth:`Controller.decide` decides for it when it
+    gets one).
     """
 
     member: int
@@ -157,11 +213,9 @@ class Controller:
         explore: the explore strategy.
         synchronous: decide by generation (every live member reaches the same ready point,
             then all decide at once) instead of as each member becomes ready.
-        rejuvenate: after this many ready points without improvement, a member's weights are
-            reset and its hyperparameters resampled (None: never). The member holding the
-            population's best ready score is never reset, and under ``Steps(n)`` a member is
-            reset only while it has trained fewer than ``n`` steps in all, so the run ends
-            (each member trains fewer than ``2n`` steps).
+        rejuvenate: a :class:`Rejuvenate` (or its patience: ready points without
+            improvement before a stalled member's weights are reset while its hyperparameter
+            lineage goes on); None: never.
         max_lead: asynchronous mode with ready points by steps: a member does not start an
             interval while it is this many ready intervals or more ahead of a member still
             training (its worker takes a member further behind, or waits). Keeps members
@@ -179,7 +233,7 @@ class Controller:
         exploit: ExploitStrategy,
         explore: ExploreStrategy,
         synchronous: bool = False,
-        rejuvenate: int | None = None,
+        rejuvenate: Rejuvenate | int | None = None,
         max_lead: int | None = 4,
         seed: int | None = 0,
     ):
@@ -189,15 +243,13 @@ class Controller:
             isinstance(max_lead, bool) or not isinstance(max_lead, int) or max_lead < 1
         ):
             raise ValueError(f"max_lead must be a positive int or None, got {max_lead!r}")
-        if rejuvenate is not None and rejuvenate < 1:
-            raise ValueError("rejuvenate must be a positive number of ready points or None")
         self.space, self.mode, self.ready = space, mode, ready
         self.budget = list(budget)
         self.exploit, self.explore = exploit, explore
         exploit.bind(space)
         explore.bind(space)
         self.synchronous = synchronous
-        self.rejuvenate = rejuvenate
+        self.rejuvenate = Rejuvenate.of(rejuvenate)
         self.max_lead = max_lead
         #: every decision draws from its own generator, keyed by (seed, member, the member's
         #: ready points, its resets): a decision is a pure function of the fold, so a resumed
@@ -428,15 +480,19 @@ class Controller:
             return Decision(m.id, "continue")
         if m.step < self.ready.burn_in:
             return Decision(m.id, "continue")
-        if (
-            self.rejuvenate is not None
-            and m.stall >= self.rejuvenate
-            and (self.max_steps is None or len(m.history) < self.max_steps)
-            and not self._leads(pop, m)
-        ):
-            config = self.space.sample(self._rng(m))
+        rj = self.rejuvenate
+        if rj is not None and m.reset_step is not None and m.ready_since_reset <= rj.grace:
+            return Decision(m.id, "continue")  # a fresh start gets its chance
+        if rj is not None and m.stall >= rj.patience and not self._leads(pop, m):
+            rng = self._rng(m)
+            if rj.config == "resample":
+                config = self.space.sample(rng)
+            elif rj.config == "keep":
+                config = m.config
+            else:
+                config = self.space.perturb(m.config, rng)
             batch.append(config)
-            return Decision(m.id, "rejuvenate", config=config, how="resample")
+            return Decision(m.id, "rejuvenate", config=config, how=rj.reset)
         ids, scores = self.comparable(pop, m)
         ctx = Context(
             mode=self.mode,

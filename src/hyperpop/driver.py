@@ -73,7 +73,7 @@ class WrittenRefs:
         for e in events:
             if e.kind in (ev.CHECKPOINTED, ev.EXPLOITED):
                 self._hold(e.member, e.data["checkpoint"])  # type: ignore[arg-type]
-            elif e.kind == ev.REJUVENATED:
+            elif e.kind == ev.REJUVENATED and e.data.get("reset", "full") == "full":
                 self._hold(e.member, None)  # type: ignore[arg-type]
 
     def names(self, blob: str) -> bool:
@@ -272,6 +272,7 @@ class Driver:
                 steps=iv.steps,
                 seconds=iv.seconds,
                 attempt=self.attempts.get(member, 0),
+                reset=m.pending_reset,
             )
             self.inflight[member] = task
             picked.append((task, slot))
@@ -361,7 +362,7 @@ class Driver:
                 data = {"config": d.config, "old_config": old, "how": d.how}
                 out.append(Event(ev.EXPLORED, d.member, data, now))
             elif d.kind == "rejuvenate":
-                data = {"config": d.config, "old_config": old, "at": m.step}
+                data = {"config": d.config, "old_config": old, "at": m.step, "reset": d.how}
                 out.append(Event(ev.REJUVENATED, d.member, data, now))
             elif d.kind == "finish":
                 out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))

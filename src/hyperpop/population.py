@@ -32,13 +32,16 @@ class Segment:
     """A stretch of a model's training: from ``step`` on it trained with ``config``.
 
     ``member`` is the member that did the training (a donor, for inherited segments); ``by`` is
-    ``"user"`` when a person set these hyperparameters (a steering request), else None.
+    ``"user"`` when a person set these hyperparameters (a steering request), else None;
+    ``reset`` says how the weights were reset at ``step`` (rejuvenation: ``"full"`` for fresh
+    weights, or the name of a partial reset), else None.
     """
 
     step: int
     config: dict[str, Any]
     member: int
     by: str | None = None
+    reset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,11 @@ class MemberState:
     parent: int | None = None
     exploits: int = 0
     rejuvenations: int = 0
+    #: step of the member's last rejuvenation (None: never reset), ready points since, and a
+    #: partial reset its next interval must apply (the worker calls ``reset(how)``)
+    reset_step: int | None = None
+    ready_since_reset: int = 0
+    pending_reset: str | None = None
     #: whether the member's last ready point has been decided (an exploit, explore or
     #: rejuvenation recorded since; a "continue" records nothing, so after a resume it is
     #: decided again)
@@ -434,7 +442,7 @@ class Population:
             self._intervene(e, "pin" if m.pinned else "unpin", f"member {m.id}")
         elif k == ev.CHECKPOINTED:
             old = m.checkpoint
-            start = m.checkpoint_step if old is not None else 0
+            start = m.checkpoint_step
             start_score = m.ready_scores[-1] if m.ready_steps[-1:] == [start] else None
             m.checkpoint = d["checkpoint"]
             self._ref(m.checkpoint)
@@ -443,6 +451,8 @@ class Population:
             m.step = int(d["step"])
             m.progress_step = None
             m.ready_count += 1
+            m.ready_since_reset += 1
+            m.pending_reset = None
             m.decided = False
             m.last_ready_time = e.time
             score = _mean(m.recent) if m.recent else m.last_score
@@ -534,11 +544,25 @@ class Population:
                 self._intervene(e, "set", f"member {m.id}: {d['config']}")
         elif k == ev.REJUVENATED:
             m.config = d["config"]
-            self._unref(m.checkpoint)
-            m.checkpoint = None
-            m.checkpoint_step = 0
-            m.step = 0
-            m.schedule = [Segment(0, m.config, m.id)]
+            how = d.get("reset")
+            if how is None:  # a log from before resets kept the step: a fresh model at 0
+                self._unref(m.checkpoint)
+                m.checkpoint, m.checkpoint_step, m.step = None, 0, 0
+                m.schedule = [Segment(0, m.config, m.id)]
+            else:
+                # the weights are reset, the hyperparameter lineage goes on: same step count,
+                # the schedule continues with the reset marked
+                if how == "full":
+                    self._unref(m.checkpoint)
+                    m.checkpoint = None
+                else:
+                    m.pending_reset = how
+                m.checkpoint_step = m.step
+                if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
+                    m.schedule[-1] = Segment(m.step, m.config, m.id, reset=how)
+                else:
+                    m.schedule.append(Segment(m.step, m.config, m.id, reset=how))
+            m.reset_step, m.ready_since_reset = m.step, 0
             m.rejuvenations += 1
             m.decided = True
             m.best_score = None
@@ -551,11 +575,12 @@ class Population:
                 {
                     "member": m.id,
                     "donor": None,
-                    "step": 0,
+                    "step": m.step,
                     "at": d.get("at"),
                     "time": e.time,
                     "seq": e.seq,
                     "kind": "rejuvenate",
+                    "reset": how or "full",
                     "by": "pbt",
                 }
             )

@@ -199,6 +199,8 @@ def replay(
         for a, b in zip(m.schedule, m.schedule[1:])
         if b["trained_by"] != a["trained_by"] and b["step"] > 0
     }
+    # where the weights were reset (rejuvenation): fresh weights, or the trainable's reset(how)
+    resets = {seg["step"]: seg["reset"] for seg in m.schedule if seg.get("reset")}
     model = factory()
     config = m.config_at(1)
     model.config = config
@@ -208,7 +210,18 @@ def replay(
     try:
         for step in range(1, total + 1):
             want = m.config_at(step)
-            if step - 1 in copies:
+            if resets.get(step - 1) == "full":
+                config = want
+                model.cleanup()
+                model = factory()
+                model.config = config
+                model.setup(config)
+            elif step - 1 in resets:
+                config = want
+                model.config = config
+                model.reset(resets[step - 1])
+                model.apply(config)
+            elif step - 1 in copies:
                 config = want
                 saved = model.save()
                 model.cleanup()

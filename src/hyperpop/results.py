@@ -95,6 +95,7 @@ class MemberResult:
             schedule=[
                 {"step": s.step, "trained_by": s.member, "config": s.config}
                 | ({"by": s.by} if s.by else {})
+                | ({"reset": s.reset} if s.reset else {})
                 for s in m.schedule
             ],
             checkpoint=m.checkpoint,
@@ -118,6 +119,7 @@ class MemberResult:
             schedule=[
                 {"step": s.step, "trained_by": s.member, "config": s.config}
                 | ({"by": s.by} if s.by else {})
+                | ({"reset": s.reset} if s.reset else {})
                 for s in info.schedule
             ],
             checkpoint=blob,

@@ -21,7 +21,7 @@ import numpy as np
 from hyperpop import __version__
 from hyperpop.backends.base import Backend
 from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for, log_dir_for
-from hyperpop.controller import Budget, Controller, Ready, Steps, budget_from_dict
+from hyperpop.controller import Budget, Controller, Ready, Rejuvenate, Steps, budget_from_dict
 from hyperpop.driver import Driver, MetricError, Progress, RunError
 from hyperpop.population import Population
 from hyperpop.results import Result
@@ -201,7 +201,7 @@ def run(
     exploit: str | ExploitStrategy | None = "truncation",
     explore: str | ExploreStrategy | None = "perturb",
     synchronous: bool = False,
-    rejuvenate: int | None = None,
+    rejuvenate: Rejuvenate | int | None = None,
     score_window: int = 1,
     max_lead: int | None = 4,
     configs: Sequence[Mapping[str, Any]] | None = None,
@@ -232,8 +232,9 @@ def run(
         exploit: ``"truncation"``, ``"tournament"``, ``None`` or a strategy instance.
         explore: ``"perturb"``, ``"resample"``, ``None`` or a strategy instance.
         synchronous: decide by generation instead of asynchronously.
-        rejuvenate: ready points without improvement before a member's weights are reset and
-            its hyperparameters resampled (None: never).
+        rejuvenate: reset a stalled member's weights while its hyperparameter lineage goes
+            on: ``hp.Rejuvenate(patience, config="explore", reset="full", grace=1)``, or just
+            the patience (ready points without improvement); None: never.
         score_window: rank members by the mean of their last ``score_window`` reports
             (along their lineage, donors' reports included) instead of the last one alone;
             for noisy metrics such as RL returns or small validation sets. The same score
@@ -335,7 +336,7 @@ def run(
         "exploit": exploit_.describe(),
         "explore": explore_.describe(),
         "synchronous": synchronous,
-        "rejuvenate": rejuvenate,
+        "rejuvenate": controller.rejuvenate.to_dict() if controller.rejuvenate else None,
         "score_window": score_window,
         "max_lead": max_lead,
         "max_failures": max_failures,

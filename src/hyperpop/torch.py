@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 try:
@@ -33,6 +33,8 @@ from hyperpop.trainable import Trainable
 __all__ = [
     "DEFAULT_MAPPING",
     "ScheduleLR",
+    "reinitialize",
+    "shrink_perturb",
     "TorchTrainable",
     "apply_to_optimizer",
     "load_state",
@@ -222,6 +224,41 @@ def minibatches(
         yield tuple(t[idx] for t in tensors)
 
 
+def _fresh_parameters(module: torch.nn.Module) -> None:
+    for sub in module.modules():
+        reset = getattr(sub, "reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+def reinitialize(model: torch.nn.Module, names: Sequence[str]) -> None:
+    """Re-initialise the named submodules of ``model`` in place (``reset_parameters`` of each
+    layer inside them), e.g. ``reinitialize(model, ["head"])`` for a fresh output layer.
+
+    Raises:
+        KeyError: a name is not a submodule of ``model``.
+    """
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules:
+            raise KeyError(
+                f"{name!r} is not a submodule of the model; its submodules: "
+                f"{', '.join(n for n in modules if n) or '(none)'}"
+            )
+        _fresh_parameters(modules[name])
+
+
+@torch.no_grad()
+def shrink_perturb(model: torch.nn.Module, shrink: float = 0.4, noise: float = 0.1) -> None:
+    """Shrink and perturb (Ash & Adams, 2020) in place: every parameter becomes
+    ``shrink * p + noise * fresh``, where ``fresh`` is a new initialisation of the same layer.
+    Keeps much of what was learned while restoring the plasticity of a fresh model."""
+    fresh = copy.deepcopy(model)
+    _fresh_parameters(fresh)
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        p.mul_(shrink).add_(q, alpha=noise)
+
+
 class TorchTrainable(Trainable):
     """A :class:`~hyperpop.Trainable` for a PyTorch model and optimiser.
 
@@ -289,6 +326,21 @@ class TorchTrainable(Trainable):
         self.load_extra_state(rest.get("extra", {}))
         if rest.get("rng") is not None:
             self._load_rng_state(rest["rng"])
+
+    def reset(self, how: str) -> None:
+        """Partial rejuvenation: ``"shrink_perturb"`` (:func:`shrink_perturb` of the model),
+        or ``"reinit:<module>,<module>"`` (:func:`reinitialize` those submodules). The
+        optimiser's state for the reset parameters is dropped."""
+        if how == "shrink_perturb":
+            shrink_perturb(self.model)
+        elif how.startswith("reinit:"):
+            reinitialize(self.model, [n for n in how[len("reinit:") :].split(",") if n])
+        else:
+            raise ValueError(
+                f"TorchTrainable.reset knows 'shrink_perturb' and 'reinit:<module>,...', "
+                f"not {how!r}; override reset(how) for your own"
+            )
+        self.optimizer.state.clear()
 
     def _rng_state(self) -> dict[str, Any]:
         generators = {

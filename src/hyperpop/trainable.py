@@ -61,6 +61,15 @@ class Trainable:
             "explored hyperparameters would be silently ignored"
         )
 
+    def reset(self, how: str) -> None:
+        """Reset part of the weights in place (rejuvenation with ``Rejuvenate(reset=how)``);
+        ``apply(config)`` follows. Only needed for partial resets: ``"full"`` builds the
+        member afresh with ``setup(config)`` instead."""
+        raise TrainableError(
+            f"{type(self).__name__} has no reset({how!r}): implement Trainable.reset(how) for "
+            "a partial rejuvenation, or use Rejuvenate(reset='full')"
+        )
+
     def cleanup(self) -> None:
         """Release resources when the member leaves the worker."""
 

@@ -27,6 +27,8 @@ class Task:
         steps: train this many steps (at most, when ``seconds`` is set).
         seconds: or train until this many seconds have passed (checked after each step).
         attempt: retries so far after failures (0 for the first try).
+        reset: a partial reset to apply before training (rejuvenation): the worker calls the
+            trainable's ``reset(how)`` on the restored state, then ``apply(config)``.
     """
 
     member: int
@@ -36,6 +38,7 @@ class Task:
     steps: int | None
     seconds: float | None = None
     attempt: int = 0
+    reset: str | None = None
 
 
 @dataclass

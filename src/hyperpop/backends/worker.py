@@ -89,6 +89,11 @@ class WorkerCore:
                     trainable.load(state)
                     trainable.apply(task.config)
                 user += time.perf_counter() - u
+            if task.reset is not None:  # rejuvenation: a partial reset of the weights
+                u = time.perf_counter()
+                trainable.reset(task.reset)
+                trainable.apply(task.config)
+                user += time.perf_counter() - u
             # the state is about to change: until saved, the cached copy is not a checkpoint
             self.held.pop(task.member, None)
             trainable.config = task.config
