@@ -235,3 +235,21 @@ def test_paper_toy_two_members_asynchronous_reaches_the_optimum():
         res = hp.run(toy.trainable, toy.space, backend="simulated", seed=seed, **settings)
         best.append(max(r["score"] for r in res.records()))
     assert sum(q > 1.19 for q in best) >= 9, best
+
+
+def test_deterministic_runs_give_the_same_lineage_whatever_the_timing(tmp_path):
+    """deterministic=True handles intervals in simulated-clock order: two runs on real worker
+    processes, and the simulated backend, make the same decisions."""
+
+    def lineage(res: hp.Result) -> list:
+        reports = sorted(
+            (e.member, e.data["step"], e.data["score"]) for e in res.events if e.kind == "reported"
+        )
+        return [(e["member"], e["donor"], e["step"], e["at"]) for e in exploits(res)], reports
+
+    runs = [
+        grow_run(synchronous=False, seed=4, backend="local", deterministic=True) for _ in range(2)
+    ]
+    simulated = grow_run(synchronous=False, seed=4, backend="simulated")
+    assert lineage(runs[0]) == lineage(runs[1]) == lineage(simulated)
+    assert exploits(runs[0])

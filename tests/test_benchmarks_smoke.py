@@ -119,3 +119,11 @@ def test_vectorized_smoke(capsys):
         assert rows[0][backend]["wall"] > 0 and rows[0][backend]["peak_mib"] > 0
         assert 0.5 < rows[0][backend]["score"] <= 1.0
     assert "speedup" in capsys.readouterr().out
+
+
+def test_deterministic_smoke(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    rows = _load("deterministic").main(["--smoke"])
+    assert {r["deterministic"] for r in rows} == {False, True}
+    assert "deterministic / as they arrive" in capsys.readouterr().out

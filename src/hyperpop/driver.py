@@ -179,8 +179,16 @@ class Driver:
         metric: str,
         max_failures: int,
         progress: Progress | None,
+        deterministic: bool = False,
     ):
         self.store, self.pop = store, pop
+        #: handle results in the order of a simulated clock (each interval takes its number of
+        #: steps), not in the order they arrive: the same decisions whatever the timing
+        self.deterministic = deterministic
+        self._sim_clock = 0.0
+        self._sim_order = 0
+        self._sim_end: dict[int, tuple[float, int]] = {}
+        self._arrived: dict[int, TaskResult] = {}
         self.controller, self.backend = controller, backend
         self.checkpoints, self.factory = checkpoints, factory
         self.metric, self.max_failures = metric, max_failures
@@ -252,7 +260,7 @@ class Driver:
                 if self.queue.head() - behind >= limit:
                     break  # every queued member is too far ahead: wait for the one behind
             slot = free.pop(0) if free else None
-            member = self.queue.pick(slot, self.backend.affinity)
+            member = self.queue.pick(None if self.deterministic else slot, self.backend.affinity)
             m = self.pop.members[member]
             decisions = self.controller.decide(self.pop, member, time.time()) if m.alive else []
             if decisions:
@@ -276,6 +284,9 @@ class Driver:
             )
             self.inflight[member] = task
             picked.append((task, slot))
+            if self.deterministic:
+                self._sim_order += 1
+                self._sim_end[member] = (self._sim_clock + (task.steps or 1), self._sim_order)
         if decided:
             self.flush()
         for task, slot in picked:
@@ -283,6 +294,26 @@ class Driver:
                 self.backend.submit(task, slot)  # type: ignore[call-arg]
             else:
                 self.backend.submit(task)
+
+    def _poll(self) -> list[TaskResult]:
+        """Finished intervals to handle now: as they arrive, or in deterministic mode one at a
+        time in simulated-clock order (the next by (end, submission) once it has arrived),
+        which is the order ``backend="simulated"`` produces."""
+        if not self.deterministic:
+            return self.backend.poll(timeout=0.5)
+        for r in self.backend.poll(timeout=0.0 if self._next_arrived() else 0.5):
+            self._arrived[r.member] = r
+        member = self._next_arrived()
+        if member is None:
+            return []
+        self._sim_clock = max(self._sim_clock, self._sim_end.pop(member)[0])
+        return [self._arrived.pop(member)]
+
+    def _next_arrived(self) -> int | None:
+        if not self._sim_end:
+            return None
+        member = min(self._sim_end, key=self._sim_end.__getitem__)
+        return member if member in self._arrived else None
 
     # --- results -------------------------------------------------------------------------
     def handle(self, r: TaskResult) -> None:
@@ -431,7 +462,7 @@ class Driver:
             # every result of one poll is written in one transaction, before any worker is
             # told what to do next
             try:
-                for r in self.backend.poll(timeout=0.5):
+                for r in self._poll():
                     self.handle(r)
             except BaseException:
                 # keep every whole result already queued, but delete nothing: what raised may

@@ -204,6 +204,7 @@ def run(
     rejuvenate: Rejuvenate | int | None = None,
     score_window: int = 1,
     max_lead: int | None = 4,
+    deterministic: bool = False,
     configs: Sequence[Mapping[str, Any]] | None = None,
     storage: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
@@ -242,6 +243,10 @@ def run(
         max_lead: asynchronous mode: a member waits rather than train while it is this many
             ready intervals or more ahead of a member still training, so that members stay
             comparable when a worker falls behind (None: no limit).
+        deterministic: asynchronous mode: handle finished intervals in a fixed order (as if
+            each took its number of steps) instead of as they arrive, so a seeded run of a
+            deterministic trainable gives the same lineage every time, at some cost in wall
+            time (a worker may wait for a slower one to report first).
         configs: initial configs for the first members (partial dicts are completed by
             sampling); the rest are sampled.
         storage: path of the SQLite store (``"runs/x.db"``); checkpoints go beside it. None
@@ -339,6 +344,7 @@ def run(
         "rejuvenate": controller.rejuvenate.to_dict() if controller.rejuvenate else None,
         "score_window": score_window,
         "max_lead": max_lead,
+        "deterministic": deterministic,
         "max_failures": max_failures,
         "step_timeout": step_timeout,
         "seed": seed,
@@ -376,6 +382,7 @@ def run(
         metric=metric,
         max_failures=max_failures,
         progress=shown,
+        deterministic=deterministic,
     )
     return driver.execute(cleanup)
 
@@ -527,6 +534,7 @@ def resume(
         metric=s["metric"],
         max_failures=s.get("max_failures", 3),
         progress=shown,
+        deterministic=bool(s.get("deterministic", False)),
     )
     return driver.execute()
 

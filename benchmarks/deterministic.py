@@ -1,0 +1,77 @@
+"""The cost of ``deterministic=True``: wall time of the same asynchronous run, as results arrive
+and in simulated-clock order, side by side (alternating, so both see the same machine load).
+
+    python benchmarks/deterministic.py              # digits, population 8 x 8 epochs, 3 pairs
+    python benchmarks/deterministic.py --smoke      # tiny, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import example, machine  # noqa: E402
+
+import hyperpop as hp  # noqa: E402
+
+
+def one(deterministic: bool, population: int, steps: int, seed: int) -> dict:
+    """One run; its wall time and lineage."""
+    mod = example("digits")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = hp.run(
+            mod.trainable,
+            mod.space,
+            metric="val_acc",
+            mode="max",
+            population=population,
+            workers=2,
+            budget=hp.Steps(steps),
+            ready=4,
+            seed=seed,
+            deterministic=deterministic,
+            storage=Path(tmp) / "d.db",
+            progress=False,
+        )
+        wall = time.perf_counter() - t0
+    edges = [(e["member"], e["donor"], e["step"]) for e in res.population.edges]
+    return {"deterministic": deterministic, "wall": wall, "lineage": edges}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.pairs, args.population, args.steps = 1, 2, 2
+    rows = []
+    for i in range(args.pairs):
+        for det in (False, True) if i % 2 == 0 else (True, False):
+            rows.append(one(det, args.population, args.steps, seed=0))
+    print(f"machine: {machine()}")
+    print(f"digits, population {args.population} x {args.steps} epochs, 2 workers, seed 0")
+    print(f"{'mode':<16} {'runs':>4} {'wall s (median)':>16} {'distinct lineages':>18}")
+    for det in (False, True):
+        mine = [r for r in rows if r["deterministic"] == det]
+        walls = statistics.median(r["wall"] for r in mine)
+        lineages = len({tuple(r["lineage"]) for r in mine})
+        name = "deterministic" if det else "as they arrive"
+        print(f"{name:<16} {len(mine):>4} {walls:>16.1f} {lineages:>18}")
+    base = statistics.median(r["wall"] for r in rows if not r["deterministic"])
+    det = statistics.median(r["wall"] for r in rows if r["deterministic"])
+    print(f"deterministic / as they arrive: {det / base:.2f}x wall time")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
