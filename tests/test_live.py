@@ -41,3 +41,13 @@ def test_log_progress_summarises(caplog):
     with caplog.at_level(logging.INFO, logger="hyperpop"):
         LogProgress(every=0)(population())
     assert "best val_acc=0.9 (member 0)" in caplog.text
+
+
+def test_progress_counts_exploits_not_rejuvenations():
+    from hyperpop.live import PlainProgress, RunState
+
+    pop = population()
+    pop.apply(Event(ev.REJUVENATED, 0, {"config": {"lr": 0.5, "opt": {"mom": 0.9}}, "at": 4,
+                                        "reset": "full"}))  # fmt: skip
+    assert len(pop.edges) == 2
+    assert "1 exploits" in PlainProgress().line(pop, RunState())

@@ -178,7 +178,7 @@ class LiveView:
         best = pop.best()
         title = (
             f"hyperpop · {len(pop.members)} members · {pop.reports} reports · "
-            f"{len(pop.edges)} exploits · {pop.failures} failures · "
+            f"{_exploits(pop)} exploits · {pop.failures} failures · "
             f"best {metric}={_fmt(best.last_score) if best else '-'}"
         )
         table = Table(title=title, title_justify="left", expand=False)
@@ -265,7 +265,7 @@ class LogProgress:
             min(steps, default=0),
             max(steps, default=0),
             pop.reports,
-            len(pop.edges),
+            _exploits(pop),
             pop.metric,
             _fmt(best.last_score) if best else "-",
             best.id if best else "-",
@@ -308,7 +308,7 @@ class PlainProgress:
         if total:
             parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%), ETA {_clock(left)}")
         parts.append(f"members: {_members_line(counts(pop, state))}")
-        parts.append(f"{pop.reports} reports, {len(pop.edges)} exploits")
+        parts.append(f"{pop.reports} reports, {_exploits(pop)} exploits")
         if best is not None:
             score = best.ready_score if best.ready_score is not None else best.last_score
             parts.append(f"best {pop.metric}={_fmt(score)} (member {best.id})")
@@ -339,3 +339,8 @@ class PlainProgress:
             if text != self._said:
                 self._write(text)
             self._pop = None
+
+
+def _exploits(pop: Population) -> int:
+    """Copies from a donor (rejuvenations are edges too, but not exploits)."""
+    return sum(1 for e in pop.edges if e["kind"] == "exploit")
