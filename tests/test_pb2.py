@@ -11,7 +11,6 @@ from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 from hyperpop.strategies import PB2, Context, make_explore
-from hyperpop.strategies.pb2 import observations
 
 pytest.importorskip("sklearn")
 
@@ -66,30 +65,41 @@ def grid_pop(n=8, intervals=3, rate=lambda c: c["x"]):
 
 
 # --- observations ---------------------------------------------------------------------------
-def test_observations_are_the_members_own_intervals():
+def collected(p: Pop) -> list:
+    pb = PB2()
+    pb.bind(X)
+    pb._collect(p.ctx(X))
+    return [o for o in pb._obs if o is not None]
+
+
+def test_observations_are_every_interval_trained_from_a_known_score():
     p = Pop([{"x": 0.2}, {"x": 0.8}], lambda c: c["x"])
     p.train(0, 2)
     p.train(1, 2)
-    ctx = p.ctx(X)
-    obs0 = observations(p.pop.members[0], 2, ctx)
-    # the first interval has no score before it; the second starts at step 2 from 0.4
-    assert [(o[1], o[2], o[3], o[4]) for o in obs0] == [(2, pytest.approx(0.4), {"x": 0.2}, 0.2)]
-    # member 0 copies member 1 at step 4, explores, trains two intervals of its own
+    # the first interval of each has no score before it; the second starts at step 2
+    obs = collected(p)
+    assert [(o[0][0], o[1], o[2], o[4]) for o in obs] == [
+        (0, 2, pytest.approx(0.4), pytest.approx(0.2)),
+        (1, 2, pytest.approx(1.6), pytest.approx(0.8)),
+    ]
+    # member 0 copies member 1 at step 4, explores, trains two intervals of its own: the
+    # interval from step 4 starts from the donor's recorded score, and earlier ones stay
     p.feed(Event(ev.EXPLOITED, 0, {"donor": 1, "step": 4, "checkpoint": "b1-4"}))
     p.feed(Event(ev.EXPLORED, 0, {"config": {"x": 0.5}}))
     p.score[0] = p.score[1]
     p.train(0, 2)
-    obs0 = observations(p.pop.members[0], 2, ctx)
-    # steps 5..8 are its own; the interval from step 4 starts on the donor's record: skipped
-    assert [(o[1], o[3], o[4]) for o in obs0] == [(6, {"x": 0.5}, pytest.approx(0.5))]
-    assert obs0[0][0] == (0, 1, 0, 6)  # member, exploits, rejuvenations, step
+    mine = [o for o in collected(p) if o[0][0] == 0]
+    assert [(o[0], o[1], o[4]) for o in mine] == [
+        ((0, 0, 0, 2), 2, pytest.approx(0.2)),
+        ((0, 1, 0, 4), 4, pytest.approx(0.5)),
+        ((0, 1, 0, 6), 6, pytest.approx(0.5)),
+    ]
 
 
 def test_observations_orient_scores_in_min_mode():
     p = Pop([{"x": 0.5}], lambda c: -c["x"], mode="min")
     p.train(0, 3)
-    obs = observations(p.pop.members[0], 2, p.ctx(X))
-    assert [o[4] for o in obs] == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert [o[4] for o in collected(p)] == [pytest.approx(0.5), pytest.approx(0.5)]
 
 
 # --- decisions ------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ Where PBT's explore perturbs at random, PB2 fits a Gaussian process to what the 
 seen so far and picks the hyperparameters with the highest upper confidence bound on the
 improvement they will bring over the next interval.
 
-Each observation is one stretch of training with constant hyperparameters (a ready interval):
-its inputs are the time ``t`` (the model's step when the stretch began), the score ``y0`` at that
+Each observation is one interval of training with constant hyperparameters, from ready point to
+ready point, as the event log holds it (``Population.intervals``: every interval ever trained,
+those of members that later copied another included, so a resumed run learns from exactly what
+the uninterrupted one did): its inputs are the time ``t`` (the model's step when the stretch began), the score ``y0`` at that
 time and the hyperparameters ``x`` in the unit cube; its target is the score change per step. The
 kernel is time-varying as in the paper: an exponential kernel on ``t`` (``(1-ε)^{|t-t'|/2}`` is
 ``exp(-|t-t'|/ℓ)``, with ``ℓ`` fitted) times a squared-exponential kernel with one length scale
@@ -37,64 +39,7 @@ from hyperpop.population import MemberState
 from hyperpop.space import Choice, Float, Int, Space, SpaceError
 from hyperpop.strategies.base import Context, ExploreStrategy
 
-__all__ = ["PB2", "Observation", "observations"]
-
-#: (key, t, y0, config, dy): one stretch of training with constant hyperparameters
-Observation = tuple[tuple[int, int, int, int], int, float, dict[str, Any], float]
-
-
-def observations(m: MemberState, interval: int, ctx: Context) -> list[Observation]:
-    """The stretches of training a member did itself on the weights it holds now.
-
-    A stretch starts at a ready point (every ``interval`` steps since the member's own training
-    began) or where its config changed, and ends at the next one. The first stretch after a copy
-    or a reset is skipped: the score it started from belongs to other weights' record.
-
-    Args:
-        m: the member.
-        interval: steps between ready points (1 if unknown).
-        ctx: the decision context (for orienting scores so that higher is better).
-
-    Returns:
-        ``(key, t, y0, config, dy)`` tuples; ``dy`` is the oriented score change per step and
-        ``key`` identifies the stretch across calls.
-    """
-    sched = m.schedule
-    if not sched or not m.history:
-        return []
-    i = len(sched) - 1
-    while i > 0 and sched[i - 1].member == m.id:
-        i -= 1
-    own_start = sched[i].step
-    own = sched[i:]
-    run: list[tuple[int, float]] = []
-    prev: int | None = None
-    for step, score in reversed(m.history):
-        if step <= own_start or (prev is not None and step != prev - 1):
-            break
-        run.append((step, score))
-        prev = step
-    if not run or run[0][0] != m.step:
-        return []
-    run.reverse()
-    starts = {s.step for s in own}
-    scores = dict(run)
-    bounds = [s for s, _ in run if (s - own_start) % max(interval, 1) == 0 or s in starts] + [
-        run[-1][0]
-    ]
-    bounds = sorted(set(bounds))
-    out: list[Observation] = []
-    for p, q in zip(bounds, bounds[1:]):
-        y0, y1 = ctx.oriented(scores[p]), ctx.oriented(scores[q])
-        if not (math.isfinite(y0) and math.isfinite(y1)):
-            continue
-        config = own[0].config
-        for seg in own:
-            if seg.step <= p:
-                config = seg.config
-        key = (m.id, m.exploits, m.rejuvenations, p)
-        out.append((key, p, y0, config, (y1 - y0) / (q - p)))
-    return out
+__all__ = ["PB2"]
 
 
 class _Encoder:
