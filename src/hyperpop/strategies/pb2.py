@@ -5,16 +5,16 @@ seen so far and picks the hyperparameters with the highest upper confidence boun
 improvement they will bring over the next interval.
 
 Each observation is one interval of training with constant hyperparameters, from ready point to
-ready point, as the event log holds it (``Population.intervals``: every interval ever trained,
-those of members that later copied another included, so a resumed run learns from exactly what
-the uninterrupted one did): its inputs are the time ``t`` (the model's step when the stretch began), the score ``y0`` at that
-time and the hyperparameters ``x`` in the unit cube; its target is the score change per step. The
-kernel is time-varying as in the paper: an exponential kernel on ``t`` (``(1-ε)^{|t-t'|/2}`` is
-``exp(-|t-t'|/ℓ)``, with ``ℓ`` fitted) times a squared-exponential kernel with one length scale
-per dimension of ``(y0, x)``, plus white noise. Members choosing in the same synchronous round
-use batch UCB (GP-BUCB): each earlier pick of the round enters the model as a hallucinated
-observation at its predicted mean, which shrinks the uncertainty there, so later members pick
-elsewhere.
+ready point, as the event log holds it (``Population.intervals``: every interval ever trained, those
+of members that later copied another included, so a resumed run learns from exactly what the
+uninterrupted one did): its inputs are the time ``t`` (the model's step when the interval began),
+the score ``y0`` at that time and the hyperparameters ``x`` in the unit cube; its target is the
+score change per step. The kernel is time-varying as in the paper: an exponential kernel on ``t``
+(``(1-ε)^{|t-t'|/2}`` is ``exp(-|t-t'|/ℓ)``, with ``ℓ`` fitted) times a squared-exponential kernel
+with one length scale per dimension of ``(y0, x)``, plus white noise. Members choosing in the same
+synchronous round use batch UCB (GP-BUCB): each earlier pick of the round enters the model as a
+hallucinated observation at its predicted mean, which shrinks the uncertainty there, so later
+members pick elsewhere.
 
 Differences from Ray's PB2: integers, ordered choices (one unit dimension each, snapped to legal
 values) and unordered choices (one-hot) work; bounds are checked when the run starts, not deep
