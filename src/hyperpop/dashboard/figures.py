@@ -118,9 +118,9 @@ def _value(v: Any) -> Any:
 
 
 def _log_scale(space: dict[str, Any], name: str) -> bool:
-    spec: Any = space
-    for part in name.split("/"):
-        spec = spec.get(part) if isinstance(spec, dict) else None
+    """Whether parameter ``name`` (``"opt/lr"`` for nested ones) is log-uniform. The stored
+    space is flat, keyed by the full path."""
+    spec = space.get(name)
     return isinstance(spec, dict) and bool(spec.get("log"))
 
 
