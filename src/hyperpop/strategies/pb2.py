@@ -192,9 +192,10 @@ class PB2(ExploreStrategy):
         max_history: the GP is fitted on at most this many observations, the most recent.
         candidates: random configs scored per decision (plus perturbations of the donor's).
         min_data: below this many observations PB2 perturbs like PBT.
-        refit: fit the kernel's hyperparameters again at least every ``refit`` new
-            observations (and whenever the data grew by half); in between only the data is
-            updated. Tune points depend on the data alone, so a resumed run fits the same GP.
+        refit: tune the kernel's hyperparameters on every ``refit``-th new observation (and
+            whenever the data grew by half), on the data as it stood then; in between only the
+            data is updated. 1 (default): on all the data at every fit. The tune points depend
+            on the data alone, so a resumed run fits the same GP.
         seed: seed of the GP's optimiser restarts (the candidates use the controller's rng).
     """
 
@@ -208,7 +209,7 @@ class PB2(ExploreStrategy):
         max_history: int = 200,
         candidates: int = 256,
         min_data: int = 8,
-        refit: int = 20,
+        refit: int = 1,
         seed: int = 0,
     ):
         self.bounds: dict[str, tuple[float, float]] = {}
@@ -305,16 +306,11 @@ class PB2(ExploreStrategy):
             self._obs.append(obs)
 
     def _items(self, valid: int) -> list[tuple[tuple[int, int, int, int], int, float, Any, float]]:
-        """The newest ``max_history`` of the first ``valid`` observations, by (t, key)."""
-        items = []
-        for obs in self._obs:
-            if obs is None:
-                continue
-            if len(items) == valid:
-                break
-            items.append(obs)
-        items.sort(key=lambda o: (o[1], o[0]))
-        return items[-self.max_history :]
+        """The newest ``max_history`` of the first ``valid`` observations in (t, key) order:
+        a function of the set of observations, not of the order intervals happened to finish
+        in (so a resumed or repeated synchronous run fits the same data)."""
+        items = sorted((o for o in self._obs if o is not None), key=lambda o: (o[1], o[0]))
+        return items[:valid][-self.max_history :]
 
     def _tune_point(self, valid: int) -> int:
         """Observations the kernel was last tuned on: tuning happens when the data has grown
