@@ -370,10 +370,19 @@ class RayBackend(Backend):
                     f"has {ray.cluster_resources()}. Lower workers= or the per-member resources"
                 )
             for slot in self._slots:
-                try:
-                    slot.info = ray.get(slot.ready_ref)
-                except ray_errors.RayError as e:
-                    raise RuntimeError(f"a Ray actor failed to start: {e}") from None
+                for attempt in range(self.START_ATTEMPTS):
+                    try:
+                        slot.info = ray.get(slot.ready_ref, timeout=self.start_timeout)
+                        break
+                    except ray_errors.RayError as e:
+                        # an actor that dies before it ran (a worker process that could not
+                        # register in time on a loaded node) is started again, like a local
+                        # worker killed while it starts
+                        if attempt + 1 == self.START_ATTEMPTS:
+                            raise RuntimeError(
+                                f"a Ray actor failed to start {self.START_ATTEMPTS} times: {e}"
+                            ) from None
+                        self._replace(slot)
                 if slot.info["error"]:
                     raise RuntimeError(slot.info["error"])
                 if self.transfer == "shared" and not slot.info["sees_shared"]:
@@ -385,6 +394,9 @@ class RayBackend(Backend):
         except BaseException:
             self.shutdown()
             raise
+
+    #: tries to start each actor before the run gives up
+    START_ATTEMPTS = 3
 
     def _spawn(self, slot: _Slot) -> None:
         slot.generation += 1
