@@ -6,6 +6,7 @@ while the run goes on, after it ended, or after a crash.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
@@ -20,6 +21,29 @@ from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 
 __all__ = ["MemberResult", "Result"]
+
+
+def _entries(schedule: Any) -> list[dict[str, Any]]:
+    """A schedule's segments as ``{"step", "trained_by", "config"}`` dicts (``by`` and
+    ``reset`` where set)."""
+    return [
+        {"step": s.step, "trained_by": s.member, "config": s.config}
+        | ({"by": s.by} if s.by else {})
+        | ({"reset": s.reset} if s.reset else {})
+        for s in schedule
+    ]
+
+
+def _config_at(schedule: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """The config of ``schedule`` in effect at training step ``step`` (an entry at step ``s``
+    holds for the steps after ``s``)."""
+    current = schedule[0]["config"]
+    for seg in schedule:
+        if seg["step"] < step:
+            current = seg["config"]
+        else:
+            break
+    return current
 
 
 def _holds_tensors(state: Any) -> bool:
@@ -92,12 +116,7 @@ class MemberResult:
             step=m.step,
             config=m.config,
             status=m.status,
-            schedule=[
-                {"step": s.step, "trained_by": s.member, "config": s.config}
-                | ({"by": s.by} if s.by else {})
-                | ({"reset": s.reset} if s.reset else {})
-                for s in m.schedule
-            ],
+            schedule=_entries(m.schedule),
             checkpoint=m.checkpoint,
             parent=m.parent,
             exploits=m.exploits,
@@ -116,12 +135,7 @@ class MemberResult:
             step=info.step,
             config=info.config,
             status=m.status,
-            schedule=[
-                {"step": s.step, "trained_by": s.member, "config": s.config}
-                | ({"by": s.by} if s.by else {})
-                | ({"reset": s.reset} if s.reset else {})
-                for s in info.schedule
-            ],
+            schedule=_entries(info.schedule),
             checkpoint=blob,
             parent=m.parent,
             exploits=m.exploits,
@@ -133,28 +147,11 @@ class MemberResult:
     def schedule_fn(self) -> Callable[[int], dict[str, Any]]:
         """The schedule as a plain function ``step -> config`` (1-based training steps), to
         drive a training loop with no hyperpop in it (see ``hyperpop.torch.ScheduleLR``)."""
-        schedule = [dict(s) for s in self.schedule]
-
-        def config_at(step: int) -> dict[str, Any]:
-            current = schedule[0]["config"]
-            for seg in schedule:
-                if seg["step"] < step:
-                    current = seg["config"]
-                else:
-                    break
-            return current
-
-        return config_at
+        return functools.partial(_config_at, [dict(s) for s in self.schedule])
 
     def config_at(self, step: int) -> dict[str, Any]:
         """The config the weights were trained with at training step ``step`` (1-based)."""
-        current = self.schedule[0]["config"]
-        for seg in self.schedule:
-            if seg["step"] < step:
-                current = seg["config"]
-            else:
-                break
-        return current
+        return _config_at(self.schedule, step)
 
     def schedule_rows(self) -> list[dict[str, Any]]:
         """The schedule as flat rows (``step``, ``trained_by``, one column per parameter; ``by``
