@@ -13,7 +13,7 @@ FLOORS = [
     {"run", "replay"},
     {"driver"},
     {"controller", "live"},
-    {"strategies", "results", "backends", "torch", "vectorized"},
+    {"strategies", "results", "backends", "torch", "vectorized", "callbacks"},
     {"dashboard"},
     {"population", "userfile", "steer"},
     {"space", "store", "trainable", "checkpoints"},

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.callbacks import CallbackList
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.controller import Controller, Decision, budget_from_dict
 from hyperpop.live import RunState
@@ -180,8 +181,10 @@ class Driver:
         max_failures: int,
         progress: Progress | None,
         deterministic: bool = False,
+        callbacks: CallbackList | None = None,
     ):
         self.store, self.pop = store, pop
+        self.callbacks = callbacks if callbacks is not None else CallbackList()
         #: handle results in the order of a simulated clock (each interval takes its number of
         #: steps), not in the order they arrive: the same decisions whatever the timing
         self.deterministic = deterministic
@@ -235,7 +238,8 @@ class Driver:
             self.pop.last_seq = max(self.pop.last_seq, self.pending[-1].seq or 0)
             if written is not None:
                 written.written(self.pending)
-            self.pending = []
+            events, self.pending = self.pending, []
+            self.callbacks.on_events(events, self.pop)
         if not collect:
             return
         for blob in self.pop.drain_dead():
@@ -749,6 +753,8 @@ class Driver:
         self.written = WrittenRefs(pop) if not self.pending else None
         backend.start(self.factory, self.checkpoints)
         recorded = False  # the end is written: the fold and the log agree
+        reason = "error"
+        self.callbacks.on_start(pop, getattr(store, "path", None))
         try:
             reason = self.loop()
             now = time.time()
@@ -776,6 +782,7 @@ class Driver:
             if progress is not None:
                 self.show_progress()
         finally:
+            self.callbacks.on_end(pop, reason if self.stop_request is None else "stopped")
             close = getattr(progress, "close", None)
             if close is not None:
                 close()

@@ -20,6 +20,7 @@ import numpy as np
 
 from hyperpop import __version__
 from hyperpop.backends.base import Backend
+from hyperpop.callbacks import Callback, CallbackList
 from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for, log_dir_for
 from hyperpop.controller import Budget, Controller, Ready, Rejuvenate, Steps, budget_from_dict
 from hyperpop.driver import Driver, MetricError, Progress, RunError
@@ -214,6 +215,7 @@ def run(
     step_timeout: float | None = None,
     seed: int | None = 0,
     progress: Progress | bool | None = None,
+    callbacks: Sequence[Callback] | None = None,
     source: Mapping[str, Any] | None = None,
 ) -> Result:
     """Train a population with Population Based Training.
@@ -265,6 +267,8 @@ def run(
             queued, finished and failed when standard output is a terminal, else a plain line
             every 10 s (files, pipes, job logs); False for none, or a callable that gets the
             population.
+        callbacks: :class:`hyperpop.callbacks.Callback` instances that see every event as it
+            is written (experiment trackers: TensorBoard, MLflow, W&B).
         source: where the trainable comes from (``{"file": ..., "name": ...}``), for resume.
 
     Returns:
@@ -302,6 +306,7 @@ def run(
         )
         backend_ = _make_backend(backend, workers, **dict(backend_options or {}))
         backend_.set_step_timeout(_step_timeout(step_timeout))
+        callbacks_ = CallbackList(callbacks)
         initial = _initial_configs(space, population, configs, seed)
 
     cleanup = None
@@ -383,6 +388,7 @@ def run(
         max_failures=max_failures,
         progress=shown,
         deterministic=deterministic,
+        callbacks=callbacks_,
     )
     return driver.execute(cleanup)
 
@@ -450,6 +456,7 @@ def resume(
     exploit: ExploitStrategy | None = None,
     explore: ExploreStrategy | None = None,
     progress: Progress | bool | None = None,
+    callbacks: Sequence[Callback] | None = None,
 ) -> Result:
     """Continue a run from its store (after a crash, ``kill -9`` or Ctrl-C).
 
@@ -466,10 +473,12 @@ def resume(
         exploit: a custom exploit strategy instance, if the run used one.
         explore: a custom explore strategy instance, if the run used one.
         progress: as in :func:`run` (shown by default; False for none).
+        callbacks: as in :func:`run` (they are not recorded: pass them again).
     """
     _refuse_in_worker_import()
     _workers(workers)  # 0 is an error, not "as recorded"
     _refuse_missing(storage)
+    callbacks_ = CallbackList(callbacks)
     store = open_store(storage, write=True)
     try:
         events = store.read()
@@ -535,6 +544,7 @@ def resume(
         max_failures=s.get("max_failures", 3),
         progress=shown,
         deterministic=bool(s.get("deterministic", False)),
+        callbacks=callbacks_,
     )
     return driver.execute()
 
