@@ -7,6 +7,7 @@ strategy plugs in the same way, by instance or by registered name.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ from hyperpop.strategies import (
     make_explore,
     register,
 )
-from hyperpop.strategies.ttest import _betainc, welch_test
+from hyperpop.strategies.ttest import welch_test
 
 SPACE = Space({"lr": hp.uniform(0.0, 1.0)})
 
@@ -125,9 +126,14 @@ def test_welch_p_values_match_scipy():
         ref = stats.ttest_ind(a, b, equal_var=False, alternative="greater")
         assert t == pytest.approx(ref.statistic, rel=1e-9)
         assert p == pytest.approx(ref.pvalue, rel=1e-7, abs=1e-12)
-    for a, b, x in [(0.5, 0.5, 0.3), (2.0, 7.5, 0.9), (40.0, 0.5, 0.99)]:
-        special = pytest.importorskip("scipy.special")
-        assert _betainc(a, b, x) == pytest.approx(special.betainc(a, b, x), rel=1e-10)
+
+
+def test_ttest_without_scipy_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy.special", None)  # as if SciPy were missing
+    with pytest.raises(ImportError, match=r"pip install 'hyperpop\[ttest\]'"):
+        WelchTTest().bind(SPACE)
+    with pytest.raises(ImportError, match="needs SciPy"):
+        welch_test([1.0, 2.0], [0.0, 0.5])
 
 
 def test_welch_edge_cases():
