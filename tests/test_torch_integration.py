@@ -178,8 +178,14 @@ def test_minibatches_cover_everything_once():
     batches = [b for (b,) in minibatches(x, batch_size=4, generator=g)]
     assert [len(b) for b in batches] == [4, 4, 2]
     assert sorted(torch.cat(batches).tolist()) == list(range(10))
+    # a seeded generator gives the same order on every run: torch's permutation for that seed
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(torch.cat(batches), order)
+    pairs = list(minibatches(x, x * 2, batch_size=3, shuffle=False))
+    assert all(type(b) is tuple and torch.equal(b[1], b[0] * 2) for b in pairs)
+    assert torch.equal(pairs[0][0], torch.tensor([0, 1, 2]))
     assert [len(b) for (b,) in minibatches(x, batch_size=4, drop_last=True)] == [4, 4]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same first dimension"):
         next(minibatches(x, torch.arange(3), batch_size=2))
 
 

@@ -28,6 +28,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         f"hyperpop.torch needs PyTorch: pip install 'hyperpop[torch]' ({e})"
     ) from None
 
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+
 from hyperpop.trainable import Trainable
 
 __all__ = [
@@ -201,7 +209,8 @@ def minibatches(
     generator: torch.Generator | None = None,
     drop_last: bool = False,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Iterate over in-memory tensors in minibatches (a light ``DataLoader``).
+    """Iterate over in-memory tensors in minibatches: a ``DataLoader`` over a ``TensorDataset``
+    that indexes each batch at once instead of stacking rows.
 
     The batch size is read on every call, so it can change between intervals.
 
@@ -209,19 +218,28 @@ def minibatches(
         *tensors: tensors with the same first dimension.
         batch_size: rows per batch.
         shuffle: draw a random permutation first.
-        generator: the random generator for the permutation (seed it for reproducibility).
+        generator: the random generator for the permutation (seed it for reproducibility;
+            without one, torch's global generator seeds it).
         drop_last: skip a last, smaller batch.
+
+    Returns:
+        An iterator of tuples, one tensor per input tensor.
+
+    Raises:
+        ValueError: the tensors' first dimensions differ, or ``batch_size`` is below 1.
     """
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
-        raise ValueError("minibatches() needs tensors with the same first dimension")
+        sizes = [t.shape[0] for t in tensors]
+        raise ValueError(f"minibatches() needs tensors with the same first dimension, got {sizes}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    for i in range(0, stop, batch_size):
-        idx = order[i : i + batch_size]
-        yield tuple(t[idx] for t in tensors)
+    data = TensorDataset(*tensors)
+    order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+    # batch_size=None: the sampler yields whole index lists, the dataset slices each tensor
+    # once per batch, and collate_fn=tuple hands its tuple on unchanged
+    sampler = BatchSampler(order, batch_size, drop_last)
+    return iter(DataLoader(data, sampler=sampler, batch_size=None, collate_fn=tuple))
 
 
 def _fresh_parameters(module: torch.nn.Module) -> None:
