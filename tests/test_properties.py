@@ -116,7 +116,6 @@ def test_sample_perturb_and_resample_stay_in_bounds(space, seed, factors, p):
         for path, value in space.flatten(config).items():
             if isinstance(space[path], Float):
                 assert math.isfinite(value)
-    space.validate_config(space.resample(config, rng))
 
 
 def _forward(param: Float, v: float) -> float:

@@ -52,10 +52,6 @@ class Parameter:
         """Move ``value`` by ``factor`` (e.g. 0.8 or 1.2), staying inside the bounds."""
         raise NotImplementedError
 
-    def resample(self, value: Any, rng: np.random.Generator) -> Any:
-        """Draw a new value from the prior (the current value is only a hint)."""
-        return self.sample(rng)
-
     def to_unit(self, value: Any) -> float:
         """Map a value to [0, 1]."""
         raise NotImplementedError
@@ -262,15 +258,12 @@ class Choice(Parameter):
         if n == 1:
             return self.options[0]
         if not self.ordered:
-            return self.resample(value, rng)
+            return self.sample(rng)
         i = self._index(value)
         j = i + (1 if factor > 1.0 else -1)
         if j < 0 or j >= n:  # at an end: bounce to the only neighbour
             j = i - (1 if factor > 1.0 else -1)
         return self.options[j]
-
-    def resample(self, value: Any, rng: np.random.Generator) -> Any:
-        return self.sample(rng)
 
     def to_unit(self, value: Any) -> float:
         return (self._index(value) + 0.5) / len(self.options)
@@ -538,15 +531,11 @@ class Space:
             if not param.searchable:
                 out[path] = value
             elif rng.random() < resample_probability:
-                out[path] = _py(param.resample(value, rng))
+                out[path] = _py(param.sample(rng))
             else:
                 factor = float(factors[int(rng.integers(len(factors)))])
                 out[path] = _py(param.perturb(value, factor, rng))
         return self.unflatten(out)
-
-    def resample(self, config: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        """A fresh config from the prior (constants kept)."""
-        return self.sample(rng)
 
     def to_unit(self, config: Mapping[str, Any]) -> np.ndarray:
         """The config's searchable values as a point of the unit cube."""

@@ -423,14 +423,6 @@ class RayBackend(Backend):
         self.replaced += 1
         self._spawn(slot)
 
-    def actors(self) -> list[Any]:
-        """The current actor handles, one per slot (for tests and monitoring)."""
-        return [s.actor for s in self._slots]
-
-    def pids(self) -> list[int]:
-        """Process ids of the actors that have started (for tests and monitoring)."""
-        return [s.info["pid"] for s in self._slots if s.info]
-
     # --- state transfer ------------------------------------------------------------------
     def _release(self, blob: str) -> None:
         """The driver collected ``blob``: free its object and its shared copy."""
