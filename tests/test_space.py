@@ -119,6 +119,16 @@ def test_unit_cube_round_trip(rng):
         assert back["lr"] == pytest.approx(c["lr"]) and back["optim"] == c["optim"]
 
 
+def test_a_log_range_too_narrow_for_the_logarithm_maps_linearly(rng):
+    low = 1e300
+    high = float(np.nextafter(low, 2e300))  # log(low) == log(high) in floating point
+    space = Space({"x": hp.loguniform(low, high)})
+    assert space.to_unit({"x": low})[0] == 0.0 and space.to_unit({"x": high})[0] == 1.0
+    for _ in range(20):
+        c = space.sample(rng)
+        assert low <= c["x"] <= high and space.from_unit(space.to_unit(c)) == c
+
+
 def test_from_unit_covers_every_int_and_choice():
     space = Space({"k": hp.randint(0, 3), "c": hp.choice(["a", "b", "c"])})
     grid = np.linspace(0, 1, 101)

@@ -122,11 +122,15 @@ class Float(Parameter):
                 "use uniform() for ranges that include zero"
             )
 
+    def _logscale(self) -> bool:
+        # a range too narrow for the logarithm to tell its ends apart maps linearly
+        return self.log and math.log(self.low) < math.log(self.high)
+
     def _fwd(self, v: float) -> float:
-        return math.log(v) if self.log else v
+        return math.log(v) if self._logscale() else v
 
     def _inv(self, v: float) -> float:
-        return math.exp(v) if self.log else v
+        return math.exp(v) if self._logscale() else v
 
     def _clip(self, v: float) -> float:
         return float(min(max(v, self.low), self.high))
