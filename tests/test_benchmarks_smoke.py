@@ -103,7 +103,14 @@ def test_vectorised_truncation_picks_exactly_what_sorting_picked():
         member = r.choice(cands)
 
         def ctx(mode=mode, seed=trial, cands=cands):
-            return Context(mode, np.random.default_rng(seed), cands, None, None)  # type: ignore[arg-type]
+            return Context(
+                mode=mode,
+                rng=np.random.default_rng(seed),
+                population=SimpleNamespace(members={m.id: m for m in cands}),  # type: ignore[arg-type]
+                space=None,  # type: ignore[arg-type]
+                candidate_ids=np.array([m.id for m in cands], dtype=np.int64),
+                candidate_scores=np.array([m.ready_score for m in cands], dtype=float),
+            )
 
         old = _old_truncation(member, ctx(), q)
         new = Truncation(q).select(member, ctx())

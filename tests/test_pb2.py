@@ -44,10 +44,13 @@ class Pop:
             self.feed(Event(ev.CHECKPOINTED, member, {"step": m.step, "checkpoint": blob}))
 
     def ctx(self, space: Space, seed: int = 0, batch=None) -> Context:
+        members = self.pop.members
         return Context(
             mode=self.pop.mode,
             rng=np.random.default_rng(seed),
-            candidates=list(self.pop.members.values()),
+            candidate_ids=np.array(list(members), dtype=np.int64),
+            # None (no ready score yet) becomes NaN
+            candidate_scores=np.array([m.ready_score for m in members.values()], dtype=float),
             population=self.pop,
             space=space,
             batch=list(batch or []),

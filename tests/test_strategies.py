@@ -69,10 +69,13 @@ class Pop:
             )
 
     def ctx(self, seed: int = 0) -> Context:
+        members = self.pop.members
         return Context(
             mode=self.pop.mode,
             rng=np.random.default_rng(seed),
-            candidates=list(self.pop.members.values()),
+            candidate_ids=np.array(list(members), dtype=np.int64),
+            # None (no ready score yet) becomes NaN
+            candidate_scores=np.array([m.ready_score for m in members.values()], dtype=float),
             population=self.pop,
             space=SPACE,
         )

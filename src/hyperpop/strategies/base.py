@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,107 +14,87 @@ from hyperpop.space import Space
 __all__ = ["Context", "ExploitStrategy", "ExploreStrategy"]
 
 
-@dataclass
 class Context:
     """What a strategy may look at when it decides for one member.
 
-    Attributes:
+    The controller builds one per decision (see :meth:`hyperpop.controller.Controller.decide`).
+
+    Args:
         mode: ``"max"`` or ``"min"``.
         rng: the controller's seeded generator (use it for every random choice).
-        candidates: members with a ready score that may serve as donors (the deciding member
-            included). Built on first use when the controller passed ``candidate_ids``.
         population: the whole population state (history, lineage, settings).
         space: the search space.
+        candidate_ids: ids of the members that may serve as donors (the deciding member
+            included), as an array: lets strategies such as truncation rank 10,000 members
+            with numpy.
+        candidate_scores: each candidate's score as the controller compares it with the
+            deciding member: at equal progress in asynchronous mode (see
+            :meth:`hyperpop.controller.Controller.comparable`), the ready score otherwise (NaN
+            for none). :meth:`value` and :meth:`arrays` return these.
         now: the current time as the driver sees it.
         batch: configs already chosen by other members deciding in the same round (for batch
             strategies such as PB2 that must spread their picks).
-        candidate_ids: the candidates' ids as an array (with ``candidate_scores``, their
-            ranking scores): lets strategies such as truncation rank 10,000 members with numpy.
-        candidate_scores: each candidate's score as the controller compares it with the
-            deciding member: at equal progress in asynchronous mode (see
-            :meth:`hyperpop.controller.Controller.comparable`), the ready score otherwise.
-            :meth:`value` and :meth:`arrays` return these.
+        candidates: must be None; accepted while the controller still passes it (the
+            candidates' states are the :attr:`candidates` property).
     """
 
-    mode: str
-    rng: np.random.Generator
-    candidates: Sequence[MemberState] | None
-    population: Population
-    space: Space
-    now: float = 0.0
-    batch: list[dict[str, Any]] = field(default_factory=list)
-    candidate_ids: np.ndarray | None = None
-    candidate_scores: np.ndarray | None = None
+    def __init__(
+        self,
+        *,
+        mode: str,
+        rng: np.random.Generator,
+        population: Population,
+        space: Space,
+        candidate_ids: np.ndarray,
+        candidate_scores: np.ndarray,
+        now: float = 0.0,
+        batch: list[dict[str, Any]] | None = None,
+        candidates: None = None,
+    ):
+        if candidates is not None:
+            raise TypeError("Context takes candidate_ids and candidate_scores, not candidates")
+        ids = np.asarray(candidate_ids, dtype=np.int64)
+        scores = np.asarray(candidate_scores, dtype=float)
+        if ids.shape != scores.shape or ids.ndim != 1:
+            raise ValueError(
+                "Context needs one candidate score per candidate id, got arrays of shape "
+                f"{ids.shape} and {scores.shape}"
+            )
+        self.mode, self.rng, self.population, self.space = mode, rng, population, space
+        self.candidate_ids, self.candidate_scores = ids, scores
+        self.now = now
+        self.batch: list[dict[str, Any]] = [] if batch is None else batch
+        self._candidates: list[MemberState] | None = None
 
-    def __post_init__(self) -> None:
-        if self.candidates is None:
-            if self.candidate_ids is None:
-                raise ValueError("Context needs candidates or candidate_ids")
+    @property
+    def candidates(self) -> list[MemberState]:
+        """The candidates' states, in candidate order (built on first use)."""
+        if self._candidates is None:
             members = self.population.members
-            self.candidates = _Lazy(lambda: [members[int(i)] for i in self.candidate_ids])
+            self._candidates = [members[int(i)] for i in self.candidate_ids]
+        return self._candidates
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates' ids and their ready scores oriented so that higher is better (NaN and
-        missing scores are ``-inf``), as numpy arrays in candidate order."""
-        if self.candidate_ids is not None and self.candidate_scores is not None:
-            ids, raw = self.candidate_ids, np.asarray(self.candidate_scores, dtype=float)
-        else:
-            cands = list(self.candidates)
-            ids = np.array([m.id for m in cands], dtype=np.int64)
-            raw = np.array(
-                [math.nan if m.ready_score is None else m.ready_score for m in cands], dtype=float
-            )
-        values = raw if self.mode == "max" else -raw
-        return ids, np.where(np.isnan(values), -math.inf, values)
+        """Candidates' ids and their scores oriented so that higher is better (NaN is
+        ``-inf``), as numpy arrays in candidate order."""
+        values = self.candidate_scores if self.mode == "max" else -self.candidate_scores
+        return self.candidate_ids, np.where(np.isnan(values), -math.inf, values)
 
     def member(self, member_id: int) -> MemberState:
-        """A candidate by id."""
-        if self.candidate_ids is not None:
-            return self.population.members[int(member_id)]
-        for m in self.candidates:
-            if m.id == member_id:
-                return m
-        raise KeyError(member_id)
+        """A member of the population by id."""
+        return self.population.members[int(member_id)]
 
     def value(self, m: MemberState) -> float:
         """The member's ranking score oriented so that higher is better (NaN is worst): its
         entry in ``candidate_scores`` when it is a candidate, else its ready score."""
-        s = m.ready_score
-        if self.candidate_ids is not None and self.candidate_scores is not None:
-            at = np.flatnonzero(self.candidate_ids == m.id)
-            if len(at):
-                s = float(self.candidate_scores[at[0]])
-        if s is None or math.isnan(s):
-            return -math.inf
-        return s if self.mode == "max" else -s
+        at = np.flatnonzero(self.candidate_ids == m.id)
+        return self.oriented(float(self.candidate_scores[at[0]]) if len(at) else m.ready_score)
 
-    def oriented(self, score: float) -> float:
-        """A raw score oriented so that higher is better (NaN is worst)."""
+    def oriented(self, score: float | None) -> float:
+        """A raw score oriented so that higher is better (None and NaN are worst)."""
         if score is None or math.isnan(score):
             return -math.inf
         return score if self.mode == "max" else -score
-
-
-class _Lazy(Sequence):
-    """A list built on first access."""
-
-    def __init__(self, build: Any):
-        self._build = build
-        self._items: list[Any] | None = None
-
-    def _get(self) -> list[Any]:
-        if self._items is None:
-            self._items = self._build()
-        return self._items
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._get()[i]
-
-    def __len__(self) -> int:
-        return len(self._get())
-
-    def __iter__(self) -> Any:
-        return iter(self._get())
 
 
 class ExploitStrategy(ABC):
