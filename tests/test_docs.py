@@ -18,6 +18,7 @@ import argparse
 import ast
 import importlib
 import importlib.util
+import inspect
 import re
 import runpy
 import shlex
@@ -390,3 +391,87 @@ def test_the_python_check_catches_drift():
     assert _resolve("hyperpop", "Steps") and _resolve("hyperpop.strategies", "register")
     assert not _resolve("hyperpop", "uniformly")
     assert not _resolve("hyperpop.strategies", "Nonesuch")
+
+
+# -- documented defaults ---------------------------------------------------------------------
+
+
+def tables(text: str) -> list[list[tuple[int, list[str]]]]:
+    """Each Markdown table as (line number, cells) rows, the header first, no separator row."""
+    out: list[list[tuple[int, list[str]]]] = []
+    previous = False
+    for number, line in enumerate(text.splitlines(), 1):
+        is_row = line.startswith("|")
+        if is_row and not previous:
+            out.append([])
+        if is_row and not re.fullmatch(r"[|\s:-]+", line):
+            out[-1].append((number, [c.strip() for c in line.strip().strip("|").split("|")]))
+        previous = is_row
+    return out
+
+
+def documented_signatures() -> list[tuple[str, str]]:
+    """(where, span) for every table cell that shows a hyperpop class with keyword values,
+    such as `Truncation(quantile=0.25)` in a table of defaults."""
+    out = []
+    for path in DOCS:
+        rows = [row for table in tables(path.read_text()) for row in table]
+        for number, cells in rows:
+            for cell in cells:
+                m = re.fullmatch(r"`([A-Z]\w*\(\w+=.*\))`", cell)
+                if m:
+                    out.append((f"{_rel(path)}:{number}", m.group(1)))
+    return out
+
+
+def wrong_defaults(span: str) -> list[str]:
+    """The keyword values in ``Name(k=v, ...)`` that are not Name's defaults in hyperpop."""
+    import hyperpop
+
+    call = ast.parse(span, mode="eval").body
+    assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name), span
+    if not hasattr(hyperpop, call.func.id):
+        return [f"hyperpop has no {call.func.id}"]
+    params = inspect.signature(getattr(hyperpop, call.func.id)).parameters
+    wrong = []
+    for kw in call.keywords:
+        if kw.arg not in params:
+            wrong.append(f"{kw.arg}: not a parameter")
+        elif ast.literal_eval(kw.value) != params[kw.arg].default:
+            wrong.append(f"{kw.arg}={ast.unparse(kw.value)}, code: {params[kw.arg].default!r}")
+    return wrong
+
+
+def test_class_defaults_in_the_docs_tables_are_the_codes():
+    spans = documented_signatures()
+    assert len(spans) >= 4  # the strategies' tables
+    wrong = [f"{where}: {span}: {w}" for where, span in spans for w in wrong_defaults(span)]
+    assert not wrong, "\n".join(wrong)
+    assert wrong_defaults("PB2(kappa=1.5, refit=20)") == ["refit=20, code: 1"]
+
+
+def test_the_run_arguments_table_matches_hp_run():
+    import hyperpop as hp
+
+    params = inspect.signature(hp.run).parameters
+    rows = [
+        (f"{_rel(path)}:{number}", cells)
+        for path in DOCS
+        for table in tables(path.read_text())
+        if table[0][1][:2] == ["argument", "default"]
+        for number, cells in table[1:]
+    ]
+    assert len(rows) >= 15
+    wrong = []
+    for where, (name, default, *_) in rows:
+        name = name.strip("`")
+        if name not in params:
+            wrong.append(f"{where}: hp.run has no argument {name!r}")
+            continue
+        try:
+            value = ast.literal_eval(default.strip("`"))
+        except (ValueError, SyntaxError):
+            continue  # described in words ("cores", "shown") or an expression (`Steps(100)`)
+        if value != params[name].default:
+            wrong.append(f"{where}: {name} defaults to {params[name].default!r}, not {default}")
+    assert not wrong, "\n".join(wrong)
