@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         init["threads"],
         parent,
         init.get("log_dir"),
+        init.get("cache_bytes"),
     )
 
 

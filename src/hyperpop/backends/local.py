@@ -9,6 +9,11 @@ over a pipe per worker; checkpoints travel as blob ids, never as copies. A worke
 dies is replaced: busy, its task is reported as a failure of its member; idle, the members whose
 state it held load their checkpoints when they train next. With a step timeout, a task that runs
 longer is failed and its worker killed and replaced.
+
+With GPUs (``gpus=``, ``gpus_per_member=``) each worker gets its device(s) through its own
+``CUDA_VISIBLE_DEVICES``, set before it starts (so before user code imports PyTorch), and a
+replacement gets the same ones. What a worker keeps in memory is bounded by a byte budget of
+saved-state size (``cache_bytes``, by default a share of the worker's GPU or host memory).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import cloudpickle
 
 from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.backends.cache import FALLBACK_COUNT, ByteBudget, auto_budget, parse_bytes
+from hyperpop.backends.gpus import GpuSpec, gpu_memory, placement
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
@@ -92,6 +99,7 @@ def _worker_main(
     threads,
     parent: int,
     log_dir: str | None = None,
+    cache_bytes: int | None = None,
 ):
     _die_with_parent(parent)
     # Ctrl-C in a terminal reaches the whole process group: the driver decides, workers ignore.
@@ -113,7 +121,11 @@ def _worker_main(
             sys.modules["torch"].set_num_threads(threads)
     except Exception:  # noqa: BLE001
         pass
-    core = WorkerCore(factory, CheckpointStore(root), name=name, cache_size=cache)
+    core = WorkerCore(
+        factory, CheckpointStore(root), name=name, cache_size=cache, cache_bytes=cache_bytes
+    )
+    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = name if devices is None else f"{name}, CUDA_VISIBLE_DEVICES={devices}"
     conn.send(("ready", None))
     while True:
         try:
@@ -135,11 +147,14 @@ def _worker_main(
                 if log is not None:
                     print(
                         f"[hyperpop] {time.strftime('%Y-%m-%d %H:%M:%S')} member {arg.member}: "
-                        f"from step {arg.step}, config {arg.config} ({name}"
+                        f"from step {arg.step}, config {arg.config} ({where}"
                         + (f", attempt {arg.attempt + 1})" if arg.attempt else ")"),
                         flush=True,
                     )
                 result = core.run(arg, on_step=step)
+            evicted = core.take_evicted()
+            if evicted:  # before the result: the driver's record of who is held here
+                conn.send(("evicted", evicted))
             conn.send(("result", result))
         elif msg == "forget":
             core.forget(arg)
@@ -208,17 +223,40 @@ class _Slot:
         self.task: Task | None = None
         self.since = 0.0  # when the task was sent (time.monotonic())
         self.members: set[int] = set()  # members whose latest state this worker holds
+        self.evicted: set[int] = set()  # members its worker dropped during the running task
+        self.devices: tuple[str, ...] | None = None  # its GPUs (CUDA_VISIBLE_DEVICES)
+        self.cache_bytes: int | None = None  # its worker's byte budget for held members
+        self.cache_size: int | None = None  # its worker's count limit for held members
 
 
 class LocalBackend(Backend):
     """Persistent worker processes on this machine.
 
     Args:
-        workers: number of worker processes (default: the number of CPU cores).
-        cache_size: members' trainables each worker keeps in memory (None: no limit). Members
-            beyond it are reloaded from their checkpoint when they train again.
+        workers: number of worker processes (default: one per GPU share when GPUs are asked
+            for, else the number of CPU cores). With GPUs, it must fit on them.
+        cache_size: at most this many members' trainables kept in memory per worker (None:
+            no count limit). Members beyond a limit reload their checkpoint when they train
+            again.
+        cache_bytes: a budget per worker for the saved-state size of the members it keeps in
+            memory (tensors' and arrays' ``nbytes``, else pickled size): ``"auto"`` (default)
+            is a quarter of the worker's memory (its share of its GPUs' memory, else of the
+            machine's memory divided by the workers; where that cannot be read, 8 members),
+            a number of bytes or a string such as ``"2GB"``, or None for no byte limit.
         threads_per_worker: value for ``OMP_NUM_THREADS`` and friends in each worker (default:
             cores divided by workers, at least 1).
+        gpus: the GPUs to use: ``None`` (every visible GPU, if ``gpus_per_member`` is given;
+            else no GPU placement), ``"all"``, a count (the first ``n`` visible), or device
+            ids (``[0, 1]``, ``"0,1"``, UUIDs) as ``CUDA_VISIBLE_DEVICES`` takes them.
+        gpus_per_member: each worker's share: 1 (default when GPUs are asked for), a fraction
+            ``1/k`` such as 0.5 (``k`` workers per GPU), or a whole number (that many GPUs
+            per worker). Each worker sees only its device(s), through ``CUDA_VISIBLE_DEVICES``.
+        gpu_discovery: returns the visible GPU ids (default: ``CUDA_VISIBLE_DEVICES``, else
+            ``nvidia-smi -L``; PyTorch is never imported in the driver). For tests.
+
+    Raises:
+        ValueError: GPUs are asked for and none is visible, ``workers`` do not fit on them, or
+            a setting is invalid (the message says which and how to fix it).
     """
 
     name = "local"
@@ -228,13 +266,31 @@ class LocalBackend(Backend):
         workers: int | None = None,
         *,
         cache_size: int | None = None,
+        cache_bytes: ByteBudget = "auto",
         threads_per_worker: int | None = None,
+        gpus: GpuSpec = None,
+        gpus_per_member: float | None = None,
+        gpu_discovery: Callable[[], Sequence[str]] | None = None,
     ):
         cores = os.cpu_count() or 1
-        self.workers = int(workers or cores)
-        if self.workers < 1:
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+        ):
             raise ValueError(f"workers must be >= 1, got {workers!r}")
+        if cache_size is not None and (
+            isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0
+        ):
+            raise ValueError(
+                f"cache_size must be a number of members >= 0 or None (no count limit), got "
+                f"{cache_size!r}"
+            )
+        self.devices = placement(gpus, gpus_per_member, workers, gpu_discovery)
+        self.gpus_per_member = None if self.devices is None else (gpus_per_member or 1.0)
+        self.workers = len(self.devices) if self.devices is not None else int(workers or cores)
         self.cache_size = cache_size
+        if not (isinstance(cache_bytes, str) and cache_bytes == "auto"):
+            parse_bytes(cache_bytes)  # a bad value fails here, not in start()
+        self.cache_bytes = cache_bytes
         self.threads = threads_per_worker or max(1, cores // self.workers)
         self._slots: list[_Slot] = []
         self._factory: bytes = b""
@@ -252,10 +308,35 @@ class LocalBackend(Backend):
         self._factory = cloudpickle.dumps(factory)
         self._root = str(checkpoints.root)
         self._slots = [_Slot(i) for i in range(self.workers)]
+        budgets = self._budgets()
+        for slot in self._slots:
+            slot.devices = None if self.devices is None else self.devices[slot.index]
+            slot.cache_bytes = budgets[slot.index]
+            slot.cache_size = self.cache_size
+            if slot.cache_bytes is None and self.cache_bytes == "auto" and self.cache_size is None:
+                slot.cache_size = FALLBACK_COUNT  # no memory size to take a share of: a count
         for slot in self._slots:
             self._spawn(slot)
         for slot in self._slots:
             self._await_ready(slot)
+
+    def _budgets(self) -> list[int | None]:
+        """Each worker's byte budget for held members (None: no byte limit)."""
+        if not (isinstance(self.cache_bytes, str) and self.cache_bytes == "auto"):
+            return [parse_bytes(self.cache_bytes)] * self.workers
+        memory = gpu_memory() if self.devices is not None else {}
+        out = []
+        for i in range(self.workers):
+            devices = None if self.devices is None else self.devices[i]
+            out.append(auto_budget(devices, self.gpus_per_member, self.workers, memory))
+        return out
+
+    @property
+    def worker_devices(self) -> list[tuple[str, ...] | None]:
+        """Each worker's GPUs (its ``CUDA_VISIBLE_DEVICES``; None: no GPU placement)."""
+        if self.devices is None:
+            return [None] * self.workers
+        return list(self.devices)
 
     def set_log_dir(self, path: str | os.PathLike[str] | None) -> None:
         """Send each member's stdout and stderr to ``path/member-N.log`` (None: leave them on
@@ -272,6 +353,9 @@ class LocalBackend(Backend):
         env = dict(os.environ)
         for var in _THREAD_VARS:  # before the worker imports numerical libraries
             env.setdefault(var, str(self.threads))
+        if slot.devices is not None:  # the worker sees only its GPUs, numbered as nvidia-smi
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.devices)
+            env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         try:
             popen = subprocess.Popen(
                 [
@@ -293,12 +377,13 @@ class LocalBackend(Backend):
             "factory": self._factory,
             "root": self._root,
             "name": f"local-{slot.index}",
-            "cache": self.cache_size,
+            "cache": slot.cache_size,
+            "cache_bytes": slot.cache_bytes,
             "threads": self.threads,
             "log_dir": self.log_dir,
         }
         slot.proc, slot.conn, slot.task = _Process(popen, conn.fileno()), conn, None
-        slot.members = set()
+        slot.members, slot.evicted = set(), set()
         self._send(slot, ("init", init))  # a worker dead at once is found by _await_ready
 
     def set_step_timeout(self, seconds: float | None) -> None:
@@ -369,6 +454,7 @@ class LocalBackend(Backend):
                 s.members.discard(task.member)  # its copy is stale once another worker trains
                 self._send(s, ("forget", task.member))  # a dead one is replaced by poll
         chosen.task, chosen.since = task, time.monotonic()
+        chosen.evicted = set()
         if not self._send(chosen, ("task", task)):
             # the worker died while idle: replace it and hand the task to the new one
             self._replace(chosen)
@@ -439,10 +525,15 @@ class LocalBackend(Backend):
                         self._progress[result[0]] = result[1]
                         alive = True
                         continue
+                    if kind == "evicted":  # dropped from its memory to stay within budget
+                        slot.members.difference_update(result)
+                        slot.evicted.update(result)
+                        alive = True
+                        continue
                     if kind == "result":
                         slot.task = None
                         self._progress.pop(task.member, None)
-                        if result.checkpoint is not None:
+                        if result.checkpoint is not None and task.member not in slot.evicted:
                             slot.members.add(task.member)
                         else:
                             slot.members.discard(task.member)

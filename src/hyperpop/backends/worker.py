@@ -5,6 +5,7 @@ Shared by every backend (a local worker process, a Ray actor).
 
 from __future__ import annotations
 
+import gc
 import time
 import traceback
 from collections import OrderedDict
@@ -13,10 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hyperpop.backends.base import Task, TaskResult
+from hyperpop.backends.cache import state_nbytes
 from hyperpop.checkpoints import CheckpointError, CheckpointStore
 from hyperpop.trainable import Trainable, TrainableError
 
 __all__ = ["WorkerCore"]
+
+#: a garbage collection follows evictions that drop at least this many bytes of state
+_COLLECT_ABOVE = 16 * 2**20
 
 
 @dataclass
@@ -24,14 +29,18 @@ class _Held:
     trainable: Trainable
     blob: str | None
     config: dict[str, Any]
+    nbytes: int = 0  # the size of its saved state (what holding it costs, about)
 
 
 class WorkerCore:
-    """Trains tasks, keeping up to ``cache_size`` members' trainables in memory.
+    """Trains tasks, keeping members' trainables in memory within ``cache_size`` members and
+    ``cache_bytes`` bytes of saved state (each None: no limit).
 
     A member whose next task starts from the blob this worker saved for it last continues in
     memory; any other start (a donor's blob after an exploit, a blob saved elsewhere) is loaded,
-    and ``apply(config)`` always follows ``load``.
+    and ``apply(config)`` always follows ``load``. Beyond either limit the members trained
+    longest ago are dropped (a member whose state alone exceeds ``cache_bytes`` is not kept);
+    they load their checkpoints when they train next.
     """
 
     def __init__(
@@ -41,12 +50,41 @@ class WorkerCore:
         *,
         name: str = "worker",
         cache_size: int | None = None,
+        cache_bytes: int | None = None,
     ):
         self.factory = factory
         self.checkpoints = checkpoints
         self.name = name
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.held: OrderedDict[int, _Held] = OrderedDict()
+        #: members dropped to stay within the limits (and not held again) since
+        #: :meth:`take_evicted` was last called
+        self.evicted: set[int] = set()
+
+    @property
+    def held_bytes(self) -> int:
+        """The saved-state size of the members held in memory."""
+        return sum(h.nbytes for h in self.held.values())
+
+    def take_evicted(self) -> list[int]:
+        """The members dropped to stay within the limits (and not held again) since the last
+        call."""
+        out, self.evicted = sorted(self.evicted), set()
+        return out
+
+    def _evict(self) -> None:
+        dropped = 0
+        while self.held and (
+            (self.cache_size is not None and len(self.held) > self.cache_size)
+            or (self.cache_bytes is not None and self.held_bytes > self.cache_bytes)
+        ):
+            member = next(iter(self.held))
+            dropped += self.held[member].nbytes
+            self.forget(member)
+            self.evicted.add(member)
+        if dropped >= _COLLECT_ABOVE:  # free large states held in reference cycles now
+            gc.collect()
 
     def forget(self, member: int) -> None:
         """Drop a member's in-memory state."""
@@ -118,9 +156,11 @@ class WorkerCore:
             state = trainable.save()
             user += time.perf_counter() - u
             result.checkpoint = self.checkpoints.save(task.member, result.end_step, state)
-            self.held[task.member] = _Held(trainable, result.checkpoint, task.config)
-            while self.cache_size is not None and len(self.held) > self.cache_size:
-                self.forget(next(iter(self.held)))
+            nbytes = state_nbytes(state)
+            del state
+            self.held[task.member] = _Held(trainable, result.checkpoint, task.config, nbytes)
+            self.evicted.discard(task.member)
+            self._evict()
         except BaseException as e:  # noqa: BLE001 - reported to the driver
             if isinstance(e, KeyboardInterrupt):
                 raise
