@@ -1,1 +1,1 @@
-"""Optional subcommands of the ``hyperpop`` command line, one module each."""
+"""The commands of the ``hyperpop`` command line, by topic; :mod:`hyperpop.cli` lists them."""

@@ -1,6 +1,5 @@
-"""Steer a running run from the command line: ``pin``, ``unpin``, ``set``, ``copy``, ``add``,
-``budget`` (``stop`` lives in :mod:`hyperpop.cli`). Each writes a request into the store and
-prints the driver's answer."""
+"""Steer a running run from the command line: ``stop``, ``pin``, ``unpin``, ``set``, ``copy``,
+``add``, ``budget``. Each writes a request into the store and prints the driver's answer."""
 
 from __future__ import annotations
 
@@ -9,7 +8,9 @@ from typing import Any
 
 import click
 
-__all__ = ["commands", "parse_assignments"]
+from hyperpop.commands._shared import echo_answer
+
+__all__ = ["add", "budget", "copy", "parse_assignments", "pin", "set_", "stop", "unpin"]
 
 
 def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
@@ -38,17 +39,30 @@ def _steer(db: str, timeout: float) -> Any:
     return Steer(db, timeout=timeout, origin="cli")
 
 
-def _echo(answer: Any) -> None:
-    line = f"request {answer.id} ({answer.kind}) {answer.status}: {answer.reason}"
-    if answer.status == "refused":
-        raise click.ClickException(line)
-    click.echo(line)
-
-
 _db = click.argument("db", type=click.Path(dir_okay=False))
 _timeout = click.option(
     "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for the driver."
 )
+
+
+@click.command("stop")
+@_db
+@click.option("--member", "-m", type=int, help="Stop only this member (the others go on).")
+@_timeout
+def stop(db: str, member: int | None, timeout: float) -> None:
+    """Ask the driver writing DB to stop the run (resume it later) or one member.
+
+    Writes a request into the store, which the driver reads within a second; no signal is
+    sent to any process."""
+    from hyperpop.store.sqlite import WriterLock
+
+    holder = WriterLock(db).holder() or {}
+    answer = _steer(db, timeout).stop(member)
+    echo_answer(answer)
+    if member is None and answer.ok:
+        click.echo(
+            f"the driver (pid {holder.get('pid', '?')}) stopped; resume with: hyperpop resume {db}"
+        )
 
 
 @click.command("pin")
@@ -57,7 +71,7 @@ _timeout = click.option(
 @_timeout
 def pin(db: str, member: int, timeout: float) -> None:
     """Pin MEMBER: PBT never makes it copy another, resets or explores it (it may be copied)."""
-    _echo(_steer(db, timeout).pin(member))
+    echo_answer(_steer(db, timeout).pin(member))
 
 
 @click.command("unpin")
@@ -66,7 +80,7 @@ def pin(db: str, member: int, timeout: float) -> None:
 @_timeout
 def unpin(db: str, member: int, timeout: float) -> None:
     """Let PBT decide for a pinned MEMBER again."""
-    _echo(_steer(db, timeout).unpin(member))
+    echo_answer(_steer(db, timeout).unpin(member))
 
 
 @click.command("set")
@@ -77,7 +91,7 @@ def unpin(db: str, member: int, timeout: float) -> None:
 def set_(db: str, member: int, values: tuple[str, ...], timeout: float) -> None:
     """Set MEMBER's hyperparameters, e.g. `hyperpop set runs/x.db 3 lr=0.01` (validated against
     the space; recorded in its schedule by user)."""
-    _echo(_steer(db, timeout).set(member, parse_assignments(values)))
+    echo_answer(_steer(db, timeout).set(member, parse_assignments(values)))
 
 
 @click.command("copy")
@@ -87,7 +101,7 @@ def set_(db: str, member: int, values: tuple[str, ...], timeout: float) -> None:
 @_timeout
 def copy(db: str, member: int, donor: int, timeout: float) -> None:
     """Make MEMBER copy DONOR's latest checkpoint and hyperparameters now."""
-    _echo(_steer(db, timeout).copy(member, donor))
+    echo_answer(_steer(db, timeout).copy(member, donor))
 
 
 @click.command("add")
@@ -99,9 +113,9 @@ def add(db: str, values: tuple[str, ...], count: int, timeout: float) -> None:
     """Add members to the running population (sampled; NAME=VALUE fixes a hyperparameter)."""
     s = _steer(db, timeout)
     if values:
-        _echo(s.add(configs=[parse_assignments(values)] * count))
+        echo_answer(s.add(configs=[parse_assignments(values)] * count))
     else:
-        _echo(s.add(count))
+        echo_answer(s.add(count))
 
 
 @click.command("budget")
@@ -123,7 +137,4 @@ def budget(
         items.append({"type": "target", "score": target})
     if not items:
         raise click.UsageError("give --steps, --seconds or --target")
-    _echo(_steer(db, timeout).budget(*items))
-
-
-commands = [pin, unpin, set_, copy, add, budget]
+    echo_answer(_steer(db, timeout).budget(*items))

@@ -1,0 +1,105 @@
+"""What a run found: ``hyperpop best``, ``schedule``, ``table``, ``lineage`` and ``export``."""
+
+from __future__ import annotations
+
+import click
+
+from hyperpop.commands._shared import best_of, dump, load_result, to_csv
+
+__all__ = ["best", "export", "lineage", "schedule", "table"]
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+def best(db: str, fmt: str) -> None:
+    """Print the best member (config, score, schedule)."""
+    result = load_result(db)
+    b = best_of(result, db)
+    if fmt == "csv":
+        click.echo(
+            to_csv(
+                [
+                    {
+                        "member": b.id,
+                        "score": b.score,
+                        "step": b.step,
+                        **{
+                            f"config/{k}": v
+                            for k, v in result.schedule(b.id)[-1].items()
+                            if k not in ("step", "trained_by")
+                        },
+                    }
+                ]
+            ),
+            nl=False,
+        )
+        return
+    click.echo(
+        dump(
+            {
+                "member": b.id,
+                "score": b.score,
+                "step": b.step,
+                "status": b.status,
+                "config": b.config,
+                "schedule": b.schedule,
+                "checkpoint": b.checkpoint,
+            }
+        )
+    )
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--member", "-m", default="best", help="Member id or 'best'.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+def schedule(db: str, member: str, fmt: str) -> None:
+    """Print a member's hyperparameter schedule, inherited part included."""
+    result = load_result(db)
+    if member == "best":
+        rows = best_of(result, db).schedule_rows()
+    else:
+        rows = result.schedule(member)
+    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--member", "-m", default="best", help="Member id or 'best' (the best model).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="File.")
+def export(db: str, member: str, output: str) -> None:
+    """Write a trained model's state to a file (the run's best checkpoint by default).
+
+    PyTorch states are written with torch.save (torch.load(FILE, weights_only=True) opens
+    them), anything else with pickle.
+    """
+    result = load_result(db)
+    if member == "best":
+        b = best_of(result, db)
+        label = f"the best checkpoint (member {b.id} at step {b.step}, {result.metric}={b.score})"
+    else:
+        label = f"member {member}"
+    try:
+        how = result.export(output, member)
+    except (KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from None
+    click.echo(f"wrote {label} to {output} ({how})")
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+def table(db: str, fmt: str) -> None:
+    """Print every report (member, step, score, metrics, config)."""
+    rows = load_result(db).records()
+    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+def lineage(db: str, fmt: str) -> None:
+    """Print who copied whom, and when."""
+    rows = load_result(db).lineage()
+    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")

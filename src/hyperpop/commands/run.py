@@ -1,0 +1,166 @@
+"""``hyperpop run FILE`` and ``hyperpop resume DB``: train a population, with a live view."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["resume", "run"]
+
+
+def _progress(quiet: bool) -> Any:
+    logging.basicConfig(
+        level=logging.INFO if quiet else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    if quiet or not sys.stdout.isatty() and os.environ.get("HYPERPOP_LIVE") != "1":
+        from hyperpop.live import LogProgress
+
+        logging.getLogger("hyperpop").setLevel(logging.INFO)
+        return LogProgress()
+    from hyperpop.live import LiveView
+
+    return LiveView()
+
+
+def _print_best(result: Any) -> None:
+    if result.population.best() is None:
+        click.echo("\nno member reported a score")
+        return
+    best = result.best
+    click.echo(f"\nbest member {best.id}: {result.metric}={best.score:.6g} at step {best.step}")
+    click.echo("its schedule (inherited part included):")
+    rows = result.schedule(best.id)
+    for r in rows:
+        params = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("step", "trained_by")
+        )
+        click.echo(f"  from step {r['step']:>5} (trained by member {r['trained_by']:>3}): {params}")
+    if result.path is not None:
+        click.echo(f"\nstore: {result.path}   (hyperpop status {result.path})")
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--storage", "-s", help="SQLite store (default: the file's settings, or runs/<name>.db)."
+)
+@click.option("--population", "-p", type=int, help="Number of members.")
+@click.option("--workers", "-w", type=int, help="Members training at once.")
+@click.option("--steps", type=int, help="Training steps per member (hp.Steps).")
+@click.option("--seed", type=int, help="Seed.")
+@click.option("--synchronous/--asynchronous", default=None, help="Generations or async.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
+@click.option("--address", help="Ray cluster address (auto, ray://host:10001...).")
+@click.option(
+    "--step-timeout",
+    type=float,
+    help="Seconds one interval may take before its worker is killed and it is retried.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing store at the path first.")
+def run(
+    file: str,
+    storage: str | None,
+    population: int | None,
+    workers: int | None,
+    steps: int | None,
+    seed: int | None,
+    synchronous: bool | None,
+    backend: str | None,
+    address: str | None,
+    step_timeout: float | None,
+    quiet: bool,
+    overwrite: bool,
+) -> None:
+    """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
+    import hyperpop as hp
+    from hyperpop.run import RunExistsError
+    from hyperpop.userfile import load_file
+
+    rf = load_file(file)
+    kw = dict(rf.settings)
+    for key, value in (
+        ("storage", storage),
+        ("population", population),
+        ("workers", workers),
+        ("seed", seed),
+        ("synchronous", synchronous),
+        ("backend", backend),
+        ("step_timeout", step_timeout),
+    ):
+        if value is not None:
+            kw[key] = value
+    if steps is not None:
+        kw["budget"] = hp.Steps(steps)
+    if address is not None:
+        opts = dict(kw.get("backend_options") or {})
+        opts["address"] = address
+        kw["backend_options"] = opts
+        kw.setdefault("backend", "ray")
+    kw.setdefault("storage", os.path.join("runs", rf.path.stem + ".db"))
+    if "metric" not in kw:
+        raise click.ClickException(
+            f"{file}: settings must name the metric (settings = dict(metric=...))"
+        )
+    if overwrite:
+        kw["overwrite"] = True
+    source = {"file": str(rf.path), "name": rf.trainable_name}
+    click.echo(f"hyperpop: running {file} → {kw['storage']}", err=True)
+    try:
+        result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), source=source, **kw)
+    except RunExistsError as e:
+        raise click.ClickException(
+            f"{e.path} already holds a run; continue it with `hyperpop resume {e.path}`, "
+            "replace it with --overwrite, or choose another --storage"
+        ) from None
+    _print_best(result)
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--workers", "-w", type=int, help="Members training at once.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
+@click.option("--address", help="Ray cluster address.")
+@click.option("--step-timeout", type=float, help="Seconds one interval may take (default: as run).")
+@click.option(
+    "--trainable",
+    "spec",
+    help="FILE.py:Name or module:Name (default: where the store says it came from).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
+def resume(
+    db: str,
+    workers: int | None,
+    backend: str | None,
+    address: str | None,
+    step_timeout: float | None,
+    spec: str | None,
+    quiet: bool,
+) -> None:
+    """Continue the run stored in DB after a crash, kill -9, Ctrl-C or hyperpop stop.
+
+    A run started from a Python script resumes as it is; one started from `python -c`, a
+    notebook or a file that moved needs --trainable."""
+    import hyperpop as hp
+    from hyperpop.userfile import load_object
+
+    opts = {"address": address} if address else None
+    if address and backend is None:
+        backend = "ray"
+    result = hp.resume(
+        db,
+        load_object(spec) if spec else None,
+        workers=workers,
+        backend=backend,
+        backend_options=opts,
+        step_timeout=step_timeout,
+        progress=_progress(quiet),
+    )
+    _print_best(result)
