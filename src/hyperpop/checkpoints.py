@@ -7,8 +7,10 @@ reach any more are collected by the driver.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -68,12 +70,55 @@ def encode(state: Any, member: int | None = None) -> bytes:
     return _MAGIC + data
 
 
+def _torch_location(storage: Any, location: str) -> Any:
+    """Where a pickled PyTorch storage goes: the device it was saved on if this process has
+    it, else the current GPU for a GPU storage, else the CPU."""
+    import torch
+
+    try:
+        return torch.serialization.default_restore_location(storage, location)
+    except Exception:  # noqa: BLE001 - a device this process lacks (cuda:1 with one GPU, no GPU)
+        if location.startswith("cuda") and torch.cuda.is_available():
+            return storage.cuda()
+        return storage
+
+
+def _torch_storage(data: bytes) -> Any:
+    """``torch.storage._load_from_bytes`` with a device map: a tensor saved on a GPU loads on
+    a machine without one (on the CPU), or with fewer (on the current GPU)."""
+    import torch
+
+    buffer = io.BytesIO(data)
+    try:
+        return torch.load(buffer, weights_only=True, map_location=_torch_location)
+    except Exception:  # noqa: BLE001 - a storage kind the safe loader refuses: torch's own
+        from torch.storage import _load_from_bytes
+
+        return _load_from_bytes(data)
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch.storage" and name == "_load_from_bytes":
+            return _torch_storage
+        return super().find_class(module, name)
+
+
 def decode(raw: bytes, blob: str, where: object = "") -> Any:
-    """The state held in a blob's bytes (from :func:`encode`)."""
+    """The state held in a blob's bytes (from :func:`encode`). PyTorch tensors saved on a
+    device this process lacks (a GPU state on a CPU-only machine) load on the CPU."""
     if not raw.startswith(_MAGIC):
         raise CheckpointError(f"checkpoint {blob!r} is corrupt: bad header ({where})")
     try:
-        return pickle.loads(memoryview(raw)[len(_MAGIC) :])
+        try:
+            return pickle.loads(memoryview(raw)[len(_MAGIC) :])
+        except Exception:
+            if "torch" not in sys.modules:
+                raise
+            # maybe a tensor on a device this process lacks: again, mapping devices
+            f = io.BytesIO(raw)
+            f.seek(len(_MAGIC))
+            return _Unpickler(f).load()
     except Exception as e:
         raise CheckpointError(f"checkpoint {blob!r} is corrupt ({where}): {e}") from None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import numbers
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ __all__ = [
     "load_state",
     "minibatches",
     "save_state",
+    "to_cpu",
 ]
 
 #: Where a config key goes in a parameter group: a key, or ``(key, index)`` for one element of a
@@ -165,13 +167,44 @@ def _state_of(obj: Any) -> Any:
     return obj
 
 
-def save_state(copy_tensors: bool = False, **objects: Any) -> dict[str, Any]:
+def to_cpu(tree: Any) -> Any:
+    """``tree`` with every tensor on another device (``cuda``, ``mps``...) copied to the CPU,
+    so that a state saved anywhere loads anywhere, a CPU-only machine included.
+
+    Dicts, lists and tuples are walked (rebuilt only where something moved: a state already on
+    the CPU comes back as it is, with no copy); a module state dict keeps its ``_metadata``.
+    ``load_state_dict`` puts the values back on the device of the model or optimiser that
+    loads them.
+    """
+    if isinstance(tree, torch.Tensor):
+        return tree if tree.device.type == "cpu" else tree.detach().cpu()
+    if isinstance(tree, dict):
+        items = {k: to_cpu(v) for k, v in tree.items()}
+        if all(items[k] is v for k, v in tree.items()):
+            return tree
+        out = type(tree)(items) if type(tree) in (dict, OrderedDict) else dict(items)
+        if hasattr(tree, "_metadata"):
+            out._metadata = tree._metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(tree, (list, tuple)):
+        items = [to_cpu(v) for v in tree]
+        if all(a is b for a, b in zip(items, tree)):
+            return tree
+        if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple
+            return type(tree)(*items)
+        return type(tree)(items) if type(tree) in (list, tuple) else list(items)
+    return tree
+
+
+def save_state(copy_tensors: bool = False, cpu: bool = True, **objects: Any) -> dict[str, Any]:
     """A picklable snapshot of models, optimisers, schedulers and plain values.
 
     Args:
         copy_tensors: deep-copy the result (needed only if the caller keeps it in memory
             while training goes on; hyperpop pickles the state right away, so the default
             skips the copy).
+        cpu: move tensors on other devices to the CPU (:func:`to_cpu`), so the checkpoint
+            loads on any machine, with or without that device.
         **objects: anything with ``state_dict()`` (stored as its state dict) or plain
             picklable values (stored as they are), by name.
 
@@ -179,6 +212,8 @@ def save_state(copy_tensors: bool = False, **objects: Any) -> dict[str, Any]:
         ``{name: state}``, to pass to :func:`load_state`.
     """
     state = {name: _state_of(obj) for name, obj in objects.items()}
+    if cpu:
+        state = to_cpu(state)
     return copy.deepcopy(state) if copy_tensors else state
 
 
@@ -335,7 +370,9 @@ class TorchTrainable(Trainable):
     def save(self) -> dict[str, Any]:
         """State dicts of the model, optimiser (and scheduler), :meth:`extra_state`, and the
         random state (torch's CPU generator and every ``torch.Generator`` attribute), so that
-        a member restored from its checkpoint trains on exactly as it would have in memory."""
+        a member restored from its checkpoint trains on exactly as it would have in memory.
+        Tensors are saved on the CPU (:func:`to_cpu`): a state trained on a GPU loads on any
+        device, and :meth:`load` puts it back on the model's."""
         return save_state(**self._objects(), extra=self.extra_state(), rng=self._rng_state())
 
     def load(self, state: Mapping[str, Any]) -> None:

@@ -324,12 +324,17 @@ class VectorizedTrainable(Trainable):
         return metrics
 
     def save(self) -> dict[str, Any]:
-        """``{"model": state_dict, "optimizer": state_dict, "extra": {"steps": n}}``."""
-        return {
-            "model": self.module.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "extra": {"steps": self.steps},
+        """``{"model": state_dict, "optimizer": state_dict, "extra": {"steps": n}}``, with the
+        tensors on the CPU (as the vectorized backend saves a slot), so it loads anywhere."""
+        model = self.module.state_dict()  # a fresh dict: its values may be replaced
+        for name, value in model.items():
+            model[name] = value.cpu()
+        opt = self.opt.state_dict()  # its per-parameter dicts are the optimiser's own: copy
+        opt["state"] = {
+            i: {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
+            for i, entry in opt["state"].items()
         }
+        return {"model": model, "optimizer": opt, "extra": {"steps": self.steps}}
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by :meth:`save` or by the vectorized backend."""
