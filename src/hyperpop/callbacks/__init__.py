@@ -4,6 +4,10 @@ Pass instances to ``hp.run(..., callbacks=[...])`` (and to ``hp.resume`` again).
 them with the events it has just written to the store, in log order, together with the folded
 population, so a callback sees exactly what the log holds: reports, exploits, explores,
 rejuvenations, failures. A callback that raises is logged and switched off; the run goes on.
+
+Experiment trackers (imported on first use, each needs its extra; see docs/trackers.md):
+:class:`TensorBoard` (``hyperpop[tensorboard]``), :class:`MLflow` (``hyperpop[mlflow]``) and
+:class:`WandB` (``hyperpop[wandb]``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,19 @@ from pathlib import Path
 from hyperpop.population import Population
 from hyperpop.store.events import Event
 
-__all__ = ["Callback", "CallbackList"]
+__all__ = ["Callback", "CallbackList", "MLflow", "TensorBoard", "WandB"]
+
+#: tracker classes, by the module that defines them (imported on first use)
+_TRACKERS = {"TensorBoard": "tensorboard", "MLflow": "mlflow", "WandB": "wandb"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _TRACKERS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_TRACKERS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger("hyperpop")
 
