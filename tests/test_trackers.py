@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -194,6 +195,44 @@ def test_tensorboard_with_real_worker_processes(tmp_path):
         acc = tb_read(tmp_path / "tb" / f"member-{m:02d}")
         assert tb_scalars(acc, "lr_used") == [(s, pytest.approx(v)) for s, v in reports[m]]
         assert tb_scalars(acc, "hp/lr") == [(s, pytest.approx(v)) for s, v in reports[m]]
+
+
+JOB = """
+import hyperpop as hp
+
+def climb(config, checkpoint):
+    start = checkpoint or 0
+    for i in range(start, 100):
+        hp.report(score=config["x"] * (i + 1), loss=1.0 / (i + 1), checkpoint=i + 1)
+
+trainable = climb
+space = {"x": hp.uniform(0.0, 1.0), "opt": {"lr": hp.loguniform(1e-3, 1e-1)}}
+settings = dict(metric="score", population=4, budget=12, ready=2, synchronous=True,
+                backend="simulated", seed=3)
+"""
+
+
+def test_the_command_line_adds_trackers_without_code(tmp_path):
+    pytest.importorskip("tensorboardX")
+    job, db = tmp_path / "job.py", tmp_path / "job.db"
+    job.write_text(JOB)
+    cli = [sys.executable, "-m", "hyperpop"]
+    out = subprocess.run(
+        [*cli, "run", job, "--storage", db, "-q", "--tensorboard", tmp_path / "tb"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    check_tensorboard(tmp_path / "tb", db)
+    from click.testing import CliRunner
+
+    from hyperpop.cli import main
+
+    for command in ("run", "resume"):
+        shown = CliRunner().invoke(main, [command, "--help"]).output
+        assert "--tensorboard DIR" in shown and "--mlflow URI" in shown
+        assert "--wandb PROJECT" in shown
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,46 @@ def _progress(quiet: bool) -> Any:
     return LiveView()
 
 
+def _tracker_options(f: Any) -> Any:
+    """``--tensorboard DIR``, ``--mlflow URI`` and ``--wandb PROJECT`` (hyperpop.callbacks)."""
+    f = click.option(
+        "--wandb",
+        "wandb_project",
+        metavar="PROJECT",
+        help="Log to Weights & Biases: a run per member, grouped (WANDB_MODE=offline: files).",
+    )(f)
+    f = click.option(
+        "--mlflow",
+        "mlflow_uri",
+        metavar="URI",
+        help="Log to MLflow at URI (sqlite:///mlflow.db, http://host:5000): a run per member.",
+    )(f)
+    return click.option(
+        "--tensorboard",
+        "tensorboard_dir",
+        metavar="DIR",
+        type=click.Path(file_okay=False),
+        help="Write TensorBoard logs to DIR: a folder per member.",
+    )(f)
+
+
+def _trackers(tensorboard_dir: str | None, mlflow_uri: str | None, wandb: str | None) -> list:
+    """The tracker callbacks the options ask for (a missing library names its extra)."""
+    from hyperpop import callbacks
+
+    out: list = []
+    try:
+        if tensorboard_dir:
+            out.append(callbacks.TensorBoard(tensorboard_dir))
+        if mlflow_uri:
+            out.append(callbacks.MLflow(mlflow_uri))
+        if wandb:
+            out.append(callbacks.WandB(wandb))
+    except ImportError as e:
+        raise click.ClickException(str(e)) from None
+    return out
+
+
 def _print_best(result: Any) -> None:
     if result.population.best() is None:
         click.echo("\nno member reported a score")
@@ -65,6 +105,7 @@ def _print_best(result: Any) -> None:
 )
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store at the path first.")
+@_tracker_options
 def run(
     file: str,
     storage: str | None,
@@ -78,6 +119,9 @@ def run(
     step_timeout: float | None,
     quiet: bool,
     overwrite: bool,
+    tensorboard_dir: str | None,
+    mlflow_uri: str | None,
+    wandb_project: str | None,
 ) -> None:
     """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
     import hyperpop as hp
@@ -105,6 +149,9 @@ def run(
         kw["backend_options"] = opts
         kw.setdefault("backend", "ray")
     kw.setdefault("storage", os.path.join("runs", rf.path.stem + ".db"))
+    trackers = _trackers(tensorboard_dir, mlflow_uri, wandb_project)
+    if trackers:
+        kw["callbacks"] = [*(kw.get("callbacks") or []), *trackers]
     if "metric" not in kw:
         raise click.ClickException(
             f"{file}: settings must name the metric (settings = dict(metric=...))"
@@ -135,6 +182,7 @@ def run(
     help="FILE.py:Name or module:Name (default: where the store says it came from).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
+@_tracker_options
 def resume(
     db: str,
     workers: int | None,
@@ -143,6 +191,9 @@ def resume(
     step_timeout: float | None,
     spec: str | None,
     quiet: bool,
+    tensorboard_dir: str | None,
+    mlflow_uri: str | None,
+    wandb_project: str | None,
 ) -> None:
     """Continue the run stored in DB after a crash, kill -9, Ctrl-C or hyperpop stop.
 
@@ -162,5 +213,6 @@ def resume(
         backend_options=opts,
         step_timeout=step_timeout,
         progress=_progress(quiet),
+        callbacks=_trackers(tensorboard_dir, mlflow_uri, wandb_project),
     )
     _print_best(result)
