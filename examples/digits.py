@@ -125,5 +125,5 @@ if __name__ == "__main__":
     best = result.best
     print(f"best member {best.id}: val_acc {best.score:.4f}, config {best.config}")
     print(f"held-out test accuracy: {evaluate(result.load_checkpoint()):.4f}")
-    for row in result.schedule():
+    for row in result.schedule_rows():
         print(row)

@@ -250,5 +250,5 @@ if __name__ == "__main__":
     print(f"best constant lr {fixed_lr:.3g}: {fixed:.4f}; greedy schedule: {greedy_loss:.4f}")
     result = hp.run(trainable, space, progress=True, overwrite=True, **settings)
     print(f"PBT: best member {result.best.id}, final loss {result.best.score:.4f}")
-    for row in result.schedule():
+    for row in result.schedule_rows():
         print(row)

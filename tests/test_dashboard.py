@@ -9,6 +9,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("plotly")
@@ -158,7 +159,9 @@ def test_figures_count_members_and_edges() -> None:
     scores = scores_spec(view)
     members = [t for t in scores["data"] if t["meta"]["kind"] == "member"]
     assert sorted(t["meta"]["member"] for t in members) == [0, 1, 2]
-    assert members[-1]["meta"]["member"] == 0  # the best is drawn last (on top), thick
+    assert all(t["line"]["width"] < 2 for t in members)  # no member's own line is the best's
+    lineage = next(t for t in scores["data"] if t["meta"]["kind"] == "lineage")
+    assert lineage["meta"]["member"] == 0 and lineage["x"] == list(range(1, 9))
     assert [t["meta"]["count"] for t in scores["data"] if t["meta"]["kind"] == "exploits"] == [4]
     assert None in [y for t in members if t["meta"]["member"] == 1 for y in t["y"]]  # NaN, gap
     sched = schedule_spec(view)
@@ -178,6 +181,121 @@ def test_figures_count_members_and_edges() -> None:
     assert set(tree["nodes"]["y"]) == {0, 1, 2}
     assert tree["rejuvenations"]["meta"]["count"] == 1
     assert tree["best"]["meta"]["member"] == 0
+
+
+def overtaking_events() -> list[Event]:
+    """Member 1 starts badly (loss 9..6), copies member 0's weights at step 4 and then beats
+    it: the best member is 1, yet its first four steps were trained by member 0. Every report
+    also carries ``acc`` and a string ``phase``; reports are recorded at their interval's end."""
+
+    def reports(member: int, start: int, losses: list[float], t: float) -> list[Event]:
+        out = []
+        for i, loss in enumerate(losses, start + 1):
+            metrics = {"loss": loss, "acc": 1 - loss / 10, "phase": "train"}
+            out.append(
+                Event(ev.REPORTED, member, {"step": i, "score": loss, "metrics": metrics}, t)
+            )
+        end = start + len(losses)
+        return out + [
+            Event(ev.CHECKPOINTED, member, {"step": end, "checkpoint": f"{member}-{end}"}, t)
+        ]
+
+    events = [
+        Event(ev.RUN_STARTED, None, {"settings": {"metric": "loss", "mode": "min"}}, 0.0),
+        Event(ev.MEMBER_CREATED, 0, {"config": {"lr": 0.1}}, 0.0),
+        Event(ev.MEMBER_CREATED, 1, {"config": {"lr": 0.2}}, 0.0),
+        *reports(0, 0, [4.0, 3.0, 2.0, 1.0], 10.0),
+        *reports(1, 0, [9.0, 8.0, 7.0, 6.0], 12.0),
+        Event(ev.EXPLOITED, 1, {"donor": 0, "step": 4, "checkpoint": "0-4", "at": 4}, 13.0),
+        Event(ev.EXPLORED, 1, {"config": {"lr": 0.3}}, 14.0),
+        *reports(1, 4, [0.9, 0.8, 0.7, 0.5], 20.0),
+        *reports(0, 4, [0.95, 0.9, 0.8, 0.6], 21.0),
+    ]
+    for i, e in enumerate(events, 1):
+        e.seq = i
+    return events
+
+
+def test_score_plot_highlights_the_best_lineage_not_the_best_slot() -> None:
+    view = RunView(overtaking_events())
+    assert view.pop.best().id == 1
+    spec = scores_spec(view)
+    by = {(t["meta"]["kind"], t["meta"].get("member")): t for t in spec["data"]}
+    own = by[("member", 1)]
+    assert own["y"][:4] == [9.0, 8.0, 7.0, 6.0]  # the slot's weights before the copy
+    lineage = by[("lineage", 1)]
+    assert lineage["x"] == list(range(1, 9))
+    assert lineage["y"] == [4.0, 3.0, 2.0, 1.0, 0.9, 0.8, 0.7, 0.5]  # member 0's, then its own
+    assert lineage["text"][:4] == ["trained by member 0"] * 4
+    assert lineage["line"]["width"] == 3 and lineage["name"] == "best member 1's lineage"
+    assert spec["data"][-1]["meta"]["kind"] == "exploits"  # markers on top of everything
+
+
+def test_every_numeric_metric_is_selectable() -> None:
+    view = RunView(overtaking_events())
+    assert view.metric_names() == ["loss", "acc"]  # the optimised first; "phase" is text
+    spec = scores_spec(view, metric="acc")
+    by = {(t["meta"]["kind"], t["meta"].get("member")): t for t in spec["data"]}
+    assert by[("member", 0)]["y"] == [0.6, 0.7, 0.8, 0.9, 0.905, 0.91, 0.92, 0.94]
+    # the jump at the copy lands on the donor's acc at step 4, the marker too
+    assert by[("member", 1)]["y"][4] == 0.9 and by[("exploits", None)]["y"] == [0.9]
+    assert by[("lineage", 1)]["y"] == [0.6, 0.7, 0.8, 0.9, 0.91, 0.92, 0.93, 0.95]
+    assert spec["layout"]["yaxis"]["title"]["text"] == "acc"
+    assert all(t["meta"]["metric"] == "acc" for t in spec["data"])
+    with pytest.raises(ValueError, match=r"no metric 'phase' in this run; it reported \['loss'"):
+        scores_spec(view, metric="phase")
+    # the page gets every other metric as a patch of the same traces
+    options = payload(view)["scores"]
+    assert options["metric"] == "loss" and options["metrics"] == ["loss", "acc"]
+    patch = options["patches"]["acc"]
+    assert [p["y"] for p in patch["data"]] == [t["y"] for t in spec["data"]]
+    assert patch["layout"]["yaxis"]["title"]["text"] == "acc"
+    json.dumps(options, allow_nan=False)
+
+
+def test_wall_time_axis_spreads_an_intervals_steps_over_its_time() -> None:
+    view = RunView(overtaking_events())
+    spec = scores_spec(view, x="time")
+    assert spec["layout"]["xaxis"]["title"]["text"] == "wall time (s)"
+    by = {(t["meta"]["kind"], t["meta"].get("member")): t for t in spec["data"]}
+    # member 0: created at 0, four steps recorded together at 10, then four more at 21
+    assert by[("member", 0)]["x"] == [2.5, 5.0, 7.5, 10.0, 12.75, 15.5, 18.25, 21.0]
+    # member 1: its first interval, the copy at 13, then steps from its explore at 14 to 20
+    assert by[("member", 1)]["x"] == [3.0, 6.0, 9.0, 12.0, 13.0, 15.5, 17.0, 18.5, 20.0]
+    assert by[("lineage", 1)]["x"] == [2.5, 5.0, 7.5, 10.0, 15.5, 17.0, 18.5, 20.0]
+    assert by[("exploits", None)]["x"] == [13.0]
+    patch = payload(view)["scores"]["time"]
+    assert [p["x"] for p in patch["data"]] == [t["x"] for t in spec["data"]]
+    # long runs count in minutes or hours
+    events = overtaking_events()
+    for e in events[3:]:
+        e.time *= 60
+    assert scores_spec(RunView(events), x="time")["layout"]["xaxis"]["title"]["text"] == (
+        "wall time (min)"
+    )
+    with pytest.raises(ValueError, match="x must be one of"):
+        scores_spec(view, x="epoch")
+
+
+def test_y_axis_zooms_to_where_the_scores_are() -> None:
+    from hyperpop.dashboard.figures import robust_range
+
+    rng = np.random.default_rng(0)
+    scores = list(0.9 + 0.1 * rng.random(200))
+    assert robust_range(scores, "max") is None  # nothing to cut: autorange
+    lo, hi = robust_range([-50.0, -20.0, *scores], "max")  # two early diverged points
+    assert 0.85 < lo < 0.92 and hi > max(scores)  # the best values always show
+    lo, hi = robust_range([*scores, 40.0, 80.0], "min")  # a loss that started high
+    assert lo < min(scores) and 0.98 < hi < 1.05
+    assert robust_range([1.0, float("nan"), None], "max") is None  # too few to say
+    # in the figure: a range the page can drop for the full one
+    events = synthetic_events()
+    events.insert(5, Event(ev.REPORTED, 0, {"step": 1, "score": -1000.0}, 2.0))
+    for i, e in enumerate(events, 1):
+        e.seq = i
+    yaxis = scores_spec(RunView(events))["layout"]["yaxis"]
+    assert yaxis["autorange"] is False and yaxis["range"][0] > -1000
+    assert scores_spec(RunView(synthetic_events()))["layout"]["yaxis"]["autorange"] is True
 
 
 def test_big_tree_draws_nodes_as_a_heatmap() -> None:

@@ -69,7 +69,7 @@ class Walker(hp.Trainable):
             while not (FLAGS / "release").exists() and time.time() < deadline:
                 time.sleep(0.02)
         self.x += self.lr
-        return {"acc": self.x}
+        return {"acc": self.x, "loss": 1.0 / (1.0 + self.x)}
 
     def save(self):
         return (self.x, self.steps)
@@ -191,6 +191,7 @@ SHOWN = """() => {
     seq: Number(document.body.dataset.seq),
     status: document.body.dataset.status,
     scoreLines: kind('plot-scores', 'member').length,
+    lineage: kind('plot-scores', 'lineage').map((t) => t.meta.member),
     scoreSvgTraces: q('#plot-scores .scatterlayer .trace').length,
     exploitMarks: q('#plot-scores .scatterlayer .trace:last-child .point').length,
     scheduleMembers: kind('plot-schedule', 'population').map((t) => (t.meta.members)),
@@ -203,6 +204,7 @@ SHOWN = """() => {
     exploits: Number(card('exploits')),
     maxStep: Number(card('max')),
     error: error.hidden ? null : error.textContent,
+    note: document.getElementById('note').textContent,
   };
 }"""
 
@@ -216,6 +218,7 @@ def expected(db: Path) -> dict[str, Any]:
         "reports": s["reports"],
         "exploits": s["exploits"],
         "max_step": max(m.step for m in result.members),
+        "best": result.population.best().id,
         "nodes": sum(len(v) for v in _nodes(result).values()),
     }
 
@@ -238,7 +241,8 @@ def check(shown: dict[str, Any], want: dict[str, Any]) -> None:
     assert shown["error"] is None
     assert shown["seq"] == want["seq"]
     n = want["members"]
-    assert shown["scoreLines"] == n and shown["scoreSvgTraces"] == n + 1
+    assert shown["scoreLines"] == n and shown["scoreSvgTraces"] == n + 2  # + lineage, exploits
+    assert shown["lineage"] == [want["best"]]
     assert shown["exploitMarks"] == want["exploits"]
     assert shown["scheduleMembers"] == [n]
     assert shown["nodeMembers"] == n and shown["nodePoints"] == want["nodes"]
@@ -261,7 +265,7 @@ def test_dashboard_follows_a_run_in_progress(tmp_path: Path, page: Any, serve: A
         want = expected(db)  # the store holds still while every member is blocked
         page.wait_for_function(f"Number(document.body.dataset.seq) === {want['seq']}")
         shown = page.evaluate(SHOWN)
-        assert shown["status"] == "running"
+        assert shown["status"] == "running" and shown["note"] == "live"
         assert want["max_step"] == BLOCK - 1 and want["exploits"] >= 1
         check(shown, want)
         seq = shown["seq"]
@@ -275,6 +279,7 @@ def test_dashboard_follows_a_run_in_progress(tmp_path: Path, page: Any, serve: A
         page.wait_for_function(f"Number(document.body.dataset.seq) === {want['seq']}")
         shown = page.evaluate(SHOWN)
         assert shown["seq"] > seq and want["max_step"] == STEPS
+        assert shown["note"] == "finished"  # the header no longer says "live"
         check(shown, want)
         assert page.evaluate("Number(document.body.dataset.renders)") >= 2
     finally:
@@ -288,7 +293,7 @@ def test_dashboard_of_a_finished_run(finished_db: Path, page: Any, serve: Any) -
     page.goto(serve(finished_db))
     page.wait_for_function(RENDERED)
     shown = page.evaluate(SHOWN)
-    assert shown["status"] == "finished"
+    assert shown["status"] == "finished" and shown["note"] == "finished"
     check(shown, expected(finished_db))
     # the table sorts: best first by default, then by a clicked column, both ways
     result = Result.load(finished_db)
@@ -307,6 +312,65 @@ def test_dashboard_of_a_finished_run(finished_db: Path, page: Any, serve: Any) -
     page.wait_for_function("document.querySelector('#members th.sorted-desc')")
     ids = page.locator("#members tbody td.member").all_text_contents()
     assert ids == [str(i) for i in reversed(range(MEMBERS))]
+
+
+#: the score plot as drawn: axis titles and ranges, and each trace's kind and points
+SCORES = """() => {
+  const gd = document.getElementById('plot-scores');
+  const l = gd._fullLayout;
+  return {
+    metrics: Array.from(document.querySelectorAll('#score-metric option')).map((o) => o.value),
+    x: l.xaxis.title.text, y: l.yaxis.title.text, title: l.title.text,
+    autorange: l.yaxis.autorange, range: l.yaxis.range,
+    traces: gd._fullData.map((t) => ({kind: t.meta.kind, x: Array.from(t.x), y: Array.from(t.y)})),
+  };
+}"""
+
+
+def test_score_plot_switches_metric_axis_and_zoom(finished_db: Path, page: Any, serve: Any) -> None:
+    from hyperpop.dashboard.data import RunView
+    from hyperpop.dashboard.figures import scores_spec
+
+    view = RunView(Result.load(finished_db).events)
+    page.goto(serve(finished_db))
+    page.wait_for_function(RENDERED)
+    drawn = page.evaluate(SCORES)
+    assert drawn["metrics"] == ["acc", "loss"] and (drawn["x"], drawn["y"]) == (
+        "training step",
+        "acc",
+    )
+    assert [t["kind"] for t in drawn["traces"]][-2:] == ["lineage", "exploits"]
+
+    def points(spec: dict[str, Any]) -> list[tuple[list[Any], list[Any]]]:
+        return [(t["x"], t["y"]) for t in spec["data"]]
+
+    def shown() -> list[tuple[list[Any], list[Any]]]:
+        return [(t["x"], t["y"]) for t in page.evaluate(SCORES)["traces"]]
+
+    assert shown() == points(scores_spec(view))
+    page.select_option("#score-metric", "loss")
+    page.wait_for_function("document.body.dataset.scoreMetric === 'loss'")
+    drawn = page.evaluate(SCORES)
+    assert drawn["y"] == "loss" and drawn["title"] == "loss over training"
+    assert shown() == points(scores_spec(view, metric="loss"))
+    # the hover names the metric and the axis it shows
+    page.evaluate("Plotly.Fx.hover('plot-scores', [{curveNumber: 0, pointNumber: 2}])")
+    page.wait_for_function("document.querySelector('#plot-scores .hovertext')")
+    hover = page.locator("#plot-scores .hovertext").first.text_content()
+    step = drawn["traces"][0]["x"][2]
+    assert "member 0" in hover and "loss" in hover and f"step {step}" in hover, hover
+    page.select_option("#score-x", "time")
+    page.wait_for_function("document.body.dataset.scoreX === 'time'")
+    drawn = page.evaluate(SCORES)
+    assert drawn["x"] == "wall time (s)" and drawn["y"] == "loss"
+    assert shown() == points(scores_spec(view, metric="loss", x="time"))
+    # back to the optimised metric over steps; the zoom off shows the full range
+    page.select_option("#score-metric", "acc")
+    page.select_option("#score-x", "step")
+    page.uncheck("#score-zoom")
+    page.wait_for_function("document.body.dataset.scoreZoom === '0'")
+    drawn = page.evaluate(SCORES)
+    assert drawn["autorange"] is True and shown() == points(scores_spec(view))
 
 
 def test_report_opens_offline(finished_db: Path, page: Any, tmp_path: Path) -> None:
@@ -328,7 +392,7 @@ def test_report_opens_offline(finished_db: Path, page: Any, tmp_path: Path) -> N
     page.wait_for_function(RENDERED)
     shown = page.evaluate(SHOWN)
     assert requests == []
-    assert shown["status"] == "finished"
+    assert shown["status"] == "finished" and shown["note"].endswith("run: finished")
     check(shown, expected(finished_db))
 
 

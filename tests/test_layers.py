@@ -17,6 +17,7 @@ FLOORS = [
     {"controller", "live"},
     {"strategies", "results", "backends", "torch", "vectorized", "callbacks"},
     {"dashboard"},
+    {"summary"},  # the read side: one fold for Result, the live view, dashboard and CLI
     {"population", "userfile", "steer"},
     {"space", "store", "trainable", "checkpoints"},
 ]

@@ -13,20 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from hyperpop.population import MemberState, Population
-from hyperpop.space import flatten_config as _flat
+from hyperpop.population import Population
+from hyperpop.summary import exploit_count, fmt, member_rows, summary
 
-__all__ = ["LiveView", "LogProgress", "PlainProgress", "RunState", "member_rows"]
+__all__ = ["LiveView", "LogProgress", "PlainProgress", "RunState"]
 
 log = logging.getLogger("hyperpop")
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        return f"{v:.4g}"
-    return str(v)
 
 
 @dataclass(frozen=True)
@@ -103,38 +95,6 @@ def _members_line(c: dict[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in c.items() if v or k in ("training", "alive"))
 
 
-def _sort_key(pop: Population):
-    def key(m: MemberState) -> tuple:
-        s = m.last_score
-        if s is None or math.isnan(s):
-            return (1, 0.0, m.id)
-        return (0, -s if pop.mode == "max" else s, m.id)
-
-    return key
-
-
-def member_rows(pop: Population, limit: int | None = None) -> list[dict[str, Any]]:
-    """Members as display rows, best first."""
-    last_edge = {e["member"]: e for e in pop.edges}  # later edges win
-    rows = []
-    for m in sorted(pop.members.values(), key=_sort_key(pop))[:limit]:
-        last = last_edge.get(m.id)
-        rows.append(
-            {
-                "member": m.id,
-                "status": m.status,
-                "step": m.step,
-                "score": m.last_score,
-                "config": _flat(m.config),
-                "parent": m.parent,
-                "exploits": m.exploits,
-                "last_exploit": None if last is None else (last["donor"], last["step"]),
-                "failures": m.failures,
-            }
-        )
-    return rows
-
-
 class LiveView:
     """A rich live table: each member's step, score, hyperparameters and last exploit.
 
@@ -174,24 +134,24 @@ class LiveView:
         from rich.console import Group
         from rich.table import Table
 
-        metric = pop.metric or "score"
-        best = pop.best()
+        s = summary(pop)
+        metric = s["metric"]
         title = (
-            f"hyperpop · {len(pop.members)} members · {pop.reports} reports · "
-            f"{_exploits(pop)} exploits · {pop.failures} failures · "
-            f"best {metric}={_fmt(best.last_score) if best else '-'}"
+            f"hyperpop · {s['members']} members · {s['reports']} reports · "
+            f"{s['exploits']} exploits · {s['failures']} failures · "
+            f"best {metric}={fmt(s['best_score'])}"
         )
         table = Table(title=title, title_justify="left", expand=False)
         for col in ("member", "status", "step", metric):
             table.add_column(col, justify="right" if col != "status" else "left")
-        names = list(_flat(next(iter(pop.members.values())).config)) if pop.members else []
+        shown = member_rows(pop, best_first=True, limit=self.rows)
+        names = list(shown[0]["config"]) if shown else []
         for n in names:
             table.add_column(n, justify="right")
         table.add_column("last exploit", justify="left")
         table.add_column("fail", justify="right")
-        shown = member_rows(pop, self.rows)
         for r in shown:
-            le = r["last_exploit"]
+            le = r["last_edge"]
             status = r["status"]
             if state is not None and status == "running":
                 status = (
@@ -201,14 +161,14 @@ class LiveView:
                     if r["member"] in state.queued
                     else "waiting"
                 )
-            if pop.members[r["member"]].pinned:
+            if r["pinned"]:
                 status += " (pinned)"
             table.add_row(
                 str(r["member"]),
                 status,
                 str(r["step"]),
-                _fmt(r["score"]) if r["score"] is not None else "-",
-                *[_fmt(r["config"].get(n)) for n in names],
+                fmt(r["score"]),
+                *[fmt(r["config"].get(n)) for n in names],
                 "-" if le is None else ("reset" if le[0] is None else f"← {le[0]} @ {le[1]}"),
                 str(r["failures"]),
             )
@@ -265,9 +225,9 @@ class LogProgress:
             min(steps, default=0),
             max(steps, default=0),
             pop.reports,
-            _exploits(pop),
+            exploit_count(pop),
             pop.metric,
-            _fmt(best.last_score) if best else "-",
+            fmt(best.last_score) if best else "-",
             best.id if best else "-",
         )
         sys.stderr.flush()
@@ -308,10 +268,10 @@ class PlainProgress:
         if total:
             parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%), ETA {_clock(left)}")
         parts.append(f"members: {_members_line(counts(pop, state))}")
-        parts.append(f"{pop.reports} reports, {_exploits(pop)} exploits")
+        parts.append(f"{pop.reports} reports, {exploit_count(pop)} exploits")
         if best is not None:
             score = best.ready_score if best.ready_score is not None else best.last_score
-            parts.append(f"best {pop.metric}={_fmt(score)} (member {best.id})")
+            parts.append(f"best {pop.metric}={fmt(score)} (member {best.id})")
         return " · ".join(parts)
 
     def _write(self, text: str) -> None:
@@ -339,8 +299,3 @@ class PlainProgress:
             if text != self._said:
                 self._write(text)
             self._pop = None
-
-
-def _exploits(pop: Population) -> int:
-    """Copies from a donor (rejuvenations are edges too, but not exploits)."""
-    return sum(1 for e in pop.edges if e["kind"] == "exploit")

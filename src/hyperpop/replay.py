@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyperpop.results import Result
-from hyperpop.store import events as ev
 from hyperpop.trainable import TrainableError, make_factory
 
 __all__ = ["ReplayResult", "replay"]
@@ -102,39 +101,6 @@ class ReplayResult:
             "seconds": self.seconds,
             "schedule": self.schedule,
         }
-
-
-class _Recorded:
-    """Finds the recorded score of a member's weights at any step of their lineage.
-
-    Walks the exploit edges back: the weights a member holds at step ``s`` were trained at
-    ``s`` by the member itself after its last copy, or else by the donor it copied (as the
-    donor's weights were then), and so on.
-    """
-
-    def __init__(self, result: Result):
-        self.edges: dict[int, list[dict[str, Any]]] = {}
-        for e in result.population.edges:
-            self.edges.setdefault(e["member"], []).append(e)
-        self.reports: dict[tuple[int, int], list[tuple[int, float]]] = {}
-        for e in result.events:
-            if e.kind == ev.REPORTED and e.seq is not None:
-                score = e.data.get("score")
-                value = math.nan if score is None else float(score)
-                self.reports.setdefault((e.member, int(e.data["step"])), []).append((e.seq, value))
-
-    def at(self, member: int, step: int, until: float = math.inf) -> float | None:
-        """The recorded score at ``step`` of the weights ``member`` held at event ``until``."""
-        owner, bound = member, until
-        while True:
-            before = [e for e in self.edges.get(owner, []) if e["seq"] < bound]
-            last = max(before, key=lambda e: e["seq"]) if before else None
-            if last is not None and last["kind"] == "exploit" and last["step"] >= step:
-                owner, bound = last["donor"], last["seq"]
-                continue
-            low = last["seq"] if last is not None else -math.inf
-            found = [v for q, v in self.reports.get((owner, step), []) if low < q < bound]
-            return found[-1] if found else None
 
 
 def replay(
@@ -246,12 +212,13 @@ def replay(
         model.cleanup()
         if torch is not None and old_threads is not None:
             torch.set_num_threads(old_threads)
-    recorded = _Recorded(result)
-    original_scores = {}
-    for step in range(1, total + 1):
-        value = recorded.at(m.id, step, math.inf if m.seq is None else m.seq + 1)
-        if value is not None:
-            original_scores[step] = value
+    # the recorded scores of the same weights, step by step through every copy
+    until = math.inf if m.seq is None else m.seq + 1
+    original_scores = {
+        step: math.nan if r.score is None else float(r.score)
+        for step, r in result.data.lineage_reports(m.id, until).items()
+        if step <= total
+    }
     return ReplayResult(
         member=m.id,
         metric=metric,

@@ -1,11 +1,13 @@
 """Results of a run: a table of every report, the best member, its schedule, and the lineage.
 
-Everything here is computed from the event log, so a :class:`Result` can be opened from a store
-while the run goes on, after it ended, or after a crash.
+Everything here is read from the event log through :mod:`hyperpop.summary` (one fold), so a
+:class:`Result` can be opened from a store while the run goes on, after it ended, or after a
+crash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -17,19 +19,32 @@ from typing import Any
 from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
 from hyperpop.population import MemberState, Population
 from hyperpop.space import flatten_config as _flat
-from hyperpop.store import events as ev
 from hyperpop.store.events import Event
+from hyperpop.summary import RunData, fmt, summary
 
-__all__ = ["MemberResult", "Result"]
+__all__ = ["MemberResult", "Result", "ScheduleEntry"]
+
+
+class ScheduleEntry(dict):
+    """One entry of a schedule: ``step``, ``trained_by``, ``config`` (and ``by``, ``reset``
+    where set). Asking it for a hyperparameter by name says where to find it."""
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(
+            f"{key!r}: a schedule entry has the keys {sorted(self)}; its hyperparameters are "
+            f"under 'config' (entry['config']), and schedule_rows() gives flat rows with one "
+            "column per hyperparameter"
+        )
 
 
 def _entries(schedule: Any) -> list[dict[str, Any]]:
-    """A schedule's segments as ``{"step", "trained_by", "config"}`` dicts (``by`` and
-    ``reset`` where set)."""
+    """A schedule's segments as :class:`ScheduleEntry` dicts."""
     return [
-        {"step": s.step, "trained_by": s.member, "config": s.config}
-        | ({"by": s.by} if s.by else {})
-        | ({"reset": s.reset} if s.reset else {})
+        ScheduleEntry(
+            {"step": s.step, "trained_by": s.member, "config": s.config}
+            | ({"by": s.by} if s.by else {})
+            | ({"reset": s.reset} if s.reset else {})
+        )
         for s in schedule
     ]
 
@@ -128,19 +143,13 @@ class MemberResult:
     def of_checkpoint(cls, pop: Population, blob: str) -> MemberResult:
         """The member that saved checkpoint ``blob``, as it was then."""
         info = pop.blobs[blob]
-        m = pop.members[info.member]
-        return cls(
-            id=m.id,
+        return dataclasses.replace(
+            cls.of(pop.members[info.member]),
             score=info.score,
             step=info.step,
             config=info.config,
-            status=m.status,
             schedule=_entries(info.schedule),
             checkpoint=blob,
-            parent=m.parent,
-            exploits=m.exploits,
-            failures=m.failures,
-            last_error=m.last_error,
             seq=info.seq,
         )
 
@@ -175,7 +184,9 @@ class Result:
     def __init__(self, events: list[Event], *, path: str | os.PathLike[str] | None = None):
         self.events = list(events)
         self.path = Path(path) if path is not None else None
-        self.population = Population.from_events(self.events)
+        #: the folded log: the population, every report, the lineage (:mod:`hyperpop.summary`)
+        self.data = RunData(self.events)
+        self.population = self.data.pop
         #: timing gathered by the driver (user code vs worker time), when this process ran it
         self.overhead: dict[str, float] = {}
         #: whether a live driver was writing the store when it was read (None: unknown)
@@ -245,42 +256,8 @@ class Result:
             raise KeyError(f"no member {member!r} in this run") from None
 
     def summary(self) -> dict[str, Any]:
-        """Status, counts and the best score so far."""
-        pop = self.population
-        best = pop.best()
-        if pop.finished:
-            status = "finished"
-        elif self.writer_alive is None:
-            status = "running or interrupted"
-        else:
-            status = "running" if self.writer_alive else "interrupted"
-        statuses: dict[str, int] = {}
-        for m in pop.members.values():
-            statuses[m.status] = statuses.get(m.status, 0) + 1
-        end = pop.ended or pop.last_time
-        return {
-            "status": status,
-            "reason": pop.finish_reason or pop.stopped,
-            "metric": self.metric,
-            "mode": self.mode,
-            "members": len(pop.members),
-            "statuses": statuses,
-            "reports": pop.reports,
-            "exploits": sum(1 for e in pop.edges if e["kind"] == "exploit"),
-            "rejuvenations": sum(1 for e in pop.edges if e["kind"] == "rejuvenate"),
-            "failures": pop.failures,
-            "resumes": pop.resumes,
-            "elapsed": (end - pop.started) if pop.started else 0.0,
-            "best_member": best.id if best else None,
-            "best_score": best.last_score if best else None,
-            "unrecorded_reports": sum(
-                max(0, m.progress_step - m.step)
-                for m in pop.members.values()
-                if m.progress_step is not None and m.alive
-            ),
-            "pinned": sorted(m.id for m in pop.members.values() if m.pinned),
-            "interventions": len(pop.interventions),
-        }
+        """Status, counts and the best score so far (see :func:`hyperpop.summary.summary`)."""
+        return summary(self.population, alive=self.writer_alive)
 
     # --- tables --------------------------------------------------------------------------
     def records(self) -> list[dict[str, Any]]:
@@ -291,32 +268,7 @@ class Result:
         ``config/...``) or starting with ``metric/`` is kept as ``metric/<name>``, so nothing
         the trainable reported is lost. The optimised metric, if it is named ``score``, is the
         ``score`` column itself."""
-        configs: dict[int, dict[str, Any]] = {}
-        blob_configs: dict[str, dict[str, Any]] = {}
-        rows: list[dict[str, Any]] = []
-        for e in self.events:
-            if e.kind == ev.MEMBER_CREATED:
-                configs[e.member] = _flat(e.data["config"])
-            elif e.kind in (ev.EXPLORED, ev.REJUVENATED):
-                configs[e.member] = _flat(e.data["config"])
-            elif e.kind == ev.CHECKPOINTED:
-                blob_configs[e.data["checkpoint"]] = configs[e.member]
-            elif e.kind == ev.EXPLOITED:
-                configs[e.member] = blob_configs.get(e.data["checkpoint"], configs[e.member])
-            elif e.kind == ev.REPORTED:
-                row = {
-                    "member": e.member,
-                    "step": e.data["step"],
-                    "time": e.time,
-                    "score": e.data.get("score"),
-                }
-                for k, v in e.data.get("metrics", {}).items():
-                    if k == "score" and k == self.metric:
-                        continue  # the same value as hyperpop's score
-                    row[_metric_column(k)] = v
-                row.update({f"config/{k}": v for k, v in configs[e.member].items()})
-                rows.append(row)
-        return rows
+        return self.data.records()
 
     def table(self) -> Any:
         """:meth:`records` as a pandas DataFrame (needs pandas)."""
@@ -324,10 +276,18 @@ class Result:
         return pd.DataFrame(self.records())
 
     def lineage(self) -> list[dict[str, Any]]:
-        """Who copied whom, and when: one row per exploit or rejuvenation (``kind``), with
-        ``member``, ``donor``, ``step`` (the donor's step copied), ``at`` (the receiver's step
-        before copying) and ``time``."""
-        return [dict(e) for e in self.population.edges]
+        """Who copied whom, and when: one row per exploit, with ``member``, ``donor``, ``step``
+        (the donor's step copied), ``at`` (the receiver's step before copying), ``time``,
+        ``seq``, ``kind`` (``"exploit"``) and ``by`` (``"pbt"`` or ``"user"``). Rejuvenations
+        copy nobody: see :meth:`rejuvenations`."""
+        return [dict(e) for e in self.population.edges if e["kind"] == "exploit"]
+
+    def rejuvenations(self) -> list[dict[str, Any]]:
+        """Members whose weights were reset: one row each, with ``member``, ``step`` (where
+        the member stood), ``at`` (the step of the ready point that decided it), ``reset``
+        (``"full"`` or the partial reset's name), ``time`` and ``seq``."""
+        keys = ("member", "step", "at", "reset", "time", "seq")
+        return [{k: e[k] for k in keys} for e in self.population.edges if e["kind"] == "rejuvenate"]
 
     def interventions(self) -> list[dict[str, Any]]:
         """What people did to the run through requests (pin, unpin, stop, set, copy, add,
@@ -339,8 +299,13 @@ class Result:
         return _pandas().DataFrame(self.lineage())
 
     def schedule(self, member: int | str = "best") -> list[dict[str, Any]]:
-        """The hyperparameter schedule of a member's weights, inherited part included, as
-        flat rows (see :meth:`MemberResult.schedule_rows`)."""
+        """The hyperparameter schedule of a member's weights, inherited part included: the
+        same entries as :attr:`MemberResult.schedule` (``step``, ``trained_by``, ``config``)."""
+        return self.member(member).schedule
+
+    def schedule_rows(self, member: int | str = "best") -> list[dict[str, Any]]:
+        """:meth:`schedule` as flat rows, one column per hyperparameter (see
+        :meth:`MemberResult.schedule_rows`)."""
         return self.member(member).schedule_rows()
 
     def ancestry(self, member: int | str = "best") -> list[int]:
@@ -384,19 +349,21 @@ class Result:
 
     def __repr__(self) -> str:
         s = self.summary()
-        score = s["best_score"]
-        shown = f"{score:.6g}" if isinstance(score, float) and not math.isnan(score) else score
+        score = fmt(s["best_score"], digits=6, missing="None")
         return (
             f"Result({s['members']} members, {s['reports']} reports, {s['exploits']} exploits, "
-            f"best member {s['best_member']} with {self.metric}={shown}, {s['status']})"
+            f"best member {s['best_member']} with {self.metric}={score}, {s['status']})"
         )
 
     # --- plots (need hyperpop[dashboard]) -----------------------------------------------
-    def plot_scores(self) -> Any:
-        """Score over training steps for every member, exploits marked (a plotly Figure)."""
+    def plot_scores(self, metric: str | None = None, x: str = "step") -> Any:
+        """A metric (the optimised one by default) over training steps (``x="step"``) or
+        wall time (``x="time"``) for every member, exploits marked, the best member's lineage
+        drawn thick; the y axis zoomed to where the scores are (a plotly Figure; double-click
+        it for the full range)."""
         from hyperpop.dashboard.figures import plot_scores
 
-        return plot_scores(self)
+        return plot_scores(self, metric=metric, x=x)
 
     def plot_schedule(self) -> Any:
         """Each hyperparameter over steps for every member, the best member's lineage
@@ -411,18 +378,6 @@ class Result:
         from hyperpop.dashboard.figures import plot_lineage
 
         return plot_lineage(self)
-
-
-#: the columns of :meth:`Result.records` that hyperpop fills itself
-_OWN_COLUMNS = frozenset({"member", "step", "time", "score"})
-
-
-def _metric_column(name: str) -> str:
-    """The column of a user's metric in :meth:`Result.records`: its own name unless it clashes
-    with hyperpop's columns (or looks prefixed), then ``metric/<name>``."""
-    if name in _OWN_COLUMNS or name.startswith(("config/", "metric/")):
-        return f"metric/{name}"
-    return name
 
 
 def _id(m: MemberState) -> int:

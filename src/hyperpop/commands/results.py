@@ -26,7 +26,7 @@ def best(db: str, fmt: str) -> None:
                         "step": b.step,
                         **{
                             f"config/{k}": v
-                            for k, v in result.schedule(b.id)[-1].items()
+                            for k, v in result.schedule_rows(b.id)[-1].items()
                             if k not in ("step", "trained_by")
                         },
                     }
@@ -60,7 +60,7 @@ def schedule(db: str, member: str, fmt: str) -> None:
     if member == "best":
         rows = best_of(result, db).schedule_rows()
     else:
-        rows = result.schedule(member)
+        rows = result.schedule_rows(member)
     click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
 
 

@@ -74,7 +74,7 @@ def _print_best(result: Any) -> None:
     best = result.best
     click.echo(f"\nbest member {best.id}: {result.metric}={best.score:.6g} at step {best.step}")
     click.echo("its schedule (inherited part included):")
-    rows = result.schedule(best.id)
+    rows = result.schedule_rows(best.id)
     for r in rows:
         params = ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -7,9 +7,13 @@ functions wrap them in :class:`plotly.graph_objects.Figure` objects.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from hyperpop.dashboard.data import RunView, num
+import numpy as np
+
+from hyperpop.dashboard.data import RunView
+from hyperpop.summary import Report, fmt, is_number, num
 
 __all__ = [
     "lineage_spec",
@@ -17,9 +21,14 @@ __all__ = [
     "plot_lineage",
     "plot_schedule",
     "plot_scores",
+    "robust_range",
     "schedule_spec",
+    "scores_options",
     "scores_spec",
 ]
+
+#: the score plot's x axes: training steps, or wall time since the run started
+X_AXES = ("step", "time")
 
 #: beyond this many nodes the family tree draws them as a heatmap (one image)
 MAX_MARKERS = 3000
@@ -53,62 +62,197 @@ def _xy(points: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
     return [p[0] for p in points], [p[1] for p in points]  # already JSON-safe
 
 
-def scores_spec(view: RunView) -> dict[str, Any]:
-    """Score over training steps, one line per member, exploits marked where a member jumps
-    to its donor's weights; the best member is drawn thick."""
+def _clock(view: RunView) -> tuple[float, float, str]:
+    """The wall-time axis: its origin (the run's start), and seconds per unit and the unit
+    (seconds, minutes or hours, by the run's length)."""
+    walls = [r.wall for r in view.reports]
+    t0 = view.pop.started if view.pop.started is not None else min(walls, default=0.0)
+    span = max(walls, default=t0) - t0
+    for seconds, unit in ((3600.0, "h"), (60.0, "min")):
+        if span >= 3 * seconds:
+            return t0, seconds, unit
+    return t0, 1.0, "s"
+
+
+def _metric_value(report: Report | None, metric: str) -> Any:
+    value = None if report is None else report.metrics.get(metric)
+    return num(value) if is_number(value) else None
+
+
+def _score(report: Report) -> Any:
+    return None if report.score is None else num(float(report.score))
+
+
+def robust_range(values: list[Any], better: str | None) -> list[float] | None:
+    """A y range that shows where most values are: from the 5% to the 95% quantile, the
+    ``better`` side (``"max"`` or ``"min"``, if known) kept to its extreme so the best values
+    always show, padded by 5%. None when that cuts little (under a tenth of the full range)."""
+    v = np.array([x for x in values if is_number(x) and math.isfinite(x)], dtype=float)
+    if v.size < 4:
+        return None
+    lo, hi = (float(q) for q in np.quantile(v, [0.05, 0.95]))
+    low, high = float(v.min()), float(v.max())
+    if better == "max":
+        hi = high
+    elif better == "min":
+        lo = low
+    if hi - lo >= 0.9 * (high - low):
+        return None
+    pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
+    return [num(lo - pad), num(hi + pad)]
+
+
+def _trend(values: list[Any]) -> str | None:
+    """``"max"`` if the values end higher than they start, ``"min"`` if lower."""
+    finite = [v for v in values if is_number(v) and math.isfinite(v)]
+    if len(finite) < 2 or finite[0] == finite[-1]:
+        return None
+    return "max" if finite[-1] > finite[0] else "min"
+
+
+def _exploit_label(e: dict[str, Any]) -> str:
+    label = f"member {e['member']} copied member {e['donor']} at step {e['step']}"
+    return label + (" (by user)" if e.get("by") == "user" else "")
+
+
+def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> dict[str, Any]:
+    """A metric over training, one thin line per member, exploits marked where a member jumps
+    to its donor's weights, and the best member's lineage drawn thick: the recorded scores of
+    its weights step by step, through every copy (where the member's own line dives, the
+    lineage goes on along the donor's).
+
+    Args:
+        view: the run.
+        metric: any numeric metric the trainable reported (default: the optimised one).
+        x: ``"step"`` (training steps) or ``"time"`` (wall time since the run started).
+
+    The y axis is zoomed to where the values are (:func:`robust_range`); double-click the
+    plot (or untick "zoom to the scores" on the page) for the full range.
+    """
     pop = view.pop
-    metric = pop.metric or "score"
-    best = pop.best()
+    main = pop.metric or "score"
+    metric = metric or main
+    names = view.metric_names()
+    if metric not in names:
+        raise ValueError(f"no metric {metric!r} in this run; it reported {names}")
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {list(X_AXES)}, got {x!r}")
+    t0, unit_s, unit = _clock(view)
+    xlabel = "training step" if x == "step" else f"wall time ({unit})"
+
+    def xv(step: int, when: float) -> Any:
+        return step if x == "step" else round((when - t0) / unit_s, 4)
+
+    def yv(score: Any, report: Report | None) -> Any:
+        return score if metric == main else _metric_value(report, metric)
+
+    meta = {"metric": metric, "xlabel": "step" if x == "step" else f"{unit}"}
+    hover = "%{meta.xlabel} %{x}<br>%{meta.metric} %{y:.4g}"
     data: list[dict[str, Any]] = []
-    order = sorted(view.scores)
-    if best is not None:
-        order = [m for m in order if m != best.id] + [best.id]
-    for mid in order:
-        x, y = _xy(view.scores[mid])
-        is_best = best is not None and mid == best.id
+    values: list[Any] = []
+    for mid in sorted(view.scores):
+        xs: list[Any] = []
+        ys: list[Any] = []
+        for (step, score), src in zip(view.scores[mid], view.sources[mid]):
+            if src is None:  # a rejuvenation: a gap
+                xs.append(None)
+                ys.append(None)
+                continue
+            when, report = src
+            xs.append(xv(step, when if when is not None else report.wall))  # type: ignore[union-attr]
+            ys.append(yv(score, report))
+        values += ys
         data.append(
             {
                 "type": "scatter",  # SVG: one path per member; WebGL is slower without a GPU
                 "mode": "lines",
-                "x": x,
-                "y": y,
-                "name": f"member {mid}" + (" (best)" if is_best else ""),
-                "line": {"width": 3, "color": BEST}
-                if is_best
-                else {"width": 1.2, "color": member_colour(mid)},
-                "opacity": 1.0 if is_best else 0.75,
-                "showlegend": is_best,
-                "hovertemplate": f"member {mid}<br>step %{{x}}<br>{metric} %{{y:.4g}}"
+                "x": xs,
+                "y": ys,
+                "name": f"member {mid}",
+                "line": {"width": 1.2, "color": member_colour(mid)},
+                "opacity": 0.75,
+                "showlegend": False,
+                "hovertemplate": f"member {mid}<br>{hover}<extra></extra>",
+                "meta": {"kind": "member", "member": mid, **meta},
+            }
+        )
+    best = pop.best()
+    path = list(view.lineage_reports(best.id).values()) if best is not None else []
+    lineage_y = [_score(r) if metric == main else _metric_value(r, metric) for r in path]
+    if best is not None:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": [xv(r.step, r.wall) for r in path],
+                "y": lineage_y,
+                "text": [f"trained by member {r.member}" for r in path],
+                "name": f"best member {best.id}'s lineage",
+                "line": {"width": 3, "color": BEST},
+                "hovertemplate": f"best member {best.id}'s lineage: %{{text}}<br>{hover}"
                 "<extra></extra>",
-                "meta": {"kind": "member", "member": mid},
+                "meta": {"kind": "lineage", "member": best.id, "steps": len(path), **meta},
             }
         )
     ex = view.exploits
+    texts = [_exploit_label(e) for e in ex]
+    if metric == main:
+        texts = [
+            f"{t} ({metric} {fmt(num(e['before']))} → {fmt(num(e['score']))})"
+            for t, e in zip(texts, ex)
+        ]
     data.append(
         {
             "type": "scatter",
             "mode": "markers",
-            "x": [e["step"] for e in ex],
-            "y": [e["score"] for e in ex],
-            "text": [
-                f"member {e['member']} ← {e['donor']} at step {e['step']}"
-                f" ({metric} {_fmt(e['before'])} → {_fmt(e['score'])})"
-                + (" by user" if e.get("by") == "user" else "")
-                for e in ex
-            ],
+            "x": [xv(e["step"], e["time"]) for e in ex],
+            "y": [yv(e["score"], e["report"]) for e in ex],
+            "text": texts,
             "name": "exploit (takes the donor's weights)",
             "marker": {"symbol": "triangle-up", "size": 7, "color": "#222", "opacity": 0.8},
             "hovertemplate": "%{text}<extra></extra>",
-            "meta": {"kind": "exploits", "count": len(ex)},
+            "meta": {"kind": "exploits", "count": len(ex), **meta},
         }
     )
-    title = f"{metric} over training steps ({'higher' if pop.mode == 'max' else 'lower'} is better)"
-    return {"data": data, "layout": _layout(title, "training step", metric, height=420)}
+    better = pop.mode if metric == main else _trend(lineage_y)
+    span = robust_range(values, better)
+    title = f"{metric} over training" + (
+        f" ({'higher' if pop.mode == 'max' else 'lower'} is better)" if metric == main else ""
+    )
+    layout = _layout(title, xlabel, metric, height=420)
+    layout["yaxis"]["autorange"] = span is None
+    if span is not None:
+        layout["yaxis"]["range"] = span
+    return {"data": data, "layout": layout}
 
 
-def _fmt(v: Any) -> str:
-    v = num(v)
-    return "-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+def scores_options(view: RunView) -> dict[str, Any]:
+    """What the page needs to redraw :func:`scores_spec` for another metric or the wall-time
+    axis without asking the server: the metrics (the optimised one first) and, for every
+    other metric and for ``x="time"``, a patch of the changed arrays, trace by trace."""
+    main = view.pop.metric or "score"
+    names = view.metric_names()
+
+    def patch(spec: dict[str, Any], keys: tuple[str, ...], axis: str, meta: str) -> dict:
+        data = [
+            {k: t[k] for k in keys if k in t} | {"meta": {meta: t["meta"][meta]}}
+            for t in spec["data"]
+        ]
+        layout = {axis: spec["layout"][axis]}
+        if axis == "yaxis":
+            layout["title"] = spec["layout"]["title"]
+        return {"data": data, "layout": layout}
+
+    return {
+        "metric": main,
+        "metrics": names,
+        "patches": {
+            name: patch(scores_spec(view, metric=name), ("y", "text"), "yaxis", "metric")
+            for name in names
+            if name != main
+        },
+        "time": patch(scores_spec(view, x="time"), ("x",), "xaxis", "xlabel"),
+    }
 
 
 def _value(v: Any) -> Any:
@@ -314,11 +458,10 @@ def lineage_spec(view: RunView) -> dict[str, Any]:
     ex_x: list[Any] = []
     ex_y: list[Any] = []
     ex_t: list[Any] = []
-    for e in ex:
+    labels = [_exploit_label(e) for e in ex]
+    for e, label in zip(ex, labels):
         ex_x += [e["step"], e["step"], None]
         ex_y += [e["donor"], e["member"], None]
-        label = f"member {e['member']} copied member {e['donor']} at step {e['step']}"
-        label += " (by user)" if e.get("by") == "user" else ""
         ex_t += [label, label, None]
     data.append(
         {
@@ -340,11 +483,7 @@ def lineage_spec(view: RunView) -> dict[str, Any]:
                 "mode": "markers",
                 "x": [e["step"] for e in ex],
                 "y": [e["member"] for e in ex],
-                "text": [
-                    f"member {e['member']} copied member {e['donor']} at step {e['step']}"
-                    + (" (by user)" if e.get("by") == "user" else "")
-                    for e in ex
-                ],
+                "text": labels,
                 "marker": {
                     "symbol": [
                         "triangle-up" if e["member"] < e["donor"] else "triangle-down" for e in ex
@@ -418,9 +557,10 @@ def _figure(spec: dict[str, Any]) -> Any:
     return go.Figure(spec)
 
 
-def plot_scores(result: Any) -> Any:
-    """Score over training steps for every member, exploits marked (a plotly Figure)."""
-    return _figure(scores_spec(RunView.of_result(result)))
+def plot_scores(result: Any, metric: str | None = None, x: str = "step") -> Any:
+    """A metric over training steps or wall time for every member, exploits marked, the best
+    member's lineage thick (a plotly Figure; see :func:`scores_spec`)."""
+    return _figure(scores_spec(RunView.of_result(result), metric=metric, x=x))
 
 
 def plot_schedule(result: Any) -> Any:
@@ -434,8 +574,9 @@ def plot_lineage(result: Any) -> Any:
 
 
 def payload(view: RunView, alive: bool | None = False) -> dict[str, Any]:
-    """Everything the page shows, JSON-safe: summary, member rows, parameter names, figures
-    (``alive``: whether the store's writer is alive, see :meth:`RunView.status`)."""
+    """Everything the page shows, JSON-safe: summary, member rows, parameter names, figures,
+    and the score plot's other metrics and axis (:func:`scores_options`) (``alive``: whether
+    the store's writer is alive, see :meth:`RunView.status`)."""
     return {
         "seq": view.seq,
         "summary": view.summary(alive),
@@ -446,4 +587,5 @@ def payload(view: RunView, alive: bool | None = False) -> dict[str, Any]:
             "schedule": schedule_spec(view),
             "lineage": lineage_spec(view),
         },
+        "scores": scores_options(view),
     }

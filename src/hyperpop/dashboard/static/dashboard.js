@@ -2,7 +2,8 @@
 (function () {
   "use strict";
   var cfg = window.HYPERPOP || {};
-  var state = { seq: -1, rows: [], params: [], summary: null, sortKey: null, sortDir: 1, renders: 0 };
+  var state = { seq: -1, rows: [], params: [], summary: null, sortKey: null, sortDir: 1, renders: 0,
+                view: null, metric: null, x: "step", zoom: true };
   var FIGS = ["scores", "schedule", "lineage"];
   var t0 = performance.now();
   // actions need the token printed where `hyperpop dashboard` started (?token=... in the URL)
@@ -57,6 +58,11 @@
         '</div><div class="v">' + c[1] + "</div></div>";
     }).join("");
     document.body.dataset.status = s.status;
+    // the header: "live" while a driver writes, else what the run is now
+    var note = $("note");
+    if (note.dataset.base === undefined) note.dataset.base = note.textContent;
+    if (cfg.api) note.textContent = s.status === "running" ? "live" : s.status;
+    else note.textContent = note.dataset.base + " · run: " + s.status;
     var iv = s.interventions || [];
     $("interventions").hidden = !iv.length;
     $("interventions").innerHTML = iv.length ? "<b>By people:</b> " + iv.map(function (i) {
@@ -153,13 +159,72 @@
     renderTable();
   }
 
+  // the score plot: the server's figure for the optimised metric over training steps, with
+  // the patches of another metric and of the wall-time axis laid over a copy of it
+  function merge(target, patch) {
+    Object.keys(patch).forEach(function (k) {
+      var v = patch[k], t = target[k];
+      if (v && typeof v === "object" && !Array.isArray(v) && t && typeof t === "object" && !Array.isArray(t)) {
+        target[k] = merge(Object.assign({}, t), v);
+      } else {
+        target[k] = v;
+      }
+    });
+    return target;
+  }
+  function scoresFigure(view) {
+    var base = view.figures.scores, opts = view.scores || { metrics: [], patches: {} };
+    var data = base.data.map(function (t) { return Object.assign({}, t); });
+    var layout = JSON.parse(JSON.stringify(base.layout));
+    var patches = [];
+    if (state.metric && opts.patches[state.metric]) patches.push(opts.patches[state.metric]);
+    if (state.x === "time" && opts.time) patches.push(opts.time);
+    patches.forEach(function (p) {
+      p.data.forEach(function (d, i) { if (data[i]) merge(data[i], d); });
+      merge(layout, p.layout);
+    });
+    if (!state.zoom || layout.yaxis.autorange) { layout.yaxis.autorange = true; delete layout.yaxis.range; }
+    // a new choice starts from its own axes, not the zoom of the previous one
+    layout.uirevision = [state.metric || opts.metric, state.x, state.zoom].join("|");
+    return { data: data, layout: layout };
+  }
+  function renderControls(view) {
+    var opts = view.scores || { metrics: [] }, sel = $("score-metric");
+    if (!state.metric || opts.metrics.indexOf(state.metric) < 0) state.metric = opts.metric;
+    var have = Array.prototype.map.call(sel.options, function (o) { return o.value; }).join("\n");
+    if (have !== opts.metrics.join("\n")) {
+      sel.innerHTML = opts.metrics.map(function (m) {
+        return '<option value="' + esc(m) + '">' + esc(m) + (m === opts.metric ? " (optimised)" : "") + "</option>";
+      }).join("");
+    }
+    sel.value = state.metric;
+    $("scores-controls").hidden = !opts.metrics.length;
+  }
+  function drawScores() {
+    var f = scoresFigure(state.view);
+    return Plotly.react($("plot-scores"), f.data, f.layout, { responsive: true, displaylogo: false }).then(function () {
+      document.body.dataset.scoreMetric = state.metric || "";
+      document.body.dataset.scoreX = state.x;
+      document.body.dataset.scoreZoom = state.zoom ? "1" : "0";
+    });
+  }
+  function onControl() {
+    state.metric = $("score-metric").value;
+    state.x = $("score-x").value;
+    state.zoom = $("score-zoom").checked;
+    if (state.view) drawScores();
+  }
+
   function render(view) {
     state.rows = view.members;
     state.params = view.params;
+    state.view = view;
     renderSummary(view.summary);
     renderTable();
+    renderControls(view);
     var config = { responsive: true, displaylogo: false };
     return Promise.all(FIGS.map(function (name) {
+      if (name === "scores") return drawScores();
       var f = view.figures[name];
       return Plotly.react($("plot-" + name), f.data, f.layout, config);
     })).then(function () {
@@ -196,6 +261,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     $("members").tHead.addEventListener("click", onSort);
+    ["score-metric", "score-x", "score-zoom"].forEach(function (id) { $(id).addEventListener("change", onControl); });
     if (token) { $("steer").hidden = false; $("steer").addEventListener("click", steer); }
     if (typeof Plotly === "undefined") { showError("plotly.js did not load"); return; }
     if (cfg.view) {

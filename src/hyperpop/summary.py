@@ -1,0 +1,416 @@
+"""The read side: one fold of a run's events for everything that shows or reports a run.
+
+:class:`RunData` folds the events once into a :class:`~hyperpop.population.Population` and keeps
+what the fold itself has no use for: every report (all its metrics, the flat config it was
+trained with, when it was made) and each member's lineage edges in log order, so the recorded
+history of any weights can be followed back through every copy (:meth:`RunData.lineage_reports`).
+:func:`summary` and :func:`member_rows` read the folded population. ``Result``, the live view,
+the dashboard and the command line all read a run through this module; none walks the events.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from hyperpop.population import MemberState, Population
+from hyperpop.space import flatten_config
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+
+__all__ = [
+    "Report",
+    "RunData",
+    "exploit_count",
+    "fmt",
+    "json_safe",
+    "member_rows",
+    "num",
+    "run_status",
+    "summary",
+]
+
+#: how many of the latest interventions (what people did) a summary lists
+RECENT_INTERVENTIONS = 20
+
+
+# --- values ----------------------------------------------------------------------------------
+def num(v: Any) -> Any:
+    """A JSON-safe value: NaN and infinities become None, floats keep 7 significant digits."""
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return None
+        return float(f"{v:.7g}")
+    return v
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every float made JSON-safe by :func:`num`, through dicts, lists and tuples
+    (tuples become lists)."""
+    if isinstance(obj, float):
+        return num(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def fmt(v: Any, *, digits: int = 4, missing: str = "-") -> str:
+    """A value for people to read: floats to ``digits`` significant digits, ``nan`` and
+    ``inf`` spelled out, ``missing`` for None."""
+    if v is None:
+        return missing
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def is_number(v: Any) -> bool:
+    """Whether ``v`` is a plottable number (an int or a float, not a bool)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --- the population now ----------------------------------------------------------------------
+def run_status(pop: Population, alive: bool | None) -> str:
+    """``finished``, ``running``, ``interrupted`` or, when the driver runs on another host,
+    ``running or interrupted`` (``alive``: whether a live driver writes the store; None:
+    unknown)."""
+    if pop.finished:
+        return "finished"
+    if alive is None:
+        return "running or interrupted"
+    return "running" if alive else "interrupted"
+
+
+def exploit_count(pop: Population) -> int:
+    """Copies from a donor (rejuvenations are edges of the fold too, but not exploits)."""
+    return sum(1 for e in pop.edges if e["kind"] == "exploit")
+
+
+def summary(
+    pop: Population, *, alive: bool | None = None, now: float | None = None
+) -> dict[str, Any]:
+    """Status, elapsed time, counts and the best score so far.
+
+    Args:
+        pop: the folded population.
+        alive: whether a live driver writes the store (None: unknown), see :func:`run_status`.
+        now: for a running run, count the elapsed time up to this time (None: up to the
+            last event).
+
+    Returns:
+        A dict with ``status``, ``reason``, ``metric``, ``mode``, ``members``, ``statuses``
+        (members by status), ``reports``, ``exploits``, ``rejuvenations``, ``failures``,
+        ``resumes``, ``elapsed`` (seconds), ``best_member``, ``best_score`` (its last report),
+        ``max_step``, ``seq`` (the last event read), ``version``, ``unrecorded_reports``
+        (reports of intervals still running), ``pinned`` (member ids) and ``interventions``
+        (the latest :data:`RECENT_INTERVENTIONS` things people did, oldest first).
+    """
+    status = run_status(pop, alive)
+    best = pop.best()
+    statuses: dict[str, int] = {}
+    for m in pop.members.values():
+        statuses[m.status] = statuses.get(m.status, 0) + 1
+    elapsed = 0.0
+    if pop.started is not None:
+        elapsed = (pop.ended or pop.last_time) - pop.started
+        if status == "running" and now is not None:
+            elapsed += max(0.0, now - pop.last_time)
+    return {
+        "status": status,
+        "reason": pop.finish_reason or pop.stopped,
+        "metric": pop.metric or "score",
+        "mode": pop.mode,
+        "members": len(pop.members),
+        "statuses": statuses,
+        "reports": pop.reports,
+        "exploits": exploit_count(pop),
+        "rejuvenations": sum(m.rejuvenations for m in pop.members.values()),
+        "failures": pop.failures,
+        "resumes": pop.resumes,
+        "elapsed": elapsed,
+        "best_member": best.id if best else None,
+        "best_score": best.last_score if best else None,
+        "max_step": max((m.step for m in pop.members.values()), default=0),
+        "seq": pop.last_seq,
+        "version": pop.version,
+        "unrecorded_reports": sum(
+            max(0, m.progress_step - m.step)
+            for m in pop.members.values()
+            if m.progress_step is not None and m.alive
+        ),
+        "pinned": sorted(m.id for m in pop.members.values() if m.pinned),
+        "interventions": [dict(i) for i in pop.interventions[-RECENT_INTERVENTIONS:]],
+    }
+
+
+def _best_first(pop: Population) -> Any:
+    def key(m: MemberState) -> tuple:
+        s = m.last_score
+        if s is None or math.isnan(s):
+            return (1, 0.0, m.id)
+        return (0, -s if pop.mode == "max" else s, m.id)
+
+    return key
+
+
+def _last_line(error: str | None) -> str | None:
+    lines = (error or "").strip().splitlines()
+    return lines[-1][:200] if lines else None
+
+
+def member_rows(
+    pop: Population, *, best_first: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """One row per member, by id (or best first), at most ``limit``.
+
+    Each row has ``member``, ``status``, ``step``, ``score`` (its last report), ``config``
+    (flat, ``a/b`` keys), ``parent``, ``exploits``, ``rejuvenations``, ``last_edge`` (its last
+    exploit as ``(donor, step)``, or ``(None, step)`` for a rejuvenation; None), ``pinned``,
+    ``live_step`` (the step of an interval still running), ``failures`` and ``error`` (the last
+    line of its last error).
+    """
+    last_edge = {e["member"]: (e["donor"], e["step"]) for e in pop.edges}  # later edges win
+    order = sorted(pop.members.values(), key=_best_first(pop)) if best_first else None
+    members = order if order is not None else [pop.members[i] for i in sorted(pop.members)]
+    return [
+        {
+            "member": m.id,
+            "status": m.status,
+            "step": m.step,
+            "score": m.last_score,
+            "config": flatten_config(m.config),
+            "parent": m.parent,
+            "exploits": m.exploits,
+            "rejuvenations": m.rejuvenations,
+            "last_edge": last_edge.get(m.id),
+            "pinned": m.pinned,
+            "live_step": m.progress_step if m.alive else None,
+            "failures": m.failures,
+            "error": _last_line(m.last_error),
+        }
+        for m in members[:limit]
+    ]
+
+
+# --- every report ----------------------------------------------------------------------------
+@dataclass(slots=True, eq=False)
+class Report:
+    """One recorded report.
+
+    Attributes:
+        pos: its place in the log (the event's ``seq``).
+        member: the member that made it.
+        step: the training step of the weights it scores.
+        time: when it was recorded (the end of its interval).
+        score: the optimised metric as recorded (None where it was missing).
+        metrics: everything the trainable reported.
+        config: the member's hyperparameters while it trained this step (flat, ``a/b`` keys).
+        wall: when the step itself ended: the interval's reports spread evenly between the
+            member's previous event and ``time`` (they are recorded together at its end).
+    """
+
+    pos: int
+    member: int
+    step: int
+    time: float
+    score: float | None
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """A stretch of a lineage one member trained: its reports at ``low < pos < bound`` for the
+    steps in ``(after, upto]``."""
+
+    member: int
+    low: float
+    bound: float
+    after: float
+    upto: float
+
+
+#: events after which a member's next interval starts (its reports are timed from there)
+_INTERVAL_STARTS = frozenset(
+    {
+        ev.MEMBER_CREATED,
+        ev.CHECKPOINTED,
+        ev.EXPLOITED,
+        ev.EXPLORED,
+        ev.REJUVENATED,
+        ev.FAILED,
+        ev.FINISHED,
+    }
+)
+
+#: columns of :meth:`RunData.records` that hyperpop fills itself
+_OWN_COLUMNS = frozenset({"member", "step", "time", "score"})
+
+
+def metric_column(name: str) -> str:
+    """The column of a user's metric in :meth:`RunData.records`: its own name unless it clashes
+    with hyperpop's columns (or looks prefixed), then ``metric/<name>``."""
+    if name in _OWN_COLUMNS or name.startswith(("config/", "metric/")):
+        return f"metric/{name}"
+    return name
+
+
+class RunData:
+    """A run's events folded once: the population, every report, and the lineage edges.
+
+    Feed it the events in log order (:meth:`update`, any number of times: a live store's new
+    events as they arrive).
+
+    Attributes:
+        pop: the folded population.
+        reports: every report, in log order.
+    """
+
+    def __init__(self, events: Iterable[Event] = ()) -> None:
+        self.pop = Population()
+        self.reports: list[Report] = []
+        self._metrics: dict[str, None] = {}  # numeric metric names, in first-seen order
+        self._mine: dict[int, list[Report]] = {}
+        self._mine_pos: dict[int, list[int]] = {}
+        self._edges: dict[int, list[dict[str, Any]]] = {}
+        self._edge_pos: dict[int, list[int]] = {}
+        self._flat: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._since: dict[int, float] = {}  # each member's last event other than a report
+        self._open: dict[int, list[Report]] = {}  # reports since it
+        self._session = 0.0  # when the current session started
+        self._pos = 0
+        self.update(events)
+
+    @property
+    def seq(self) -> int:
+        """The last event folded."""
+        return self.pop.last_seq
+
+    def update(self, events: Iterable[Event]) -> int:
+        """Fold new events (in log order); returns how many were applied.
+
+        Raises:
+            ValueError: the log is inconsistent (an event names an unknown member...).
+        """
+        n = 0
+        for e in events:
+            self.apply(e)
+            n += 1
+        return n
+
+    def apply(self, e: Event) -> None:
+        """Fold one event."""
+        self.pop.apply(e)
+        self._pos = e.seq if e.seq is not None else self._pos + 1
+        k, mid = e.kind, e.member
+        if k == ev.REPORTED:
+            self._report(e)
+        elif mid is not None and k != ev.PROGRESS:
+            self._close(mid)
+            if k in _INTERVAL_STARTS:
+                self._since[mid] = e.time
+            if k in (ev.EXPLOITED, ev.REJUVENATED):
+                self._edges.setdefault(mid, []).append(self.pop.edges[-1])
+                self._edge_pos.setdefault(mid, []).append(self._pos)
+        elif k in (ev.RUN_STARTED, ev.RUN_RESUMED):
+            self._session = e.time
+
+    def _report(self, e: Event) -> None:
+        m = self.pop.members[e.member]  # type: ignore[index]
+        flat = self._flat.get(m.id)
+        if flat is None or flat[0] is not m.config:
+            flat = self._flat[m.id] = (m.config, flatten_config(m.config))
+        metrics = e.data.get("metrics") or {}
+        for name, value in metrics.items():
+            if name not in self._metrics and is_number(value):
+                self._metrics[name] = None
+        step, score = int(e.data["step"]), e.data.get("score")
+        r = Report(self._pos, m.id, step, e.time, score, metrics, flat[1], e.time)
+        self.reports.append(r)
+        self._mine.setdefault(m.id, []).append(r)
+        self._mine_pos.setdefault(m.id, []).append(self._pos)
+        self._open.setdefault(m.id, []).append(r)
+
+    def _close(self, member: int) -> None:
+        """The member's reports since its last other event are complete: spread their steps
+        over the time they took (each group recorded together ends at its record time)."""
+        start = max(self._since.get(member, self._session), self._session)
+        group: list[Report] = []
+        for r in [*self._open.pop(member, []), None]:
+            if group and (r is None or r.time != group[0].time):
+                end = group[0].time
+                for i, g in enumerate(group, 1):
+                    g.wall = start + (end - start) * i / len(group)
+                start, group = end, []
+            if r is not None:
+                group.append(r)
+
+    # --- reading -------------------------------------------------------------------------
+    def metric_names(self) -> list[str]:
+        """The metrics one can plot: the optimised one first, then every numeric metric the
+        trainable reported, in the order they first appeared."""
+        first = self.pop.metric or "score"
+        return [first, *(n for n in self._metrics if n != first)]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One row per report: ``member``, ``step``, ``time``, ``score``, every metric (see
+        :func:`metric_column`) and the config as ``config/<name>`` columns (the optimised
+        metric, if it is named ``score``, is the ``score`` column itself)."""
+        metric = self.pop.metric or "score"
+        rows = []
+        for r in self.reports:
+            row = {"member": r.member, "step": r.step, "time": r.time, "score": r.score}
+            for k, v in r.metrics.items():
+                if k == "score" and k == metric:
+                    continue  # the same value as hyperpop's score
+                row[metric_column(k)] = v
+            row.update({f"config/{k}": v for k, v in r.config.items()})
+            rows.append(row)
+        return rows
+
+    def _levels(self, member: int, until: float) -> Iterator[_Level]:
+        """The lineage of the weights ``member`` held before log position ``until``, newest
+        stretch first: the steps after its last copy it trained itself, the ones before were
+        trained by the donor (as the donor's weights were then), and so on back."""
+        owner, bound, upto = member, until, math.inf
+        while True:
+            i = bisect.bisect_left(self._edge_pos.get(owner, []), bound)
+            last = self._edges[owner][i - 1] if i else None
+            low = self._edge_pos[owner][i - 1] if i else -math.inf
+            if last is None or last["kind"] != "exploit":
+                yield _Level(owner, low, bound, -math.inf, upto)
+                return
+            yield _Level(owner, low, bound, last["step"], upto)
+            owner, bound, upto = last["donor"], low, min(upto, last["step"])
+
+    def _reports_in(self, level: _Level) -> list[Report]:
+        pos = self._mine_pos.get(level.member, [])
+        lo = bisect.bisect_right(pos, level.low)
+        hi = bisect.bisect_left(pos, level.bound)
+        mine = self._mine[level.member][lo:hi] if hi > lo else []
+        return [r for r in mine if level.after < r.step <= level.upto]
+
+    def lineage_reports(self, member: int, until: float = math.inf) -> dict[int, Report]:
+        """The recorded report of each step of the weights ``member`` holds (or held before log
+        position ``until``), following every copy back to the donor that trained the step;
+        by step. Steps the log holds no report for (before a rejuvenation) are absent."""
+        out: dict[int, Report] = {}
+        for level in self._levels(member, until):
+            for r in self._reports_in(level):
+                out[r.step] = r  # a step trained twice: the later report
+        return dict(sorted(out.items()))
+
+    def recorded(self, member: int, step: int, until: float = math.inf) -> Report | None:
+        """The recorded report at ``step`` of the weights ``member`` holds (or held before log
+        position ``until``), or None (see :meth:`lineage_reports`)."""
+        for level in self._levels(member, until):
+            if level.after < step <= level.upto:
+                found = [r for r in self._reports_in(level) if r.step == step]
+                return found[-1] if found else None
+        return None
