@@ -52,21 +52,21 @@ def space_to_tune(space: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     from ray import tune
 
-    import hyperpop as hp
+    from hyperpop.space import Choice, Constant, Float, Int, Space
 
     flat_space: dict[str, Any] = {}
     flat_mut: dict[str, Any] = {}
-    for path, p in hp.Space(space).parameters.items():
-        if isinstance(p, hp.Float):
+    for path, p in Space(space).parameters.items():
+        if isinstance(p, Float):
             dom = tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
             flat_space[path] = flat_mut[path] = dom
-        elif isinstance(p, hp.Int):
+        elif isinstance(p, Int):
             dom = tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
             flat_space[path] = flat_mut[path] = dom
-        elif isinstance(p, hp.Choice):
+        elif isinstance(p, Choice):
             flat_space[path] = tune.choice(list(p.options))
             flat_mut[path] = list(p.options)
-        elif isinstance(p, hp.Constant):
+        elif isinstance(p, Constant):
             flat_space[path] = p.value
         else:
             raise TypeError(f"no Ray Tune equivalent of parameter {path!r}: {p!r}")

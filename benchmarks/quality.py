@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import example, machine  # noqa: E402
 
 import hyperpop as hp  # noqa: E402
+from hyperpop.space import Space  # noqa: E402
 
 #: per task: population, steps per member, ready interval (and the toy's target)
 TASKS: dict[str, dict[str, Any]] = {
@@ -109,7 +110,7 @@ def initial_configs(mod: Any, population: int, seed: int) -> list[dict[str, Any]
     """The initial configs of every method for this seed: the run file's own (the toy's
     paper configs), completed by sampling the space with ``seed``."""
     given = [dict(c) for c in mod.settings.get("configs", [])][:population]
-    space = hp.Space(mod.space)
+    space = Space(mod.space)
     rng = np.random.default_rng(seed)
     return given + [space.sample(rng) for _ in range(population - len(given))]
 

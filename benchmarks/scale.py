@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import hyperpop as hp
-from hyperpop.controller import Controller, Ready, Steps
-from hyperpop.driver import Driver
+from hyperpop.controller import Controller, Ready, Steps, decision_events
 from hyperpop.population import Population
 from hyperpop.space import Space
 from hyperpop.store import events as ev
@@ -54,10 +53,6 @@ def _report(member: int, step: int, score: float) -> list[Event]:
     ]
 
 
-class _NoBackend:
-    capacity = 1
-
-
 def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
     """Decision latency and store throughput for a population of ``n``."""
     rng = np.random.default_rng(seed)
@@ -75,17 +70,6 @@ def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
     store = SQLiteStore(Path(tmp.name) / "scale.db", write=True)
     store.append(pop_events := [Event(ev.RUN_STARTED, None, {}, 1.0)])
     del pop_events
-    driver = Driver(
-        store=store,
-        pop=pop,
-        controller=controller,
-        backend=_NoBackend(),
-        checkpoints=None,
-        factory=None,
-        metric="acc",
-        max_failures=0,
-        progress=None,
-    )
     lat: list[float] = []
     store_s = 0.0
     events_written = 0
@@ -100,7 +84,7 @@ def measure(n: int, decisions: int, seed: int = 0) -> dict[str, float]:
         if [d.kind for d in decided] == ["queue"]:  # asynchronous: decided when dispatched
             decided = controller.decide(pop, member, 1.0)
         lat.append(time.perf_counter() - t0)
-        out = driver._decision_events(decided, 1.0)
+        out = decision_events(decided, pop, 1.0)
         t1 = time.perf_counter()
         store.append(events + out)
         store_s += time.perf_counter() - t1

@@ -11,6 +11,7 @@ pytest.importorskip("sklearn")
 pytest.importorskip("gymnasium")
 
 import hyperpop as hp  # noqa: E402
+from hyperpop.space import Space  # noqa: E402
 from hyperpop.userfile import load_file  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -31,7 +32,7 @@ def test_run_file_defines_what_hyperpop_run_needs(name):
     assert rf.settings["storage"] == f"runs/{name}.db"
     assert {"metric", "mode", "population", "budget"} <= set(rf.settings)
     assert callable(rf.module.evaluate)
-    hp.Space(rf.space)  # a valid space
+    Space(rf.space)  # a valid space
 
 
 def test_digits_learns_and_held_out_split_is_separate(tmp_path):

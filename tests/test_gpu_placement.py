@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -382,3 +383,37 @@ def test_training_on_real_gpus_two_members_per_gpu():
     assert all(len(g) == 1 for g in gpu_of.values())
     assert set().union(*gpu_of.values()) <= set(ids)
     assert [m.status for m in result.members] == ["finished"] * (2 * len(ids))
+
+
+# --- benchmarks/gpu_digits.py ----------------------------------------------------------------
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def test_the_gpu_benchmark_runs_its_cpu_side(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    import importlib
+
+    rows = importlib.import_module("gpu_digits").main(["--cpu-check", "--smoke"])
+    assert [r["per_member"] for r in rows] == [0.5]
+    workers = rows[0]["workers"]
+    assert len(workers) == 2 and {w["gpu"] for w in workers.values()} == {0}
+    assert 0.0 <= rows[0]["test_acc"] <= 1.0 and rows[0]["failures"] == 0
+    out = capsys.readouterr().out
+    assert "made-up GPU ids" in out and "nvidia-smi MB" in out
+
+
+def test_the_gpu_benchmark_stops_clearly_without_a_gpu():
+    pytest.importorskip("torch")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_digits.py")],
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES=""),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "needs a GPU: none is visible" in done.stderr and "--cpu-check" in done.stderr

@@ -433,6 +433,7 @@ def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path)
     from hyperpop.checkpoints import CheckpointStore, encode
     from hyperpop.driver import Driver, WrittenRefs
     from hyperpop.population import Population
+    from hyperpop.settings import RunSettings
     from hyperpop.store import events as ev
     from hyperpop.store.events import Event
     from hyperpop.store.sqlite import MemoryStore
@@ -454,10 +455,7 @@ def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path)
         controller=None,
         backend=None,
         checkpoints=ckpts,
-        factory=None,
-        metric="score",
-        max_failures=0,
-        progress=None,
+        settings=RunSettings(metric="score", max_failures=0),
     )
     driver.written = WrittenRefs(pop)
     # folded, never queued: in the fold "a" is dead, in the written log member 0 still holds it

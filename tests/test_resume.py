@@ -54,7 +54,7 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     proc = subprocess.Popen(
         cmd + ["--storage", str(db)], env=env, stderr=subprocess.PIPE, text=True
     )
-    # member 0 blocks inside its 4th interval (step 13): three generations are recorded
+    # a member blocks inside its 4th interval (step 13): three generations are recorded
     _wait_for(tmp_path / "blocked", proc)
     before = hp.load(db)
     assert before.summary()["status"] == "running"
@@ -68,9 +68,11 @@ def test_kill_9_then_resume_loses_nothing(tmp_path):
     reports_before = [
         (e.seq, e.member, e.data["step"]) for e in before.events if e.kind == "reported"
     ]
-    # member 0 is stuck at its third checkpoint; the others wait at the next barrier
-    assert before.member(0).step == 12
-    assert {m.step for m in before.members[1:]} <= {12, 16}
+    # the member that blocked (the first to train step 13: every member has tag 0, and the
+    # queue picks among equals by worker affinity) is stuck at its third checkpoint; the
+    # others are there too or wait at the next barrier
+    steps = sorted(m.step for m in before.members)
+    assert steps[0] == 12 and set(steps) <= {12, 16}
 
     out = subprocess.run(
         [sys.executable, "-m", "hyperpop", "resume", str(db), "-q"],

@@ -6,18 +6,22 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from hyperpop._version import __version__
 from hyperpop.controller import Budget, Ready, Rejuvenate, Steps, Target, WallTime
+from hyperpop.errors import (
+    MetricError,
+    RunError,
+    RunExistsError,
+    SettingsError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+    StoreVersionError,
+)
 from hyperpop.replay import ReplayResult, replay
 from hyperpop.results import MemberResult, Result
-from hyperpop.run import MetricError, RunError, SettingsError, resume, run
+from hyperpop.run import resume, run
 from hyperpop.space import (
-    Choice,
-    Constant,
-    Float,
-    Int,
-    Space,
     SpaceError,
     choice,
     loguniform,
@@ -26,9 +30,9 @@ from hyperpop.space import (
     uniform,
 )
 from hyperpop.steer import Answer, Steer, SteerError, steer
-from hyperpop.store.sqlite import StoreError, StoreFullError, StoreVersionError
 from hyperpop.strategies import (
     PB2,
+    Context,
     ExploitStrategy,
     ExploreStrategy,
     Perturb,
@@ -36,6 +40,7 @@ from hyperpop.strategies import (
     Tournament,
     Truncation,
     WelchTTest,
+    register,
 )
 from hyperpop.trainable import FunctionTrainable, Trainable, TrainableError, report
 
@@ -54,46 +59,45 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Answer",
     "Budget",
+    "Context",
     "ExploitStrategy",
     "ExploreStrategy",
-    "PB2",
-    "Perturb",
-    "ReplayResult",
-    "Resample",
-    "Tournament",
-    "Truncation",
-    "WelchTTest",
-    "Choice",
-    "Constant",
-    "Float",
     "FunctionTrainable",
-    "Int",
     "MemberResult",
     "MetricError",
+    "PB2",
+    "Perturb",
     "Ready",
     "Rejuvenate",
+    "ReplayResult",
+    "Resample",
     "Result",
     "RunError",
+    "RunExistsError",
     "SettingsError",
-    "Space",
     "SpaceError",
     "Steer",
     "SteerError",
     "Steps",
     "StoreError",
     "StoreFullError",
+    "StoreLockedError",
     "StoreVersionError",
     "Target",
+    "Tournament",
     "Trainable",
     "TrainableError",
+    "Truncation",
     "VectorizedTrainable",
     "WallTime",
+    "WelchTTest",
     "__version__",
     "choice",
     "load",
     "loguniform",
     "qloguniform",
     "randint",
+    "register",
     "replay",
     "report",
     "resume",

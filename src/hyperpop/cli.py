@@ -18,7 +18,7 @@ class _Errors(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         from hyperpop.checkpoints import CheckpointError
-        from hyperpop.run import RunError, SettingsError
+        from hyperpop.errors import RunError, SettingsError
         from hyperpop.space import SpaceError
         from hyperpop.store.sqlite import StoreError
         from hyperpop.trainable import TrainableError

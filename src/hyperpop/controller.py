@@ -8,6 +8,7 @@ reached a ready point; it returns :class:`Decision` objects that the driver turn
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from hyperpop.population import MemberState, Population
 from hyperpop.space import Space
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
 from hyperpop.strategies import Context, ExploitStrategy, ExploreStrategy
 
 __all__ = [
@@ -27,6 +30,7 @@ __all__ = [
     "Steps",
     "Target",
     "WallTime",
+    "decision_events",
 ]
 
 
@@ -199,6 +203,33 @@ class Decision:
     config: dict[str, Any] | None = None
     reason: str | None = None
     how: str | None = None
+
+
+def decision_events(decisions: Sequence[Decision], pop: Population, now: float) -> list[Event]:
+    """The events that record ``decisions`` over ``pop`` (a pure function; ``continue``,
+    ``wait`` and ``queue`` record nothing).
+
+    An exploit records ``exploited`` and, when the config changes, ``explored``; an explore
+    records ``explored`` when the config changes; a rejuvenation ``rejuvenated``; a finish
+    ``finished``.
+    """
+    out: list[Event] = []
+    for d in decisions:
+        m = pop.members[d.member]
+        old = m.config
+        if d.kind == "exploit":
+            old = pop.blobs[d.checkpoint].config  # type: ignore[index]  # set on an exploit
+            data = {"donor": d.donor, "step": d.step, "checkpoint": d.checkpoint, "at": m.step}
+            out.append(Event(ev.EXPLOITED, d.member, data, now))
+        if d.kind in ("exploit", "explore") and d.config != old:
+            data = {"config": d.config, "old_config": old, "how": d.how}
+            out.append(Event(ev.EXPLORED, d.member, data, now))
+        elif d.kind == "rejuvenate":
+            data = {"config": d.config, "old_config": old, "at": m.step, "reset": d.how}
+            out.append(Event(ev.REJUVENATED, d.member, data, now))
+        elif d.kind == "finish":
+            out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))
+    return out
 
 
 class Controller:

@@ -17,27 +17,21 @@ from typing import Any
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.callbacks import CallbackList
 from hyperpop.checkpoints import CheckpointStore
-from hyperpop.controller import Controller, Decision, budget_from_dict
+from hyperpop.controller import Controller, Decision, budget_from_dict, decision_events
+from hyperpop.errors import MetricError, RunError
 from hyperpop.live import RunState
 from hyperpop.population import Population
-from hyperpop.results import Result
+from hyperpop.settings import RunSettings
 from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
 from hyperpop.store import requests as rq
 from hyperpop.store.events import Event
 from hyperpop.store.requests import Request
+from hyperpop.store.sqlite import Store
 
-__all__ = ["Driver", "MetricError", "Progress", "RunError"]
+__all__ = ["Driver", "Progress"]
 
 log = logging.getLogger("hyperpop")
-
-
-class RunError(RuntimeError):
-    """The run cannot go on (every member failed, all scores are NaN...)."""
-
-
-class MetricError(RunError):
-    """The trainable does not report the metric being optimised, or reports a non-number."""
 
 
 Progress = Callable[[Population], None]
@@ -171,32 +165,39 @@ class Driver:
     def __init__(
         self,
         *,
-        store: Any,
+        store: Store,
         pop: Population,
         controller: Controller,
         backend: Backend,
         checkpoints: CheckpointStore,
-        factory: Callable[[], Any],
-        metric: str,
-        max_failures: int,
-        progress: Progress | None,
-        deterministic: bool = False,
+        settings: RunSettings,
+        progress: Progress | None = None,
         callbacks: CallbackList | None = None,
+        clock: Callable[[], float] = time.time,
     ):
         self.store, self.pop = store, pop
-        self.callbacks = callbacks if callbacks is not None else CallbackList()
         #: handle results in the order of a simulated clock (each interval takes its number of
         #: steps), not in the order they arrive: the same decisions whatever the timing
-        self.deterministic = deterministic
+        self.deterministic = settings.deterministic
         self._sim_clock = 0.0
         self._sim_order = 0
         self._sim_end: dict[int, tuple[float, int]] = {}
         self._arrived: dict[int, TaskResult] = {}
         self.controller, self.backend = controller, backend
-        self.checkpoints, self.factory = checkpoints, factory
-        self.metric, self.max_failures = metric, max_failures
+        self.checkpoints = checkpoints
+        self.metric, self.max_failures = settings.metric, settings.max_failures
         self.progress = progress
-        self.session_start = time.time()
+        self.callbacks = callbacks if callbacks is not None else CallbackList()
+        #: the time of events and of the wall-time budget (a simulated one in tests)
+        self.clock = clock
+        #: callbacks hear of events once the session has started (they see the run's opening
+        #: events in the population they get at the start)
+        self._started = False
+        #: the end of the session is written: the fold and the log agree
+        self.recorded = False
+        #: what the written log names (set when the session starts)
+        self.written: WrittenRefs | None = None
+        self.session_start = clock()
         #: members waiting for a worker; the one furthest behind trains next
         self.queue = RunQueue(lambda member: self.pop.members[member].step)
         self.inflight: dict[int, Task] = {}
@@ -216,10 +217,20 @@ class Driver:
 
     # --- events --------------------------------------------------------------------------
     def commit(self, events: list[Event]) -> None:
-        """Queue events for the next write and fold them into the population (queued first:
-        the fold never runs ahead of what will be written)."""
-        self.pending.extend(events)
+        """Number events, queue them for the next write and fold them into the population
+        (queued first: the fold never runs ahead of what will be written). The store checks
+        that the numbers follow on from what it holds."""
+        self.pending.extend(self._fold(events))
+
+    def _fold(self, events: list[Event]) -> list[Event]:
+        """Number events after the last one folded, and fold them in (not queued: the caller
+        queues a unit of folded events together, or none of it if something raises)."""
+        seq = self.pop.last_seq
+        for e in events:
+            seq += 1
+            e.seq = seq
         self.pop.extend(events)
+        return events
 
     def flush(self, *, collect: bool = True) -> None:
         """Write every queued event in one transaction, then delete the checkpoints they made
@@ -232,14 +243,14 @@ class Driver:
                 the blobs it calls dead may still be named by the written log. Whatever is
                 left behind is collected by the next resume.
         """
-        written = getattr(self, "written", None)
+        written = self.written
         if self.pending:
             self.store.append(self.pending)
-            self.pop.last_seq = max(self.pop.last_seq, self.pending[-1].seq or 0)
             if written is not None:
                 written.written(self.pending)
             events, self.pending = self.pending, []
-            self.callbacks.on_events(events, self.pop)
+            if self._started:
+                self.callbacks.on_events(events, self.pop)
         if not collect:
             return
         for blob in self.pop.drain_dead():
@@ -247,7 +258,7 @@ class Driver:
                 self.checkpoints.delete(blob)
 
     def elapsed(self) -> float:
-        return self.pop.active_seconds_before + (time.time() - self.session_start)
+        return self.pop.active_seconds_before + (self.clock() - self.session_start)
 
     # --- scheduling ----------------------------------------------------------------------
     def fill(self) -> None:
@@ -266,10 +277,10 @@ class Driver:
             slot = free.pop(0) if free else None
             member = self.queue.pick(None if self.deterministic else slot, self.backend.affinity)
             m = self.pop.members[member]
-            decisions = self.controller.decide(self.pop, member, time.time()) if m.alive else []
+            decisions = self.controller.decide(self.pop, member, self.clock()) if m.alive else []
             if decisions:
                 decided = True
-                self.commit(self._decision_events(decisions, time.time()))
+                self.commit(decision_events(decisions, self.pop, self.clock()))
             if not m.alive:  # finished or failed (possibly just now)
                 self.backend.forget(member)
                 if slot is not None:
@@ -325,7 +336,7 @@ class Driver:
         self.user_seconds += r.user_seconds
         self.worker_seconds += r.seconds
         m = self.pop.members[r.member]
-        now = time.time()
+        now = self.clock()
         if r.error is not None:
             self._failed(r, now)
             return
@@ -350,11 +361,10 @@ class Driver:
         # Decide over the population with this interval folded in, then queue the interval and
         # its decisions as one unit: if anything raises in between, none of it is queued (and
         # the loop's flush then deletes no checkpoint: the fold is ahead of the log).
-        self.pop.extend(events)
+        self._fold(events)
         decisions = self.controller.on_ready(self.pop, r.member, now)
-        decided = self._decision_events(decisions, now)
+        decided = self._fold(decision_events(decisions, self.pop, now))
         self.pending.extend(events + decided)
-        self.pop.extend(decided)
         self._after(decisions)
         if math.isnan(m.ready_score if m.ready_score is not None else 0.0):
             self._check_all_nan()
@@ -382,26 +392,6 @@ class Driver:
                 "everywhere. Narrow the search space (e.g. lower learning rates) or clip "
                 "gradients; what was recorded so far is kept in the store"
             )
-
-    def _decision_events(self, decisions: list[Decision], now: float) -> list[Event]:
-        """The events that record ``decisions`` (a ``continue`` or ``wait`` records nothing)."""
-        out: list[Event] = []
-        for d in decisions:
-            m = self.pop.members[d.member]
-            old = m.config
-            if d.kind == "exploit":
-                old = self.pop.blobs[d.checkpoint].config
-                data = {"donor": d.donor, "step": d.step, "checkpoint": d.checkpoint, "at": m.step}
-                out.append(Event(ev.EXPLOITED, d.member, data, now))
-            if d.kind in ("exploit", "explore") and d.config != old:
-                data = {"config": d.config, "old_config": old, "how": d.how}
-                out.append(Event(ev.EXPLORED, d.member, data, now))
-            elif d.kind == "rejuvenate":
-                data = {"config": d.config, "old_config": old, "at": m.step, "reset": d.how}
-                out.append(Event(ev.REJUVENATED, d.member, data, now))
-            elif d.kind == "finish":
-                out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))
-        return out
 
     def _after(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -434,11 +424,10 @@ class Driver:
             self.queue.append(r.member)
             return
         # the failure and the decisions it releases are queued as one unit (see handle)
-        self.pop.extend([failed])
+        self._fold([failed])
         decisions = self.controller.release(self.pop, now)
-        decided = self._decision_events(decisions, now)
+        decided = self._fold(decision_events(decisions, self.pop, now))
         self.pending.extend([failed, *decided])
-        self.pop.extend(decided)
         self.backend.forget(r.member)
         self._after(decisions)
         if r.fatal:
@@ -489,7 +478,7 @@ class Driver:
         steps = self.backend.progress() if hasattr(self.backend, "progress") else {}
         if not steps:
             return
-        now = time.time()
+        now = self.clock()
         events = []
         for member, n in steps.items():
             task = self.inflight.get(member)
@@ -535,7 +524,7 @@ class Driver:
         read = getattr(self.store, "read_requests", None)
         if read is None:
             return
-        now = time.time()
+        now = self.clock()
         if (
             not force
             and now - self._requests_read < self.REQUEST_INTERVAL
@@ -650,8 +639,7 @@ class Driver:
                 **tag,
             }
             events = [Event(ev.EXPLOITED, m.id, data, now)]
-            pop.extend(events)  # folded now: the explore below records no change
-            self.pending.extend(events)
+            self.commit(events)  # folded now: the explore below records no change
             self._requeue(m.id)
             return []
         if r.kind == rq.ADD:
@@ -667,8 +655,7 @@ class Driver:
             self.controller.set_budget(budget)
             data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
             events = [Event(ev.BUDGET_CHANGED, None, data, now)]
-            self.pending.extend(events)
-            pop.extend(events)  # revives members that now have steps left
+            self.commit(events)  # revives members that now have steps left
             for m in pop.alive():
                 if m.id in self.inflight or m.id in self.controller.waiting:
                     continue  # decided at its ready point (finished there if over the budget)
@@ -681,9 +668,7 @@ class Driver:
 
     def pending_finish(self, member: int, now: float) -> None:
         """Finish a member the budget no longer leaves steps (queued and folded now)."""
-        events = self._finish(member, "step budget reached", now, {})
-        self.pending.extend(events)
-        self.pop.extend(events)
+        self._finish(member, "step budget reached", now, {})
 
     def _finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> list[Event]:
         """A member leaves the population: its ``finished`` event, and in synchronous mode the
@@ -696,10 +681,9 @@ class Driver:
             {"step": self.pop.members[member].step, "reason": reason, **tag},
             now,
         )
-        self.pop.extend([finished])
+        self._fold([finished])
         decisions = self.controller.release(self.pop, now)
-        decided = self._decision_events(decisions, now)
-        self.pop.extend(decided)
+        decided = self._fold(decision_events(decisions, self.pop, now))
         self.pending.extend([finished, *decided])
         self._after(decisions)
         return []
@@ -727,13 +711,12 @@ class Driver:
             Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
             for i, c in zip(ids, configs, strict=True)
         ]
-        self.pop.extend(events)
-        self.pending.extend(events)
+        self.commit(events)
         for i in ids:
             self.queue.append(i)
         return []
 
-    def _best_state(self) -> Any:
+    def best_state(self) -> Any:
         """The state of the run's best checkpoint, or None."""
         blob = self.pop.best_checkpoint
         if blob is None:
@@ -744,20 +727,30 @@ class Driver:
             log.warning("could not keep the best checkpoint %s: %s", blob, e)
             return None
 
-    def execute(self, cleanup: Callable[[], None] | None = None) -> Result:
-        """Run the session to its end, record how it ended, close everything, and return the
-        run's :class:`Result`. ``cleanup`` runs last (e.g. removing a temporary folder)."""
-        pop, store, backend, progress = self.pop, self.store, self.backend, self.progress
-        self.session_start = time.time()
+    def open(self, events: list[Event]) -> None:
+        """Write the session's opening events (``run_started`` and the first members, or
+        ``run_resumed``): callbacks see them in the population they get at the start."""
+        self.commit(events)
+        self.flush(collect=False)
+
+    def execute(self) -> None:
+        """Run the session to its end and record how it ended. The caller owns every
+        lifetime: it starts the backend before and shuts it down after (then
+        :meth:`collect_leftovers`), and opens and closes the store.
+
+        Raises:
+            RunError: every member failed (after the end is recorded).
+        """
+        pop = self.pop
+        self.session_start = self.clock()
         #: what the written log names (the fold and the log agree here: nothing is pending)
         self.written = WrittenRefs(pop) if not self.pending else None
-        backend.start(self.factory, self.checkpoints)
-        recorded = False  # the end is written: the fold and the log agree
         reason = "error"
-        self.callbacks.on_start(pop, getattr(store, "path", None))
+        self._started = True
+        self.callbacks.on_start(pop, getattr(self.store, "path", None))
         try:
             reason = self.loop()
-            now = time.time()
+            now = self.clock()
             ending = self.stop_request is None  # stopped on request: the run stays resumable
             events = [
                 Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now)
@@ -766,44 +759,35 @@ class Driver:
             if ending:
                 events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
             else:
+                reason = "stopped"
                 log.warning(
                     "stopped on request %s; continue with: hyperpop resume %s",
-                    self.stop_request.id,  # type: ignore[union-attr]
-                    getattr(store, "path", "DB"),
+                    self.stop_request.id if self.stop_request else "?",
+                    getattr(self.store, "path", "DB"),
                 )
             self.commit(events)
             self.flush()
-            recorded = True
+            self.recorded = True
             if pop.members and all(m.status == "failed" for m in pop.members.values()):
                 first = min(pop.members.values(), key=lambda m: m.id)
                 raise RunError(
                     f"every member failed; member {first.id}'s last error:\n{first.last_error}"
                 )
-            if progress is not None:
+            if self.progress is not None:
                 self.show_progress()
         finally:
-            self.callbacks.on_end(pop, reason if self.stop_request is None else "stopped")
-            close = getattr(progress, "close", None)
+            self.callbacks.on_end(pop, reason)
+            close = getattr(self.progress, "close", None)
             if close is not None:
                 close()
-            backend.shutdown()
-            if recorded:
-                # no worker writes any more: drop what the log does not name (blobs saved by
-                # a worker killed before its result arrived, half-written files)
-                keep = pop.live_checkpoints()
-                if self.written is not None:
-                    keep |= set(self.written.count)
-                self.checkpoints.collect(keep, temporaries=True)
-            events = store.read()
-            store.close()
-            best_state = None
-            if cleanup is not None:  # a temporary store: keep the best model in the result
-                best_state = self._best_state()
-                cleanup()
-        result = Result(events, path=getattr(store, "path", None))
-        result.best_state = best_state
-        result.overhead = {
-            "user_seconds": self.user_seconds,
-            "worker_seconds": self.worker_seconds,
-        }
-        return result
+
+    def collect_leftovers(self) -> None:
+        """Once no worker writes any more (the backend is shut down): delete the blobs the log
+        does not name (saved by a worker killed before its result arrived, half-written
+        files). Only after the end is recorded: the fold and the log agree then."""
+        if not self.recorded:
+            return
+        keep = self.pop.live_checkpoints()
+        if self.written is not None:
+            keep |= set(self.written.count)
+        self.checkpoints.collect(keep, temporaries=True)

@@ -1,16 +1,16 @@
 """The public entry points: :func:`run` starts a PBT run, :func:`resume` continues one.
 
-Both validate the user's input, open the store and the checkpoints, build the controller and the
-backend, and hand them to the driver loop (:mod:`hyperpop.driver`).
+Both check the user's input first (nothing is opened before it is valid), then open the store,
+and hand over to :func:`_session`, the one place that builds the controller, the backend and
+the driver, and that opens and closes everything a session uses.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,46 +18,29 @@ from typing import Any
 
 import numpy as np
 
-from hyperpop import __version__
+from hyperpop._version import __version__
 from hyperpop.backends.base import Backend
 from hyperpop.callbacks import Callback, CallbackList
 from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for, log_dir_for
-from hyperpop.controller import Budget, Controller, Ready, Rejuvenate, Steps, budget_from_dict
-from hyperpop.driver import Driver, MetricError, Progress, RunError
+from hyperpop.controller import Budget, Controller, Ready, Rejuvenate
+from hyperpop.driver import Driver, Progress
+from hyperpop.errors import RunExistsError, SettingsError, StoreError
 from hyperpop.population import Population
 from hyperpop.results import Result
+from hyperpop.runfiles import remove_run
+from hyperpop.settings import RunSettings
 from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
+from hyperpop.store.base import Store
 from hyperpop.store.events import Event
-from hyperpop.store.sqlite import (
-    SQLiteStore,
-    StoreError,
-    WriterLock,
-    open_store,
-)
-from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, make_explore
+from hyperpop.store.sqlite import SQLiteStore, WriterLock, open_store
+from hyperpop.strategies import ExploitStrategy, ExploreStrategy
 from hyperpop.trainable import make_factory
-from hyperpop.userfile import load_trainable
+from hyperpop.userfile import load_trainable, source_of
 
-__all__ = ["MetricError", "RunError", "RunExistsError", "SettingsError", "resume", "run"]
+__all__ = ["resume", "run"]
 
 log = logging.getLogger("hyperpop")
-
-
-class SettingsError(ValueError):
-    """A setting of :func:`run` or :func:`resume` is invalid (nothing was written)."""
-
-
-class RunExistsError(StoreError):
-    """The storage path already holds a run (resume it, overwrite it, or choose a new path)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        super().__init__(
-            f"{path} already holds a run; resume it with hyperpop.resume({str(path)!r}) or "
-            f"`hyperpop resume {path}`, pass overwrite=True to replace it, or choose a new "
-            "storage path"
-        )
 
 
 @contextmanager
@@ -89,7 +72,20 @@ def _refuse_in_worker_import() -> None:
         )
 
 
-def _workers(workers: Any) -> int | None:
+# --- backends ---------------------------------------------------------------------------
+def _backend_spec(
+    backend: str | Backend, workers: int | None, options: Mapping[str, Any] | None
+) -> Callable[[], Backend]:
+    """Check how the backend is asked for, and return what builds it (only once the store is
+    open and empty: building a Ray backend connects to a cluster)."""
+    opts = dict(options or {})
+    if isinstance(backend, Backend):
+        if workers is not None or opts:
+            raise SettingsError(
+                "workers and backend_options are for a backend named by a string; a Backend "
+                "instance is used as it is: pass them to its constructor instead"
+            )
+        return lambda: backend
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):
@@ -97,17 +93,10 @@ def _workers(workers: Any) -> int | None:
             f"workers must be a positive int (members training at once), got {workers!r}; "
             "leave it out for one per CPU core"
         )
-    return workers
-
-
-def _make_backend(backend: str | Backend, workers: int | None, **options: Any) -> Backend:
-    if isinstance(backend, Backend):
-        return backend
-    workers = _workers(workers)
     if backend == "local":
         from hyperpop.backends.local import LocalBackend
 
-        return LocalBackend(workers, **options)
+        return lambda: LocalBackend(workers, **opts)
     if backend == "ray":
         try:
             from hyperpop.backends.ray import RayBackend
@@ -115,56 +104,109 @@ def _make_backend(backend: str | Backend, workers: int | None, **options: Any) -
             raise ImportError(
                 f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})"
             ) from None
-        return RayBackend(workers, **options)
+        return lambda: RayBackend(workers, **opts)
     if backend == "simulated":
         from hyperpop.backends.simulated import SimulatedBackend
 
-        return SimulatedBackend(2 if workers is None else workers, **options)
+        return lambda: SimulatedBackend(2 if workers is None else workers, **opts)
     if backend == "vectorized":
         from hyperpop.backends.vectorized import VectorizedBackend
 
-        return VectorizedBackend(workers, **options)
-    raise ValueError(
-        f"unknown backend {backend!r}; use 'local', 'ray', 'simulated', 'vectorized' or a "
-        "Backend instance"
+        return lambda: VectorizedBackend(workers, **opts)
+    raise SettingsError(
+        f"backend must be 'local', 'ray', 'simulated', 'vectorized' or a Backend instance, got "
+        f"{backend!r} (unknown backend {backend!r})"
     )
 
 
-def _budgets(budget: Budget | Sequence[Budget] | int | None) -> list[Budget]:
-    if budget is None:
-        return []
-    if isinstance(budget, int) and not isinstance(budget, bool):
-        return [Steps(budget)]
-    if isinstance(budget, Budget):
-        return [budget]
-    out = list(budget)
-    for b in out:
-        if not isinstance(b, Budget):
-            raise TypeError(f"budget entries must be hp.Steps, hp.WallTime or hp.Target, got {b!r}")
-    return out
+def _build_backend(make: Callable[[], Backend], step_timeout: float | None) -> Backend:
+    with _settings():
+        backend = make()
+        backend.set_step_timeout(step_timeout)
+    return backend
 
 
-def _ready(ready: Ready | int | float, burn_in: int | None) -> Ready:
-    if isinstance(ready, Ready):
-        return ready if burn_in is None else Ready(ready.steps, ready.seconds, burn_in)
-    if isinstance(ready, int) and not isinstance(ready, bool):
-        return Ready(steps=ready, burn_in=burn_in or 0)
-    raise TypeError(f"ready must be an int (steps) or hp.Ready(...), got {ready!r}")
+# --- the one assembly path ---------------------------------------------------------------
+def _session(
+    *,
+    store: Store,
+    pop: Population,
+    settings: RunSettings,
+    space: Space,
+    trainable: Any,
+    make_backend: Callable[[], Backend],
+    storage: Path | None,
+    base: Path,
+    opening: Callable[[Backend], list[Event]],
+    progress: Progress | bool | None,
+    callbacks: CallbackList,
+    keep_best: bool = False,
+) -> Result:
+    """Run one session of a run: build the controller, the backend and the driver, start
+    the backend, write the session's opening events (``opening(backend)``, once the backend
+    knows its size), run, and shut the backend down. The caller opened the store and closes
+    it.
+
+    Args:
+        storage: the run's SQLite file (None: a run kept in a temporary folder).
+        base: where checkpoints go (``<base stem>.ckpt`` beside it).
+        keep_best: keep the best checkpoint's state in the result (a run whose store and
+            checkpoints are deleted when it ends).
+    """
+    controller = Controller(
+        space,
+        mode=settings.mode,
+        ready=settings.ready,
+        budget=list(settings.budget),
+        exploit=settings.exploit,
+        explore=settings.explore,
+        synchronous=settings.synchronous,
+        rejuvenate=settings.rejuvenate,
+        max_lead=settings.max_lead,
+        seed=settings.seed,  # decisions are keyed by member and ready point: same draws
+    )
+    controller.restore(pop)
+    checkpoints = CheckpointStore(checkpoint_dir_for(base))
+    if pop.members:  # a resumed run: drop what the log does not name, warn about what's gone
+        missing = [b for b in pop.live_checkpoints() if not checkpoints.exists(b)]
+        if missing:
+            log.warning("checkpoints missing from %s: %s", checkpoints.root, missing[:5])
+        checkpoints.collect(pop.live_checkpoints(), temporaries=True)
+    backend = make_backend()
+    driver: Driver | None = None
+    try:
+        shown = _progress(progress)
+        if storage is not None:
+            _member_logs(backend, storage, shown)
+        clock = getattr(backend, "clock_fn", None)
+        driver = Driver(
+            store=store,
+            pop=pop,
+            controller=controller,
+            backend=backend,
+            checkpoints=checkpoints,
+            settings=settings,
+            progress=shown,
+            callbacks=callbacks,
+            **({"clock": clock} if clock is not None else {}),
+        )
+        backend.start(make_factory(trainable), checkpoints)
+        driver.open(opening(backend))
+        driver.execute()
+    finally:
+        backend.shutdown()
+        if driver is not None:
+            driver.collect_leftovers()
+    result = Result(store.read(), path=storage)
+    result.best_state = driver.best_state() if keep_best else None
+    result.overhead = {
+        "user_seconds": driver.user_seconds,
+        "worker_seconds": driver.worker_seconds,
+    }
+    return result
 
 
-def _source_of(trainable: Any) -> dict[str, Any]:
-    mod = getattr(trainable, "__module__", None)
-    name = getattr(trainable, "__qualname__", None)
-    if mod and name and mod != "__main__" and "<" not in name:
-        return {"module": mod, "name": name}
-    import sys
-
-    main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main and os.path.isfile(main) and name and "<" not in name:
-        return {"file": os.path.abspath(main), "name": name}
-    return {}
-
-
+# --- run ---------------------------------------------------------------------------------
 def _initial_configs(
     space: Space, population: int, configs: Sequence[Mapping[str, Any]] | None, seed: int | None
 ) -> list[dict[str, Any]]:
@@ -186,6 +228,39 @@ def _initial_configs(
     while len(out) < population:
         out.append(space.sample(rng))
     return out
+
+
+@contextmanager
+def _new_store(
+    storage: str | os.PathLike[str] | None, overwrite: bool
+) -> Iterator[tuple[Store, Path]]:
+    """Open the store of a new run and check it holds no run; yield it with the path its
+    checkpoints go beside. None: the log in memory, checkpoints in a temporary folder. Closed
+    (and the temporary folder removed) on the way out."""
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if storage is None:
+        tmp = tempfile.TemporaryDirectory(prefix="hyperpop-")
+        store: Store = open_store(None)
+    elif overwrite:  # under the lease from before the old run is deleted until the new one
+        path = Path(storage)
+        lock = WriterLock(path).acquire()
+        try:
+            remove_run(path, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
+        store = SQLiteStore(path, write=True, lock=lock)
+    else:
+        store = open_store(storage, write=True)
+    try:
+        if storage is not None and store.read():
+            raise RunExistsError(Path(storage))
+        base = Path(tmp.name) / "run.db" if tmp is not None else Path(storage)  # type: ignore[arg-type]
+        yield store, base
+    finally:
+        store.close()
+        if tmp is not None:
+            tmp.cleanup()
 
 
 def run(
@@ -216,7 +291,6 @@ def run(
     seed: int | None = 0,
     progress: Progress | bool | None = None,
     callbacks: Sequence[Callback] | None = None,
-    source: Mapping[str, Any] | None = None,
 ) -> Result:
     """Train a population with Population Based Training.
 
@@ -229,11 +303,13 @@ def run(
         population: number of members (independent of ``workers``).
         workers: members training at once (default: one per CPU core).
         budget: ``hp.Steps(n)`` per member (an int means the same), ``hp.WallTime(s)``,
-            ``hp.Target(score)``, or a list of them (the first reached stops).
+            ``hp.Target(score)``, or a list of them (the first reached stops). Default:
+            ``hp.Steps(100)``.
         ready: steps between ready points, or ``hp.Ready(steps=..., seconds=..., burn_in=...)``.
         burn_in: no exploit before this many steps (overrides ``ready.burn_in``).
-        exploit: ``"truncation"``, ``"tournament"``, ``None`` or a strategy instance.
-        explore: ``"perturb"``, ``"resample"``, ``None`` or a strategy instance.
+        exploit: ``"truncation"``, ``"tournament"``, ``"ttest"``, ``None`` or a strategy
+            instance.
+        explore: ``"perturb"``, ``"resample"``, ``"pb2"``, ``None`` or a strategy instance.
         synchronous: decide by generation instead of asynchronously.
         rejuvenate: reset a stalled member's weights while its hyperparameter lineage goes
             on: ``hp.Rejuvenate(patience, config="explore", reset="full", grace=1)``, or just
@@ -252,11 +328,13 @@ def run(
         configs: initial configs for the first members (partial dicts are completed by
             sampling); the rest are sampled.
         storage: path of the SQLite store (``"runs/x.db"``); checkpoints go beside it. None
-            keeps everything in a temporary folder removed at the end.
+            keeps everything in a temporary folder removed at the end (the best model's
+            state stays in ``result.best_state``).
         overwrite: delete a run already stored at ``storage`` (and its checkpoints) first,
             instead of refusing; a run that a live driver is writing is never deleted.
         backend: ``"local"`` (processes on this machine), ``"ray"``, ``"simulated"`` (in this
-            process on a simulated clock: deterministic, for tests), or a Backend instance.
+            process on a simulated clock: deterministic, for tests), ``"vectorized"``, or a
+            Backend instance (then ``workers`` and ``backend_options`` go to its constructor).
         backend_options: keyword arguments for the backend (e.g. ``cache_size``).
         max_failures: retries of a member after its trainable raised, before giving it up.
         step_timeout: seconds one interval (load, the steps to the next ready point, save) may
@@ -269,154 +347,71 @@ def run(
             population.
         callbacks: :class:`hyperpop.callbacks.Callback` instances that see every event as it
             is written (experiment trackers: TensorBoard, MLflow, W&B).
-        source: where the trainable comes from (``{"file": ..., "name": ...}``), for resume.
 
     Returns:
         A :class:`hyperpop.Result`.
+
+    Raises:
+        SettingsError: a setting is invalid (nothing was written).
+        RunExistsError: ``storage`` already holds a run.
     """
     _refuse_in_worker_import()
     with _settings():
-        if not isinstance(metric, str) or not metric:
-            raise ValueError("metric must be the name of a metric the trainable reports")
-        if not isinstance(population, int) or population < 1:
-            raise ValueError(f"population must be a positive int, got {population!r}")
-        if max_failures < 0:
-            raise ValueError(f"max_failures must be >= 0, got {max_failures}")
-        if isinstance(score_window, bool) or not isinstance(score_window, int) or score_window < 1:
-            raise ValueError(
-                f"score_window must be a positive int (reports averaged into a score), "
-                f"got {score_window!r}"
-            )
-        space = Space(space)
-        factory = make_factory(trainable)
-        budgets = _budgets(budget if budget is not None else Steps(100))
-        ready_ = _ready(ready, burn_in)
-        exploit_, explore_ = make_exploit(exploit), make_explore(explore)
-        controller = Controller(
-            space,
+        settings = RunSettings.create(
+            metric=metric,
             mode=mode,
-            ready=ready_,
-            budget=budgets,
-            exploit=exploit_,
-            explore=explore_,
+            population=population,
+            workers=workers,
+            budget=budget,
+            ready=ready,
+            burn_in=burn_in,
+            exploit=exploit,
+            explore=explore,
             synchronous=synchronous,
             rejuvenate=rejuvenate,
+            score_window=score_window,
             max_lead=max_lead,
+            deterministic=deterministic,
+            max_failures=max_failures,
+            step_timeout=step_timeout,
             seed=seed,
+            backend=backend.name if isinstance(backend, Backend) else str(backend),
         )
-        backend_ = _make_backend(backend, workers, **dict(backend_options or {}))
-        backend_.set_step_timeout(_step_timeout(step_timeout))
+        space = Space(space)
+        make_factory(trainable)  # a trainable that cannot be built is refused here
+        make_backend = _backend_spec(backend, workers, backend_options)
         callbacks_ = CallbackList(callbacks)
         initial = _initial_configs(space, population, configs, seed)
+    source = source_of(trainable)
 
-    cleanup = None
-    if storage is None:
-        tmp = tempfile.TemporaryDirectory(prefix="hyperpop-")
-        storage_path: Path | None = Path(tmp.name) / "run.db"
-        cleanup = tmp.cleanup
-        store = open_store(None)
-    else:
-        storage_path = Path(storage)
-        if overwrite:  # under the lease from before the old run is deleted until the new one
-            lock = WriterLock(storage_path).acquire()
-            try:
-                remove_run(storage_path, lock=lock)
-            except BaseException:
-                lock.release()
-                raise
-            store = SQLiteStore(storage_path, write=True, lock=lock)
-        else:
-            store = open_store(storage_path, write=True)
-    try:
-        if store.read():
-            raise RunExistsError(storage_path)
-    except BaseException:
-        store.close()
-        if cleanup:
-            cleanup()
-        raise
-    checkpoints = CheckpointStore(checkpoint_dir_for(storage_path))
-    settings = {
-        "metric": metric,
-        "mode": mode,
-        "population": population,
-        "workers": backend_.capacity,
-        "budget": [b.to_dict() for b in budgets],
-        "ready": ready_.to_dict(),
-        "exploit": exploit_.describe(),
-        "explore": explore_.describe(),
-        "synchronous": synchronous,
-        "rejuvenate": controller.rejuvenate.to_dict() if controller.rejuvenate else None,
-        "score_window": score_window,
-        "max_lead": max_lead,
-        "deterministic": deterministic,
-        "max_failures": max_failures,
-        "step_timeout": step_timeout,
-        "seed": seed,
-        "backend": backend_.name,
-    }
-    now = time.time()
-    events = [
-        Event(
-            ev.RUN_STARTED,
-            None,
-            {
-                "settings": settings,
-                "space": space.to_dict(),
-                "trainable": dict(source) if source else _source_of(trainable),
-                "version": __version__,
-                "pid": os.getpid(),
-            },
-            now,
+    def opening(backend_: Backend) -> list[Event]:
+        recorded = settings.replace(workers=backend_.capacity)
+        data = {
+            "settings": recorded.to_dict(),
+            "space": space.to_dict(),
+            "trainable": source,
+            "version": __version__,
+            "pid": os.getpid(),
+        }
+        return [Event(ev.RUN_STARTED, None, data)] + [
+            Event(ev.MEMBER_CREATED, i, {"config": c}) for i, c in enumerate(initial)
+        ]
+
+    with _new_store(storage, overwrite) as (store, base):
+        return _session(
+            store=store,
+            pop=Population(),
+            settings=settings,
+            space=space,
+            trainable=trainable,
+            make_backend=lambda: _build_backend(make_backend, settings.step_timeout),
+            storage=None if storage is None else Path(storage),
+            base=base,
+            opening=opening,
+            progress=progress,
+            callbacks=callbacks_,
+            keep_best=storage is None,
         )
-    ]
-    events += [Event(ev.MEMBER_CREATED, i, {"config": c}, now) for i, c in enumerate(initial)]
-    pop = Population()
-    store.append(events)
-    pop.extend(events)
-    shown = _progress(progress)
-    if storage is not None:
-        _member_logs(backend_, storage_path, shown)
-    driver = Driver(
-        store=store,
-        pop=pop,
-        controller=controller,
-        backend=backend_,
-        checkpoints=checkpoints,
-        factory=factory,
-        metric=metric,
-        max_failures=max_failures,
-        progress=shown,
-        deterministic=deterministic,
-        callbacks=callbacks_,
-    )
-    return driver.execute(cleanup)
-
-
-def remove_run(path: str | os.PathLike[str], *, lock: WriterLock | None = None) -> None:
-    """Delete a stored run: its SQLite file (with its WAL files) and its checkpoints.
-
-    Deletes under the writer lease (the lock file ``<path>.lock`` stays), so a run that a live
-    driver writes is never deleted and two removals (two ``--overwrite`` starts) never race.
-
-    Args:
-        path: the run's SQLite file.
-        lock: the lease, already held by the caller, who keeps it (e.g. to create a new run
-            there); by default it is taken and released here.
-
-    Raises:
-        StoreLockedError: a live driver is writing the run.
-    """
-    path = Path(path)
-    held = lock if lock is not None else WriterLock(path).acquire()
-    try:
-        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-            p.unlink(missing_ok=True)
-        shutil.rmtree(checkpoint_dir_for(path), ignore_errors=True)
-        shutil.rmtree(log_dir_for(path), ignore_errors=True)
-    finally:
-        if lock is None:
-            held.release()
 
 
 def _member_logs(backend: Backend, storage: Path | str, progress: Progress | None) -> None:
@@ -435,8 +430,6 @@ def _progress(progress: Progress | bool | None) -> Progress | None:
     """The progress display: by default (None) or with True, a live view on a terminal and
     plain periodic lines into a file or a pipe; False: none; or the caller's callable."""
     if progress is True or progress is None:
-        import sys
-
         from hyperpop.live import LiveView, PlainProgress
 
         return LiveView() if sys.stdout.isatty() else PlainProgress()
@@ -445,6 +438,7 @@ def _progress(progress: Progress | bool | None) -> Progress | None:
     return progress
 
 
+# --- resume ------------------------------------------------------------------------------
 def resume(
     storage: str | os.PathLike[str],
     trainable: Any = None,
@@ -476,77 +470,72 @@ def resume(
         callbacks: as in :func:`run` (they are not recorded: pass them again).
     """
     _refuse_in_worker_import()
-    _workers(workers)  # 0 is an error, not "as recorded"
+    with _settings():
+        if workers is not None and (
+            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+        ):
+            raise SettingsError(
+                f"workers must be a positive int (members training at once), got {workers!r}"
+            )
+        callbacks_ = CallbackList(callbacks)
     _refuse_missing(storage)
-    callbacks_ = CallbackList(callbacks)
-    store = open_store(storage, write=True)
-    try:
+    path = Path(storage)
+    with open_store(path, write=True) as store:
         events = store.read()
         if not events or events[0].kind != ev.RUN_STARTED:
             raise StoreError(f"{storage} holds no run to resume")
         pop = Population.from_events(events)
         if pop.finished:
-            store.close()
-            return Result(events, path=Path(storage))
-        s = pop.settings
-        space = Space.from_dict(pop.space)
+            return Result(events, path=path)
+        settings = RunSettings.from_dict(pop.settings, exploit=exploit, explore=explore)
+        with _settings():
+            if step_timeout is not None:
+                settings = settings.replace(step_timeout=step_timeout)
+            make_backend = _backend_spec(
+                backend or settings.backend,
+                workers or (None if isinstance(backend, Backend) else settings.workers),
+                backend_options,
+            )
         if trainable is None:
             trainable = load_trainable(pop.trainable)
-        factory = make_factory(trainable)
-        exploit_ = exploit or _strategy(make_exploit, s["exploit"])
-        explore_ = explore or _strategy(make_explore, s["explore"])
-        controller = Controller(
-            space,
-            mode=s["mode"],
-            ready=Ready(**s["ready"]),
-            budget=[budget_from_dict(b) for b in s["budget"]],
-            exploit=exploit_,
-            explore=explore_,
-            synchronous=s["synchronous"],
-            rejuvenate=s.get("rejuvenate"),
-            max_lead=s.get("max_lead", 4),
-            seed=s.get("seed"),  # decisions are keyed by member and ready point: same draws
+
+        def build() -> Backend:
+            backend_ = _build_backend(make_backend, None)
+            _recorded_timeout(backend_, settings.step_timeout, given=step_timeout is not None)
+            return backend_
+
+        def opening(backend_: Backend) -> list[Event]:
+            data = {"pid": os.getpid(), "version": __version__, "workers": backend_.capacity}
+            return [Event(ev.RUN_RESUMED, None, data)]
+
+        return _session(
+            store=store,
+            pop=pop,
+            settings=settings,
+            space=Space.from_dict(pop.space),
+            trainable=trainable,
+            make_backend=build,
+            storage=path,
+            base=path,
+            opening=opening,
+            progress=progress,
+            callbacks=callbacks_,
         )
-        controller.restore(pop)
-        backend_ = _make_backend(
-            backend or s.get("backend", "local"),
-            workers or s.get("workers"),
-            **dict(backend_options or {}),
-        )
-        if step_timeout is not None:
-            backend_.set_step_timeout(_step_timeout(step_timeout))
-        elif s.get("step_timeout") is not None:
-            try:
-                backend_.set_step_timeout(_step_timeout(s["step_timeout"]))
-            except ValueError as e:  # the run's own value: go on without it, and say so
-                log.warning("the run's step_timeout=%ss is not enforced: %s", s["step_timeout"], e)
-        checkpoints = CheckpointStore(checkpoint_dir_for(storage))
-        missing = [b for b in pop.live_checkpoints() if not checkpoints.exists(b)]
-        if missing:
-            log.warning("checkpoints missing from %s: %s", checkpoints.root, missing[:5])
-        checkpoints.collect(pop.live_checkpoints(), temporaries=True)
-        resumed = [Event(ev.RUN_RESUMED, None, {"pid": os.getpid(), "version": __version__})]
-        store.append(resumed)
-        pop.extend(resumed)
-        shown = _progress(progress)
-        _member_logs(backend_, storage, shown)
-    except BaseException:
-        store.close()
-        raise
-    driver = Driver(
-        store=store,
-        pop=pop,
-        controller=controller,
-        backend=backend_,
-        checkpoints=checkpoints,
-        factory=factory,
-        metric=s["metric"],
-        max_failures=s.get("max_failures", 3),
-        progress=shown,
-        deterministic=bool(s.get("deterministic", False)),
-        callbacks=callbacks_,
-    )
-    return driver.execute()
+
+
+def _recorded_timeout(backend: Backend, seconds: float | None, *, given: bool) -> None:
+    """Enforce the step timeout on a resumed run: one passed to resume is refused like in
+    :func:`run`; the run's own recorded value is dropped with a warning by a backend that
+    cannot enforce it (the run goes on)."""
+    if seconds is None:
+        return
+    try:
+        backend.set_step_timeout(seconds)
+    except ValueError as e:
+        if given:
+            backend.shutdown()
+            raise SettingsError(str(e)) from None
+        log.warning("the run's step_timeout=%ss is not enforced: %s", seconds, e)
 
 
 def _refuse_missing(storage: str | os.PathLike[str]) -> None:
@@ -556,28 +545,3 @@ def _refuse_missing(storage: str | os.PathLike[str]) -> None:
     if not path.is_file():
         raise StoreError(f"no hyperpop store at {path} (check the path; resume creates nothing)")
     SQLiteStore(path).close()  # read-only: raises if it is not a hyperpop store
-
-
-def _step_timeout(seconds: Any) -> float | None:
-    if seconds is None:
-        return None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise ValueError(
-            f"step_timeout must be a positive number of seconds (or None: no limit), got "
-            f"{seconds!r}"
-        )
-    return float(seconds)
-
-
-def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:
-    d = dict(described)
-    name = d.pop("name")
-    try:
-        obj = make(name)
-    except ValueError:
-        raise RunError(
-            f"the run used the custom strategy {name!r}; pass it to resume() again"
-        ) from None
-    if d:
-        obj = type(obj)(**d)
-    return obj

@@ -1,8 +1,9 @@
 """Typed search-space parameters and the :class:`Space` that holds them.
 
-A parameter knows how to sample from its prior, perturb a value by a factor while staying inside its
-bounds, resample, and map a value to and from the unit interval. A :class:`Space` is a (possibly
-nested) dict of parameters and constants; configs it produces have the same nesting.
+A parameter knows how to sample from its prior (which is also how explore resamples it), perturb a
+value by a factor while staying inside its bounds, and map a value to and from the unit interval.
+A :class:`Space` is a (possibly nested) dict of parameters and constants; configs it produces have
+the same nesting.
 """
 
 from __future__ import annotations

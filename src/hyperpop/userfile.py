@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,31 @@ __all__ = [
     "load_file",
     "load_object",
     "load_trainable",
+    "source_of",
 ]
+
+#: where each trainable loaded from a run file came from, so a run started with it records
+#: a place that resume and replay can import it from again
+_SOURCES: weakref.WeakKeyDictionary[Any, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def source_of(trainable: Any) -> dict[str, str]:
+    """Where a trainable can be imported from again: ``{"module"|"file": ..., "name": ...}``,
+    or ``{}`` for one defined where nothing can import it (``python -c``, a notebook)."""
+    try:
+        known = _SOURCES.get(trainable)
+    except TypeError:  # not weak-referenceable
+        known = None
+    if known is not None:
+        return dict(known)
+    mod = getattr(trainable, "__module__", None)
+    name = getattr(trainable, "__qualname__", None)
+    if mod and name and mod != "__main__" and "<" not in name:
+        return {"module": mod, "name": name}
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if main and os.path.isfile(main) and name and "<" not in name:
+        return {"file": os.path.abspath(main), "name": name}
+    return {}
 
 
 class RunFileError(ValueError):
@@ -162,6 +187,10 @@ def load_file(path: str | os.PathLike[str]) -> RunFile:
     if space is None:
         raise RunFileError(f"{path} must define `space = {{...}}`, the search space")
     settings = dict(getattr(module, "settings", {}) or {})
+    try:
+        _SOURCES[trainable] = {"file": str(p), "name": trainable_name}
+    except TypeError:  # not weak-referenceable: the run records where Python says it lives
+        pass
     return RunFile(p, module, trainable, trainable_name, space, settings)
 
 

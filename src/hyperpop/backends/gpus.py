@@ -22,6 +22,7 @@ __all__ = [
     "GpuSpec",
     "assign_gpus",
     "gpu_memory",
+    "nvidia_smi",
     "placement",
     "visible_gpus",
 ]
@@ -48,8 +49,8 @@ def _parse_visible(value: str) -> list[str]:
     return out
 
 
-def _nvidia_smi(*args: str) -> list[str]:
-    """Lines that ``nvidia-smi ARGS`` prints, or none if it is missing or fails."""
+def nvidia_smi(*args: str) -> list[str]:
+    """The non-empty lines ``nvidia-smi ARGS`` prints (none if it is missing or fails)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return []
@@ -78,7 +79,7 @@ def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
     if "CUDA_VISIBLE_DEVICES" in env:
         return _parse_visible(env["CUDA_VISIBLE_DEVICES"])
     out = []
-    for line in _nvidia_smi("-L"):
+    for line in nvidia_smi("-L"):
         m = re.match(r"^GPU (\d+):", line)
         if m:
             out.append(m.group(1))
@@ -89,7 +90,7 @@ def gpu_memory() -> dict[str, int]:
     """Total memory in bytes of each GPU ``nvidia-smi`` lists, by index and by UUID (empty
     where there is no ``nvidia-smi``)."""
     out: dict[str, int] = {}
-    for line in _nvidia_smi("--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"):
+    for line in nvidia_smi("--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"):
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 3:
             continue

@@ -125,7 +125,7 @@ def run(
 ) -> None:
     """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
     import hyperpop as hp
-    from hyperpop.run import RunExistsError
+    from hyperpop.errors import RunExistsError
     from hyperpop.userfile import load_file
 
     rf = load_file(file)
@@ -158,10 +158,9 @@ def run(
         )
     if overwrite:
         kw["overwrite"] = True
-    source = {"file": str(rf.path), "name": rf.trainable_name}
     click.echo(f"hyperpop: running {file} → {kw['storage']}", err=True)
     try:
-        result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), source=source, **kw)
+        result = hp.run(rf.trainable, rf.space, progress=_progress(quiet), **kw)
     except RunExistsError as e:
         raise click.ClickException(
             f"{e.path} already holds a run; continue it with `hyperpop resume {e.path}`, "

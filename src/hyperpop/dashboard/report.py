@@ -63,7 +63,7 @@ def page(
         inline: embed plotly.js, the script and the styles (one file that opens offline)
             instead of linking them from ``static/``.
     """
-    from hyperpop import __version__
+    from hyperpop._version import __version__
 
     if inline:
         style = "<style>" + asset("dashboard.css") + "</style>"

@@ -19,6 +19,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hyperpop._version import __version__
+from hyperpop.errors import StoreError, StoreFullError, StoreLockedError, StoreVersionError
+from hyperpop.store.base import Store, number
 from hyperpop.store.events import Event, decode_data, encode_data
 from hyperpop.store.requests import Request, create_table, read_requests
 
@@ -26,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "MemoryStore",
     "SQLiteStore",
+    "Store",
     "StoreError",
     "StoreFullError",
     "StoreLockedError",
@@ -38,26 +42,8 @@ __all__ = [
 SCHEMA_VERSION = 1
 
 
-class StoreError(RuntimeError):
-    """The store cannot be opened or read."""
-
-
-class StoreVersionError(StoreError):
-    """The store was written by an incompatible version of hyperpop."""
-
-
-class StoreLockedError(StoreError):
-    """Another live driver is writing this store."""
-
-
-class StoreFullError(StoreError):
-    """The disk (or the database's size limit) is full: nothing more can be recorded."""
-
-
-class MemoryStore:
-    """An event log held in memory (same interface as :class:`SQLiteStore`)."""
-
-    path: Path | None = None
+class MemoryStore(Store):
+    """An event log held in memory (the :class:`~hyperpop.store.base.Store` contract)."""
 
     def __init__(self) -> None:
         self._events: list[Event] = []
@@ -65,11 +51,10 @@ class MemoryStore:
         self._lock = threading.Lock()
 
     def append(self, events: Sequence[Event]) -> list[Event]:
-        """Append events atomically; assigns ``seq`` and ``time`` (if unset)."""
-        now = time.time()
+        """Append events atomically; checks or assigns ``seq``, assigns ``time`` (if unset)."""
         with self._lock:
+            now = number(events, len(self._events), "the in-memory store")
             for e in events:
-                e.seq = len(self._events) + 1
                 e.time = e.time or now
                 self._events.append(
                     Event(e.kind, e.member, decode_data(encode_data(e.data)), e.time, e.seq)
@@ -211,7 +196,7 @@ class WriterLock:
         return False
 
 
-class SQLiteStore:
+class SQLiteStore(Store):
     """The event log of one run in one SQLite file.
 
     Args:
@@ -322,8 +307,6 @@ class SQLiteStore:
         row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = int(row[0]) if row else None
         if version != SCHEMA_VERSION:
-            from hyperpop import __version__
-
             hint = (
                 "upgrade hyperpop (pip install -U hyperpop)"
                 if version is not None and version > SCHEMA_VERSION
@@ -369,26 +352,32 @@ class SQLiteStore:
         """Append events in one transaction; assigns ``seq`` and ``time`` (if unset)."""
         if not self.write:
             raise StoreError(f"{self.path} was opened read-only")
-        now = time.time()
-        rows = [(e.time or now, e.kind, e.member, encode_data(e.data)) for e in events]
+        given = [(e.seq, e.time) for e in events]
         with self._lock:
             c = self._conn
             try:
                 c.execute("BEGIN IMMEDIATE")
                 try:
                     last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+                    now = number(events, last, self.path)
+                    rows = [
+                        (e.seq, e.time or now, e.kind, e.member, encode_data(e.data))
+                        for e in events
+                    ]
                     c.executemany(
-                        "INSERT INTO events(time, kind, member, data) VALUES (?,?,?,?)", rows
+                        "INSERT INTO events(seq, time, kind, member, data) VALUES (?,?,?,?,?)",
+                        rows,
                     )
                     c.execute("COMMIT")
                 except BaseException:
                     if c.in_transaction:  # SQLite itself rolls back on errors such as a full disk
                         c.execute("ROLLBACK")
+                    for e, (seq, t) in zip(events, given):  # nothing written: as they came
+                        e.seq, e.time = seq, t
                     raise
             except sqlite3.OperationalError as e:
                 raise self._write_error(e) from e
-        for i, e in enumerate(events):
-            e.seq = last + 1 + i
+        for e in events:
             e.time = e.time or now
         return list(events)
 
@@ -453,7 +442,7 @@ class SQLiteStore:
                 self.lock.release()
 
 
-def open_store(path: str | os.PathLike[str] | None, *, write: bool = False):
+def open_store(path: str | os.PathLike[str] | None, *, write: bool = False) -> Store:
     """Open a store: a :class:`SQLiteStore` for a path, a :class:`MemoryStore` for None."""
     if path is None:
         return MemoryStore()
