@@ -125,19 +125,8 @@ class MemberResult:
     @classmethod
     def of(cls, m: MemberState) -> MemberResult:
         """Build from a member's folded state."""
-        return cls(
-            id=m.id,
-            score=m.last_score,
-            step=m.step,
-            config=m.config,
-            status=m.status,
-            schedule=_entries(m.schedule),
-            checkpoint=m.checkpoint,
-            parent=m.parent,
-            exploits=m.exploits,
-            failures=m.failures,
-            last_error=m.last_error,
-        )
+        same = {k: getattr(m, k) for k in _AS_FOLDED}
+        return cls(score=m.last_score, schedule=_entries(m.schedule), **same)
 
     @classmethod
     def of_checkpoint(cls, pop: Population, blob: str) -> MemberResult:
@@ -171,6 +160,20 @@ class MemberResult:
             | _flat(s["config"])
             for s in self.schedule
         ]
+
+
+#: the fields of a :class:`MemberResult` that are the member's folded state as it is
+_AS_FOLDED = (
+    "id",
+    "step",
+    "config",
+    "status",
+    "checkpoint",
+    "parent",
+    "exploits",
+    "failures",
+    "last_error",
+)
 
 
 class Result:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hyperpop.space import flatten_config as _flat
+from hyperpop.summary import fmt
 
 __all__ = ["command"]
 
@@ -21,14 +21,6 @@ def _trainable(spec: str | None) -> Any:
     from hyperpop.userfile import load_object
 
     return load_object(spec)
-
-
-def _fmt(v: float | None) -> str:
-    if v is None:
-        return "unknown"
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    return f"{v:.6g}"
 
 
 @click.command("replay")
@@ -60,13 +52,10 @@ def command(
         click.echo(f"replayed member {r.member} for {r.steps} steps ({r.seconds:.2f}s)")
         click.echo("schedule followed:")
         for seg in r.schedule:
-            params = ", ".join(
-                f"{k}={_fmt(v) if isinstance(v, float) else v}"
-                for k, v in _flat(seg["config"]).items()
-            )
+            params = ", ".join(f"{k}={fmt(v, digits=6)}" for k, v in _flat(seg["config"]).items())
             click.echo(f"  from step {seg['step']:>6} (trained by {seg['trained_by']}): {params}")
-        click.echo(f"recorded {r.metric}: {_fmt(r.original_score)}")
-        click.echo(f"replayed {r.metric}: {_fmt(r.score)}")
+        click.echo(f"recorded {r.metric}: {fmt(r.original_score, digits=6, missing='unknown')}")
+        click.echo(f"replayed {r.metric}: {fmt(r.score, digits=6)}")
         if r.difference is not None:
             click.echo(f"difference: {r.difference:+.3g} (relative {r.relative_difference:.3g})")
         gap = r.max_trajectory_difference
