@@ -187,25 +187,31 @@ class MLflow(Tracker):
             self._client.set_terminated(run, "FAILED" if status == "failed" else "FINISHED")
 
     def _flush_member(self, member: int) -> None:
+        """Write a member's buffered metrics and, if its notes changed, its notes and tags:
+        one request for both (more only past MLflow's limit of 1000 metrics a request)."""
         run = self.run_ids.get(member)
         metrics = self._metrics.pop(member, [])
+        tags = self._member_tags(member)
         if run is None:
             return
-        for i in range(0, len(metrics), _BATCH):
-            self._client.log_batch(run, metrics=metrics[i : i + _BATCH])
+        for i in range(0, max(len(metrics), 1), _BATCH):
+            batch = metrics[i : i + _BATCH]
+            if batch or tags:
+                self._client.log_batch(run, metrics=batch, tags=tags if i == 0 else [])
+
+    def _member_tags(self, who: int | None) -> list[Any]:
+        if who not in self._changed:
+            return []
+        self._changed.discard(who)
+        tags = dict(self._tags.pop(who, {})) if who is not None else {}
+        tags["mlflow.note.content"] = _tail(self.notes.get(who, []))
+        return [self._RunTag(k, v) for k, v in tags.items()]
 
     def _commit(self, seq: int) -> None:
-        for member in list(self._metrics):
+        for member in {*self._metrics, *(w for w in self._changed if w is not None)}:
             self._flush_member(member)
-        for who in self._changed:
-            run = self.parent_id if who is None else self.run_ids.get(who)
-            if run is None:
-                continue
-            tags = dict(self._tags.pop(who, {})) if who is not None else {}
-            tags["mlflow.note.content"] = _tail(self.notes.get(who, []))
-            self._client.log_batch(run, tags=[self._RunTag(k, v) for k, v in tags.items()])
-        self._changed = set()
-        self._client.set_tag(self.parent_id, "hyperpop.seq", str(seq))
+        tags = [*self._member_tags(None), self._RunTag("hyperpop.seq", str(seq))]
+        self._client.log_batch(self.parent_id, tags=tags)
 
     def _close(self, pop: Population, reason: str) -> None:
         now = int(time.time() * 1000)
