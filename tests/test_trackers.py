@@ -345,3 +345,66 @@ def test_wandb_offline_runs_grouped_by_population_across_a_resume(tmp_path, monk
         ]
         assert [(r["step"], r["hp/x"]) for r in rows] == [(s, pytest.approx(x)) for s, x in xs[m]]
         assert all("loss" in r and "hp/opt/lr" in r for r in rows)
+
+
+# --- the notes every tracker writes ---------------------------------------------------------
+def test_notes_for_exploits_explores_rejuvenations_and_failures():
+    from hyperpop.callbacks._tracker import Tracker
+    from hyperpop.population import Population
+    from hyperpop.store.events import Event
+
+    class Notes(Tracker):
+        def __init__(self):
+            super().__init__()
+            self.got, self.reports, self.ended = [], [], []
+
+        def _open(self, pop, info):
+            return 0
+
+        def _report(self, member, step, values, t):
+            self.reports.append((member, step, values))
+
+        def _note(self, member, step, text, t):
+            self.got.append((member, step, text))
+
+        def _member_end(self, member, status):
+            self.ended.append((member, status))
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0, "log": False}}
+    space["act"] = {"type": "choice", "options": ["relu", "tanh"], "ordered": False}
+    opening = [
+        Event("run_started", None, {"settings": {"population": 2, "metric": "s"}, "space": space}),
+        Event("member_created", 0, {"config": {"x": 0.1, "act": "relu"}}),
+        Event("member_created", 1, {"config": {"x": 0.9, "act": "tanh"}}),
+    ]
+    later = [
+        Event("reported", 0, {"step": 2, "score": 0.5, "metrics": {"s": 0.5, "acc": 0.7}}),
+        Event("checkpointed", 0, {"step": 2, "checkpoint": "a"}),
+        Event("reported", 1, {"step": 2, "score": 0.1, "metrics": {"s": 0.1}}),
+        Event("checkpointed", 1, {"step": 2, "checkpoint": "b"}),
+        Event("exploited", 1, {"donor": 0, "step": 2, "checkpoint": "a", "at": 2}),
+        Event("reported", 1, {"step": 3, "score": 0.6, "metrics": {"s": 0.6}}),
+        Event("rejuvenated", 0, {"config": {"x": 0.3, "act": "tanh"}, "reset": "full"}),
+        Event("explored", 0, {"config": {"x": 0.4, "act": "tanh"}, "how": "user", "by": "user"}),
+        Event("failed", 1, {"step": 3, "error": "Traceback...\nValueError: boom", "fatal": True}),
+    ]
+    for i, e in enumerate(opening + later, start=1):
+        e.seq, e.time = i, 100.0 + i
+    tracker = Notes()
+    tracker.on_start(Population.from_events(opening), None)
+    tracker.on_events(later, None)
+    assert tracker.got == [
+        (
+            1,
+            2,
+            "member-01 copied member-00 at step 2; "
+            "took its config: x 0.9 -> 0.1, act 'tanh' -> 'relu'",
+        ),
+        (0, 2, "member-00 rejuvenated at step 2 (reset: full); x 0.1 -> 0.3, act 'relu' -> 'tanh'"),
+        (0, 2, "member-00 set by a person at step 2; x 0.3 -> 0.4"),
+        (1, 3, "member-01 failed for good: ValueError: boom"),
+    ]
+    # metrics, the optimised one included, and the hyperparameters (a choice as its index)
+    assert tracker.reports[0] == (0, 2, {"s": 0.5, "acc": 0.7, "hp/x": 0.1, "hp/act": 0.0})
+    assert tracker.reports[2] == (1, 3, {"s": 0.6, "hp/x": 0.1, "hp/act": 0.0})  # the donor's
+    assert tracker.ended == [(1, "failed")]
