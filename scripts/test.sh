@@ -7,7 +7,7 @@ PY="${PYTHON:-python3}"
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 # torch is pinned in constraints.txt to the CPU wheel; the library itself accepts a range.
-python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboard,examples,pb2,tensorboard,mlflow,wandb]"
+python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboard,examples,pb2,lightning,transformers,tensorboard,mlflow,wandb]"
 ruff check .
 ruff format --check .
 python -m pytest -q "$@"

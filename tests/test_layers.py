@@ -15,7 +15,7 @@ FLOORS = [
     {"run", "replay"},
     {"driver"},
     {"settings"},
-    {"controller", "live"},
+    {"controller", "live", "integrations"},
     {"strategies", "results", "backends", "torch", "vectorized", "callbacks"},
     {"dashboard"},
     {"summary"},  # the read side: one fold for Result, the live view, dashboard and CLI
