@@ -210,7 +210,6 @@ def test_a_worker_trains_on_from_a_gpu_saved_trainable(tmp_path):
         "model": trained.model.state_dict(),
         "optimizer": trained.optimizer.state_dict(),
         "extra": {"steps": trained.steps},
-        "rng": trained._rng_state(),
     }
     with tagged_as("cuda:0"):
         data = encode(raw_state, 0)

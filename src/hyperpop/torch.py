@@ -404,11 +404,11 @@ class TorchTrainable(Trainable):
         return {"torch": torch.get_rng_state(), "generators": generators}
 
     def _load_rng_state(self, rng: Mapping[str, Any]) -> None:
-        torch.set_rng_state(rng["torch"])
+        torch.set_rng_state(rng["torch"].cpu())  # a state decoded onto a GPU: back on the CPU
         for name, g_state in rng.get("generators", {}).items():
             g = getattr(self, name, None)
             if isinstance(g, torch.Generator):
-                g.set_state(g_state)
+                g.set_state(g_state.cpu())
 
 
 def _config_fn(schedule: Any) -> Any:
