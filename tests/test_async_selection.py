@@ -46,9 +46,9 @@ def grow_run(*, synchronous: bool, seed: int, backend: str = "simulated", **kw) 
 
 def exploits(res: hp.Result, member: int | None = None) -> list[dict]:
     return [
-        e
+        e.to_dict()
         for e in res.population.edges
-        if e["kind"] == "exploit" and (member is None or e["member"] == member)
+        if e.kind == "exploit" and (member is None or e.member == member)
     ]
 
 

@@ -47,7 +47,7 @@ def test_exploit_inherits_the_donors_schedule_up_to_its_checkpoint():
         (8, 5, 0),
     ]
     assert m0.config == {"lr": 5}
-    assert pop.edges[0]["donor"] == 1 and pop.edges[0]["step"] == 8
+    assert pop.edges[0].donor == 1 and pop.edges[0].step == 8
     # references: a4 lost its last reference, b8 is shared, b4 was replaced by b8
     assert pop.live_checkpoints() == {"b8"}
     assert pop.drain_dead() == ["a4", "b4"]
@@ -83,7 +83,7 @@ def test_rejuvenation_resets_weights_and_keeps_a_record():
     )
     m = pop.members[0]
     assert m.step == 0 and m.checkpoint is None and m.config == {"lr": 7}
-    assert m.rejuvenations == 1 and pop.edges[-1]["kind"] == "rejuvenate"
+    assert m.rejuvenations == 1 and pop.edges[-1].kind == "rejuvenate"
     # no member holds "a" any more, but it is the best checkpoint of the run: kept
     assert pop.best_checkpoint == "a" and pop.drain_dead() == []
 

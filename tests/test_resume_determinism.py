@@ -58,7 +58,7 @@ def outcome(db: Path) -> tuple:
     reports = sorted(
         (e.member, e.data["step"], e.data["score"]) for e in res.events if e.kind == "reported"
     )
-    edges = [(e["member"], e["donor"], e["step"], e["at"]) for e in res.population.edges]
+    edges = [(e.member, e.donor, e.step, e.at) for e in res.population.edges]
     configs = {m.id: m.config for m in res.members}
     return reports, edges, configs
 

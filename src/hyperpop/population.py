@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,65 @@ from hyperpop.store.events import Event
 
 __all__ = [
     "BlobInfo",
+    "Edge",
+    "EdgeKind",
+    "MemberStatus",
     "MemberState",
     "Population",
     "ReadyIndex",
     "Segment",
     "TrainedInterval",
 ]
+
+
+class MemberStatus(str, Enum):
+    """Where a member stands (compares equal to its string value)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class EdgeKind(str, Enum):
+    """What an edge of the family tree records (compares equal to its string value)."""
+
+    EXPLOIT = "exploit"  # the member copied the donor's weights and hyperparameters
+    REJUVENATE = "rejuvenate"  # the member's weights were reset (no donor)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One edge of the family tree: ``member`` copied ``donor``'s checkpoint of ``step``
+    (an exploit), or had its weights reset at ``step`` (a rejuvenation, ``donor`` None).
+
+    ``at`` is the step of the ready point that decided it; ``by`` is ``"pbt"`` or ``"user"``
+    (a steering request); ``reset`` is how a rejuvenation reset the weights.
+    """
+
+    member: int
+    donor: int | None
+    step: int
+    at: int | None
+    time: float
+    seq: int | None
+    kind: EdgeKind
+    by: str = "pbt"
+    reset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain row (for tables and JSON): the kind as a string, no ``reset`` on an
+        exploit."""
+        row = asdict(self)
+        row["kind"] = self.kind.value
+        if self.kind is EdgeKind.EXPLOIT:
+            del row["reset"]
+        return row
 
 
 @dataclass(frozen=True)
@@ -92,7 +146,7 @@ class MemberState:
     config: dict[str, Any]
     #: training steps of the weights the member holds (its model's age)
     step: int = 0
-    status: str = "running"  # running | finished | failed
+    status: MemberStatus = MemberStatus.RUNNING
     checkpoint: str | None = None
     checkpoint_step: int = 0
     #: the member's own reports: (step, score), in order
@@ -110,7 +164,6 @@ class MemberState:
     #: the lineage's last reports (for the smoothed ranking score)
     recent: list[float] = field(default_factory=list)
     ready_count: int = 0
-    last_ready_time: float = 0.0
     best_score: float | None = None
     #: ready points since ``best_score`` last improved
     stall: int = 0
@@ -268,7 +321,7 @@ class Population:
         self.members: dict[int, MemberState] = {}
         #: exploit edges: dicts with member, donor, step (donor's step), at (receiver's step),
         #: time and seq
-        self.edges: list[dict[str, Any]] = []
+        self.edges: list[Edge] = []
         self.started: float | None = None
         self.ended: float | None = None
         self.finished = False
@@ -374,231 +427,225 @@ class Population:
         """Blob ids some member still points at (never collect these)."""
         return set(self._refs)
 
-    def apply(self, e: Event) -> None:  # noqa: C901 - one branch per event kind
-        """Apply one event."""
-        d = e.data
+    def apply(self, e: Event) -> None:
+        """Apply one event: the time and sequence bookkeeping, then the handler of its kind
+        (:data:`_HANDLERS`); member events are checked to name a known member."""
         self.last_seq = e.seq or self.last_seq
         previous_time = self.last_time
         self.last_time = max(self.last_time, e.time)
-        m = self.members.get(e.member) if e.member is not None else None
-        k = e.kind
-        if k == ev.RUN_STARTED:
-            self.settings = dict(d.get("settings", {}))
-            self.space = dict(d.get("space", {}))
-            self.trainable = dict(d.get("trainable", {}))
-            self.version = d.get("version")
-            self.started = e.time
-            self._session_start = e.time
-        elif k == ev.RUN_RESUMED:
-            self.resumes += 1
+        if e.kind == ev.RUN_RESUMED:
             # time between the last event of a session and the resume is downtime
             self.active_seconds_before += max(0.0, previous_time - self._session_start)
-            self._session_start = e.time
-            self.finished = False
-            self.ended = None
-            self.stopped = None
-        elif k == ev.MEMBER_CREATED:
-            cfg = d["config"]
-            by = d.get("by")
-            self.members[e.member] = MemberState(
-                id=e.member,
-                config=cfg,
-                schedule=[Segment(0, cfg, e.member, by)],
-                created=e.time,
-                last_ready_time=e.time,
-                added=by == "user",
-            )
-            if by == "user":
-                self._intervene(e, "add", f"member {e.member} added")
-        elif k == ev.REQUEST_HANDLED:
-            self.handled[int(d["id"])] = dict(d)
-            self.last_request = max(self.last_request, int(d["id"]))
-        elif m is None:
-            if e.member is not None:
-                raise ValueError(f"event {e.seq} ({k}) names unknown member {e.member}")
-            if k == ev.RUN_FINISHED:
-                self.finished = True
-                self.finish_reason = d.get("reason")
-                self.ended = e.time
-            elif k == ev.RUN_STOPPED:
-                self.stopped = d.get("reason") or "stopped on request"
-                self.ended = e.time
-                self._intervene(e, "stop", self.stopped)
-            elif k == ev.BUDGET_CHANGED:
-                self._budget(e)
-        elif k == ev.REPORTED:
-            score = float(d["score"]) if d.get("score") is not None else math.nan
-            m.step = int(d["step"])
-            m.history.append((m.step, score))
-            m.last_score = score
-            m.last_metrics = d.get("metrics", {})
-            m.recent.append(score)
-            del m.recent[: -self.score_window]
-            self.reports += 1
-        elif k == ev.PROGRESS:
-            m.progress_step = int(d["step"])
-        elif k == ev.PINNED:
-            m.pinned = bool(d.get("pinned", True))
-            self._intervene(e, "pin" if m.pinned else "unpin", f"member {m.id}")
-        elif k == ev.CHECKPOINTED:
-            old = m.checkpoint
-            start = m.checkpoint_step
-            start_score = m.ready_scores[-1] if m.ready_steps[-1:] == [start] else None
-            m.checkpoint = d["checkpoint"]
+        handler = _HANDLERS.get(e.kind)
+        if e.kind in _MEMBER_EVENTS:
+            m = self.members.get(e.member) if e.member is not None else None
+            if m is None:
+                raise ValueError(f"event {e.seq} ({e.kind}) names unknown member {e.member}")
+            if handler is not None:
+                handler(self, e, m)
+            if e.kind in _INDEXED:
+                self.index.update(m)
+        elif handler is not None:
+            handler(self, e, None)
+
+    # --- run-level events ------------------------------------------------------------------
+    def _run_started(self, e: Event, _: MemberState | None) -> None:
+        d = e.data
+        self.settings = dict(d.get("settings", {}))
+        self.space = dict(d.get("space", {}))
+        self.trainable = dict(d.get("trainable", {}))
+        self.version = d.get("version")
+        self.started = e.time
+        self._session_start = e.time
+
+    def _run_resumed(self, e: Event, _: MemberState | None) -> None:
+        self.resumes += 1
+        self._session_start = e.time
+        self.finished = False
+        self.ended = None
+        self.stopped = None
+
+    def _member_created(self, e: Event, _: MemberState | None) -> None:
+        cfg, by = e.data["config"], e.data.get("by")
+        member = int(e.member)  # type: ignore[arg-type]  # member events name a member
+        self.members[member] = MemberState(
+            id=member,
+            config=cfg,
+            schedule=[Segment(0, cfg, member, by)],
+            created=e.time,
+            added=by == "user",
+        )
+        self.index.update(self.members[member])
+        if by == "user":
+            self._intervene(e, "add", f"member {member} added")
+
+    def _request_handled(self, e: Event, _: MemberState | None) -> None:
+        self.handled[int(e.data["id"])] = dict(e.data)
+        self.last_request = max(self.last_request, int(e.data["id"]))
+
+    def _run_finished(self, e: Event, _: MemberState | None) -> None:
+        self.finished = True
+        self.finish_reason = e.data.get("reason")
+        self.ended = e.time
+
+    def _run_stopped(self, e: Event, _: MemberState | None) -> None:
+        self.stopped = e.data.get("reason") or "stopped on request"
+        self.ended = e.time
+        self._intervene(e, "stop", self.stopped)
+
+    # --- member events ---------------------------------------------------------------------
+    def _reported(self, e: Event, m: MemberState) -> None:
+        d = e.data
+        score = float(d["score"]) if d.get("score") is not None else math.nan
+        m.step = int(d["step"])
+        m.history.append((m.step, score))
+        m.last_score = score
+        m.last_metrics = d.get("metrics", {})
+        m.recent.append(score)
+        del m.recent[: -self.score_window]
+        self.reports += 1
+
+    def _progress(self, e: Event, m: MemberState) -> None:
+        m.progress_step = int(e.data["step"])
+
+    def _pinned(self, e: Event, m: MemberState) -> None:
+        m.pinned = bool(e.data.get("pinned", True))
+        self._intervene(e, "pin" if m.pinned else "unpin", f"member {m.id}")
+
+    def _checkpointed(self, e: Event, m: MemberState) -> None:
+        old = m.checkpoint
+        start = m.checkpoint_step
+        start_score = m.ready_scores[-1] if m.ready_steps[-1:] == [start] else None
+        m.checkpoint = e.data["checkpoint"]
+        self._ref(m.checkpoint)
+        self._unref(old)
+        m.checkpoint_step = m.step = int(e.data["step"])
+        m.progress_step = None
+        m.ready_count += 1
+        m.ready_since_reset += 1
+        m.pending_reset = None
+        m.decided = False
+        score = _mean(m.recent) if m.recent else m.last_score
+        m.ready_score = score
+        if score is not None:
+            m.ready_scores.append(score)
+            m.ready_steps.append(m.step)
+            del m.ready_scores[:-READY_WINDOW]
+            del m.ready_steps[:-READY_WINDOW]
+            if _better(score, m.best_score, self.mode):
+                m.best_score = score
+                m.stall = 0
+            else:
+                m.stall += 1
+        key = (m.id, m.exploits, m.rejuvenations, start)
+        self.intervals.append(TrainedInterval(key, start, m.step, m.config, start_score, score))
+        self.blobs[m.checkpoint] = BlobInfo(
+            m.id,
+            m.step,
+            tuple(m.schedule),
+            tuple(m.ready_scores),
+            tuple(m.ready_steps),
+            tuple(m.recent),
+            score,
+            e.seq,
+        )
+        if score is not None and _better(score, self.best_score, self.mode):
+            # the best weights seen so far are kept to the end, whatever happens to the
+            # member that holds them
             self._ref(m.checkpoint)
-            self._unref(old)
-            m.checkpoint_step = int(d["step"])
-            m.step = int(d["step"])
-            m.progress_step = None
-            m.ready_count += 1
-            m.ready_since_reset += 1
-            m.pending_reset = None
-            m.decided = False
-            m.last_ready_time = e.time
-            score = _mean(m.recent) if m.recent else m.last_score
-            m.ready_score = score
-            if score is not None:
-                m.ready_scores.append(score)
-                m.ready_steps.append(m.step)
-                del m.ready_scores[:-READY_WINDOW]
-                del m.ready_steps[:-READY_WINDOW]
-                if _better(score, m.best_score, self.mode):
-                    m.best_score = score
-                    m.stall = 0
-                else:
-                    m.stall += 1
-            self.intervals.append(
-                TrainedInterval(
-                    (m.id, m.exploits, m.rejuvenations, start),
-                    start,
-                    m.step,
-                    m.config,
-                    start_score,
-                    score,
-                )
-            )
-            self.blobs[m.checkpoint] = BlobInfo(
-                m.id,
-                m.step,
-                tuple(m.schedule),
-                tuple(m.ready_scores),
-                tuple(m.ready_steps),
-                tuple(m.recent),
-                score,
-                e.seq,
-            )
-            if score is not None and _better(score, self.best_score, self.mode):
-                # the best weights seen so far are kept to the end, whatever happens to
-                # the member that holds them
-                self._ref(m.checkpoint)
-                self._unref(self.best_checkpoint)
-                self.best_checkpoint, self.best_score = m.checkpoint, score
-        elif k == ev.EXPLOITED:
-            blob = d["checkpoint"]
-            info = self.blobs.get(blob)
-            if info is None:
-                raise ValueError(f"event {e.seq}: exploit of unknown checkpoint {blob!r}")
-            step = int(d["step"])
-            m.schedule = [s for s in info.schedule if s.step < step]
-            m.schedule.append(Segment(step, info.config, m.id))
-            self._ref(blob)
+            self._unref(self.best_checkpoint)
+            self.best_checkpoint, self.best_score = m.checkpoint, score
+
+    def _exploited(self, e: Event, m: MemberState) -> None:
+        d = e.data
+        blob = d["checkpoint"]
+        info = self.blobs.get(blob)
+        if info is None:
+            raise ValueError(f"event {e.seq}: exploit of unknown checkpoint {blob!r}")
+        step = int(d["step"])
+        m.schedule = [s for s in info.schedule if s.step < step]
+        m.schedule.append(Segment(step, info.config, m.id))
+        self._ref(blob)
+        self._unref(m.checkpoint)
+        m.checkpoint = blob
+        m.checkpoint_step = m.step = step
+        m.config = info.config
+        m.parent = int(d["donor"])
+        m.exploits += 1
+        m.decided = True
+        # the copied weights carry the donor's record, not the receiver's old one
+        m.ready_scores = list(info.ready_scores)
+        m.ready_steps = list(info.ready_steps)
+        m.recent = list(info.recent)
+        m.ready_score = m.ready_scores[-1] if m.ready_scores else None
+        m.best_score = m.ready_score
+        m.stall = 0
+        by = d.get("by") or "pbt"
+        edge = Edge(m.id, m.parent, step, d.get("at", step), e.time, e.seq, EdgeKind.EXPLOIT, by)
+        self.edges.append(edge)
+        if by == "user":
+            self._intervene(e, "copy", f"member {m.id} copied member {m.parent}")
+
+    def _explored(self, e: Event, m: MemberState) -> None:
+        m.config = e.data["config"]
+        m.decided = True
+        by = e.data.get("by")
+        self._segment(m, Segment(m.step, m.config, m.id, by))
+        if by == "user":
+            self._intervene(e, "set", f"member {m.id}: {e.data['config']}")
+
+    def _rejuvenated(self, e: Event, m: MemberState) -> None:
+        m.config = e.data["config"]
+        how = e.data.get("reset")
+        if how is None:  # a log from before resets kept the step: a fresh model at 0
             self._unref(m.checkpoint)
-            m.checkpoint = blob
-            m.checkpoint_step = step
-            m.step = step
-            m.config = info.config
-            m.parent = int(d["donor"])
-            m.exploits += 1
-            m.decided = True
-            # the copied weights carry the donor's record, not the receiver's old one
-            m.ready_scores = list(info.ready_scores)
-            m.ready_steps = list(info.ready_steps)
-            m.recent = list(info.recent)
-            m.ready_score = m.ready_scores[-1] if m.ready_scores else None
-            m.best_score = m.ready_score
-            m.stall = 0
-            donor = self.members[m.parent]
-            self.edges.append(
-                {
-                    "member": m.id,
-                    "donor": donor.id,
-                    "step": step,
-                    "at": d.get("at", step),
-                    "time": e.time,
-                    "seq": e.seq,
-                    "kind": "exploit",
-                    "by": d.get("by") or "pbt",
-                }
-            )
-            if d.get("by") == "user":
-                self._intervene(e, "copy", f"member {m.id} copied member {donor.id}")
-        elif k == ev.EXPLORED:
-            m.config = d["config"]
-            m.decided = True
-            by = d.get("by")
-            if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
-                m.schedule[-1] = Segment(m.step, m.config, m.id, by)
-            else:
-                m.schedule.append(Segment(m.step, m.config, m.id, by))
-            if by == "user":
-                self._intervene(e, "set", f"member {m.id}: {d['config']}")
-        elif k == ev.REJUVENATED:
-            m.config = d["config"]
-            how = d.get("reset")
-            if how is None:  # a log from before resets kept the step: a fresh model at 0
+            m.checkpoint, m.checkpoint_step, m.step = None, 0, 0
+            m.schedule = [Segment(0, m.config, m.id)]
+        else:
+            # the weights are reset, the hyperparameter lineage goes on: same step count, the
+            # schedule continues with the reset marked
+            if how == "full":
                 self._unref(m.checkpoint)
-                m.checkpoint, m.checkpoint_step, m.step = None, 0, 0
-                m.schedule = [Segment(0, m.config, m.id)]
+                m.checkpoint = None
             else:
-                # the weights are reset, the hyperparameter lineage goes on: same step count,
-                # the schedule continues with the reset marked
-                if how == "full":
-                    self._unref(m.checkpoint)
-                    m.checkpoint = None
-                else:
-                    m.pending_reset = how
-                m.checkpoint_step = m.step
-                if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
-                    m.schedule[-1] = Segment(m.step, m.config, m.id, reset=how)
-                else:
-                    m.schedule.append(Segment(m.step, m.config, m.id, reset=how))
-            m.reset_step, m.ready_since_reset = m.step, 0
-            m.rejuvenations += 1
-            m.decided = True
-            m.best_score = None
-            m.ready_score = None
-            m.ready_scores = []
-            m.ready_steps = []
-            m.recent = []
-            m.stall = 0
-            self.edges.append(
-                {
-                    "member": m.id,
-                    "donor": None,
-                    "step": m.step,
-                    "at": d.get("at"),
-                    "time": e.time,
-                    "seq": e.seq,
-                    "kind": "rejuvenate",
-                    "reset": how or "full",
-                    "by": "pbt",
-                }
-            )
-        elif k == ev.FAILED:
-            m.failures += 1
-            self.failures += 1
-            m.last_error = d.get("error")
-            m.progress_step = None
-            if d.get("fatal"):
-                m.status = "failed"
-        elif k == ev.FINISHED:
-            m.status = "finished"
-            m.finish_reason = d.get("reason")
-            m.progress_step = None
-            if d.get("by") == "user":
-                self._intervene(e, "stop", f"member {m.id} stopped")
-        if e.member is not None and k in _INDEXED:
-            self.index.update(self.members[e.member])
+                m.pending_reset = how
+            m.checkpoint_step = m.step
+            self._segment(m, Segment(m.step, m.config, m.id, reset=how))
+        m.reset_step, m.ready_since_reset = m.step, 0
+        m.rejuvenations += 1
+        m.decided = True
+        m.best_score = m.ready_score = None
+        m.ready_scores, m.ready_steps, m.recent = [], [], []
+        m.stall = 0
+        at = e.data.get("at")
+        edge = Edge(
+            m.id, None, m.step, at, e.time, e.seq, EdgeKind.REJUVENATE, "pbt", how or "full"
+        )
+        self.edges.append(edge)
+
+    @staticmethod
+    def _segment(m: MemberState, seg: Segment) -> None:
+        """A new stretch of the schedule from the member's step (replacing one that starts
+        there and was the member's own: the config changed before it trained)."""
+        if m.schedule and m.schedule[-1].step == m.step and m.schedule[-1].member == m.id:
+            m.schedule[-1] = seg
+        else:
+            m.schedule.append(seg)
+
+    def _failed(self, e: Event, m: MemberState) -> None:
+        m.failures += 1
+        self.failures += 1
+        m.last_error = e.data.get("error")
+        m.progress_step = None
+        if e.data.get("fatal"):
+            m.status = MemberStatus.FAILED
+
+    def _finished(self, e: Event, m: MemberState) -> None:
+        m.status = MemberStatus.FINISHED
+        m.finish_reason = e.data.get("reason")
+        m.progress_step = None
+        if e.data.get("by") == "user":
+            self._intervene(e, "stop", f"member {m.id} stopped")
 
     def _intervene(self, e: Event, kind: str, what: str) -> None:
         self.interventions.append(
@@ -612,7 +659,7 @@ class Population:
             }
         )
 
-    def _budget(self, e: Event) -> None:
+    def _budget(self, e: Event, _: MemberState | None = None) -> None:
         """A new budget: members that finished only because the step budget ran out train on
         while it now leaves them steps."""
         budget = list(e.data.get("budget") or [])
@@ -649,7 +696,6 @@ def _describe_budget(b: dict[str, Any]) -> str:
 
 _INDEXED = frozenset(
     {
-        ev.MEMBER_CREATED,
         ev.CHECKPOINTED,
         ev.EXPLOITED,
         ev.REJUVENATED,
@@ -658,3 +704,38 @@ _INDEXED = frozenset(
         ev.PINNED,
     }
 )
+
+#: kinds of events about one member (the member must exist)
+_MEMBER_EVENTS = frozenset(
+    {
+        ev.REPORTED,
+        ev.PROGRESS,
+        ev.PINNED,
+        ev.CHECKPOINTED,
+        ev.EXPLOITED,
+        ev.EXPLORED,
+        ev.REJUVENATED,
+        ev.FAILED,
+        ev.FINISHED,
+    }
+)
+
+#: one small handler per event kind (``progress`` is counted, not folded further)
+_HANDLERS: dict[str, Callable[[Population, Event, Any], None]] = {
+    ev.RUN_STARTED: Population._run_started,
+    ev.RUN_RESUMED: Population._run_resumed,
+    ev.MEMBER_CREATED: Population._member_created,
+    ev.REQUEST_HANDLED: Population._request_handled,
+    ev.RUN_FINISHED: Population._run_finished,
+    ev.RUN_STOPPED: Population._run_stopped,
+    ev.BUDGET_CHANGED: Population._budget,
+    ev.REPORTED: Population._reported,
+    ev.PROGRESS: Population._progress,
+    ev.PINNED: Population._pinned,
+    ev.CHECKPOINTED: Population._checkpointed,
+    ev.EXPLOITED: Population._exploited,
+    ev.EXPLORED: Population._explored,
+    ev.REJUVENATED: Population._rejuvenated,
+    ev.FAILED: Population._failed,
+    ev.FINISHED: Population._finished,
+}

@@ -283,14 +283,18 @@ class Result:
         (the donor's step copied), ``at`` (the receiver's step before copying), ``time``,
         ``seq``, ``kind`` (``"exploit"``) and ``by`` (``"pbt"`` or ``"user"``). Rejuvenations
         copy nobody: see :meth:`rejuvenations`."""
-        return [dict(e) for e in self.population.edges if e["kind"] == "exploit"]
+        return [e.to_dict() for e in self.population.edges if e.kind == "exploit"]
 
     def rejuvenations(self) -> list[dict[str, Any]]:
         """Members whose weights were reset: one row each, with ``member``, ``step`` (where
         the member stood), ``at`` (the step of the ready point that decided it), ``reset``
         (``"full"`` or the partial reset's name), ``time`` and ``seq``."""
         keys = ("member", "step", "at", "reset", "time", "seq")
-        return [{k: e[k] for k in keys} for e in self.population.edges if e["kind"] == "rejuvenate"]
+        return [
+            {k: getattr(e, k) for k in keys}
+            for e in self.population.edges
+            if e.kind == "rejuvenate"
+        ]
 
     def interventions(self) -> list[dict[str, Any]]:
         """What people did to the run through requests (pin, unpin, stop, set, copy, add,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hyperpop.population import MemberState, Population
+from hyperpop.population import Edge, MemberState, Population
 from hyperpop.space import flatten_config
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
@@ -88,7 +88,7 @@ def run_status(pop: Population, alive: bool | None) -> str:
 
 def exploit_count(pop: Population) -> int:
     """Copies from a donor (rejuvenations are edges of the fold too, but not exploits)."""
-    return sum(1 for e in pop.edges if e["kind"] == "exploit")
+    return sum(1 for e in pop.edges if e.kind == "exploit")
 
 
 def summary(
@@ -174,7 +174,7 @@ def member_rows(
     ``live_step`` (the step of an interval still running), ``failures`` and ``error`` (the last
     line of its last error).
     """
-    last_edge = {e["member"]: (e["donor"], e["step"]) for e in pop.edges}  # later edges win
+    last_edge = {e.member: (e.donor, e.step) for e in pop.edges}  # later edges win
     order = sorted(pop.members.values(), key=_best_first(pop)) if best_first else None
     members = order if order is not None else [pop.members[i] for i in sorted(pop.members)]
     return [
@@ -276,13 +276,12 @@ class RunData:
         self.pop = Population()
         self.reports: list[Report] = []
         self._metrics: dict[str, None] = {}  # numeric metric names, in first-seen order
-        self._mine: dict[int, list[Report]] = {}
-        self._mine_pos: dict[int, list[int]] = {}
-        self._edges: dict[int, list[dict[str, Any]]] = {}
+        self._mine: dict[int, list[Report]] = {}  # each member's reports, in log order
+        self._edges: dict[int, list[Edge]] = {}
         self._edge_pos: dict[int, list[int]] = {}
         self._flat: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
         self._since: dict[int, float] = {}  # each member's last event other than a report
-        self._open: dict[int, list[Report]] = {}  # reports since it
+        self._open: dict[int, int] = {}  # where its reports since then start in _mine
         self._session = 0.0  # when the current session started
         self._pos = 0
         self.update(events)
@@ -327,22 +326,29 @@ class RunData:
         if flat is None or flat[0] is not m.config:
             flat = self._flat[m.id] = (m.config, flatten_config(m.config))
         metrics = e.data.get("metrics") or {}
-        for name, value in metrics.items():
-            if name not in self._metrics and is_number(value):
-                self._metrics[name] = None
+        if not self._metrics.keys() >= metrics.keys():
+            for name, value in metrics.items():
+                if name not in self._metrics and is_number(value):
+                    self._metrics[name] = None
         step, score = int(e.data["step"]), e.data.get("score")
         r = Report(self._pos, m.id, step, e.time, score, metrics, flat[1], e.time)
         self.reports.append(r)
-        self._mine.setdefault(m.id, []).append(r)
-        self._mine_pos.setdefault(m.id, []).append(self._pos)
-        self._open.setdefault(m.id, []).append(r)
+        mine = self._mine.get(m.id)
+        if mine is None:
+            mine = self._mine[m.id] = []
+        mine.append(r)
 
     def _close(self, member: int) -> None:
         """The member's reports since its last other event are complete: spread their steps
         over the time they took (each group recorded together ends at its record time)."""
+        mine = self._mine.get(member, [])
+        first = self._open.get(member, 0)
+        self._open[member] = len(mine)
+        if first == len(mine):
+            return
         start = max(self._since.get(member, self._session), self._session)
         group: list[Report] = []
-        for r in [*self._open.pop(member, []), None]:
+        for r in [*mine[first:], None]:
             if group and (r is None or r.time != group[0].time):
                 end = group[0].time
                 for i, g in enumerate(group, 1):
@@ -383,18 +389,17 @@ class RunData:
             i = bisect.bisect_left(self._edge_pos.get(owner, []), bound)
             last = self._edges[owner][i - 1] if i else None
             low = self._edge_pos[owner][i - 1] if i else -math.inf
-            if last is None or last["kind"] != "exploit":
+            if last is None or last.kind != "exploit" or last.donor is None:
                 yield _Level(owner, low, bound, -math.inf, upto)
                 return
-            yield _Level(owner, low, bound, last["step"], upto)
-            owner, bound, upto = last["donor"], low, min(upto, last["step"])
+            yield _Level(owner, low, bound, last.step, upto)
+            owner, bound, upto = last.donor, low, min(upto, last.step)
 
     def _reports_in(self, level: _Level) -> list[Report]:
-        pos = self._mine_pos.get(level.member, [])
-        lo = bisect.bisect_right(pos, level.low)
-        hi = bisect.bisect_left(pos, level.bound)
-        mine = self._mine[level.member][lo:hi] if hi > lo else []
-        return [r for r in mine if level.after < r.step <= level.upto]
+        mine = self._mine.get(level.member, [])
+        lo = bisect.bisect_right(mine, level.low, key=_pos)
+        hi = bisect.bisect_left(mine, level.bound, key=_pos)
+        return [r for r in mine[lo:hi] if level.after < r.step <= level.upto]
 
     def lineage_reports(self, member: int, until: float = math.inf) -> dict[int, Report]:
         """The recorded report of each step of the weights ``member`` holds (or held before log
@@ -411,6 +416,15 @@ class RunData:
         position ``until``), or None (see :meth:`lineage_reports`)."""
         for level in self._levels(member, until):
             if level.after < step <= level.upto:
-                found = [r for r in self._reports_in(level) if r.step == step]
-                return found[-1] if found else None
+                mine = self._mine.get(level.member, [])
+                lo = bisect.bisect_right(mine, level.low, key=_pos)
+                hi = bisect.bisect_left(mine, level.bound, key=_pos)
+                for i in range(hi - 1, lo - 1, -1):  # the latest first: copies take those
+                    if mine[i].step == step:
+                        return mine[i]
+                return None
         return None
+
+
+def _pos(r: Report) -> int:
+    return r.pos
