@@ -157,7 +157,7 @@ def test_tensorboard_resume_continues_the_same_folders_and_backfills_a_fresh_one
         db,
         climb,
         progress=False,
-        callbacks=[TensorBoard(tmp_path / "tb"), TensorBoard(tmp_path / "fresh")],
+        callbacks=[TensorBoard(tmp_path / "tb"), TensorBoard(tmp_path / "fresh", max_open=2)],
     )
     assert logged(db)[-1].kind == "run_finished"
     check_tensorboard(tmp_path / "tb", db)
@@ -257,7 +257,7 @@ def test_mlflow_parent_run_and_nested_member_runs_across_a_resume(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     db = tmp_path / "run.db"
-    run(db, [hp.callbacks.MLflow(uri, experiment="pbt")], stop_after=5)
+    run(db, [hp.callbacks.MLflow(uri, experiment="pbt", flush_secs=0)], stop_after=5)
     hp.resume(db, climb, progress=False, callbacks=[hp.callbacks.MLflow(uri, experiment="pbt")])
 
     scores, xs, exploits = expected(db)

@@ -35,6 +35,7 @@ __all__ = ["RunInfo", "Tracker", "import_extra"]
 def import_extra(module: str, extra: str, what: str) -> ModuleType:
     """Import a tracker library, or raise an ImportError that names the extra to install."""
     try:
+        importlib.import_module(module.split(".")[0])  # the package first: it may be missing
         return importlib.import_module(module)
     except ImportError as e:
         raise ImportError(

@@ -66,6 +66,9 @@ class MLflow(Tracker):
         experiment: the MLflow experiment (created if missing).
         run_name: the parent run's name (default: the store's file name).
         tags: extra tags for the parent run.
+        flush_secs: write what was logged at most this often (each write is a request per
+            member that reported, and one for the parent); the session's end writes the rest.
+            0: after every batch of events.
 
     Example:
         >>> hp.run(..., callbacks=[hp.callbacks.MLflow("sqlite:///mlflow.db")])  # doctest: +SKIP
@@ -78,6 +81,7 @@ class MLflow(Tracker):
         experiment: str = "hyperpop",
         run_name: str | None = None,
         tags: dict[str, str] | None = None,
+        flush_secs: float = 5.0,
     ):
         super().__init__()
         import_extra("mlflow", "mlflow", "hyperpop.callbacks.MLflow")
@@ -90,6 +94,7 @@ class MLflow(Tracker):
         self.experiment = experiment
         self.run_name = run_name
         self.tags = dict(tags or {})
+        self.flush_secs = flush_secs
         self.parent_id: str | None = None
         #: member -> child run id
         self.run_ids: dict[int, str] = {}
@@ -97,6 +102,10 @@ class MLflow(Tracker):
         self._metrics: dict[int, list[Any]] = {}
         self._changed: set[int | None] = set()
         self._tags: dict[int, dict[str, str]] = {}
+        #: members whose run changes status at the next write
+        self._ended: dict[int, str] = {}
+        self._seq = 0
+        self._written = 0.0
 
     def __repr__(self) -> str:
         return f"MLflow({self.tracking_uri!r}, experiment={self.experiment!r})"
@@ -106,7 +115,8 @@ class MLflow(Tracker):
         found = client.get_experiment_by_name(self.experiment)
         exp = found.experiment_id if found else client.create_experiment(self.experiment)
         self._experiment_id = exp
-        self._metrics, self._changed, self._tags = {}, set(), {}
+        self._metrics, self._changed, self._tags, self._ended = {}, set(), {}, {}
+        self._written = time.monotonic()
         self.parent_id, self.run_ids = None, {}
         seq = 0
         token = None
@@ -177,14 +187,7 @@ class MLflow(Tracker):
                 tags["hyperpop.parent"] = str(m.parent)
 
     def _member_end(self, member: int, status: str) -> None:
-        self._flush_member(member)  # its metrics before it ends
-        run = self.run_ids.get(member)
-        if run is None:
-            return
-        if status == "running":
-            self._client.update_run(run, status="RUNNING")
-        else:
-            self._client.set_terminated(run, "FAILED" if status == "failed" else "FINISHED")
+        self._ended[member] = status  # after its metrics, at the next write
 
     def _flush_member(self, member: int) -> None:
         """Write a member's buffered metrics and, if its notes changed, its notes and tags:
@@ -208,12 +211,29 @@ class MLflow(Tracker):
         return [self._RunTag(k, v) for k, v in tags.items()]
 
     def _commit(self, seq: int) -> None:
+        self._seq = seq
+        if time.monotonic() - self._written >= self.flush_secs:
+            self._write()
+
+    def _write(self) -> None:
+        """Write what is buffered, then the mark (the last event written)."""
         for member in {*self._metrics, *(w for w in self._changed if w is not None)}:
             self._flush_member(member)
-        tags = [*self._member_tags(None), self._RunTag("hyperpop.seq", str(seq))]
+        for member, status in self._ended.items():
+            run = self.run_ids.get(member)
+            if run is None:
+                continue
+            if status == "running":
+                self._client.update_run(run, status="RUNNING")
+            else:
+                self._client.set_terminated(run, "FAILED" if status == "failed" else "FINISHED")
+        self._ended = {}
+        tags = [*self._member_tags(None), self._RunTag("hyperpop.seq", str(self._seq))]
         self._client.log_batch(self.parent_id, tags=tags)
+        self._written = time.monotonic()
 
     def _close(self, pop: Population, reason: str) -> None:
+        self._write()
         now = int(time.time() * 1000)
         for m in pop.alive():  # stopped early: the runs go on when the run is resumed
             if m.id in self.run_ids:

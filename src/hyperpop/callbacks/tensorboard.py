@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import struct
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +20,51 @@ __all__ = ["TensorBoard"]
 MARK = "hyperpop.json"
 
 
+class _EventFile:
+    """One TensorBoard event file, written in the TFRecord framing (length, its CRC, the
+    serialised ``Event``, its CRC), appended to by one process, no thread of its own."""
+
+    def __init__(self, folder: Path, crc: Any, event: Any):
+        folder.mkdir(parents=True, exist_ok=True)
+        self._crc = crc
+        # TensorBoard reads a folder's files in name order: the time in ns keeps a file written
+        # after a resume (or within the same second) after the earlier ones
+        now = time.time()
+        name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{time.time_ns()}"
+        self.path = folder / name
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open between batches
+        self.write(event(wall_time=now, file_version="brain.Event:2"))
+
+    def reopen(self) -> None:
+        if self._file.closed:
+            self._file = open(self.path, "ab")  # noqa: SIM115
+
+    def write(self, event: Any) -> None:
+        self.reopen()
+        data = event.SerializeToString()
+        head = struct.pack("<Q", len(data))
+        crc = self._crc
+        self._file.write(head + struct.pack("<I", crc(head)) + data + struct.pack("<I", crc(data)))
+
+    def flush(self) -> None:
+        if not self._file.closed:
+            self._file.flush()  # to the OS: what a killed process wrote survives it
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class TensorBoard(Tracker):
-    """Write a run to TensorBoard event files (with ``tensorboardX``; no TensorFlow, no torch).
+    """Write a run to TensorBoard event files (with ``tensorboardX``'s protocol buffers; no
+    TensorFlow needed).
 
     ``logdir/member-03/`` holds member 3: every metric it reports as a scalar at its step, each
     hyperparameter as a scalar ``hp/<name>`` at every report (a schedule shows as a step curve
-    that changes at explores), and a text entry ``pbt`` at every exploit, explore,
-    rejuvenation and failure ("member-03 copied member-05 at step 40; lr 0.01 -> 0.012").
-    ``logdir/population/`` holds the same notes for the whole run in one place. After an
-    exploit a member's steps go on from the donor's step (the age of the weights it now holds).
+    that changes at explores), its initial config as text ``config``, and a text entry ``pbt``
+    at every exploit, explore, rejuvenation and failure ("member-03 copied member-05 at step
+    40; lr 0.01 -> 0.012"). ``logdir/population/`` holds the same notes for the whole run in
+    one place. After an exploit a member's steps go on from the donor's step (the age of the
+    weights it now holds).
 
     Pass the same ``logdir`` to :func:`hyperpop.resume` to continue the same folders: the
     file ``logdir/hyperpop.json`` records how far the log is written there, so nothing is
@@ -34,38 +73,47 @@ class TensorBoard(Tracker):
 
     Args:
         logdir: the folder to point ``tensorboard --logdir`` at.
-        flush_secs: how often the writers flush on their own (they also flush after every
-            batch of events).
+        max_open: event files kept open at once (a larger population's files are closed and
+            reopened as their members report).
 
     Example:
         >>> hp.run(..., callbacks=[hp.callbacks.TensorBoard("runs/tb")])  # doctest: +SKIP
     """
 
-    def __init__(self, logdir: str | os.PathLike[str], *, flush_secs: float = 10.0):
+    def __init__(self, logdir: str | os.PathLike[str], *, max_open: int = 128):
         super().__init__()
-        self._tbx = import_extra("tensorboardX", "tensorboard", "hyperpop.callbacks.TensorBoard")
+        what = "hyperpop.callbacks.TensorBoard"
+        self._crc = import_extra("tensorboardX.record_writer", "tensorboard", what).masked_crc32c
+        self._Event = import_extra("tensorboardX.proto.event_pb2", "tensorboard", what).Event
+        self._Summary = import_extra("tensorboardX.proto.summary_pb2", "tensorboard", what).Summary
+        self._text_summary = import_extra("tensorboardX.summary", "tensorboard", what).text
         self.logdir = Path(logdir)
-        self.flush_secs = flush_secs
-        self._writers: dict[str, Any] = {}
+        self.max_open = max(1, max_open)
+        self._files: dict[str, _EventFile] = {}
+        #: files open now, least recently written first
+        self._open_files: OrderedDict[str, _EventFile] = OrderedDict()
+        self._dirty: set[str] = set()
 
     def __repr__(self) -> str:
         return f"TensorBoard({str(self.logdir)!r})"
 
-    def _writer(self, folder: str) -> Any:
-        w = self._writers.get(folder)
-        if w is None:
-            # tensorboardX names a file by the second and the host: a writer reopened within
-            # that second (a resume, a revived member) would truncate the earlier file, and
-            # TensorBoard reads a folder's files in name order, so the suffix is the time in ns
-            w = self._writers[folder] = self._tbx.SummaryWriter(
-                str(self.logdir / folder),
-                flush_secs=self.flush_secs,
-                filename_suffix=f".{time.time_ns()}",
-            )
-        return w
+    def _write(self, folder: str, step: int, summary: Any, t: float) -> None:
+        f = self._files.get(folder)
+        if f is None:
+            f = self._files[folder] = _EventFile(self.logdir / folder, self._crc, self._Event)
+        f.write(self._Event(wall_time=t, step=step, summary=summary))
+        self._dirty.add(folder)
+        self._open_files[folder] = f
+        self._open_files.move_to_end(folder)
+        while len(self._open_files) > self.max_open:
+            _, oldest = self._open_files.popitem(last=False)
+            oldest.close()
+
+    def _text(self, folder: str, tag: str, step: int, text: str, t: float) -> None:
+        self._write(folder, step, self._text_summary(tag, text), t)
 
     def _open(self, pop: Population, info: RunInfo) -> int:
-        self._writers = {}
+        self._files, self._open_files, self._dirty = {}, OrderedDict(), set()
         mark = self.logdir / MARK
         if mark.exists():
             held = json.loads(mark.read_text())
@@ -80,31 +128,28 @@ class TensorBoard(Tracker):
 
     def _member(self, member: int, config: dict[str, Any], t: float) -> None:
         lines = "\n".join(f"    {k} = {v!r}" for k, v in config.items())
-        self._writer(self.info.member(member)).add_text(  # type: ignore[union-attr]
-            "config", f"initial config:\n\n{lines}", 0, walltime=t
-        )
+        self._text(self._name(member), "config", 0, f"initial config:\n\n{lines}", t)
 
     def _report(self, member: int, step: int, values: dict[str, float], t: float) -> None:
-        w = self._writer(self.info.member(member))  # type: ignore[union-attr]
-        for k, v in values.items():
-            w.add_scalar(k, v, step, walltime=t)
+        value = self._Summary.Value
+        summary = self._Summary(value=[value(tag=k, simple_value=v) for k, v in values.items()])
+        self._write(self._name(member), step, summary, t)
 
     def _note(self, member: int | None, step: int, text: str, t: float) -> None:
         if member is not None:
-            self._writer(self.info.member(member)).add_text(  # type: ignore[union-attr]
-                "pbt", text, step, walltime=t
-            )
-        self._writer("population").add_text("pbt", text, step, walltime=t)
+            self._text(self._name(member), "pbt", step, text, t)
+        self._text("population", "pbt", step, text, t)
 
     def _member_end(self, member: int, status: str) -> None:
         if status != "running":  # a finished member's file is closed (reopened if revived)
-            w = self._writers.pop(self.info.member(member), None)  # type: ignore[union-attr]
-            if w is not None:
-                w.close()
+            f = self._open_files.pop(self._name(member), None)
+            if f is not None:
+                f.close()
 
     def _commit(self, seq: int) -> None:
-        for w in self._writers.values():
-            w.flush()
+        for folder in self._dirty:
+            self._files[folder].flush()
+        self._dirty = set()
         info = self.info
         assert info is not None
         held = {"run": info.key, "store": str(info.store) if info.store else None, "seq": seq}
@@ -113,6 +158,6 @@ class TensorBoard(Tracker):
         os.replace(tmp, self.logdir / MARK)
 
     def _close(self, pop: Population, reason: str) -> None:
-        for w in self._writers.values():
-            w.close()
-        self._writers = {}
+        for f in self._files.values():
+            f.close()
+        self._files, self._open_files = {}, OrderedDict()
