@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     p.add_argument("--big-steps", type=int, default=4)
     args = p.parse_args(argv)
     if args.smoke:
-        args.population, args.steps, args.ready = 4, 2, 1
-        args.mb, args.big_population, args.big_steps = 4.0, 4, 2
+        args.workers, args.population, args.steps, args.ready = 1, 2, 2, 1
+        args.mb, args.big_population, args.big_steps = 4.0, 2, 2
     speed_variants = [
         ("no cache (cache_size=0)", {"cache_size": 0}),
         ("default (cache_bytes='auto')", {}),

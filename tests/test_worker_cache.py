@@ -148,3 +148,21 @@ def test_the_driver_learns_which_members_a_worker_dropped(tmp_path):
         assert backend.affinity(2) is None and backend.affinity(0) is None
     finally:
         backend.shutdown()
+
+
+def test_the_cache_benchmark_runs_at_a_smoke_size(capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
+    out = importlib.import_module("worker_cache").main(["--smoke"])
+    no_cache, default, unlimited = out["speed"]
+    assert no_cache["restored"] == no_cache["intervals"]  # every interval loaded
+    assert default["restored"] < default["intervals"]  # the default cache still saves loads
+    assert [len(r["peaks"]) for r in out["memory"]] == [1, 1, 1, 1]
+    assert "peak RSS per worker MB" in capsys.readouterr().out
