@@ -248,7 +248,7 @@ class Tracker(Callback):
                 self._record(None, 0, f"run resumed (session {fold.resumes + 1})", e.time, emit)
             for i, status in before.items():  # a raised budget revives finished members
                 if emit and fold.members[i].status != status:
-                    self._member_end(i, fold.members[i].status)
+                    self._member_end(i, str(fold.members[i].status))
             return
         name = self._name(m.id)
         text: str | None = None
@@ -293,7 +293,7 @@ class Tracker(Callback):
         if text is not None:
             self._record(m.id, m.step, text, e.time, emit)
         if emit and old_status is not None and m.status != old_status:
-            self._member_end(m.id, m.status)
+            self._member_end(m.id, str(m.status))
 
     def _record(self, member: int | None, step: int, text: str, t: float, emit: bool) -> None:
         self.notes.setdefault(None, []).append(text)
