@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ __all__ = [
     "Controller",
     "Decision",
     "Interval",
+    "Kind",
     "Ready",
     "Steps",
     "Target",
@@ -183,6 +185,21 @@ class Interval:
     seconds: float | None
 
 
+class Kind(str, Enum):
+    """What a :class:`Decision` says (compares equal to its string value)."""
+
+    CONTINUE = "continue"
+    EXPLOIT = "exploit"
+    EXPLORE = "explore"
+    REJUVENATE = "rejuvenate"
+    FINISH = "finish"
+    WAIT = "wait"
+    QUEUE = "queue"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Decision:
     """The controller's verdict on one member at a ready point.
@@ -196,7 +213,7 @@ class Decision:
     """
 
     member: int
-    kind: str
+    kind: Kind
     donor: int | None = None
     checkpoint: str | None = None
     step: int | None = None
@@ -217,17 +234,17 @@ def decision_events(decisions: Sequence[Decision], pop: Population, now: float) 
     for d in decisions:
         m = pop.members[d.member]
         old = m.config
-        if d.kind == "exploit":
+        if d.kind is Kind.EXPLOIT:
             old = pop.blobs[d.checkpoint].config  # type: ignore[index]  # set on an exploit
             data = {"donor": d.donor, "step": d.step, "checkpoint": d.checkpoint, "at": m.step}
             out.append(Event(ev.EXPLOITED, d.member, data, now))
-        if d.kind in ("exploit", "explore") and d.config != old:
+        if d.kind in (Kind.EXPLOIT, Kind.EXPLORE) and d.config != old:
             data = {"config": d.config, "old_config": old, "how": d.how}
             out.append(Event(ev.EXPLORED, d.member, data, now))
-        elif d.kind == "rejuvenate":
+        elif d.kind is Kind.REJUVENATE:
             data = {"config": d.config, "old_config": old, "at": m.step, "reset": d.how}
             out.append(Event(ev.REJUVENATED, d.member, data, now))
-        elif d.kind == "finish":
+        elif d.kind is Kind.FINISH:
             out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))
     return out
 
@@ -370,16 +387,16 @@ class Controller:
         if not self.synchronous:
             if self._done(m):
                 self._undecided.discard(m.id)
-                return [Decision(m.id, "finish", reason="step budget reached")]
+                return [Decision(m.id, Kind.FINISH, reason="step budget reached")]
             self._undecided.add(m.id)
-            return [Decision(m.id, "queue")]
+            return [Decision(m.id, Kind.QUEUE)]
         if self._done(m):
-            return [Decision(m.id, "finish", reason="step budget reached")] + self.release(
+            return [Decision(m.id, Kind.FINISH, reason="step budget reached")] + self.release(
                 pop, now, leaving=m.id
             )
         self._waiting.add(m.id)
         released = self.release(pop, now)
-        return released or [Decision(m.id, "wait")]
+        return released or [Decision(m.id, Kind.WAIT)]
 
     def decide(self, pop: Population, member: int, now: float) -> list[Decision]:
         """Asynchronous mode: the decision for a queued ``member`` about to get a worker (an
@@ -504,16 +521,16 @@ class Controller:
         self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]
     ) -> Decision:
         if self._done(m):
-            return Decision(m.id, "finish", reason="step budget reached")
+            return Decision(m.id, Kind.FINISH, reason="step budget reached")
         if m.pinned or m.decided:
             # pinned by a person (never copies, never reset, never explored), or a person
             # already decided this ready point (set its hyperparameters, made it copy)
-            return Decision(m.id, "continue")
+            return Decision(m.id, Kind.CONTINUE)
         if m.step < self.ready.burn_in:
-            return Decision(m.id, "continue")
+            return Decision(m.id, Kind.CONTINUE)
         rj = self.rejuvenate
         if rj is not None and m.reset_step is not None and m.ready_since_reset <= rj.grace:
-            return Decision(m.id, "continue")  # a fresh start gets its chance
+            return Decision(m.id, Kind.CONTINUE)  # a fresh start gets its chance
         if rj is not None and m.stall >= rj.patience and not self._leads(pop, m):
             rng = self._rng(m)
             if rj.config == "resample":
@@ -523,12 +540,11 @@ class Controller:
             else:
                 config = self.space.perturb(m.config, rng)
             batch.append(config)
-            return Decision(m.id, "rejuvenate", config=config, how=rj.reset)
+            return Decision(m.id, Kind.REJUVENATE, config=config, how=rj.reset)
         ids, scores = self.comparable(pop, m)
         ctx = Context(
             mode=self.mode,
             rng=self._rng(m),
-            candidates=None,
             population=pop,
             space=self.space,
             now=now,
@@ -538,20 +554,20 @@ class Controller:
         )
         donor = self.exploit.select(m, ctx)
         if donor is None:
-            return Decision(m.id, "continue")
+            return Decision(m.id, Kind.CONTINUE)
         if donor.id == m.id:
             config = self.explore.explore(m.config, m, m, ctx)
             batch.append(config)
             if config == m.config:
-                return Decision(m.id, "continue")
-            return Decision(m.id, "explore", config=config, how=self.explore.name)
+                return Decision(m.id, Kind.CONTINUE)
+            return Decision(m.id, Kind.EXPLORE, config=config, how=self.explore.name)
         assert donor.checkpoint is not None
         info = pop.blobs[donor.checkpoint]
         config = self.explore.explore(info.config, m, donor, ctx)
         batch.append(config)
         return Decision(
             m.id,
-            "exploit",
+            Kind.EXPLOIT,
             donor=donor.id,
             checkpoint=donor.checkpoint,
             step=donor.checkpoint_step,

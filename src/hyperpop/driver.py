@@ -17,7 +17,13 @@ from typing import Any
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.callbacks import CallbackList
 from hyperpop.checkpoints import CheckpointStore
-from hyperpop.controller import Controller, Decision, budget_from_dict, decision_events
+from hyperpop.controller import (
+    Controller,
+    Decision,
+    Kind,
+    budget_from_dict,
+    decision_events,
+)
 from hyperpop.errors import MetricError, RunError
 from hyperpop.live import RunState
 from hyperpop.population import Population
@@ -395,9 +401,9 @@ class Driver:
 
     def _after(self, decisions: list[Decision]) -> None:
         for d in decisions:
-            if d.kind == "finish":
+            if d.kind is Kind.FINISH:
                 self.backend.forget(d.member)
-            elif d.kind != "wait":
+            elif d.kind is not Kind.WAIT:
                 self.queue.append(d.member)
 
     def _failed(self, r: TaskResult, now: float) -> None:

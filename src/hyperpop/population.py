@@ -318,9 +318,10 @@ class Population:
         self.space: dict[str, Any] = {}
         self.trainable: dict[str, Any] = {}
         self.version: str | None = None
+        #: the run's unique id (from its ``run_started`` event; None in logs from before ids)
+        self.run_id: str | None = None
         self.members: dict[int, MemberState] = {}
-        #: exploit edges: dicts with member, donor, step (donor's step), at (receiver's step),
-        #: time and seq
+        #: the family tree: one :class:`Edge` per exploit and per rejuvenation, in log order
         self.edges: list[Edge] = []
         self.started: float | None = None
         self.ended: float | None = None
@@ -455,6 +456,7 @@ class Population:
         self.space = dict(d.get("space", {}))
         self.trainable = dict(d.get("trainable", {}))
         self.version = d.get("version")
+        self.run_id = d.get("run_id")
         self.started = e.time
         self._session_start = e.time
 
@@ -673,7 +675,7 @@ class Population:
                 and m.finish_reason == "step budget reached"
                 and (limit is None or m.step < limit)
             ):
-                m.status = "running"
+                m.status = MemberStatus.RUNNING
                 m.finish_reason = None
                 self.index.update(m)
                 revived.append(m.id)

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,12 +128,29 @@ def _build_backend(make: Callable[[], Backend], step_timeout: float | None) -> B
 
 
 # --- the one assembly path ---------------------------------------------------------------
+def _controller(settings: RunSettings, space: Space) -> Controller:
+    """The controller a run's settings describe (its strategies are checked against the
+    space here, before anything is opened)."""
+    return Controller(
+        space,
+        mode=settings.mode,
+        ready=settings.ready,
+        budget=list(settings.budget),
+        exploit=settings.exploit,
+        explore=settings.explore,
+        synchronous=settings.synchronous,
+        rejuvenate=settings.rejuvenate,
+        max_lead=settings.max_lead,
+        seed=settings.seed,  # decisions are keyed by member and ready point: same draws
+    )
+
+
 def _session(
     *,
     store: Store,
     pop: Population,
     settings: RunSettings,
-    space: Space,
+    controller: Controller,
     trainable: Any,
     make_backend: Callable[[], Backend],
     storage: Path | None,
@@ -153,18 +171,6 @@ def _session(
         keep_best: keep the best checkpoint's state in the result (a run whose store and
             checkpoints are deleted when it ends).
     """
-    controller = Controller(
-        space,
-        mode=settings.mode,
-        ready=settings.ready,
-        budget=list(settings.budget),
-        exploit=settings.exploit,
-        explore=settings.explore,
-        synchronous=settings.synchronous,
-        rejuvenate=settings.rejuvenate,
-        max_lead=settings.max_lead,
-        seed=settings.seed,  # decisions are keyed by member and ready point: same draws
-    )
     controller.restore(pop)
     checkpoints = CheckpointStore(checkpoint_dir_for(base))
     if pop.members:  # a resumed run: drop what the log does not name, warn about what's gone
@@ -378,6 +384,7 @@ def run(
             backend=backend.name if isinstance(backend, Backend) else str(backend),
         )
         space = Space(space)
+        controller = _controller(settings, space)
         make_factory(trainable)  # a trainable that cannot be built is refused here
         make_backend = _backend_spec(backend, workers, backend_options)
         callbacks_ = CallbackList(callbacks)
@@ -387,6 +394,7 @@ def run(
     def opening(backend_: Backend) -> list[Event]:
         recorded = settings.replace(workers=backend_.capacity)
         data = {
+            "run_id": uuid.uuid4().hex,  # tells runs apart (trackers, copies of a store)
             "settings": recorded.to_dict(),
             "space": space.to_dict(),
             "trainable": source,
@@ -402,7 +410,7 @@ def run(
             store=store,
             pop=Population(),
             settings=settings,
-            space=space,
+            controller=controller,
             trainable=trainable,
             make_backend=lambda: _build_backend(make_backend, settings.step_timeout),
             storage=None if storage is None else Path(storage),
@@ -496,6 +504,7 @@ def resume(
                 workers or (None if isinstance(backend, Backend) else settings.workers),
                 backend_options,
             )
+        controller = _controller(settings, Space.from_dict(pop.space))
         if trainable is None:
             trainable = load_trainable(pop.trainable)
 
@@ -512,7 +521,7 @@ def resume(
             store=store,
             pop=pop,
             settings=settings,
-            space=Space.from_dict(pop.space),
+            controller=controller,
             trainable=trainable,
             make_backend=build,
             storage=path,

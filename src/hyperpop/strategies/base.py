@@ -49,10 +49,7 @@ class Context:
         candidate_scores: np.ndarray,
         now: float = 0.0,
         batch: list[dict[str, Any]] | None = None,
-        candidates: None = None,
     ):
-        if candidates is not None:
-            raise TypeError("Context takes candidate_ids and candidate_scores, not candidates")
         ids = np.asarray(candidate_ids, dtype=np.int64)
         scores = np.asarray(candidate_scores, dtype=float)
         if ids.shape != scores.shape or ids.ndim != 1:
