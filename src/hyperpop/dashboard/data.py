@@ -35,10 +35,10 @@ class RunView(RunData):
         scores: per member, its ``(step, score)`` points in report order, with the jump to the
             donor's step and score at each exploit and a :data:`GAP` at each rejuvenation
             (scores are JSON-safe: see :func:`~hyperpop.summary.num`).
-        sources: per member, what is behind each point of ``scores``: ``(time, report)``,
-            where ``report`` is the :class:`~hyperpop.summary.Report` that holds every metric
-            of the point (the donor's, at a jump) and ``time`` the exploit's time at a jump
-            (None: the report's own); None at a gap.
+        sources: per member, what is behind each point of ``scores``: the
+            :class:`~hyperpop.summary.Report` that holds every metric of the point; at a jump,
+            ``(time, report)``: the exploit's time and the copied weights' report (None if
+            the log holds none); None at a gap.
         configs: per member, ``(step, flat config)`` at each change of its hyperparameters.
         nodes: per member, ``(step, score)`` at each ready point (checkpoint).
         exploits: one dict per exploit: member, donor, step, at, score (inherited), before,
@@ -49,7 +49,7 @@ class RunView(RunData):
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
         self.scores: dict[int, list[tuple[Any, Any]]] = {}
-        self.sources: dict[int, list[tuple[float | None, Report | None] | None]] = {}
+        self.sources: dict[int, list[Report | tuple[float, Report | None] | None]] = {}
         self.configs: dict[int, list[tuple[Any, dict[str, Any] | None]]] = {}
         self.nodes: dict[int, list[tuple[int, float | None]]] = {}
         self.exploits: list[dict[str, Any]] = []
@@ -124,7 +124,7 @@ class RunView(RunData):
         elif m is None:
             return
         elif k == ev.REPORTED:
-            self._point(m.id, (m.step, num(m.last_score)), (None, self.reports[-1]))
+            self._point(m.id, (m.step, num(m.last_score)), self.reports[-1])
         elif k == ev.CHECKPOINTED:
             self.nodes[m.id].append((m.step, num(m.ready_score)))
         elif k == ev.EXPLORED:

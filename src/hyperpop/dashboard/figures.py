@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from hyperpop.dashboard.data import RunView
-from hyperpop.summary import Report, fmt, is_number, num
+from hyperpop.summary import Report, is_number, num
 
 __all__ = [
     "lineage_spec",
@@ -87,7 +87,8 @@ def robust_range(values: list[Any], better: str | None) -> list[float] | None:
     """A y range that shows where most values are: from the 5% to the 95% quantile, the
     ``better`` side (``"max"`` or ``"min"``, if known) kept to its extreme so the best values
     always show, padded by 5%. None when that cuts little (under a tenth of the full range)."""
-    v = np.array([x for x in values if is_number(x) and math.isfinite(x)], dtype=float)
+    v = np.fromiter((x for x in values if x is not None), dtype=float)  # JSON-safe numbers
+    v = v[np.isfinite(v)]
     if v.size < 4:
         return None
     lo, hi = (float(q) for q in np.quantile(v, [0.05, 0.95]))
@@ -158,8 +159,11 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
                 xs.append(None)
                 ys.append(None)
                 continue
-            when, report = src
-            xs.append(xv(step, when if when is not None else report.wall))  # type: ignore[union-attr]
+            if isinstance(src, Report):
+                when, report = src.wall, src
+            else:  # a jump to the donor's weights
+                when, report = src
+            xs.append(xv(step, when))
             ys.append(yv(score, report))
         values += ys
         data.append(
@@ -195,22 +199,16 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
             }
         )
     ex = view.exploits
-    texts = [_exploit_label(e) for e in ex]
-    if metric == main:
-        texts = [
-            f"{t} ({metric} {fmt(num(e['before']))} → {fmt(num(e['score']))})"
-            for t, e in zip(texts, ex)
-        ]
     data.append(
         {
             "type": "scatter",
             "mode": "markers",
             "x": [xv(e["step"], e["time"]) for e in ex],
             "y": [yv(e["score"], e["report"]) for e in ex],
-            "text": texts,
+            "text": [_exploit_label(e) for e in ex],  # the same for every metric and axis
             "name": "exploit (takes the donor's weights)",
             "marker": {"symbol": "triangle-up", "size": 7, "color": "#222", "opacity": 0.8},
-            "hovertemplate": "%{text}<extra></extra>",
+            "hovertemplate": f"%{{text}}<br>{hover}<extra></extra>",
             "meta": {"kind": "exploits", "count": len(ex), **meta},
         }
     )
@@ -247,7 +245,7 @@ def scores_options(view: RunView) -> dict[str, Any]:
         "metric": main,
         "metrics": names,
         "patches": {
-            name: patch(scores_spec(view, metric=name), ("y", "text"), "yaxis", "metric")
+            name: patch(scores_spec(view, metric=name), ("y",), "yaxis", "metric")
             for name in names
             if name != main
         },
