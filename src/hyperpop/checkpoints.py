@@ -12,15 +12,20 @@ import os
 import pickle
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 
 __all__ = [
+    "BlobStore",
     "CheckpointError",
     "CheckpointStore",
+    "StateStore",
+    "check_blob_id",
+    "write_atomic",
     "checkpoint_dir_for",
     "log_dir_for",
     "log_path_for",
@@ -123,7 +128,68 @@ def decode(raw: bytes, blob: str, where: object = "") -> Any:
         raise CheckpointError(f"checkpoint {blob!r} is corrupt ({where}): {e}") from None
 
 
-class CheckpointStore:
+def check_blob_id(blob: str) -> str:
+    """``blob`` if it is a valid blob id (a file name: no separators, not hidden), else a
+    :class:`CheckpointError`. Every blob store names its files ``<blob>.ckpt``."""
+    if not blob or "/" in blob or os.sep in blob or blob.startswith("."):
+        raise CheckpointError(f"invalid checkpoint id {blob!r}")
+    return blob
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see all of it or nothing: a hidden temporary
+    file beside it, synced, then renamed into place (half-written temporaries are collected
+    with ``temporaries=True``)."""
+    path = Path(path)
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class BlobStore(ABC):
+    """Where checkpoint bytes live: a folder (:class:`CheckpointStore`) or shared storage seen
+    by every node (:class:`~hyperpop.backends.transfer.SharedStorage`).
+
+    Contract: a blob is written once, atomically (readers never see part of it), under an id
+    that :func:`check_blob_id` accepts, and never changed; :meth:`read` of a missing blob
+    raises :class:`CheckpointError`; :meth:`delete` of a missing blob does nothing.
+    """
+
+    @abstractmethod
+    def write(self, blob: str, data: bytes) -> None:
+        """Write a blob's bytes (from :func:`encode`) atomically under the id ``blob``."""
+
+    @abstractmethod
+    def read(self, blob: str) -> bytes:
+        """A blob's bytes, as written."""
+
+    @abstractmethod
+    def exists(self, blob: str) -> bool:
+        """Whether the blob is present."""
+
+    @abstractmethod
+    def delete(self, blob: str) -> None:
+        """Remove a blob (no error if it is already gone)."""
+
+
+class StateStore(ABC):
+    """What a worker saves member states to and loads them from: the driver's
+    :class:`CheckpointStore`, or a Ray actor's
+    :class:`~hyperpop.backends.transfer.WorkerStore` (object store or shared storage)."""
+
+    @abstractmethod
+    def save(self, member: int, step: int, state: Any) -> str:
+        """Write ``state`` as a new blob and return its id."""
+
+    @abstractmethod
+    def load(self, blob: str) -> Any:
+        """The state held in ``blob``."""
+
+
+class CheckpointStore(BlobStore, StateStore):
     """A folder of immutable checkpoint blobs.
 
     Args:
@@ -133,21 +199,9 @@ class CheckpointStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self._delete_hooks: list[Callable[[str], None]] = []
-
-    def add_delete_hook(self, hook: Callable[[str], None]) -> None:
-        """Call ``hook(blob)`` whenever a blob is deleted (a backend frees its own copies)."""
-        self._delete_hooks.append(hook)
-
-    def remove_delete_hook(self, hook: Callable[[str], None]) -> None:
-        """Stop calling a hook added with :meth:`add_delete_hook`."""
-        if hook in self._delete_hooks:
-            self._delete_hooks.remove(hook)
 
     def _path(self, blob: str) -> Path:
-        if not blob or "/" in blob or os.sep in blob or blob.startswith("."):
-            raise CheckpointError(f"invalid checkpoint id {blob!r}")
-        return self.root / (blob + _SUFFIX)
+        return self.root / (check_blob_id(blob) + _SUFFIX)
 
     def path(self, blob: str) -> Path:
         """The file that holds ``blob``."""
@@ -161,13 +215,7 @@ class CheckpointStore:
 
     def write(self, blob: str, data: bytes) -> None:
         """Write a blob's bytes (from :func:`encode`) atomically under the id ``blob``."""
-        path = self._path(blob)
-        tmp = path.with_name("." + path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(self._path(blob), data)
 
     def read(self, blob: str) -> bytes:
         """A blob's bytes, as written."""
@@ -192,12 +240,7 @@ class CheckpointStore:
 
     def delete(self, blob: str) -> None:
         """Remove a blob (no error if it is already gone)."""
-        try:
-            self._path(blob).unlink()
-        except FileNotFoundError:
-            pass
-        for hook in list(self._delete_hooks):
-            hook(blob)
+        self._path(blob).unlink(missing_ok=True)
 
     def collect(self, live: Iterable[str], *, temporaries: bool = False) -> list[str]:
         """Delete every blob not in ``live``; return the deleted ids.

@@ -262,6 +262,7 @@ class Driver:
         for blob in self.pop.drain_dead():
             if written is None or not written.names(blob):
                 self.checkpoints.delete(blob)
+                self.backend.release(blob)
 
     def elapsed(self) -> float:
         return self.pop.active_seconds_before + (self.clock() - self.session_start)
@@ -311,10 +312,7 @@ class Driver:
         if decided:
             self.flush()
         for task, slot in picked:
-            if slot is not None:
-                self.backend.submit(task, slot)  # type: ignore[call-arg]
-            else:
-                self.backend.submit(task)
+            self.backend.submit(task, slot)
 
     def _poll(self) -> list[TaskResult]:
         """Finished intervals to handle now: as they arrive, or in deterministic mode one at a

@@ -81,11 +81,13 @@ def _backend_spec(
     open and empty: building a Ray backend connects to a cluster)."""
     opts = dict(options or {})
     if isinstance(backend, Backend):
-        if workers is not None or opts:
+        if opts:
             raise SettingsError(
-                "workers and backend_options are for a backend named by a string; a Backend "
-                "instance is used as it is: pass them to its constructor instead"
+                "backend_options are for a backend named by a string; a Backend instance is "
+                "used as it is: pass them to its constructor instead"
             )
+        if workers is not None:
+            return lambda: _sized(backend, workers)
         return lambda: backend
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
@@ -118,6 +120,16 @@ def _backend_spec(
         f"backend must be 'local', 'ray', 'simulated', 'vectorized' or a Backend instance, got "
         f"{backend!r} (unknown backend {backend!r})"
     )
+
+
+def _sized(backend: Backend, workers: int) -> Backend:
+    """A Backend instance given with ``workers``: they must agree (nothing is ignored)."""
+    if backend.capacity != workers:
+        raise SettingsError(
+            f"workers={workers} but the {backend.name!r} backend instance has "
+            f"{backend.capacity} slots; leave workers out, or build the backend with {workers}"
+        )
+    return backend
 
 
 def _build_backend(make: Callable[[], Backend], step_timeout: float | None) -> Backend:

@@ -95,12 +95,23 @@ class Backend(ABC):
         """How many tasks can run at once."""
 
     @abstractmethod
-    def submit(self, task: Task) -> None:
-        """Start a task (the driver never submits more than :attr:`capacity` at once)."""
+    def submit(self, task: Task, slot: int | None = None) -> None:
+        """Start a task (the driver never submits more than :attr:`capacity` at once).
+
+        Args:
+            task: the interval to train.
+            slot: the free slot (from :meth:`free_slots`) the driver chose for it, to be
+                used as it is; None: the backend chooses (e.g. the slot that holds the
+                member's state in memory).
+        """
 
     @abstractmethod
     def poll(self, timeout: float | None) -> list[TaskResult]:
         """Results of finished tasks, waiting up to ``timeout`` seconds for the first one."""
+
+    def release(self, blob: str) -> None:  # noqa: B027 - optional hook
+        """The driver deleted ``blob`` (nothing names it any more): drop any copy of it the
+        backend keeps (object-store references, copies in shared storage)."""
 
     def forget(self, member: int) -> None:  # noqa: B027 - optional hook
         """The member left the population: its in-memory state may be dropped."""

@@ -82,7 +82,7 @@ class _Actor:
                 sys.modules["torch"].set_num_threads(threads)
             except Exception:  # noqa: BLE001
                 pass
-        self.core = WorkerCore(factory, self.store, name=name, cache_size=cache_size)  # type: ignore[arg-type]
+        self.core = WorkerCore(factory, self.store, name=name, cache_size=cache_size)
 
     def ready(self) -> dict[str, Any]:
         """Who and where this actor is, and whether it loaded the trainable."""
@@ -249,10 +249,11 @@ class RayBackend(Backend):
         self.start_timeout = start_timeout
         self.init_options = dict(init_options or {})
         self._owns_ray = False
-        self._connect()
-        self.workers = int(workers) if workers else self._cluster_slots()
-        if self.workers < 1:
+        if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
             raise ValueError(f"workers must be >= 1, got {workers!r}")
+        self._requested = int(workers) if workers else None
+        #: actors to start: as asked, or the cluster's slots (known once connected)
+        self.workers = 0
         self._slots: list[_Slot] = []
         self._refs: dict[str, Any] = {}  # blob -> ObjectRef of its bytes (owned by the driver)
         self._checkpoints: CheckpointStore | None = None
@@ -270,6 +271,15 @@ class RayBackend(Backend):
         self.sent: Counter[str] = Counter()
 
     # --- the cluster ---------------------------------------------------------------------
+    def connect(self) -> None:
+        """Connect to the cluster (``ray.init``, unless the caller already did) and size the
+        backend: :meth:`start` does it, and so does the first look at :attr:`capacity`.
+        Building a RayBackend connects to nothing."""
+        if self.workers:
+            return
+        self._connect()
+        self.workers = self._requested or self._cluster_slots()
+
     def _connect(self) -> None:
         if self.address:
             _probe_address(self.address, self.connect_timeout)
@@ -311,6 +321,7 @@ class RayBackend(Backend):
         counts once Ray has placed and started it (it may wait for resources the node took
         with it; the others train every member meanwhile)."""
         if not self._slots:
+            self.connect()
             return self.workers
         n = sum(1 for s in self._slots if s.task is not None or self._started(s))
         if n == 0:  # every actor waits to be placed: wait a little instead of spinning
@@ -335,9 +346,9 @@ class RayBackend(Backend):
 
     # --- actors --------------------------------------------------------------------------
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
+        self.connect()
         self._factory = _dumps_factory(factory, self.pickle_by_value)
         self._checkpoints = checkpoints
-        checkpoints.add_delete_hook(self._release)
         if self.transfer != "object":
             location = self.shared_location or str(checkpoints.root.resolve())
             self._shared = SharedStorage(location)
@@ -424,7 +435,7 @@ class RayBackend(Backend):
         self._spawn(slot)
 
     # --- state transfer ------------------------------------------------------------------
-    def _release(self, blob: str) -> None:
+    def release(self, blob: str) -> None:
         """The driver collected ``blob``: free its object and its shared copy."""
         self._refs.pop(blob, None)
         if self._shared is not None and not self._shared_is_local:
@@ -571,8 +582,6 @@ class RayBackend(Backend):
                 pass
         self._slots = []
         self._refs.clear()
-        if self._checkpoints is not None:
-            self._checkpoints.remove_delete_hook(self._release)
         if self._shared is not None and self._probe:
             self._shared.remove_probe(self._probe)
             self._probe = None

@@ -64,7 +64,7 @@ class SimulatedBackend(Backend):
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         self._core = WorkerCore(factory, checkpoints, name="simulated")
 
-    def submit(self, task: Task) -> None:
+    def submit(self, task: Task, slot: int | None = None) -> None:
         if self._core is None:
             raise RuntimeError("SimulatedBackend.submit before start")
         result = self._core.run(task)

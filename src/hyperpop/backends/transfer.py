@@ -24,7 +24,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from hyperpop.checkpoints import CheckpointError, decode, encode, new_blob_id
+from hyperpop.checkpoints import (
+    BlobStore,
+    CheckpointError,
+    StateStore,
+    check_blob_id,
+    decode,
+    encode,
+    new_blob_id,
+    write_atomic,
+)
 
 __all__ = ["DEFAULT_THRESHOLD", "SharedStorage", "Transfer", "WorkerStore"]
 
@@ -39,7 +48,7 @@ DEFAULT_THRESHOLD = 32 * 2**20
 _SUFFIX = ".ckpt"
 
 
-class SharedStorage:
+class SharedStorage(BlobStore):
     """Blobs in a folder every node sees, or under an fsspec URL (``s3://...``, ``gs://...``).
 
     Files are named like a :class:`~hyperpop.checkpoints.CheckpointStore`'s (``<blob>.ckpt``), so
@@ -66,28 +75,24 @@ class SharedStorage:
             self._root = str(Path(self.location.removeprefix("file://")).resolve())
 
     def _path(self, name: str) -> str:
-        if not name or "/" in name or os.sep in name:
-            raise CheckpointError(f"invalid checkpoint id {name!r}")
         return f"{self._root.rstrip('/')}/{name}"
+
+    def _blob_path(self, blob: str) -> str:
+        return self._path(check_blob_id(blob) + _SUFFIX)
 
     def write(self, blob: str, data: bytes) -> None:
         """Write a blob's bytes (atomically on a filesystem: a temporary file renamed)."""
-        path = self._path(blob + _SUFFIX)
-        if self._fs is not None:
+        path = self._blob_path(blob)
+        if self._fs is not None:  # object stores make an upload visible whole
             with self._fs.open(path, "wb") as f:
                 f.write(data)
             return
         os.makedirs(self._root, exist_ok=True)
-        tmp = self._path("." + blob + _SUFFIX + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data)
 
     def read(self, blob: str) -> bytes:
         """A blob's bytes."""
-        path = self._path(blob + _SUFFIX)
+        path = self._blob_path(blob)
         try:
             if self._fs is not None:
                 with self._fs.open(path, "rb") as f:
@@ -99,7 +104,7 @@ class SharedStorage:
 
     def exists(self, blob: str) -> bool:
         """Whether the blob is present."""
-        return self._exists(self._path(blob + _SUFFIX))
+        return self._exists(self._blob_path(blob))
 
     def _exists(self, path: str) -> bool:
         if self._fs is not None:
@@ -108,7 +113,7 @@ class SharedStorage:
 
     def delete(self, blob: str) -> None:
         """Remove a blob (no error if it is already gone)."""
-        self._remove(self._path(blob + _SUFFIX))
+        self._remove(self._blob_path(blob))
 
     def _remove(self, path: str) -> None:
         try:
@@ -150,7 +155,7 @@ class SharedStorage:
             pass
 
 
-class WorkerStore:
+class WorkerStore(StateStore):
     """The checkpoint store a worker's :class:`~hyperpop.backends.worker.WorkerCore` uses.
 
     Saves go to shared storage or into :attr:`outgoing` (bytes the backend returns through the

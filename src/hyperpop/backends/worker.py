@@ -15,7 +15,7 @@ from typing import Any
 
 from hyperpop.backends.base import Task, TaskResult
 from hyperpop.backends.cache import state_nbytes
-from hyperpop.checkpoints import CheckpointError, CheckpointStore
+from hyperpop.checkpoints import CheckpointError, StateStore
 from hyperpop.trainable import Trainable, TrainableError
 
 __all__ = ["WorkerCore"]
@@ -46,7 +46,7 @@ class WorkerCore:
     def __init__(
         self,
         factory: Callable[[], Trainable],
-        checkpoints: CheckpointStore,
+        checkpoints: StateStore,
         *,
         name: str = "worker",
         cache_size: int | None = None,
