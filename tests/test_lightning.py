@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from integration_docs import docs_diff, run_script
 
 torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning.pytorch")
@@ -233,3 +234,19 @@ def test_the_digits_example_runs_under_hp_run(tmp_path):
     assert res.best.score > 0.8
     assert rf.module.evaluate(res.load_checkpoint()) > 0.8
     assert all("test" not in k for r in rows for k in r)  # selection never sees the test split
+
+
+def test_the_docs_diff_turns_a_lightning_script_into_a_pbt_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn")
+    before, after, changed = docs_diff("train_digits_pbt.py")
+    assert changed < 20
+    compile(before, "train_digits.py", "exec")
+    assert "trainer.fit(" in before and "trainer.fit(" not in after
+    small = after.replace(
+        "population=8, budget=hp.Steps(20)", "population=2, budget=hp.Steps(2), backend='simulated'"
+    )
+    assert small != after
+    monkeypatch.chdir(tmp_path)
+    run_script(tmp_path / "train_digits_pbt.py", small)
+    score = float(capsys.readouterr().out.strip().splitlines()[-1].split()[0])
+    assert score > 0.5  # val_acc after two epochs of the best member

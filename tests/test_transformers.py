@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from integration_docs import docs_diff, run_script
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub
 torch = pytest.importorskip("torch")
@@ -123,11 +124,21 @@ def test_a_schedule_shorter_than_the_run_is_a_clear_error():
     t.cleanup()
 
 
-def test_training_prints_nothing(capfd):
-    t, _ = _trained()
+def test_training_prints_nothing_and_saves_no_trainer_checkpoints(tmp_path, capfd):
+    def saving(config):
+        trainer = M.make_trainer(config)
+        trainer.args.output_dir = str(tmp_path / "out")
+        trainer.args.save_strategy, trainer.args.save_steps = "steps", 2
+        return trainer
+
+    t = TransformersTrainable.wrap(saving, steps=4)()
+    t.setup(CONFIG)
+    t.train()
+    t.train()
     t.cleanup()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_the_text_example_runs_under_hp_run(tmp_path):
@@ -142,3 +153,18 @@ def test_the_text_example_runs_under_hp_run(tmp_path):
     state = res.load_checkpoint()
     assert M.evaluate(state) < 4.0
     assert M.sample(state, length=10).startswith("def ")
+
+
+def test_the_docs_diff_turns_a_transformers_script_into_a_pbt_run(tmp_path, monkeypatch, capsys):
+    before, after, changed = docs_diff("train_textlm_pbt.py")
+    assert changed < 20
+    compile(before, "train_textlm.py", "exec")
+    assert "trainer.train()" in before and "trainer.train()" not in after
+    small = after.replace(
+        "population=8, budget=hp.Steps(16)", "population=2, budget=hp.Steps(1), backend='simulated'"
+    )
+    assert small != after
+    monkeypatch.chdir(tmp_path)
+    run_script(tmp_path / "train_textlm_pbt.py", small)
+    score = float(capsys.readouterr().out.strip().splitlines()[-1].split()[0])
+    assert score < 4.0  # eval_loss after 25 steps: below a uniform guess over the characters

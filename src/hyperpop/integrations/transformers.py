@@ -39,6 +39,15 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         f"pip install 'hyperpop[transformers]' ({e})"
     ) from None
 
+try:
+    from transformers.trainer_utils import SaveStrategy
+
+    _SAVE_NO: Any = SaveStrategy.NO
+except ImportError:  # pragma: no cover - transformers before 4.47
+    from transformers.trainer_utils import IntervalStrategy
+
+    _SAVE_NO = IntervalStrategy.NO
+
 __all__ = ["APPLIED_KEYS", "TransformersTrainable"]
 
 #: config keys applied in place, and the ``TrainingArguments`` field each one also sets
@@ -196,6 +205,9 @@ class TransformersTrainable(Trainable):
         seed: ``torch.manual_seed`` before :meth:`build`, ``config["seed"]`` if the config has
             one (None: no seeding).
         quiet: transformers' logging at error level and no printed logs while hyperpop trains.
+        trainer_saves: keep the Trainer's own checkpoint saving (``save_strategy``); by default
+            it is turned off: hyperpop keeps the checkpoints, and every member's trainer would
+            write into the same ``output_dir``.
     """
 
     trainer_factory: Callable[[dict[str, Any]], Any] | None = None
@@ -203,6 +215,7 @@ class TransformersTrainable(Trainable):
     build_keys: tuple[str, ...] = ()
     seed: int | None = 0
     quiet: bool = True
+    trainer_saves: bool = False
 
     trainer: Any = None
 
@@ -274,6 +287,8 @@ class TransformersTrainable(Trainable):
         if self.quiet:
             for callback in (PrinterCallback, ProgressCallback):
                 trainer.remove_callback(callback)
+        if not self.trainer_saves:  # hyperpop keeps the checkpoints; members share output_dir
+            trainer.args.save_strategy = _SAVE_NO
         self.trainer = trainer
         self._session = _Session(self, self.interval_steps)
         trainer.add_callback(self._session)
