@@ -112,3 +112,30 @@ def test_the_simulated_clock_drives_wall_time_budgets_and_event_times():
     assert steps == [m.step for m in b.members] and sum(steps) <= 2 * 12
     times = [e.time for e in a.events if e.kind == ev.REPORTED]
     assert max(times) - min(times) <= 12  # simulated seconds, not the machine's
+
+
+def visible(config, checkpoint):
+    import os
+
+    start = checkpoint or 0
+    for i in range(start, 1000):
+        hp.report(score=float(i), gpu=int(os.environ["CUDA_VISIBLE_DEVICES"]), checkpoint=i + 1)
+
+
+def test_gpus_and_gpus_per_member_reach_the_local_workers_and_are_recorded():
+    res = hp.run(visible, SPACE, metric="score", population=4, budget=2, ready=1,
+                 gpus=["0", "1"], gpus_per_member=0.5, progress=False)  # fmt: skip
+    settings = res.population.settings
+    assert settings["workers"] == 4 and settings["gpus"] == ["0", "1"]
+    assert settings["gpus_per_member"] == 0.5
+    assert {r["gpu"] for r in res.records()} == {0, 1}
+
+
+def test_gpu_settings_are_given_once_and_only_where_they_can_be_placed():
+    with pytest.raises(SettingsError, match="gpus_per_member is given twice"):
+        hp.run(visible, SPACE, metric="score", gpus=["0"], gpus_per_member=1,
+               backend_options={"gpus_per_member": 0.5})  # fmt: skip
+    with pytest.raises(SettingsError, match="cannot place members on GPUs"):
+        hp.run(visible, SPACE, metric="score", gpus=["0"], backend="simulated")
+    with pytest.raises(SettingsError, match="gpus_per_member must be a positive number"):
+        hp.run(visible, SPACE, metric="score", gpus_per_member=0)

@@ -75,11 +75,22 @@ def _refuse_in_worker_import() -> None:
 
 # --- backends ---------------------------------------------------------------------------
 def _backend_spec(
-    backend: str | Backend, workers: int | None, options: Mapping[str, Any] | None
+    backend: str | Backend,
+    workers: int | None,
+    options: Mapping[str, Any] | None,
+    settings: RunSettings | None = None,
 ) -> Callable[[], Backend]:
     """Check how the backend is asked for, and return what builds it (only once the store is
-    open and empty: building a Ray backend connects to a cluster)."""
+    open and empty). ``settings`` brings the GPU settings, forwarded as backend options."""
     opts = dict(options or {})
+    if settings is not None and not isinstance(backend, Backend):
+        for key, value in settings.replace(backend=str(backend)).backend_options().items():
+            if key in opts and opts[key] != value:
+                raise SettingsError(
+                    f"{key} is given twice, as an argument and in backend_options "
+                    f"({value!r} vs {opts[key]!r}); give it once"
+                )
+            opts[key] = value
     if isinstance(backend, Backend):
         if opts:
             raise SettingsError(
@@ -307,6 +318,8 @@ def run(
     max_failures: int = 3,
     step_timeout: float | None = None,
     seed: int | None = 0,
+    gpus: int | str | Sequence[int | str] | None = None,
+    gpus_per_member: float | None = None,
     progress: Progress | bool | None = None,
     callbacks: Sequence[Callback] | None = None,
 ) -> Result:
@@ -359,6 +372,13 @@ def run(
             take before its worker is killed and replaced and the interval counts as a failure
             (retried up to ``max_failures`` times); None: no limit. Local backend only.
         seed: seed of the initial sampling and the controller's decisions.
+        gpus: the GPUs to train on: None (every visible GPU when ``gpus_per_member`` is set,
+            else none), ``"all"``, a count, or device ids (``[0, 1]``). Each local worker sees
+            only its device(s) through ``CUDA_VISIBLE_DEVICES``, and ``workers`` follows from
+            the GPUs when left out.
+        gpus_per_member: each member's share of a GPU: 1, a fraction such as 0.5 (two members
+            train on one GPU at once) or a whole number of GPUs. On Ray it becomes the
+            actors' ``num_gpus``.
         progress: shown by default: a live view with elapsed time, ETA and members training,
             queued, finished and failed when standard output is a terminal, else a plain line
             every 10 s (files, pipes, job logs); False for none, or a callable that gets the
@@ -394,11 +414,13 @@ def run(
             step_timeout=step_timeout,
             seed=seed,
             backend=backend.name if isinstance(backend, Backend) else str(backend),
+            gpus=gpus,
+            gpus_per_member=gpus_per_member,
         )
         space = Space(space)
         controller = _controller(settings, space)
         make_factory(trainable)  # a trainable that cannot be built is refused here
-        make_backend = _backend_spec(backend, workers, backend_options)
+        make_backend = _backend_spec(backend, workers, backend_options, settings)
         callbacks_ = CallbackList(callbacks)
         initial = _initial_configs(space, population, configs, seed)
     source = source_of(trainable)
@@ -515,6 +537,7 @@ def resume(
                 backend or settings.backend,
                 workers or (None if isinstance(backend, Backend) else settings.workers),
                 backend_options,
+                settings,
             )
         controller = _controller(settings, Space.from_dict(pop.space))
         if trainable is None:

@@ -69,6 +69,14 @@ def _ready(ready: Any, burn_in: int | None) -> Ready:
     raise _must("ready", "an int (steps) or hp.Ready(steps=..., seconds=..., burn_in=...)", ready)
 
 
+def _gpus(gpus: Any) -> int | str | tuple[int | str, ...] | None:
+    if gpus is None or isinstance(gpus, (int, str)) and not isinstance(gpus, bool):
+        return gpus
+    if isinstance(gpus, Sequence):
+        return tuple(gpus)
+    raise _must("gpus", "None, 'all', a count or a list of device ids", gpus)
+
+
 def _checked(make: Callable[[], Any]) -> Any:
     """Build a value whose own checks raise ValueError, as a SettingsError."""
     try:
@@ -117,6 +125,8 @@ class RunSettings:
     step_timeout: float | None = None
     seed: int | None = 0
     backend: str = "local"
+    gpus: int | str | tuple[int | str, ...] | None = None
+    gpus_per_member: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
@@ -170,6 +180,17 @@ class RunSettings:
             raise _must("seed", "an int or None", self.seed)
         if not isinstance(self.backend, str) or not self.backend:
             raise _must("backend", "a backend name", self.backend)
+        if self.gpus_per_member is not None and (
+            isinstance(self.gpus_per_member, bool)
+            or not isinstance(self.gpus_per_member, (int, float))
+            or not self.gpus_per_member > 0
+        ):
+            raise _must(
+                "gpus_per_member", "a positive number (1, a fraction such as 0.5, or 2)",
+                self.gpus_per_member, "or None: no GPU placement",
+            )  # fmt: skip
+        if self.gpus is not None and not isinstance(self.gpus, (int, str, tuple)):
+            raise _must("gpus", "None, 'all', a count or a list of device ids", self.gpus)
 
     @classmethod
     def create(
@@ -193,6 +214,8 @@ class RunSettings:
         step_timeout: float | None = None,
         seed: int | None = 0,
         backend: str = "local",
+        gpus: int | str | Sequence[int | str] | None = None,
+        gpus_per_member: float | None = None,
     ) -> RunSettings:
         """Normalise and validate what a user passed to :func:`hyperpop.run`.
 
@@ -217,6 +240,8 @@ class RunSettings:
             step_timeout=None if step_timeout is None else step_timeout,
             seed=seed,
             backend=backend,
+            gpus=_gpus(gpus),
+            gpus_per_member=gpus_per_member,
         )
 
     def replace(self, **changes: Any) -> RunSettings:
@@ -243,6 +268,8 @@ class RunSettings:
             "step_timeout": self.step_timeout,
             "seed": self.seed,
             "backend": self.backend,
+            "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
+            "gpus_per_member": self.gpus_per_member,
         }
 
     @classmethod
@@ -280,4 +307,29 @@ class RunSettings:
             step_timeout=d.get("step_timeout"),
             seed=d.get("seed"),
             backend=d.get("backend", "local"),
+            gpus=_gpus(d.get("gpus")),
+            gpus_per_member=d.get("gpus_per_member"),
+        )
+
+    def backend_options(self) -> dict[str, Any]:
+        """The GPU settings as the named backend takes them: ``gpus`` and
+        ``gpus_per_member`` for the local backend, ``num_gpus`` for Ray (which places actors
+        itself, so it takes no device list).
+
+        Raises:
+            SettingsError: GPUs are asked for on a backend that cannot place them.
+        """
+        if self.gpus is None and self.gpus_per_member is None:
+            return {}
+        if self.backend == "local":
+            out: dict[str, Any] = {"gpus": self.gpus}
+            if self.gpus_per_member is not None:
+                out["gpus_per_member"] = self.gpus_per_member
+            return out
+        if self.backend == "ray" and self.gpus is None:
+            return {"num_gpus": float(self.gpus_per_member or 1.0)}
+        raise SettingsError(
+            f"the {self.backend!r} backend cannot place members on GPUs by gpus="
+            f"{self.gpus!r}: use backend='local', or on Ray gpus_per_member alone (Ray "
+            "chooses the devices)"
         )
