@@ -196,52 +196,33 @@ class RunSettings:
     def create(
         cls,
         *,
-        metric: str,
-        mode: str = "max",
-        population: int = 8,
-        workers: int | None = None,
         budget: Budget | Sequence[Budget] | int | None = None,
         ready: Ready | int = 4,
         burn_in: int | None = None,
         exploit: str | ExploitStrategy | None = "truncation",
         explore: str | ExploreStrategy | None = "perturb",
-        synchronous: bool = False,
         rejuvenate: Rejuvenate | int | None = None,
-        score_window: int = 1,
-        max_lead: int | None = 4,
-        deterministic: bool = False,
-        max_failures: int = 3,
-        step_timeout: float | None = None,
-        seed: int | None = 0,
-        backend: str = "local",
         gpus: int | str | Sequence[int | str] | None = None,
-        gpus_per_member: float | None = None,
+        **fields: Any,
     ) -> RunSettings:
-        """Normalise and validate what a user passed to :func:`hyperpop.run`.
+        """Normalise and validate what a user passed to :func:`hyperpop.run`: the arguments
+        here take the shorthands ``run`` allows (an int budget or ready point, strategy
+        names, a patience); every other field is taken as it is.
 
         Raises:
             SettingsError: one line naming the setting, the value and the fix.
         """
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise SettingsError(f"unknown settings {unknown}; see help(hyperpop.run)")
         return cls(
-            metric=metric,
-            mode=mode,
-            population=population,
-            workers=workers,
             budget=_budgets(budget),
             ready=_ready(ready, burn_in),
             exploit=_checked(lambda: make_exploit(exploit)),
             explore=_checked(lambda: make_explore(explore)),
-            synchronous=synchronous,
             rejuvenate=_checked(lambda: Rejuvenate.of(rejuvenate)),
-            score_window=score_window,
-            max_lead=max_lead,
-            deterministic=deterministic,
-            max_failures=max_failures,
-            step_timeout=None if step_timeout is None else step_timeout,
-            seed=seed,
-            backend=backend,
             gpus=_gpus(gpus),
-            gpus_per_member=gpus_per_member,
+            **fields,
         )
 
     def replace(self, **changes: Any) -> RunSettings:

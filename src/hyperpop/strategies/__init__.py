@@ -66,31 +66,28 @@ def register(cls: type[ExploitStrategy] | type[ExploreStrategy]) -> type:
     return cls
 
 
+def _make(spec: Any, table: dict[str, Any], base: type, kind: str) -> Any:
+    """A strategy from ``None`` (the table's ``"none"``), an instance of ``base``, or a name in
+    ``table``."""
+    if spec is None:
+        return table["none"]()
+    if isinstance(spec, base):
+        return spec
+    if isinstance(spec, str) and spec in table:
+        return table[spec]()
+    raise ValueError(
+        f"unknown {kind} strategy {spec!r}; use one of {sorted(table)} or an "
+        f"{base.__name__} instance"
+    )
+
+
 def make_exploit(spec: str | ExploitStrategy | None) -> ExploitStrategy:
     """An exploit strategy from a name (``truncation``, ``tournament``, ``ttest``, ``none`` or
-    a registered one) or an instance."""
-    if spec is None:
-        return NoExploit()
-    if isinstance(spec, ExploitStrategy):
-        return spec
-    if isinstance(spec, str) and spec in EXPLOIT:
-        return EXPLOIT[spec]()
-    raise ValueError(
-        f"unknown exploit strategy {spec!r}; use one of {sorted(EXPLOIT)} or an "
-        "ExploitStrategy instance"
-    )
+    a registered one), an instance, or None (never copy)."""
+    return _make(spec, EXPLOIT, ExploitStrategy, "exploit")
 
 
 def make_explore(spec: str | ExploreStrategy | None) -> ExploreStrategy:
     """An explore strategy from a name (``perturb``, ``resample``, ``pb2``, ``none`` or a
-    registered one) or an instance."""
-    if spec is None:
-        return NoExplore()
-    if isinstance(spec, ExploreStrategy):
-        return spec
-    if isinstance(spec, str) and spec in EXPLORE:
-        return EXPLORE[spec]()
-    raise ValueError(
-        f"unknown explore strategy {spec!r}; use one of {sorted(EXPLORE)} or an "
-        "ExploreStrategy instance"
-    )
+    registered one), an instance, or None (keep the hyperparameters)."""
+    return _make(spec, EXPLORE, ExploreStrategy, "explore")
