@@ -707,20 +707,8 @@ _INDEXED = frozenset(
     }
 )
 
-#: kinds of events about one member (the member must exist)
-_MEMBER_EVENTS = frozenset(
-    {
-        ev.REPORTED,
-        ev.PROGRESS,
-        ev.PINNED,
-        ev.CHECKPOINTED,
-        ev.EXPLOITED,
-        ev.EXPLORED,
-        ev.REJUVENATED,
-        ev.FAILED,
-        ev.FINISHED,
-    }
-)
+#: kinds of events about a member that must exist already
+_MEMBER_EVENTS = ev.MEMBER_KINDS - {ev.MEMBER_CREATED}
 
 #: one small handler per event kind (``progress`` is counted, not folded further)
 _HANDLERS: dict[str, Callable[[Population, Event, Any], None]] = {

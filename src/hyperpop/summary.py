@@ -237,17 +237,7 @@ class _Level:
 
 
 #: events after which a member's next interval starts (its reports are timed from there)
-_INTERVAL_STARTS = frozenset(
-    {
-        ev.MEMBER_CREATED,
-        ev.CHECKPOINTED,
-        ev.EXPLOITED,
-        ev.EXPLORED,
-        ev.REJUVENATED,
-        ev.FAILED,
-        ev.FINISHED,
-    }
-)
+_INTERVAL_STARTS = ev.MEMBER_KINDS - {ev.REPORTED, ev.PROGRESS, ev.PINNED}
 
 #: columns of :meth:`RunData.records` that hyperpop fills itself
 _OWN_COLUMNS = frozenset({"member", "step", "time", "score"})

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Event", "KINDS", "decode_data", "encode_data"]
+__all__ = ["Event", "KINDS", "MEMBER_KINDS", "decode_data", "encode_data"]
 
 RUN_STARTED = "run_started"  # data: settings, space, trainable, version
 RUN_RESUMED = "run_resumed"  # data: pid
@@ -32,6 +32,22 @@ PINNED = "pinned"  # data: pinned (bool), request
 BUDGET_CHANGED = "budget_changed"  # data: budget, old_budget, request
 RUN_STOPPED = "run_stopped"  # data: reason, request (stopped on request: resumable)
 PROGRESS = "progress"  # data: step (reports of an interval still running: counted, not folded)
+
+#: the kinds of events about one member (their ``member`` names it)
+MEMBER_KINDS = frozenset(
+    {
+        MEMBER_CREATED,
+        REPORTED,
+        PROGRESS,
+        PINNED,
+        CHECKPOINTED,
+        EXPLOITED,
+        EXPLORED,
+        REJUVENATED,
+        FAILED,
+        FINISHED,
+    }
+)
 
 KINDS = frozenset(
     {
