@@ -1,4 +1,10 @@
-"""End-to-end runs on the local backend (real worker processes, real SQLite store)."""
+"""End-to-end runs with a real SQLite store.
+
+What needs worker processes (members taking turns on workers that keep their state in memory,
+a worker that dies, a function trainable pickled by value) runs on the local backend; what is the
+driver's and the controller's work (retries, failures, budgets, exploits by reference, the
+store's refusals) runs on the simulated backend, in-process and deterministic.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +40,8 @@ def test_explored_hyperparameters_win_over_a_restored_optimiser(tmp_path):
         configs=[{"lr": 0.1 * (i + 1)} for i in range(4)],
         storage=tmp_path / "r.db",
         seed=1,
+        backend="simulated",
+        progress=False,
     )
     checked = 0
     expect: dict[int, tuple[float, float]] = {}
@@ -100,6 +108,8 @@ def test_exploit_hands_over_a_reference_not_a_copy(tmp_path):
         synchronous=True,
         storage=db,
         seed=3,
+        backend="simulated",
+        progress=False,
     )
     exploited = [e for e in res.events if e.kind == "exploited"]
     checkpointed = {e.data["checkpoint"] for e in res.events if e.kind == "checkpointed"}
@@ -149,6 +159,8 @@ def test_a_crashing_trainable_is_retried_from_its_checkpoint(tmp_path):
         explore=None,
         configs=[{"member_tag": i} for i in range(3)],
         storage=tmp_path / "r.db",
+        backend="simulated",
+        progress=False,
     )
     m0 = res.member(0)
     assert m0.status == "finished" and m0.step == 8 and m0.failures == 2
@@ -180,6 +192,8 @@ def test_a_member_failing_too_often_is_given_up_and_the_others_carry_on(tmp_path
         configs=[{"member_tag": i} for i in range(3)],
         max_failures=2,
         storage=tmp_path / "r.db",
+        backend="simulated",
+        progress=False,
     )
     assert res.member(0).status == "failed" and res.member(0).failures == 3
     assert [m.status for m in res.members[1:]] == ["finished", "finished"]
@@ -223,6 +237,8 @@ def test_a_missing_metric_is_a_clear_error(tmp_path):
             workers=1,
             budget=hp.Steps(2),
             storage=tmp_path / "r.db",
+            backend="simulated",
+            progress=False,
         )
     # what was recorded is kept: the run and its members are in the store
     assert len(hp.load(tmp_path / "r.db").members) == 2
@@ -255,6 +271,8 @@ def test_all_nan_scores_stop_the_run_with_advice():
             population=2,
             workers=1,
             budget=hp.Steps(4),
+            backend="simulated",
+            progress=False,
         )
 
 
@@ -278,6 +296,7 @@ def test_misdefined_trainables_are_refused_up_front():
 
 def test_a_store_that_already_holds_a_run_is_not_overwritten(tmp_path):
     kw = dict(metric="score", population=2, workers=1, budget=2, storage=tmp_path / "r.db")
+    kw.update(backend="simulated", progress=False)
     hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, **kw)
     with pytest.raises(hp.StoreError, match="already holds a run.*resume"):
         hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, **kw)
@@ -321,6 +340,8 @@ def test_wall_time_and_target_budgets_stop_the_run():
         workers=2,
         budget=[hp.Target(3.0), hp.Steps(1000)],
         ready=1,
+        backend="simulated",
+        progress=False,
     )
     assert "target" in res.summary()["reason"]
     assert res.best.score >= 3.0 and res.best.step < 1000
@@ -370,6 +391,7 @@ def test_ready_by_seconds():
 def test_overwrite_replaces_a_stored_run_but_never_a_live_one(tmp_path):
     db = tmp_path / "r.db"
     kw = dict(metric="score", population=2, workers=1, budget=2, storage=db)
+    kw.update(backend="simulated", progress=False)
     first = hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, **kw)
     again = hp.run(Counter, {"lr": hp.uniform(0.1, 1.0)}, overwrite=True, **kw)
     assert len(hp.load(db).events) == len(again.events) == len(first.events)
