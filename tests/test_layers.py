@@ -63,3 +63,10 @@ def test_the_controller_never_sees_a_backend_or_the_store():
         assert not [
             t for t in targets if t.startswith(("hyperpop.backends", "hyperpop.store.sqlite"))
         ]
+
+
+def test_the_architecture_doc_shows_these_floors():
+    section = (SRC.parents[1] / "docs" / "architecture.md").read_text().split("## Floors")[1]
+    rows = [line.split("|") for line in section.splitlines() if line[:3].strip("| ").isdigit()]
+    documented = [{name.strip(" `") for name in row[2].split(",")} for row in rows]
+    assert documented == FLOORS
