@@ -86,7 +86,8 @@ def _score(report: Report) -> Any:
 def robust_range(values: list[Any], better: str | None) -> list[float] | None:
     """A y range that shows where most values are: from the 5% to the 95% quantile, the
     ``better`` side (``"max"`` or ``"min"``, if known) kept to its extreme so the best values
-    always show, padded by 5%. None when that cuts little (under a tenth of the full range)."""
+    always show, padded by 5%. None (the full range) unless that cuts at least half of it: the
+    zoom is for outliers (diverged members, the first steps' scores), not for smooth curves."""
     v = np.fromiter((x for x in values if x is not None), dtype=float)  # JSON-safe numbers
     v = v[np.isfinite(v)]
     if v.size < 4:
@@ -97,7 +98,7 @@ def robust_range(values: list[Any], better: str | None) -> list[float] | None:
         hi = high
     elif better == "min":
         lo = low
-    if hi - lo >= 0.9 * (high - low):
+    if hi - lo > 0.5 * (high - low):
         return None
     pad = 0.05 * (hi - lo) or 0.05 * abs(hi) or 1.0
     return [num(lo - pad), num(hi + pad)]
@@ -152,19 +153,21 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
     data: list[dict[str, Any]] = []
     values: list[Any] = []
     for mid in sorted(view.scores):
-        xs: list[Any] = []
-        ys: list[Any] = []
-        for (step, score), src in zip(view.scores[mid], view.sources[mid]):
-            if src is None:  # a rejuvenation: a gap
-                xs.append(None)
-                ys.append(None)
-                continue
-            if isinstance(src, Report):
-                when, report = src.wall, src
-            else:  # a jump to the donor's weights
-                when, report = src
-            xs.append(xv(step, when))
-            ys.append(yv(score, report))
+        points, sources = view.scores[mid], view.sources[mid]
+        # a source is the point's Report, or (time, report) at a jump; None at a gap
+        if x == "step":
+            xs = [p[0] for p in points]
+        else:
+            xs = [
+                None if s is None else xv(0, s.wall if type(s) is Report else s[0]) for s in sources
+            ]
+        if metric == main:
+            ys = [p[1] for p in points]
+        else:
+            ys = [
+                None if s is None else _metric_value(s if type(s) is Report else s[1], metric)
+                for s in sources
+            ]
         values += ys
         data.append(
             {
