@@ -110,6 +110,8 @@ def test_rejuvenation_end_to_end_resets_weights_and_keeps_the_lineage():
         configs=[{"cap": 2}, {"cap": 3}, {"cap": 4}, {"cap": 9}],
         synchronous=True,
         seed=0,
+        backend="simulated",
+        progress=False,
     )
     resets = res.rejuvenations()
     assert resets and res.summary()["rejuvenations"] == len(resets)
@@ -146,6 +148,8 @@ def test_a_member_that_always_stalls_cannot_keep_the_run_going():
         configs=[{"cap": 2}, {"cap": 1}, {"cap": 1}],
         synchronous=True,
         seed=0,
+        backend="simulated",
+        progress=False,
     )
     assert res.summary()["status"] == "finished"
     assert res.summary()["rejuvenations"] > 0
