@@ -121,6 +121,21 @@ def test_a_schedule_shorter_than_the_run_is_a_clear_error():
     t.train()
     with pytest.raises(TrainableError, match="max_steps"):
         t.train()
+    with pytest.raises(TrainableError, match="ended"):
+        t.train()
+    t.cleanup()
+
+
+def test_partial_rejuvenation_resets_weights_and_drops_the_moments():
+    t, _ = _trained()
+    before = {k: v.clone() for k, v in t.trainer.model.state_dict().items()}
+    t.reset("shrink_perturb")
+    after = t.trainer.model.state_dict()
+    assert not torch.equal(
+        before["transformer.h.0.mlp.c_fc.weight"], after["transformer.h.0.mlp.c_fc.weight"]
+    )
+    assert t.save()["optimizer"]["state"] == {}
+    assert t.train()["global_step"] == 8
     t.cleanup()
 
 

@@ -60,6 +60,26 @@ def set_learning_rate(optimizer: Any, lr: float, scheduler: Any = None) -> None:
         sched._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
 
 
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in its dicts, lists and tuples moved to the CPU (a state saved
+    on a GPU then loads on any machine; tensors already on the CPU are not copied)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        items = {k: to_cpu(v) for k, v in obj.items()}
+        if type(obj) is dict:
+            return items
+        try:  # an OrderedDict (a state_dict), Lightning's AttributeDict...
+            return type(obj)(items)
+        except TypeError:
+            return items
+    if isinstance(obj, list):
+        return [to_cpu(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(to_cpu(v) for v in obj)
+    return obj
+
+
 def rng_state() -> dict[str, Any]:
     """torch's CPU random state (saved with a member so a restored member draws on as before)."""
     return {"torch": torch.get_rng_state()}

@@ -337,11 +337,11 @@ class LightningTrainable(Trainable):
 
     def save(self) -> dict[str, Any]:
         """The member's Lightning checkpoint (weights, optimisers, schedulers, loops, callbacks)
-        and torch's random state."""
+        and torch's random state, with every tensor on the CPU (it loads on any device)."""
         state = dict(self._ckpt) if self._ckpt is not None else {}
         state["state_dict"] = self.module.state_dict()
         state["hyperpop_rng"] = _common.rng_state()
-        return state
+        return _common.to_cpu(state)
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Take a state from :meth:`save` (possibly another member's): the weights at once, the

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hyperpop.integrations import _common
+from hyperpop.torch import reinitialize, shrink_perturb
 from hyperpop.trainable import Trainable, TrainableError
 
 try:
@@ -88,6 +89,8 @@ class _Session(TrainerCallback):
     # --- the worker's side ---
 
     def step(self) -> dict[str, float]:
+        if self._result[0] in ("error", "end"):
+            raise TrainableError("this member's training has ended; set it up again")
         if self._thread is None:
             self._thread = threading.Thread(target=self._main, daemon=True, name="hf-train")
             self._thread.start()
@@ -317,7 +320,7 @@ class TransformersTrainable(Trainable):
 
     def save(self) -> dict[str, Any]:
         """The model's, optimiser's and scheduler's state dicts, the global step, torch's random
-        state (only the model before training has started)."""
+        state (only the model before training has started), every tensor on the CPU."""
         trainer = self.trainer
         state: dict[str, Any] = {
             "model": trainer.model.state_dict(),
@@ -330,7 +333,7 @@ class TransformersTrainable(Trainable):
             state["global_step"] = int(trainer.state.global_step)
         elif self._pending is not None:  # loaded, not trained yet: keep what was loaded
             state.update({k: v for k, v in self._pending.items() if k not in state})
-        return state
+        return _common.to_cpu(state)
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Take a state from :meth:`save` (possibly another member's): the weights at once, the
@@ -345,6 +348,24 @@ class TransformersTrainable(Trainable):
         self._pending = state
         if self._session.started:
             self._load_training_state()
+
+    def reset(self, how: str) -> None:
+        """Partial rejuvenation: ``"shrink_perturb"`` or ``"reinit:<module>,..."`` of the model
+        (as :class:`hyperpop.torch.TorchTrainable`); the optimiser's moments are dropped."""
+        model = self.trainer.model
+        if how == "shrink_perturb":
+            shrink_perturb(model)
+        elif how.startswith("reinit:"):
+            reinitialize(model, [n for n in how[len("reinit:") :].split(",") if n])
+        else:
+            raise ValueError(
+                f"TransformersTrainable.reset knows 'shrink_perturb' and 'reinit:<module>,...', "
+                f"not {how!r}; override reset(how) for your own"
+            )
+        if self._session.started:
+            _common.unwrap(self.trainer.optimizer, "optimizer").state.clear()
+        elif self._pending is not None:
+            self._pending = {k: v for k, v in self._pending.items() if k != "optimizer"}
 
     def cleanup(self) -> None:
         """Stop the training thread."""
