@@ -3,11 +3,14 @@
 
 Decisions draw from generators keyed by (seed, member, ready point), PB2 learns from every
 interval in the log, and the synchronous barrier is rebuilt from the fold; the toy trainable is
-deterministic, so both runs must agree exactly.
+deterministic, so both runs must agree exactly. One strategy is killed for real (a driver
+process and its workers); the others are interrupted in-process on the simulated backend, where
+the resume is the same fold of the same log, in milliseconds.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import hyperpop as hp
+from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.store.sqlite import SQLiteStore
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -74,7 +78,43 @@ def reports_in(db: Path) -> int:
         store.close()
 
 
-@pytest.mark.parametrize("strategy,kill_at", [("truncation", 40), ("ttest", 72), ("pb2", 56)])
+class Interrupted(SimulatedBackend):
+    """The simulated backend, stopped as by Ctrl-C once ``after`` reports have come back: the
+    result that crosses the mark is lost with the driver, as a ``kill -9`` loses an interval."""
+
+    def __init__(self, after: int):
+        super().__init__(workers=SETTINGS["workers"])
+        self.after, self.reports = after, 0
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.reports += sum(len(r.reports) for r in out)
+        if self.reports >= self.after:
+            raise KeyboardInterrupt
+        return out
+
+
+def strategies(name: str) -> dict:
+    """Fresh strategy instances (a run in this process must not see another's state)."""
+    return copy.deepcopy(STRATEGIES[name])
+
+
+@pytest.mark.parametrize("strategy,kill_at", [("ttest", 72), ("pb2", 56)])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, strategy, kill_at):
+    settings = {k: v for k, v in SETTINGS.items() if k != "workers"}
+    whole, db = tmp_path / "whole.db", tmp_path / "interrupted.db"
+    on = dict(storage=whole, progress=False, backend=SimulatedBackend(SETTINGS["workers"]))
+    hp.run(toy.Toy, toy.space, **on, **settings, **strategies(strategy))
+    with pytest.raises(KeyboardInterrupt):
+        on = dict(storage=db, progress=False, backend=Interrupted(kill_at))
+        hp.run(toy.Toy, toy.space, **on, **settings, **strategies(strategy))
+    assert not hp.load(db).population.finished
+    hp.resume(db, trainable=toy.Toy, progress=False)
+
+    assert outcome(db) == outcome(whole)
+
+
+@pytest.mark.parametrize("strategy,kill_at", [("truncation", 40)])
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, strategy, kill_at):
     whole = tmp_path / "whole.db"
     hp.run(toy.Toy, toy.space, storage=whole, progress=False, **SETTINGS, **STRATEGIES[strategy])
