@@ -473,10 +473,16 @@ def _read_only_commands(folder: Path, out: Path) -> dict[str, str]:
 
 
 def _toy_store(folder: Path) -> Path:
+    """The paper's toy, 8 steps, stored in ``folder`` (in-process on the simulated backend:
+    the readers are what these tests run as processes)."""
+    from hyperpop.userfile import load_file
+
     folder.mkdir()
     db = folder / "r.db"
-    out = hyperpop("run", ROOT / "examples" / "toy.py", "-s", db, "--steps", "8", "-q")
-    assert out.returncode == 0, out.stderr
+    toy = load_file(ROOT / "examples" / "toy.py").module
+    kw = {k: v for k, v in toy.settings.items() if k not in ("storage", "budget")}
+    kw.update(storage=db, budget=hp.Steps(8), backend="simulated", progress=False)
+    hp.run(toy.trainable, toy.space, **kw)
     return db
 
 
