@@ -1,6 +1,7 @@
 """Steering a running run through requests in its store (issue 11, items 1 and 2).
 
-Real driver processes writing real SQLite stores; every wait is for a condition, with a timeout.
+Real driver processes writing real SQLite stores (what a request meets at resume runs
+in-process on the simulated backend); every wait is for a condition, with a timeout.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from reliability_trainables import Walker
 
 import hyperpop as hp
+from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.controller import Controller, Ready, Steps
 from hyperpop.population import Population
 from hyperpop.space import Space
@@ -224,15 +226,42 @@ def test_people_steer_a_running_population_from_python_and_it_shows_in_the_log(t
     assert result.summary()["status"] == "finished"
 
 
+class DiesAfter(SimulatedBackend):
+    """Two simulated workers; the driver stops (as by Ctrl-C) once ``reports`` reports came
+    back, losing the result that reached the mark as a killed driver loses its last interval."""
+
+    def __init__(self, reports: int):
+        super().__init__(workers=2)
+        self.left = reports
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.left -= sum(len(r.reports) for r in out)
+        if self.left <= 0:
+            raise KeyboardInterrupt
+        return out
+
+
 def test_requests_left_unanswered_are_acted_on_at_resume_and_a_stale_stop_is_dropped(tmp_path):
     """The guarantee of the request channel: a request and the events that carry it out are
     written in one transaction, so a driver that dies in between has done nothing, and the
     next one (resume) acts on it; a stop made while no driver ran is answered, not obeyed."""
     db = tmp_path / "run.db"
-    proc = _driver(db, budget=24)
-    _wait(lambda: _reports(db) >= 6, "6 reports", proc)
-    proc.kill()
-    proc.wait()
+    # a driver that dies with 6 reports recorded (in-process: the resume is what is tested)
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(
+            Walker,
+            {"lr": hp.uniform(0.1, 1.0)},
+            metric="score",
+            population=4,
+            budget=24,
+            ready=3,
+            seed=1,
+            storage=db,
+            backend=DiesAfter(9),
+            progress=False,
+        )
+    assert _reports(db) == 6 and not hp.load(db).population.finished
     log = RequestLog(db)
     pin = log.append(Request("pin", 1, {"pinned": True}))
     stop = log.append(Request("stop", None, {}))
