@@ -1,10 +1,12 @@
-"""Read the before/after diffs of docs/integrations.md (tests of the integrations)."""
+"""Helpers of the integrations' tests: the diffs of docs/integrations.md, the benchmark."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import runpy
 from pathlib import Path
+from typing import Any
 
 
 def docs_diff(name: str) -> tuple[str, str, int]:
@@ -32,3 +34,12 @@ def run_script(path: Path, text: str) -> None:
     """Run ``text`` as the script ``path`` in this process (as ``python path`` would)."""
     path.write_text(text)
     runpy.run_path(str(path), run_name="__main__")
+
+
+def integrations_benchmark() -> Any:
+    """benchmarks/integrations.py as a module."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "integrations.py"
+    spec = importlib.util.spec_from_file_location("bench_integrations", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from integration_docs import docs_diff, run_script
+from integration_docs import docs_diff, integrations_benchmark, run_script
 
 torch = pytest.importorskip("torch")
 L = pytest.importorskip("lightning.pytorch")
@@ -250,3 +250,10 @@ def test_the_docs_diff_turns_a_lightning_script_into_a_pbt_run(tmp_path, monkeyp
     run_script(tmp_path / "train_digits_pbt.py", small)
     score = float(capsys.readouterr().out.strip().splitlines()[-1].split()[0])
     assert score > 0.5  # val_acc after two epochs of the best member
+
+
+def test_the_overhead_benchmark_runs_at_smoke_size(capsys):
+    pytest.importorskip("sklearn")
+    (row,) = integrations_benchmark().main(["--smoke", "--only", "lightning"])
+    assert row["adapter"] == "lightning" and row["plain"] > 0 and row["hyperpop"] > 0
+    assert "ratio" in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from integration_docs import docs_diff, run_script
+from integration_docs import docs_diff, integrations_benchmark, run_script
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may come from the hub
 torch = pytest.importorskip("torch")
@@ -183,3 +183,10 @@ def test_the_docs_diff_turns_a_transformers_script_into_a_pbt_run(tmp_path, monk
     run_script(tmp_path / "train_textlm_pbt.py", small)
     score = float(capsys.readouterr().out.strip().splitlines()[-1].split()[0])
     assert score < 4.0  # eval_loss after 25 steps: below a uniform guess over the characters
+
+
+def test_the_overhead_benchmark_runs_at_smoke_size(capsys):
+
+    (row,) = integrations_benchmark().main(["--smoke", "--only", "transformers"])
+    assert row["adapter"] == "transformers" and row["plain"] > 0 and row["hyperpop"] > 0
+    assert "ratio" in capsys.readouterr().out
