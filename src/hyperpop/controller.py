@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -236,7 +236,12 @@ def decision_events(decisions: Sequence[Decision], pop: Population, now: float) 
         old = m.config
         if d.kind is Kind.EXPLOIT:
             old = pop.blobs[d.checkpoint].config  # type: ignore[index]  # set on an exploit
-            data = {"donor": d.donor, "step": d.step, "checkpoint": d.checkpoint, "at": m.step}
+            data: dict[str, Any] = {
+                "donor": d.donor,
+                "step": d.step,
+                "checkpoint": d.checkpoint,
+                "at": m.step,
+            }
             out.append(Event(ev.EXPLOITED, d.member, data, now))
         if d.kind in (Kind.EXPLOIT, Kind.EXPLORE) and d.config != old:
             data = {"config": d.config, "old_config": old, "how": d.how}
@@ -302,7 +307,9 @@ class Controller:
         #: every decision draws from its own generator, keyed by (seed, member, the member's
         #: ready points, its resets): a decision is a pure function of the fold, so a resumed
         #: run decides exactly as the uninterrupted one would have
-        self.seed = int(seed if seed is not None else np.random.SeedSequence().entropy) % 2**63
+        if seed is None:  # a SeedSequence made without entropy draws an int from the OS
+            seed = cast(int, np.random.SeedSequence().entropy)
+        self.seed = int(seed) % 2**63
         #: for draws outside decisions (members added to a running population)
         self.rng = np.random.default_rng(self.seed)
         self.set_budget(self.budget)
@@ -495,14 +502,14 @@ class Controller:
             scores_m = np.asarray(m.ready_scores, dtype=float)
             at = np.searchsorted(steps_m, step[behind], side="right") - 1
             then = np.where(at >= 0, scores_m[np.maximum(at, 0)], np.nan)
-            v = value[behind]
-            better = sign * v > sign * then
-            moved = v + (mine - then)
+            theirs = value[behind]
+            better = sign * theirs > sign * then
+            moved = theirs + (mine - then)
             up, down = np.nextafter(mine, sign * np.inf), np.nextafter(mine, -sign * np.inf)
             moved = np.where(better & ~(sign * moved > sign * mine), up, moved)
             moved = np.where(~better & ~(sign * moved < sign * mine), down, moved)
-            comparable = np.isfinite(then) & ~np.isnan(v)
-            value[behind] = np.where(comparable, moved, v)
+            comparable = np.isfinite(then) & ~np.isnan(theirs)
+            value[behind] = np.where(comparable, moved, theirs)
             value[behind[at < 0]] = np.nan
         if mine is not None and not math.isnan(mine):
             # a candidate ahead that ties m at equal progress ranks above it: copying it is

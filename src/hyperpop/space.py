@@ -229,7 +229,7 @@ class Int(Parameter):
         return (
             isinstance(value, (int, np.integer))
             and not isinstance(value, bool)
-            and self.low <= value <= self.high
+            and bool(self.low <= value <= self.high)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -555,7 +555,7 @@ class Space:
         flat = {}
         it = iter(u)
         for path, param in self._params.items():
-            flat[path] = _py(param.from_unit(next(it)) if param.searchable else param.sample(None))
+            flat[path] = _py(param.from_unit(next(it) if param.searchable else 0.5))
         return self.unflatten(flat)
 
     # --- serialisation -------------------------------------------------------------------

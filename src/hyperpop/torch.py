@@ -184,15 +184,15 @@ def to_cpu(tree: Any) -> Any:
             return tree
         out = type(tree)(items) if type(tree) in (dict, OrderedDict) else dict(items)
         if hasattr(tree, "_metadata"):
-            out._metadata = tree._metadata  # type: ignore[attr-defined]
+            out._metadata = tree._metadata  # type: ignore[attr-defined]  # state dicts carry it
         return out
     if isinstance(tree, (list, tuple)):
-        items = [to_cpu(v) for v in tree]
-        if all(a is b for a, b in zip(items, tree)):
+        values = [to_cpu(v) for v in tree]
+        if all(a is b for a, b in zip(values, tree)):
             return tree
         if isinstance(tree, tuple) and hasattr(tree, "_fields"):  # a named tuple
-            return type(tree)(*items)
-        return type(tree)(items) if type(tree) in (list, tuple) else list(items)
+            return type(tree)(*values)
+        return type(tree)(values) if type(tree) in (list, tuple) else list(values)
     return tree
 
 
@@ -490,7 +490,7 @@ class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
         """The config the schedule holds for the step about to be trained."""
         return self.config_at(self.last_epoch + 1)
 
-    def get_lr(self) -> list[float]:  # noqa: D102 - LRScheduler's hook
+    def get_lr(self) -> list[float | torch.Tensor]:  # noqa: D102 - LRScheduler's hook
         config = self.config()
         for group in self.optimizer.param_groups:
             for key, path in self.others.items():

@@ -212,6 +212,7 @@ def assign_gpus(
             f"gpus_per_member={gpus_per_member:g} needs {per_member} GPUs per worker, but only "
             f"{len(ids)} {'is' if len(ids) == 1 else 'are'} given ({', '.join(ids)})"
         )
+    slots: list[tuple[str, ...]]
     if per_gpu > 1:
         fits = len(ids) * per_gpu
         slots = [(ids[i % len(ids)],) for i in range(fits)]

@@ -206,6 +206,8 @@ class SQLiteStore(Store):
             deleted an old run there); default: a new one, taken when ``write`` is set.
     """
 
+    path: Path  # always a file (the base class allows None for a store in memory)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -377,8 +379,8 @@ class SQLiteStore(Store):
                     raise
             except sqlite3.OperationalError as e:
                 raise self._write_error(e) from e
-        for e in events:
-            e.time = e.time or now
+        for event in events:
+            event.time = event.time or now
         return list(events)
 
     def _write_error(self, e: sqlite3.OperationalError) -> StoreError:
