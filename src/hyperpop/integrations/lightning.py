@@ -136,7 +136,7 @@ def _classes(pl: Any) -> tuple[type, type]:
         def remove_checkpoint(self, path):  # noqa: D102
             self.store.pop(str(path), None)
 
-    class Hook(pl.Callback):  # type: ignore[misc, name-defined]
+    class Hook(pl.Callback):
         """Applies the config once the fit has restored the optimisers; notes validations."""
 
         def __init__(self, owner: LightningTrainable) -> None:
@@ -305,10 +305,10 @@ class LightningTrainable(Trainable):
     def train(self) -> dict[str, float]:
         """One interval: fit ``interval_epochs`` epochs (or ``interval_steps`` steps) from the
         member's last state, validate if the fit's last step was not, return the metrics."""
-        ckpt = self._ckpt
-        resumable = ckpt is not None and "loops" in ckpt
-        epoch = int(ckpt.get("epoch", 0)) if resumable else 0
-        step = int(ckpt.get("global_step", 0)) if resumable else 0
+        ckpt = self._ckpt if self._ckpt is not None and "loops" in self._ckpt else None
+        resumable = ckpt is not None
+        epoch = int(ckpt.get("epoch", 0)) if ckpt is not None else 0
+        step = int(ckpt.get("global_step", 0)) if ckpt is not None else 0
         kwargs = {**TRAINER_DEFAULTS, **self.trainer_kwargs}
         if self.interval_steps is not None:
             kwargs.update(max_steps=step + self.interval_steps, max_epochs=-1)
@@ -318,7 +318,7 @@ class LightningTrainable(Trainable):
         hook = self._hook_class(self)
         kwargs["plugins"] = [*_as_list(kwargs.get("plugins")), io]
         kwargs["callbacks"] = [*_as_list(kwargs.get("callbacks")), hook]
-        if resumable:
+        if ckpt is not None:
             ckpt["state_dict"] = self.module.state_dict()  # the module's weights win (reset, load)
             io.store[_KEY] = ckpt
         with _quiet(self._pl, self.quiet):
