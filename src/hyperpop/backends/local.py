@@ -183,7 +183,8 @@ class _Process:
         self.pid = popen.pid
         self._pidfd: int | None = None
         try:
-            self._pidfd = os.pidfd_open(popen.pid)  # type: ignore[attr-defined]
+            # Linux only: other platforms' stubs have no pidfd_open
+            self._pidfd = os.pidfd_open(popen.pid)  # type: ignore[attr-defined, unused-ignore]
         except (AttributeError, OSError):
             pass
         #: readable when the process has exited (a pidfd), or, without pidfds, its connection
@@ -494,10 +495,11 @@ class LocalBackend(Backend):
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
         out, self._results = self._results, []
-        for slot in self._slots:  # a worker that died while idle: replace it
-            if slot.task is None and slot.proc is not None and not slot.proc.is_alive():
-                self._replace(slot)
-        busy = {s.conn: s for s in self._slots if s.task is not None}
+        for s in self._slots:  # a worker that died while idle: replace it
+            if s.task is None and s.proc is not None and not s.proc.is_alive():
+                self._replace(s)
+        # keyed by what multiprocessing's wait() takes and returns: connections, descriptors
+        busy: dict[Any, _Slot] = {s.conn: s for s in self._slots if s.task is not None}
         if not busy:
             return out
         sentinels = {s.proc.sentinel: s for s in self._slots}
@@ -517,10 +519,12 @@ class LocalBackend(Backend):
             if task is None:  # an idle worker died
                 self._replace(slot)
                 continue
+            conn = slot.conn
+            assert conn is not None  # a worker at work has its connection
             try:
                 alive = False
-                while slot.conn.poll():
-                    kind, result = slot.conn.recv()
+                while conn.poll():
+                    kind, result = conn.recv()
                     if kind == "progress":  # steps trained so far: still at work
                         self._progress[result[0]] = result[1]
                         alive = True

@@ -394,11 +394,13 @@ class RayBackend(Backend):
                                 f"a Ray actor failed to start {self.START_ATTEMPTS} times: {e}"
                             ) from None
                         self._replace(slot)
-                if slot.info["error"]:
-                    raise RuntimeError(slot.info["error"])
-                if self.transfer == "shared" and not slot.info["sees_shared"]:
+                info = slot.info
+                assert info is not None  # the loop above set it or raised
+                if info["error"]:
+                    raise RuntimeError(info["error"])
+                if self.transfer == "shared" and not info["sees_shared"]:
                     raise RayClusterError(
-                        f"transfer='shared' but the actor on node {slot.info['node']} cannot see "
+                        f"transfer='shared' but the actor on node {info['node']} cannot see "
                         f"the shared storage {self._shared.location if self._shared else None}; "
                         "pass shared_storage= a folder every node mounts or an fsspec URL"
                     )

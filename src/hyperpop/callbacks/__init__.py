@@ -15,9 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hyperpop.population import Population
 from hyperpop.store.events import Event
+
+if TYPE_CHECKING:  # at run time, imported on first use by __getattr__ below
+    from hyperpop.callbacks.mlflow import MLflow
+    from hyperpop.callbacks.tensorboard import TensorBoard
+    from hyperpop.callbacks.wandb import WandB
 
 __all__ = ["Callback", "CallbackList", "MLflow", "TensorBoard", "WandB"]
 

@@ -159,13 +159,14 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
             xs = [p[0] for p in points]
         else:
             xs = [
-                None if s is None else xv(0, s.wall if type(s) is Report else s[0]) for s in sources
+                None if s is None else xv(0, s.wall if isinstance(s, Report) else s[0])
+                for s in sources
             ]
         if metric == main:
             ys = [p[1] for p in points]
         else:
             ys = [
-                None if s is None else _metric_value(s if type(s) is Report else s[1], metric)
+                None if s is None else _metric_value(s if isinstance(s, Report) else s[1], metric)
                 for s in sources
             ]
         values += ys

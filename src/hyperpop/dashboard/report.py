@@ -21,7 +21,7 @@ __all__ = ["asset", "page", "plotly_js", "report_html", "write_report"]
 @cache
 def asset(name: str) -> str:
     """The text of a file in the package's ``static/`` folder."""
-    return resources.files("hyperpop.dashboard").joinpath("static", name).read_text("utf-8")
+    return (resources.files("hyperpop.dashboard") / "static" / name).read_text("utf-8")
 
 
 @lru_cache(maxsize=1)

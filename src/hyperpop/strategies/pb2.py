@@ -139,8 +139,8 @@ def _sklearn() -> Any:
             def __eq__(self, other: object) -> bool:
                 return (
                     type(self) is type(other)
-                    and self.dims == other.dims  # type: ignore[attr-defined]
-                    and self.kernel == other.kernel  # type: ignore[attr-defined]
+                    and self.dims == other.dims
+                    and self.kernel == other.kernel
                 )
 
             def __call__(self, X: Any, Y: Any = None, eval_gradient: bool = False) -> Any:
