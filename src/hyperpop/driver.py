@@ -72,10 +72,12 @@ class WrittenRefs:
     def written(self, events: list[Event]) -> None:
         """Follow events that were just written."""
         for e in events:
+            if e.member is None:  # a run-level event holds no checkpoint
+                continue
             if e.kind in (ev.CHECKPOINTED, ev.EXPLOITED):
-                self._hold(e.member, e.data["checkpoint"])  # type: ignore[arg-type]
+                self._hold(e.member, e.data["checkpoint"])
             elif e.kind == ev.REJUVENATED and e.data.get("reset", "full") == "full":
-                self._hold(e.member, None)  # type: ignore[arg-type]
+                self._hold(e.member, None)
 
     def names(self, blob: str) -> bool:
         """Whether some member holds ``blob`` in the written log."""

@@ -141,7 +141,8 @@ class _FunctionSession:
             self._thread.start()
         self._go.release()
         self._done.acquire()
-        kind, value = self._result  # type: ignore[misc]
+        assert self._result is not None  # the thread set it before it released _done
+        kind, value = self._result
         if kind == "error":
             raise value
         if kind == "end":

@@ -107,13 +107,15 @@ class WandB(Tracker):
         config = self._configs.get(member)
         if config is None:  # resumed: the config was logged in an earlier session
             config = dict(self._fold.members[member].schedule[0].config)
+        info = self.info
+        assert info is not None, "the run has not started"
         wandb = self._wandb
         run = wandb.init(
             project=self.project,
             entity=self.entity,
             group=self._group,
             job_type="member",
-            name=self.info.member(member),  # type: ignore[union-attr]
+            name=info.member(member),
             id=self.run_id(member),
             config=config,
             tags=self.tags or None,
