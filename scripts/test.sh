@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a virtual environment with hyperpop and every extra, then run lint and the test suite.
+# Set up a virtual environment with hyperpop and every extra, then run lint, the type checker and the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -10,4 +10,5 @@ python -m pip install -q --upgrade pip
 python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboard,examples,pb2,lightning,transformers,tensorboard,mlflow,wandb]"
 ruff check .
 ruff format --check .
+mypy
 python -m pytest -q "$@"
