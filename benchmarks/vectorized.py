@@ -3,7 +3,7 @@
 Question: how much does training a population as one stacked model (``backend="vectorized"``)
 save over the local backend's worker processes, for a small MLP and for the digits CNN?
 
-Run (the full table takes about 15 minutes on 2 busy cores):
+Run (the full table takes about 15-25 minutes on 2 busy cores):
 
     python benchmarks/vectorized.py                    # mlp and cnn, populations 16 and 64
     python benchmarks/vectorized.py --tasks rl --seeds 1   # many CartPole policies as well
@@ -45,6 +45,10 @@ TASKS: dict[str, tuple[str, int, int]] = {
     "cnn": ("val_acc", 8, 4),
     "rl": ("return", 20, 5),
 }
+#: the vectorized backend's ``chunk_size`` per task, as docs/vectorized.md recommends (None: the
+#: whole population at once): convolutions are compute-bound on a CPU, so a chunk costs them no
+#: speed and bounds the memory their activations take
+CHUNKS: dict[str, int | None] = {"mlp": None, "cnn": 16, "rl": None}
 
 
 def _mlp_trainable() -> tuple[Any, dict[str, Any]]:
@@ -87,8 +91,10 @@ def _trainable(task: str) -> tuple[Any, dict[str, Any]]:
     return module.trainable, module.space
 
 
-def run_one(task: str, backend: str, population: int, steps: int, seed: int) -> dict[str, Any]:
-    """One PBT run in this process; wall time and the best score."""
+def run_one(
+    task: str, backend: str, population: int, steps: int, seed: int, chunk: int | None = None
+) -> dict[str, Any]:
+    """One PBT run in this process; wall time, the best score and the settings that ran."""
     import tempfile
 
     import hyperpop as hp
@@ -105,7 +111,7 @@ def run_one(task: str, backend: str, population: int, steps: int, seed: int) -> 
             super().start(factory, checkpoints)
             self.started = time.perf_counter() - t
 
-    instance = Timed(2) if backend == "local" else Timed()
+    instance = Timed(2) if backend == "local" else Timed(chunk_size=chunk)
     trainable, space = _trainable(task)
     metric, _, ready = TASKS[task]
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +129,13 @@ def run_one(task: str, backend: str, population: int, steps: int, seed: int) -> 
             storage=os.path.join(tmp, "run.db"),
         )
         wall = time.perf_counter() - t0
-    return {"wall": wall, "start": instance.started, "score": result.best.score}
+    settings = {"workers": result.events[0].data["settings"]["workers"]}  # as the run recorded
+    if backend == "vectorized":
+        # what decides the memory: members trained at once, and per evaluate() call
+        settings["chunk"] = min(instance.capacity, population)
+        settings["evaluate_members"] = trainable.evaluate_members
+        settings["threads"] = instance.threads or 1
+    return {"wall": wall, "start": instance.started, "score": result.best.score, **settings}
 
 
 def _tree_rss(root: int) -> int:
@@ -156,10 +168,12 @@ def _tree_rss(root: int) -> int:
     return total
 
 
-def measure(task: str, backend: str, population: int, steps: int, seed: int) -> dict[str, Any]:
+def measure(
+    task: str, backend: str, population: int, steps: int, seed: int, chunk: int | None
+) -> dict[str, Any]:
     """:func:`run_one` in a child process, with its peak tree memory (MiB)."""
     cmd = [sys.executable, __file__, "--one", task, backend, str(population), str(steps)]
-    cmd.append(str(seed))
+    cmd += [str(seed), str(chunk or 0)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -179,15 +193,25 @@ def _load() -> str:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
-    p.add_argument("--one", nargs=5, metavar=("TASK", "BACKEND", "POPULATION", "STEPS", "SEED"))
+    p.add_argument(
+        "--one", nargs=6, metavar=("TASK", "BACKEND", "POPULATION", "STEPS", "SEED", "CHUNK")
+    )
     p.add_argument("--tasks", nargs="*", default=["mlp", "cnn"], choices=sorted(TASKS))
     p.add_argument("--populations", type=int, nargs="*", default=[16, 64])
     p.add_argument("--seeds", type=int, default=5, help="seeds per cell (median)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="the vectorized backend's chunk_size for every task (default: CHUNKS, per task; "
+        "0: the whole population)",
+    )
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     if args.one:
-        task, backend, pop, steps, seed = args.one
-        print(json.dumps(run_one(task, backend, int(pop), int(steps), int(seed))))
+        task, backend, pop, steps, seed, chunk = args.one
+        print(
+            json.dumps(run_one(task, backend, int(pop), int(steps), int(seed), int(chunk) or None))
+        )
         return []
     cases = [(t, n, TASKS[t][1]) for t in args.tasks for n in args.populations]
     seeds = list(range(args.seeds))
@@ -196,11 +220,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     load_before = _load()
     rows = []
     for task, pop, steps in cases:
+        chunk = CHUNKS[task] if args.chunk_size is None else args.chunk_size
         runs: dict[str, list[dict[str, Any]]] = {"local": [], "vectorized": []}
         for seed in seeds:
             for backend in ("local", "vectorized"):  # side by side, interleaved
-                runs[backend].append(measure(task, backend, pop, steps, seed))
+                runs[backend].append(measure(task, backend, pop, steps, seed, chunk))
+        vec = runs["vectorized"][0]
         row: dict[str, Any] = {"task": task, "population": pop, "steps": steps}
+        row["chunk"], row["evaluate_members"] = vec["chunk"], vec["evaluate_members"]
+        row["recorded_workers"] = {b: rs[0]["workers"] for b, rs in runs.items()}
         for backend, rs in runs.items():
             row[backend] = {
                 k: statistics.median(r[k] for r in rs)
@@ -214,14 +242,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"machine: {machine()}")
     print(f"load average before: {load_before}; after: {_load()}; seeds per cell: {len(seeds)}")
     print(
-        f"{'task':<5} {'pop':>4} {'steps':>5} {'local s':>8} {'vector s':>8} {'speedup':>8} "
+        "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, 1 thread, "
+        "`chunk` members trained at once (chunk_size), evaluate() on "
+        f"{rows[0]['evaluate_members'] if rows else '-'} members per call; recorded workers: "
+        + ", ".join(
+            f"{r['task']} {r['population']}: local {r['recorded_workers']['local']}, "
+            f"vectorized {r['recorded_workers']['vectorized']}"
+            for r in rows
+        )
+    )
+    print(
+        f"{'task':<5} {'pop':>4} {'chunk':>5} {'steps':>5} {'local s':>8} {'vector s':>8} "
+        f"{'speedup':>8} "
         f"{'w/o start':>9} {'local MiB':>9} {'vector MiB':>10} {'mem ratio':>9} "
         f"{'local score':>11} {'vector score':>12}"
     )
     for row in rows:
         loc, vec = row["local"], row["vectorized"]
         print(
-            f"{row['task']:<5} {row['population']:>4} {row['steps']:>5} {loc['wall']:>8.1f} "
+            f"{row['task']:<5} {row['population']:>4} {row['chunk']:>5} {row['steps']:>5} "
+            f"{loc['wall']:>8.1f} "
             f"{vec['wall']:>8.1f} {loc['wall'] / vec['wall']:>7.2f}x "
             f"{loc['train'] / vec['train']:>8.2f}x {loc['peak_mib']:>9.0f} "
             f"{vec['peak_mib']:>10.0f} {vec['peak_mib'] / loc['peak_mib']:>9.2f} "
