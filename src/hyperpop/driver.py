@@ -514,6 +514,7 @@ class Driver:
         if self.progress is None:
             return
         if getattr(self.progress, "wants_state", False):
+            # a view that wants_state also takes state= (the Progress type names only pop)
             self.progress(self.pop, state=self.state())  # type: ignore[call-arg]
         else:
             self.progress(self.pop)
@@ -628,9 +629,10 @@ class Driver:
             return [Event(ev.EXPLORED, m.id, data, now)]
         if r.kind == rq.COPY:
             m = self._member(r)
-            donor = pop.members.get(r.data.get("donor"))  # type: ignore[arg-type]
+            donor_id = r.data.get("donor")
+            donor = pop.members.get(donor_id) if donor_id is not None else None
             if donor is None:
-                raise _Refused(f"no member {r.data.get('donor')} to copy")
+                raise _Refused(f"no member {donor_id} to copy")
             if donor.id == m.id:
                 raise _Refused(f"member {m.id} cannot copy itself")
             if donor.checkpoint is None or donor.checkpoint not in pop.blobs:
