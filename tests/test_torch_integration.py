@@ -213,6 +213,8 @@ def test_pbt_run_members_train_with_their_configs_lr(tmp_path):
         synchronous=True,  # generations: exploits do not depend on timing
         seed=3,
         storage=tmp_path / "r.db",
+        backend="simulated",  # in-process: torch in worker processes is the examples' tests'
+        progress=False,
     )
     rows = res.records()
     assert any(e.kind == "exploited" for e in res.events)
