@@ -449,6 +449,7 @@ def test_a_worker_killed_while_it_starts_is_started_again(tmp_path):
 def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path):
     """Even if a future code path folds an event and never writes it, a normal flush deletes
     no blob the written log still names (the fold alone never decides a deletion)."""
+    from hyperpop.backends.simulated import SimulatedBackend
     from hyperpop.checkpoints import CheckpointStore, encode
     from hyperpop.driver import Driver, WrittenRefs
     from hyperpop.population import Population
@@ -472,7 +473,7 @@ def test_the_driver_deletes_only_blobs_the_written_log_no_longer_names(tmp_path)
         store=store,
         pop=pop,
         controller=None,
-        backend=None,
+        backend=SimulatedBackend(1),
         checkpoints=ckpts,
         settings=RunSettings(metric="score", max_failures=0),
     )

@@ -202,6 +202,7 @@ def _session(
             log.warning("checkpoints missing from %s: %s", checkpoints.root, missing[:5])
         checkpoints.collect(pop.live_checkpoints(), temporaries=True)
     backend = make_backend()
+    checkpoints.fsync = backend.durable
     driver: Driver | None = None
     try:
         shown = _progress(progress)

@@ -84,6 +84,9 @@ class Backend(ABC):
 
     #: short name recorded in the store
     name: str = "backend"
+    #: whether checkpoints must be synced to disk (False for a simulation, which has no
+    #: power cut to survive)
+    durable: bool = True
 
     @abstractmethod
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:

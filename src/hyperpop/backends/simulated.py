@@ -39,6 +39,7 @@ class SimulatedBackend(Backend):
     """
 
     name = "simulated"
+    durable = False  # a simulation: checkpoints are not synced to disk
 
     def __init__(self, workers: int = 2, duration: Duration | None = None):
         if not isinstance(workers, int) or workers < 1:
