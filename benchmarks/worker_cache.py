@@ -11,7 +11,7 @@ quarter of the worker's memory, by saved-state size). Two questions:
   default, a 256 MB budget and ``cache_size=1``. Printed: each worker's peak resident memory.
 
     python benchmarks/worker_cache.py
-    python benchmarks/worker_cache.py --smoke
+    python benchmarks/worker_cache.py --smoke   # tiny sizes; a numpy member instead of digits
 """
 
 from __future__ import annotations
@@ -73,13 +73,17 @@ class Big(hp.Trainable):
 
 
 def speed(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
-    digits = example("digits")
+    if args.smoke:  # what is counted needs no PyTorch: a small numpy member
+        trainable, space, metric = Big, {"lr": hp.uniform(0.1, 1.0), "mb": 0.01}, "score"
+    else:
+        digits = example("digits")
+        trainable, space, metric = digits.trainable, digits.space, "val_acc"
     backend = CountingBackend(args.workers, **options)
     t0 = time.perf_counter()
     hp.run(
-        digits.trainable,
-        digits.space,
-        metric="val_acc",
+        trainable,
+        space,
+        metric=metric,
         mode="max",
         population=args.population,
         budget=hp.Steps(args.steps),

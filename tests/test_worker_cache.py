@@ -151,8 +151,6 @@ def test_the_driver_learns_which_members_a_worker_dropped(tmp_path):
 
 
 def test_the_cache_benchmark_runs_at_a_smoke_size(capsys):
-    pytest.importorskip("torch")
-    pytest.importorskip("sklearn")
     import importlib
     import sys
     from pathlib import Path
