@@ -15,6 +15,14 @@ from hyperpop.trainable import TrainableError
 SEED_KEY = "seed"
 
 
+def subclass(cls: type, name: str, attrs: dict[str, Any]) -> Any:
+    """A subclass of ``cls`` called ``name`` with the class attributes ``attrs`` (what the
+    ``wrap`` factories return: a trainable class that worker processes can rebuild)."""
+    made = type(name, (cls,), attrs)
+    made.__qualname__ = name
+    return made
+
+
 def unwrap(obj: Any, attr: str) -> Any:
     """The object a wrapper holds (accelerate's ``AcceleratedOptimizer.optimizer``,
     ``AcceleratedScheduler.scheduler``), or ``obj`` itself."""

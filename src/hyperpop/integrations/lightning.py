@@ -254,10 +254,9 @@ class LightningTrainable(Trainable):
             "build_keys": tuple(build_keys),
             "seed": seed,
         }
-        name = name or f"{getattr(module, '__name__', 'Lightning')}Trainable"
-        made = type(name, (cls,), attrs)
-        made.__qualname__ = name
-        return made
+        return _common.subclass(
+            cls, name or f"{getattr(module, '__name__', 'Lightning')}Trainable", attrs
+        )
 
     # --- the hooks a subclass may override -----------------------------------------------------
 

@@ -253,10 +253,8 @@ class TransformersTrainable(Trainable):
             "build_keys": tuple(build_keys),
             "seed": seed,
         }
-        name = name or f"{getattr(make_trainer, '__name__', 'Transformers')}Trainable"
-        made = type(name, (cls,), attrs)
-        made.__qualname__ = name
-        return made
+        default = f"{getattr(make_trainer, '__name__', 'Transformers')}Trainable"
+        return _common.subclass(cls, name or default, attrs)
 
     def build(self, config: dict[str, Any]) -> Any:
         """Create the member's ``transformers.Trainer`` for ``config``."""

@@ -49,26 +49,15 @@ MEMBER_KINDS = frozenset(
     }
 )
 
-KINDS = frozenset(
-    {
-        RUN_STARTED,
-        RUN_RESUMED,
-        MEMBER_CREATED,
-        REPORTED,
-        CHECKPOINTED,
-        EXPLOITED,
-        EXPLORED,
-        REJUVENATED,
-        FAILED,
-        FINISHED,
-        RUN_FINISHED,
-        REQUEST_HANDLED,
-        PINNED,
-        BUDGET_CHANGED,
-        RUN_STOPPED,
-        PROGRESS,
-    }
-)
+#: every kind of event
+KINDS = MEMBER_KINDS | {
+    RUN_STARTED,
+    RUN_RESUMED,
+    RUN_FINISHED,
+    REQUEST_HANDLED,
+    BUDGET_CHANGED,
+    RUN_STOPPED,
+}
 
 
 @dataclass
