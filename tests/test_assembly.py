@@ -6,6 +6,7 @@ import pytest
 
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
+from hyperpop.callbacks import Callback
 from hyperpop.errors import SettingsError, StoreError
 from hyperpop.settings import RunSettings
 from hyperpop.store import events as ev
@@ -139,3 +140,25 @@ def test_gpu_settings_are_given_once_and_only_where_they_can_be_placed():
         hp.run(visible, SPACE, metric="score", gpus=["0"], backend="simulated")
     with pytest.raises(SettingsError, match="gpus_per_member must be a positive number"):
         hp.run(visible, SPACE, metric="score", gpus_per_member=0)
+
+
+class Interrupt(Callback):
+    """Stops the driver like Ctrl-C once the first reports are written."""
+
+    def on_events(self, events, pop):
+        if any(e.kind == ev.REPORTED for e in events):
+            raise KeyboardInterrupt
+
+
+def test_resume_on_another_backend_does_not_take_the_recorded_worker_count(tmp_path):
+    import os
+
+    db = tmp_path / "r.db"
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(climb, SPACE, metric="score", population=4, workers=3, budget=4, ready=2,
+               backend="simulated", storage=db, progress=False,
+               callbacks=[Interrupt()])  # fmt: skip
+    res = hp.resume(db, climb, backend="local", progress=False)
+    resumed = [e for e in res.events if e.kind == ev.RUN_RESUMED]
+    assert resumed[0].data["workers"] == os.cpu_count()  # the local default, not the 3 slots
+    assert res.summary()["status"] == "finished" and all(m.step == 4 for m in res.members)

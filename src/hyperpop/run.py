@@ -536,7 +536,9 @@ def resume(
                 settings = settings.replace(step_timeout=step_timeout)
             make_backend = _backend_spec(
                 backend or settings.backend,
-                workers or (None if isinstance(backend, Backend) else settings.workers),
+                # the recorded count only for the recorded backend (4096 vectorized slots are
+                # not 4096 local workers)
+                workers or (settings.workers if backend in (None, settings.backend) else None),
                 backend_options,
                 settings,
             )
