@@ -162,3 +162,16 @@ def test_resume_on_another_backend_does_not_take_the_recorded_worker_count(tmp_p
     resumed = [e for e in res.events if e.kind == ev.RUN_RESUMED]
     assert resumed[0].data["workers"] == os.cpu_count()  # the local default, not the 3 slots
     assert res.summary()["status"] == "finished" and all(m.step == 4 for m in res.members)
+
+
+def test_a_simulated_run_resumed_on_it_keeps_the_log_in_time_order(tmp_path):
+    """The simulation runs ahead of the wall clock; a resume starts its clock after the log's
+    last event, so times never go back (readers plot and time runs by them)."""
+    db = tmp_path / "r.db"
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(climb, SPACE, metric="score", population=4, budget=40, ready=2, seed=1,
+               backend="simulated", storage=db, progress=False,
+               callbacks=[Interrupt()])  # fmt: skip
+    res = hp.resume(db, climb, progress=False)
+    times = [e.time for e in res.events]
+    assert res.population.resumes == 1 and times == sorted(times)

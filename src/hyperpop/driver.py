@@ -737,7 +737,11 @@ class Driver:
 
     def open(self, events: list[Event]) -> None:
         """Write the session's opening events (``run_started`` and the first members, or
-        ``run_resumed``): callbacks see them in the population they get at the start."""
+        ``run_resumed``): callbacks see them in the population they get at the start. They
+        are timed by the driver's clock, like every event of the session."""
+        now = self.clock()
+        for e in events:
+            e.time = e.time or now
         self.commit(events)
         self.flush(collect=False)
 

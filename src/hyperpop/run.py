@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -143,6 +144,17 @@ def _sized(backend: Backend, workers: int) -> Backend:
     return backend
 
 
+def _clock(backend: Backend, pop: Population) -> Callable[[], float] | None:
+    """The driver's clock for a backend that runs on simulated time (None: the real one). It
+    starts at the later of now and the log's last event, so times in the log never go back,
+    even across resumes of a simulation that ran ahead of the wall clock."""
+    simulated = getattr(backend, "simulated_seconds", None)
+    if simulated is None:
+        return None
+    start = max(time.time(), pop.last_time)
+    return lambda: start + simulated()
+
+
 def _build_backend(make: Callable[[], Backend], step_timeout: float | None) -> Backend:
     with _settings():
         backend = make()
@@ -208,7 +220,7 @@ def _session(
         shown = _progress(progress)
         if storage is not None:
             _member_logs(backend, storage, shown)
-        clock = getattr(backend, "clock_fn", None)
+        clock = _clock(backend, pop)
         driver = Driver(
             store=store,
             pop=pop,

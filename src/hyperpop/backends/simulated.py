@@ -11,7 +11,6 @@ seconds (by default one per step trained), so members of different speeds can be
 from __future__ import annotations
 
 import heapq
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +47,6 @@ class SimulatedBackend(Backend):
         self.duration = duration or _steps
         #: the simulated time (seconds since the start)
         self.clock = 0.0
-        self._epoch = time.time()
         self._core: WorkerCore | None = None
         self._running: list[tuple[float, int, TaskResult]] = []
         self._order = 0
@@ -57,10 +55,10 @@ class SimulatedBackend(Backend):
     def capacity(self) -> int:
         return self.workers
 
-    def clock_fn(self) -> float:
-        """The driver's clock: wall time at the start plus the simulated seconds since, so
-        event times and wall-time budgets follow the simulation, not the machine."""
-        return self._epoch + self.clock
+    def simulated_seconds(self) -> float:
+        """Simulated seconds since the start: the driver's clock runs on them, so event times
+        and wall-time budgets follow the simulation, not the machine."""
+        return self.clock
 
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         self._core = WorkerCore(factory, checkpoints, name="simulated")
