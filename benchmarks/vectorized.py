@@ -11,8 +11,8 @@ Run (the full table takes about 15-25 minutes on 2 busy cores):
 
 Both backends run the same :class:`hyperpop.VectorizedTrainable` (so the same model, loss, data
 and optimiser), the same population, steps, PBT settings and seed: ``local`` with 2 worker
-processes of one thread each, ``vectorized`` in one process on one thread (its default on a
-CPU). Each run is its own child process; ``wall`` is ``hp.run`` from call to result inside it
+processes of one thread each, ``vectorized`` in one process with a thread per core (its default
+on a CPU). Each run is its own child process; ``wall`` is ``hp.run`` from call to result inside it
 (``w/o start``: the speedup without the backend's start, i.e. the local workers' spawn and
 imports),
 ``peak`` the largest sum of resident memory over the child and its worker processes (sampled
@@ -134,7 +134,7 @@ def run_one(
         # what decides the memory: members trained at once, and per evaluate() call
         settings["chunk"] = min(instance.capacity, population)
         settings["evaluate_members"] = trainable.evaluate_members
-        settings["threads"] = instance.threads or 1
+        settings["threads"] = instance.threads or len(os.sched_getaffinity(0))
     return {"wall": wall, "start": instance.started, "score": result.best.score, **settings}
 
 
@@ -228,6 +228,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         vec = runs["vectorized"][0]
         row: dict[str, Any] = {"task": task, "population": pop, "steps": steps}
         row["chunk"], row["evaluate_members"] = vec["chunk"], vec["evaluate_members"]
+        row["threads"] = vec["threads"]
         row["recorded_workers"] = {b: rs[0]["workers"] for b, rs in runs.items()}
         for backend, rs in runs.items():
             row[backend] = {
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"machine: {machine()}")
     print(f"load average before: {load_before}; after: {_load()}; seeds per cell: {len(seeds)}")
     print(
-        "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, 1 thread, "
+        "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, "
+        f"{rows[0].get('threads', '-') if rows else '-'} threads, "
         "`chunk` members trained at once (chunk_size), evaluate() on "
         f"{rows[0]['evaluate_members'] if rows else '-'} members per call; recorded workers: "
         + ", ".join(

@@ -13,6 +13,7 @@ through its ``stacked()`` method only, so this module does not import PyTorch).
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -28,6 +29,14 @@ __all__ = ["VectorizedBackend"]
 DEFAULT_CHUNK = 4096
 
 
+def _cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 class VectorizedBackend(Backend):
     """Trains the members it holds as one stacked PyTorch model, in this process.
 
@@ -37,9 +46,10 @@ class VectorizedBackend(Backend):
             (default :data:`DEFAULT_CHUNK`, i.e. the whole population).
         device: where the stacked tensors live (``"cpu"``, ``"cuda"``...).
         threads: ``torch.set_num_threads`` while the run trains (restored at shutdown).
-            Default on a CPU: 1. Several intra-op threads gain little on small stacked models
-            and can be many times slower on a machine whose cores are busy (threads spin
-            waiting for each other).
+            Default on a CPU: the cores this process may use (the one training process
+            should use them all, as the local backend's workers do together). On a machine
+            whose cores other jobs keep busy, 1 can be much faster: threads spin waiting for
+            each other.
     """
 
     name = "vectorized"
@@ -82,7 +92,7 @@ class VectorizedBackend(Backend):
             )
         self._spec = spec
         self._checkpoints = checkpoints
-        threads = self.threads or (1 if str(self.device).startswith("cpu") else None)
+        threads = self.threads or (_cores() if str(self.device).startswith("cpu") else None)
         if threads:
             import torch
 
