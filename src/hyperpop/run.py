@@ -195,10 +195,10 @@ def _session(
     callbacks: CallbackList,
     keep_best: bool = False,
 ) -> Result:
-    """Run one session of a run: build the controller, the backend and the driver, start
-    the backend, write the session's opening events (``opening(backend)``, once the backend
-    knows its size), run, and shut the backend down. The caller opened the store and closes
-    it.
+    """Run one session of a run: restore the controller's state from the fold, build the
+    backend and the driver, start the backend, write the session's opening events
+    (``opening(backend)``, once the backend knows its size), run, and shut the backend down.
+    The caller built the controller (:func:`_controller`), opened the store, and closes it.
 
     Args:
         storage: the run's SQLite file (None: a run kept in a temporary folder).
