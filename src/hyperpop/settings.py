@@ -24,8 +24,6 @@ __all__ = ["DEFAULT_BUDGET", "RunSettings"]
 #: the budget of a run that names none: 100 training steps per member
 DEFAULT_BUDGET = Steps(100)
 
-BACKENDS = ("local", "ray", "simulated", "vectorized")
-
 
 def _must(name: str, expected: str, got: Any, fix: str = "") -> SettingsError:
     """The one format of a settings error: ``NAME must be EXPECTED, got GOT[; FIX]``."""
