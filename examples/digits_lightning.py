@@ -16,10 +16,11 @@ Run it (needs ``pip install "hyperpop[lightning,examples]"``):
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -28,22 +29,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import hyperpop as hp
 from hyperpop.integrations.lightning import LightningTrainable
 
-_DATA: dict[str, torch.Tensor] = {}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import digits  # noqa: E402  (the digits example: the same data split and search space)
 
-def data() -> dict[str, torch.Tensor]:
-    """The digits split into train (1000), validation (400) and held-out test (397) tensors."""
-    if not _DATA:
-        from sklearn.datasets import load_digits
-
-        x, y = load_digits(return_X_y=True)
-        order = np.random.default_rng(1234).permutation(len(y))
-        x = torch.tensor(x[order] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-        y = torch.tensor(y[order], dtype=torch.long)
-        for name, sl in (("train", slice(0, 1000)), ("val", slice(1000, 1400))):
-            _DATA[f"x_{name}"], _DATA[f"y_{name}"] = x[sl], y[sl]
-        _DATA["x_test"], _DATA["y_test"] = x[1400:], y[1400:]
-    return _DATA
+data = digits.data
 
 
 class LitDigits(L.LightningModule):
@@ -108,12 +98,7 @@ def evaluate(state: dict[str, Any]) -> float:
 
 
 trainable = LightningTrainable.wrap(LitDigits, epochs=1, trainer_kwargs={"accelerator": "cpu"})
-space = {
-    "lr": hp.loguniform(1e-3, 0.5),
-    "momentum": hp.uniform(0.0, 0.99),
-    "weight_decay": hp.loguniform(1e-6, 1e-2),
-    "batch_size": hp.choice([16, 32, 64, 128]),
-}
+space = digits.space
 settings = dict(
     metric="val_acc",
     mode="max",
