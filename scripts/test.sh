@@ -11,4 +11,4 @@ python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboa
 ruff check .
 ruff format --check .
 mypy
-python -m pytest -q "$@"
+python -m pytest -q --durations=15 "$@"
