@@ -116,4 +116,4 @@ def test_default_storage_is_runs_folder(tmp_path):
     env_cwd = tmp_path
     hyperpop("run", job, "--steps", "8", "-q", cwd=env_cwd)
     assert (tmp_path / "runs" / "tiny.db").exists()
-    assert os.path.isdir(tmp_path / "runs" / "tiny.ckpt")
+    assert os.path.isdir(tmp_path / "runs" / "tiny.db-ckpt")

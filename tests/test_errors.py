@@ -243,7 +243,7 @@ def test_bad_settings_are_one_line_on_the_command_line(tmp_path, extra, args, ex
     db = tmp_path / "r.db"
     line = one_line_error(hyperpop("run", job(tmp_path, extra), "-s", db, "-q", *args))
     assert expect in line
-    assert not db.exists() and not (tmp_path / "r.ckpt").exists()
+    assert not db.exists() and not (tmp_path / "r.db-ckpt").exists()
 
 
 def test_workers_zero_is_refused_in_python_too():

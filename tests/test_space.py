@@ -175,3 +175,63 @@ def test_validate_config_names_the_offender():
         space.validate_config({"lr": 2.0})
     with pytest.raises(SpaceError, match="no value for parameter 'lr'"):
         space.validate_config({})
+
+
+# --- issue 19 ------------------------------------------------------------------------------
+
+
+class _Shapes(hp.Trainable):
+    """Records the type of the tuple constant that setup and apply receive."""
+
+    seen: list = []
+
+    def setup(self, config):
+        _Shapes.seen.append(("setup", config["nest"]["t"], config["l"]))
+        self.total = 0.0
+
+    def apply(self, config):
+        _Shapes.seen.append(("apply", config["nest"]["t"], config["l"]))
+
+    def train(self):
+        self.total += 1.0
+        return {"score": self.total}
+
+    def save(self):
+        return self.total
+
+    def load(self, state):
+        self.total = state
+
+
+def test_a_tuple_constant_reaches_the_trainable_as_a_tuple_on_run_and_resume(tmp_path):
+    """Issue 19, item 6: the guide promises tuples; they came as lists."""
+    space = {"nest": {"t": (7, 8)}, "l": [1, 2], "lr": hp.uniform(0.1, 1.0)}
+    assert Space(space).sample(np.random.default_rng(0))["nest"]["t"] == (7, 8)
+    db = tmp_path / "r.db"
+
+    class Stop(hp.callbacks.Callback):
+        def on_events(self, events, pop):
+            if all(m.step >= 4 for m in pop.members.values()):
+                raise KeyboardInterrupt
+
+    kw = dict(metric="score", population=3, workers=2, ready=2, seed=0, backend="simulated")
+    _Shapes.seen = []
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(_Shapes, space, budget=8, storage=db, progress=False, callbacks=[Stop()], **kw)
+    res = hp.resume(db, _Shapes, progress=False)
+    assert [m.step for m in res.members] == [8, 8, 8]
+    assert {k for k, _, _ in _Shapes.seen} == {"setup", "apply"}
+    assert all(type(t) is tuple and t == (7, 8) for _, t, _ in _Shapes.seen)
+    assert all(type(x) is list and x == [1, 2] for _, _, x in _Shapes.seen)
+    assert all(m.config["nest"]["t"] == (7, 8) for m in hp.Result.load(db).members)
+    assert isinstance(Space.from_dict(Space(space).to_dict())["nest/t"].value, tuple)
+
+
+@pytest.mark.parametrize("options", [[1, 1], ["a", "b", "a"], [(1, 2), (1, 2)]])
+def test_a_choice_with_a_repeated_option_is_refused(options):
+    with pytest.raises(SpaceError, match=r"option .* is given twice .*give each option once"):
+        hp.choice(options)
+
+
+def test_options_equal_across_types_are_not_duplicates():
+    assert hp.choice([1, 1.5, True]).options == (1, 1.5, True)

@@ -3,11 +3,20 @@
 A blob is written once (atomically: a temporary file renamed into place) and never changed. An
 exploit records a reference to the donor's blob instead of copying it; blobs that no member can
 reach any more are collected by the driver.
+
+Each store has a checkpoint folder of its own, named after the store's whole file name
+(``runs/x.db`` → ``runs/x.db-ckpt``), and the folder holds a marker naming the run that owns it:
+collection deletes nothing in a folder another run owns. Stores written before this layout kept
+their blobs in ``runs/x.ckpt``, a folder that ``x.db``, ``x.sqlite`` and ``x`` shared; such a
+folder is only read (a blob the store's own log names, looked up by its unique id), and a resume
+moves the store's live blobs out of it into the store's own folder. It is never collected.
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import os
 import pickle
 import sys
@@ -19,14 +28,19 @@ from typing import Any
 
 import cloudpickle
 
+from hyperpop.errors import StoreFullError
+
 __all__ = [
     "BlobStore",
     "CheckpointError",
+    "CheckpointFullError",
     "CheckpointStore",
     "StateStore",
     "check_blob_id",
     "write_atomic",
     "checkpoint_dir_for",
+    "full_disk_error",
+    "legacy_checkpoint_dir_for",
     "log_dir_for",
     "log_path_for",
     "decode",
@@ -34,18 +48,58 @@ __all__ = [
     "new_blob_id",
 ]
 
+log = logging.getLogger("hyperpop")
+
 _MAGIC = b"HYPERPOP-CKPT-1\n"
 _SUFFIX = ".ckpt"
+#: a checkpoint folder's name: the store's whole file name and this
+_DIR_SUFFIX = "-ckpt"
+#: the file in a checkpoint folder that names the run owning it (its ``run_id``)
+_OWNER = ".hyperpop-run"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or cannot be read."""
 
 
+class CheckpointFullError(StoreFullError):
+    """The disk that holds the checkpoint folder is full: no member can save its state."""
+
+
 def checkpoint_dir_for(db_path: str | os.PathLike[str]) -> Path:
-    """The folder beside ``runs/x.db`` that holds its checkpoints (``runs/x.ckpt``)."""
+    """The folder beside ``runs/x.db`` that holds its checkpoints (``runs/x.db-ckpt``): named
+    after the store's whole file name, like its ``-logs`` folder, so two stores never share
+    one."""
+    return Path(f"{os.fspath(db_path)}{_DIR_SUFFIX}")
+
+
+def legacy_checkpoint_dir_for(db_path: str | os.PathLike[str]) -> Path | None:
+    """The folder where hyperpop kept a store's checkpoints before each store had its own
+    (``runs/x.ckpt`` for ``runs/x.db``, ``runs/x.sqlite`` and ``runs/x`` alike), if it is a
+    folder no run has claimed; else None. Only read (see the module's docstring)."""
     p = Path(db_path)
-    return p.with_name(p.name.rsplit(".", 1)[0] + _SUFFIX)
+    old = p.with_name(p.name.rsplit(".", 1)[0] + _SUFFIX)
+    if old == p or not old.is_dir() or (old / _OWNER).exists():
+        return None
+    return old
+
+
+def _store_of(root: Path) -> str:
+    """The store whose checkpoint folder ``root`` is (for messages)."""
+    name = root.name
+    return str(root.with_name(name[: -len(_DIR_SUFFIX)])) if name.endswith(_DIR_SUFFIX) else "DB"
+
+
+def full_disk_error(error: str | None) -> CheckpointFullError | None:
+    """The :class:`CheckpointFullError` a worker's failure reports (the last line of the
+    traceback it sent), or None for any other failure."""
+    if not error:
+        return None
+    last = error.rstrip().rsplit("\n", 1)[-1]
+    prefix = f"{CheckpointFullError.__module__}.{CheckpointFullError.__qualname__}: "
+    if last.startswith(prefix):
+        return CheckpointFullError(last[len(prefix) :])
+    return None
 
 
 def log_dir_for(db_path: str | os.PathLike[str]) -> Path:
@@ -142,12 +196,16 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
     (half-written temporaries are collected with ``temporaries=True``)."""
     path = Path(path)
     tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 class BlobStore(ABC):
@@ -194,16 +252,98 @@ class CheckpointStore(BlobStore, StateStore):
     """A folder of immutable checkpoint blobs.
 
     Args:
-        root: the folder (created if missing). Workers write into it; the driver collects.
+        root: the folder (created if missing, unless ``create`` is False). Workers write into
+            it; the driver collects.
         fsync: sync each blob to disk before it is renamed into place (a blob the log names
             survives a power cut); False skips it where no crash is to be survived (the
             simulated backend). A killed process loses nothing either way.
+        fallback: a folder read for a blob missing from ``root`` (a store's folder from before
+            each store had its own: :func:`legacy_checkpoint_dir_for`); never written to or
+            collected.
+        create: create ``root`` (False for a reader).
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True):
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        fallback: str | os.PathLike[str] | None = None,
+        create: bool = True,
+    ):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        self.fallback = None if fallback is None else Path(fallback)
+        #: the run this store was claimed for (:meth:`claim`); None: not claimed
+        self.owner: str | None = None
+
+    @classmethod
+    def for_store(cls, db_path: str | os.PathLike[str], *, create: bool = True) -> CheckpointStore:
+        """The checkpoints of the store at ``db_path``: its own folder, and the folder of an
+        older layout to read from if there is one."""
+        return cls(
+            checkpoint_dir_for(db_path),
+            fallback=legacy_checkpoint_dir_for(db_path),
+            create=create,
+        )
+
+    def _owner(self) -> str | None:
+        try:
+            return (self.root / _OWNER).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def claim(self, run_id: str, *, new: bool) -> None:
+        """Tie the folder to the run ``run_id`` (a marker file in it), before anything is
+        written or collected there.
+
+        Args:
+            run_id: the run the store holds.
+            new: the run starts now (the store's log names no blob yet).
+
+        Raises:
+            CheckpointError: the folder holds blobs of another run (its store was moved or
+                deleted, or the folder was copied here): nothing is deleted.
+        """
+        owner = self._owner()
+        if owner != run_id and (owner is not None or new) and self.blobs():
+            whose = f"run {owner}" if owner else "no run this store knows"
+            raise CheckpointError(
+                f"{self.root} holds checkpoints of {whose}, not of this store's run {run_id} "
+                "(a store moved or deleted without its folder?); move that folder away or "
+                "choose another store path (nothing was deleted)"
+            )
+        if owner != run_id:
+            write_atomic(self.root / _OWNER, run_id.encode(), fsync=self.fsync)
+        self.owner = run_id
+
+    def adopt(self, blobs: Iterable[str]) -> list[str]:
+        """Move ``blobs`` (the store's live ones) from the fallback folder into this one, so
+        the run goes on in its own folder; the fallback keeps everything else and is removed
+        only once empty. Returns the moved ids."""
+        if self.fallback is None:
+            return []
+        moved = []
+        for blob in sorted(blobs):
+            src = self.fallback / (check_blob_id(blob) + _SUFFIX)
+            dst = self._path(blob)
+            if not src.exists() or dst.exists():
+                continue
+            try:
+                os.replace(src, dst)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                self.write(blob, src.read_bytes())  # the old folder is on another disk
+                src.unlink()
+            moved.append(blob)
+        try:
+            self.fallback.rmdir()
+        except OSError:
+            pass  # not empty: other stores' blobs, or blobs no log names
+        return moved
 
     def _path(self, blob: str) -> Path:
         return self.root / (check_blob_id(blob) + _SUFFIX)
@@ -219,8 +359,22 @@ class CheckpointStore(BlobStore, StateStore):
         return blob
 
     def write(self, blob: str, data: bytes) -> None:
-        """Write a blob's bytes (from :func:`encode`) atomically under the id ``blob``."""
-        write_atomic(self._path(blob), data, fsync=self.fsync)
+        """Write a blob's bytes (from :func:`encode`) atomically under the id ``blob``.
+
+        Raises:
+            CheckpointFullError: the disk is full (nothing is left half-written).
+        """
+        try:
+            write_atomic(self._path(blob), data, fsync=self.fsync)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            store = _store_of(self.root)
+            raise CheckpointFullError(
+                f"cannot write a checkpoint to {self.root}: the disk is full ({e.strerror}); "
+                f"every event recorded so far is kept: free some space, then `hyperpop resume "
+                f"{store}` continues"
+            ) from None
 
     def read(self, blob: str) -> bytes:
         """A blob's bytes, as written."""
@@ -229,7 +383,14 @@ class CheckpointStore(BlobStore, StateStore):
             with open(path, "rb") as f:
                 return f.read()
         except FileNotFoundError:
-            raise CheckpointError(f"checkpoint {blob!r} is missing ({path})") from None
+            pass
+        if self.fallback is not None:
+            try:
+                with open(self.fallback / path.name, "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                pass
+        raise CheckpointError(f"checkpoint {blob!r} is missing ({path})") from None
 
     def load(self, blob: str) -> Any:
         """Read a blob back."""
@@ -237,7 +398,8 @@ class CheckpointStore(BlobStore, StateStore):
 
     def exists(self, blob: str) -> bool:
         """Whether the blob is present."""
-        return self._path(blob).exists()
+        path = self._path(blob)
+        return path.exists() or (self.fallback is not None and (self.fallback / path.name).exists())
 
     def blobs(self) -> set[str]:
         """Ids of every blob in the folder."""
@@ -248,10 +410,18 @@ class CheckpointStore(BlobStore, StateStore):
         self._path(blob).unlink(missing_ok=True)
 
     def collect(self, live: Iterable[str], *, temporaries: bool = False) -> list[str]:
-        """Delete every blob not in ``live``; return the deleted ids.
+        """Delete every blob not in ``live``; return the deleted ids. Only in the store's own
+        folder, and nothing when the folder is claimed by another run than this store's.
 
         ``temporaries`` also removes half-written files: only when no worker is writing.
         """
+        if self.owner is not None and self._owner() != self.owner:
+            log.warning(
+                "not collecting %s: it is not marked as run %s's folder any more",
+                self.root,
+                self.owner,
+            )
+            return []
         keep = set(live)
         dead = sorted(self.blobs() - keep)
         for blob in dead:

@@ -16,7 +16,7 @@ from typing import Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.callbacks import CallbackList
-from hyperpop.checkpoints import CheckpointStore
+from hyperpop.checkpoints import CheckpointStore, full_disk_error
 from hyperpop.controller import (
     Controller,
     Decision,
@@ -407,6 +407,9 @@ class Driver:
                 self.queue.append(d.member)
 
     def _failed(self, r: TaskResult, now: float) -> None:
+        full = full_disk_error(r.error)
+        if full is not None:  # the checkpoint folder's disk is full: no member's fault
+            raise full
         m = self.pop.members[r.member]
         attempt = self.attempts.get(r.member, 0) + 1
         self.attempts[r.member] = attempt

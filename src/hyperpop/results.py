@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
+from hyperpop.checkpoints import CheckpointStore
 from hyperpop.population import MemberState, Population
 from hyperpop.space import flatten_config as _flat
 from hyperpop.store.events import Event
@@ -335,7 +335,7 @@ class Result:
                 f"member {m.id} has no stored checkpoint (runs with storage=None "
                 "keep none after they end)"
             )
-        return CheckpointStore(checkpoint_dir_for(self.path)).load(m.checkpoint)
+        return CheckpointStore.for_store(self.path, create=False).load(m.checkpoint)
 
     def export(self, path: str | os.PathLike[str], member: int | str = "best") -> str:
         """Write a member's trained state (the run's best checkpoint by default) to ``path``:

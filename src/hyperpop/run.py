@@ -23,9 +23,9 @@ import numpy as np
 from hyperpop._version import __version__
 from hyperpop.backends.base import Backend
 from hyperpop.callbacks import Callback, CallbackList
-from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for, log_dir_for
+from hyperpop.checkpoints import CheckpointStore, log_dir_for
 from hyperpop.controller import Budget, Controller, Ready, Rejuvenate
-from hyperpop.driver import Driver, Progress
+from hyperpop.driver import Driver, Progress, unanswered
 from hyperpop.errors import RunExistsError, SettingsError, StoreError
 from hyperpop.population import Population
 from hyperpop.results import Result
@@ -190,6 +190,7 @@ def _session(
     make_backend: Callable[[], Backend],
     storage: Path | None,
     base: Path,
+    run_id: str,
     opening: Callable[[Backend], list[Event]],
     progress: Progress | bool | None,
     callbacks: CallbackList,
@@ -202,13 +203,17 @@ def _session(
 
     Args:
         storage: the run's SQLite file (None: a run kept in a temporary folder).
-        base: where checkpoints go (``<base stem>.ckpt`` beside it).
+        base: where checkpoints go (``<base>-ckpt`` beside it).
+        run_id: the run's id: its checkpoint folder is claimed for it before anything is
+            written or collected there.
         keep_best: keep the best checkpoint's state in the result (a run whose store and
             checkpoints are deleted when it ends).
     """
     controller.restore(pop)
-    checkpoints = CheckpointStore(checkpoint_dir_for(base))
+    checkpoints = CheckpointStore.for_store(base)
+    checkpoints.claim(run_id, new=not pop.members)
     if pop.members:  # a resumed run: drop what the log does not name, warn about what's gone
+        checkpoints.adopt(pop.live_checkpoints())  # out of a folder of the older layout
         missing = [b for b in pop.live_checkpoints() if not checkpoints.exists(b)]
         if missing:
             log.warning("checkpoints missing from %s: %s", checkpoints.root, missing[:5])
@@ -272,6 +277,20 @@ def _initial_configs(
     return out
 
 
+def _check_store_path(path: Path) -> None:
+    """Refuse, before anything is created, a path that cannot be a new run's store: a folder,
+    or a name that checkpoint folders use (``x.ckpt`` of the older layout, ``x.db-ckpt``)."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; a store is a file, e.g. {path / 'run.db'}")
+    for suffix in (".ckpt", "-ckpt"):
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            stem = path.name[: -len(suffix)]
+            raise StoreError(
+                f"{path}: a store's name cannot end in {suffix} (checkpoint folders are named "
+                f"so); name it e.g. {path.with_name(stem + '.db')}"
+            )
+
+
 @contextmanager
 def _new_store(
     storage: str | os.PathLike[str] | None, overwrite: bool
@@ -280,6 +299,8 @@ def _new_store(
     checkpoints go beside. None: the log in memory, checkpoints in a temporary folder. Closed
     (and the temporary folder removed) on the way out."""
     tmp: tempfile.TemporaryDirectory[str] | None = None
+    if storage is not None:
+        _check_store_path(Path(storage))
     if storage is None:
         tmp = tempfile.TemporaryDirectory(prefix="hyperpop-")
         store: Store = open_store(None)
@@ -437,11 +458,12 @@ def run(
         callbacks_ = CallbackList(callbacks)
         initial = _initial_configs(space, population, configs, seed)
     source = source_of(trainable)
+    run_id = uuid.uuid4().hex  # tells runs apart (trackers, copies of a store, folders)
 
     def opening(backend_: Backend) -> list[Event]:
         recorded = settings.replace(workers=backend_.capacity)
         data = {
-            "run_id": uuid.uuid4().hex,  # tells runs apart (trackers, copies of a store)
+            "run_id": run_id,
             "settings": recorded.to_dict(),
             "space": space.to_dict(),
             "trainable": source,
@@ -462,6 +484,7 @@ def run(
             make_backend=lambda: _build_backend(make_backend, settings.step_timeout),
             storage=None if storage is None else Path(storage),
             base=base,
+            run_id=run_id,
             opening=opening,
             progress=progress,
             callbacks=callbacks_,
@@ -540,7 +563,8 @@ def resume(
         if not events or events[0].kind != ev.RUN_STARTED:
             raise StoreError(f"{storage} holds no run to resume")
         pop = Population.from_events(events)
-        if pop.finished:
+        retry = pop.given_up()  # failed for good: one more round of retries (docs/guide.md)
+        if pop.finished and not retry and not unanswered(store, pop):
             return Result(events, path=path)
         settings = RunSettings.from_dict(pop.settings, exploit=exploit, explore=explore)
         with _settings():
@@ -565,6 +589,8 @@ def resume(
 
         def opening(backend_: Backend) -> list[Event]:
             data = {"pid": os.getpid(), "version": __version__, "workers": backend_.capacity}
+            if retry:
+                data["retry"] = retry
             return [Event(ev.RUN_RESUMED, None, data)]
 
         return _session(
@@ -576,6 +602,8 @@ def resume(
             make_backend=build,
             storage=path,
             base=path,
+            # a log from before run ids: the store's own path stands in
+            run_id=pop.run_id or f"store:{path.resolve()}",
             opening=opening,
             progress=progress,
             callbacks=callbacks_,

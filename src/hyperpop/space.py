@@ -344,8 +344,13 @@ def choice(options: Sequence[Any], *, ordered: bool | None = None) -> Choice:
     if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
         raise SpaceError(f"choice() takes a list of options, got {options!r}")
     opts = tuple(_py(o) for o in options)
-    for o in opts:
+    for i, o in enumerate(opts):
         _check_storable(o, "choice(): option")
+        if any(type(p) is type(o) and p == o for p in opts[:i]):
+            raise SpaceError(
+                f"choice(): option {o!r} is given twice in {list(opts)!r}; give each option "
+                "once (weighting by repetition is not supported)"
+            )
     if ordered is None:
         ordered = len(opts) > 0 and all(
             isinstance(o, (int, float)) and not isinstance(o, bool) for o in opts
@@ -406,10 +411,9 @@ class Space:
                 param = value
             elif value is None or isinstance(value, (bool, int, float, str)):
                 param = Constant(value)
-            elif isinstance(value, (list, tuple)) and all(
-                v is None or isinstance(v, (bool, int, float, str)) for v in value
-            ):
-                param = Constant(list(value))
+            elif isinstance(value, (list, tuple)) and _storable(value):
+                # a tuple stays a tuple (the log keeps it one), a list a list
+                param = Constant(tuple(value) if isinstance(value, tuple) else list(value))
             else:
                 raise SpaceError(
                     f"parameter {path!r}: unknown type {type(value).__name__}; use "
