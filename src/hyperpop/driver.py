@@ -26,16 +26,16 @@ from hyperpop.controller import (
 )
 from hyperpop.errors import MetricError, RunError
 from hyperpop.live import RunState
-from hyperpop.population import Population
+from hyperpop.population import MemberState, Population
 from hyperpop.settings import RunSettings
-from hyperpop.space import Space, SpaceError
+from hyperpop.space import SpaceError
 from hyperpop.store import events as ev
 from hyperpop.store import requests as rq
 from hyperpop.store.events import Event
 from hyperpop.store.requests import Request
 from hyperpop.store.sqlite import Store
 
-__all__ = ["Driver", "Progress"]
+__all__ = ["Driver", "Progress", "describe_parameter", "unanswered"]
 
 log = logging.getLogger("hyperpop")
 
@@ -86,6 +86,25 @@ class WrittenRefs:
 
 class _Refused(Exception):
     """A request the driver cannot carry out (the reason is recorded with its answer)."""
+
+
+def describe_parameter(d: Mapping[str, Any]) -> str:
+    """A parameter's range in words, from its ``to_dict()`` (``a float from 0.1 to 1``)."""
+    kind = d.get("type")
+    if kind in ("float", "int"):
+        scale = " on a log scale" if d.get("log") else ""
+        what = "a float" if kind == "float" else "an int"
+        return f"{what} from {d['low']:g} to {d['high']:g}{scale}"
+    if kind == "choice":
+        return f"one of {d['options']!r}"
+    if kind == "constant":
+        return f"the constant {d['value']!r}"
+    return repr(dict(d))
+
+
+def unanswered(store: Store, pop: Population) -> list[Request]:
+    """The requests in ``store`` that the run's log has not answered yet."""
+    return [r for r in store.read_requests() if r.id not in pop.handled]
 
 
 class RunQueue:
@@ -215,7 +234,7 @@ class Driver:
         #: events folded in but not yet written (written together after each poll)
         self.pending: list[Event] = []
         #: requests waiting for their member's interval to come back (in request order)
-        self.deferred: list[Request] = []
+        self.deferred: list[tuple[Request, rq.Action]] = []
         #: the stop request that ends this session (the run stays resumable)
         self.stop_request: Request | None = None
         self._requests_read = 0.0
@@ -454,12 +473,15 @@ class Driver:
             if self.stop_request is not None:
                 return "stopped on request"
             reason = self.controller.stop_reason(self.pop, self.elapsed())
+            if reason is None:
+                self.fill()
+                if not self.inflight and not self.queue:
+                    reason = "every member finished"
             if reason is not None:
+                if self.goes_on_after_answering(reason):
+                    continue
                 return reason
-            self.fill()
             if not self.inflight:
-                if not self.queue:
-                    return "every member finished"
                 continue
             # every result of one poll is written in one transaction, before any worker is
             # told what to do next
@@ -476,6 +498,14 @@ class Driver:
             if self.progress is not None and time.time() - last_progress > 0.2:
                 self.show_progress()
                 last_progress = time.time()
+
+    def goes_on_after_answering(self, reason: str) -> bool:
+        """The run is about to finish for ``reason``: answer every request still waiting
+        (a larger budget or added members may give it more to do). Whether it goes on."""
+        self.serve_requests(force=True, ending=reason)
+        if self.controller.stop_reason(self.pop, self.elapsed()) is not None:
+            return False
+        return bool(self.queue or self.inflight)
 
     #: seconds between two progress events of one member (reports of a running interval)
     PROGRESS_INTERVAL = 1.0
@@ -526,52 +556,78 @@ class Driver:
     #: seconds between two reads of the request table (a poll waits at most 0.5 s)
     REQUEST_INTERVAL = 0.2
 
-    def serve_requests(self, *, force: bool = False) -> None:
+    def serve_requests(self, *, force: bool = False, ending: str | None = None) -> None:
         """Act on the requests made since the last read, and on deferred ones whose member's
         interval came back. Each action and its answer (``request_handled``: done or refused,
         with a reason) are written in one transaction, so a request is acted on exactly once:
-        a driver that dies before writing leaves it unanswered, and the next one acts on it."""
+        a driver that dies before writing leaves it unanswered, and the next one acts on it.
+
+        Every request is checked (:func:`hyperpop.store.requests.parse`) before anything is
+        done about it: a malformed one is refused, naming what is wrong.
+
+        Args:
+            force: read the request table now, however recently it was read.
+            ending: the run is about to finish for this reason: every request still waiting
+                is answered now. A new budget or added members may give the run more to do;
+                anything else is refused (the run has finished).
+        """
         read = getattr(self.store, "read_requests", None)
         if read is None:
             return
         now = self.clock()
         if (
             not force
+            and ending is None
             and now - self._requests_read < self.REQUEST_INTERVAL
-            and not (self.deferred and any(r.member not in self.inflight for r in self.deferred))
+            and not (self.deferred and any(r.member not in self.inflight for r, _ in self.deferred))
         ):
             return
         self._requests_read = now
-        fresh = read(self._read_upto)
+        fresh: list[Request] = read(self._read_upto)
         if fresh:
             self._read_upto = max(r.id or 0 for r in fresh)
         # the first read of a session reads every request: one left unanswered by a driver
         # that died (or deferred when it stopped) is acted on now
-        todo = self.deferred + [r for r in fresh if r.id not in self.pop.handled]
+        todo: list[tuple[Request, rq.Action | None]] = self.deferred + [
+            (r, None) for r in fresh if r.id not in self.pop.handled
+        ]
         if not todo:
             return
         self.deferred = []
-        for r in todo:
+        for r, action in todo:
             if self.stop_request is not None:
                 break  # the rest waits for the next session
-            busy = r.member is not None and (
-                r.member in self.inflight or any(d.member == r.member for d in self.deferred)
+            if action is None:
+                try:
+                    action = r.parse()
+                except rq.RequestError as e:
+                    self._answer(r, "refused", str(e), now)
+                    continue
+            if ending is not None and not isinstance(action, (rq.Add, rq.SetBudget)):
+                self._answer(r, "refused", f"the run has finished ({ending})", now)
+                continue
+            busy = action.member is not None and (
+                action.member in self.inflight
+                or any(d.member == action.member for d, _ in self.deferred)
             )
-            if busy and r.kind in (rq.SET_CONFIG, rq.COPY, rq.STOP):
-                self.deferred.append(r)  # acted on when the member's interval is back
+            if busy and isinstance(action, (rq.SetConfig, rq.Copy, rq.Stop)):
+                self.deferred.append((r, action))  # acted on when the member's interval is back
                 continue
             try:
-                self.commit(self._act(r, now))  # written with its answer, in one transaction
-                answer = {"status": "done", "reason": self._done_reason(r)}
+                self._answer(r, "done", self._act(r, action, now), now)
             except _Refused as e:
-                answer = {"status": "refused", "reason": str(e)}
-            tag = {"id": r.id, "kind": r.kind, "member": r.member, **answer}
-            self.commit([Event(ev.REQUEST_HANDLED, None, tag, now)])
-            if answer["status"] == "done":
-                log.info("request %s (%s) done: %s", r.id, r.kind, answer["reason"])
-            else:
-                log.warning("request %s (%s) refused: %s", r.id, r.kind, answer["reason"])
+                self._answer(r, "refused", str(e), now)
         self.flush()
+
+    def _answer(self, r: Request, status: str, reason: str, now: float) -> None:
+        """Queue the answer to ``r`` (written with what was done about it, in one transaction)."""
+        member = r.member if isinstance(r.member, int) and abs(r.member) < 2**63 else None
+        tag = {"id": r.id, "kind": str(r.kind), "member": member, "status": status}
+        self.commit([Event(ev.REQUEST_HANDLED, None, {**tag, "reason": reason}, now)])
+        if status == "done":
+            log.info("request %s (%s) done: %s", r.id, r.kind, reason)
+        else:
+            log.warning("request %s (%s) refused: %s", r.id, r.kind, reason)
 
     def _opened(self) -> float:
         """When this driver took the store (a request made before was meant for another)."""
@@ -580,108 +636,126 @@ class Driver:
         since = (holder or {}).get("since")
         return float(since) if isinstance(since, (int, float)) else self.session_start
 
-    def _done_reason(self, r: Request) -> str:
-        m = self.pop.members.get(r.member) if r.member is not None else None
-        if r.kind == rq.STOP:
-            return "the run stopped (resume it)" if m is None else f"member {m.id} finished"
-        if r.kind == rq.PIN:
-            return f"member {r.member} {'pinned' if m and m.pinned else 'unpinned'}"
-        if r.kind == rq.SET_CONFIG:
-            assert m is not None
-            return f"member {m.id} trains with {m.config} from step {m.step}"
-        if r.kind == rq.COPY:
-            return f"member {r.member} copied member {r.data.get('donor')}"
-        if r.kind == rq.ADD:
-            return f"added members {r.data.get('added')}"
-        return "budget changed"
-
-    def _member(self, r: Request, *, alive: bool = True) -> Any:
-        m = self.pop.members.get(r.member) if r.member is not None else None
+    def _member(self, member: int, *, alive: bool = True) -> MemberState:
+        m = self.pop.members.get(member)
         if m is None:
-            raise _Refused(f"no member {r.member} in this run")
+            raise _Refused(f"no member {member} in this run")
         if alive and not m.alive:
             raise _Refused(f"member {m.id} has {m.status}")
         return m
 
-    def _act(self, r: Request, now: float) -> list[Event]:  # noqa: C901 - one branch per kind
-        """The events that carry out request ``r`` (raises :class:`_Refused`)."""
-        pop, tag = self.pop, {"by": "user", "request": r.id}
-        if r.kind == rq.STOP and r.member is None:
-            if r.time < self._opened():
-                raise _Refused(
-                    "made while no driver ran (the run had already stopped); nothing to stop"
-                )
-            self.stop_request = r
-            return [Event(ev.RUN_STOPPED, None, {"reason": "stopped on request", **tag}, now)]
-        if r.kind == rq.STOP:
-            m = self._member(r)
-            return self._finish(m.id, "stopped by user", now, tag)
-        if r.kind == rq.PIN:
-            m = self._member(r)
-            pinned = bool(r.data.get("pinned", True))
-            return [Event(ev.PINNED, m.id, {"pinned": pinned, **tag}, now)]
-        space = self.controller.space
-        if r.kind == rq.SET_CONFIG:
-            m = self._member(r)
-            try:
-                config = space.merge(m.config, r.data.get("config") or {})
-            except SpaceError as e:
-                raise _Refused(str(e)) from None
+    def _act(self, r: Request, action: rq.Action, now: float) -> str:
+        """Carry out request ``r`` (``action`` is what it asks): its events are folded and
+        queued here. Returns what was done (raises :class:`_Refused` before any event)."""
+        tag = {"by": "user", "request": r.id}
+        if isinstance(action, rq.Stop):
+            return self._stop(r, action, now, tag)
+        if isinstance(action, rq.Pin):
+            m = self._member(action.member)
+            self.commit([Event(ev.PINNED, m.id, {"pinned": action.pinned, **tag}, now)])
+            return f"member {m.id} {'pinned' if action.pinned else 'unpinned'}"
+        if isinstance(action, rq.SetConfig):
+            m = self._member(action.member)
+            config = self._merge(m.config, action.config)
             data = {"config": config, "old_config": m.config, "how": "user", **tag}
+            self.commit([Event(ev.EXPLORED, m.id, data, now)])
             self._requeue(m.id)
-            return [Event(ev.EXPLORED, m.id, data, now)]
-        if r.kind == rq.COPY:
-            m = self._member(r)
-            donor_id = r.data.get("donor")
-            donor = pop.members.get(donor_id) if donor_id is not None else None
-            if donor is None:
-                raise _Refused(f"no member {donor_id} to copy")
-            if donor.id == m.id:
-                raise _Refused(f"member {m.id} cannot copy itself")
-            if donor.checkpoint is None or donor.checkpoint not in pop.blobs:
-                raise _Refused(
-                    f"member {donor.id} has no checkpoint yet (wait for its first ready point)"
-                )
-            data = {
-                "donor": donor.id,
-                "step": donor.checkpoint_step,
-                "checkpoint": donor.checkpoint,
-                "at": m.step,
-                **tag,
-            }
-            events = [Event(ev.EXPLOITED, m.id, data, now)]
-            self.commit(events)  # folded now: the explore below records no change
-            self._requeue(m.id)
-            return []
-        if r.kind == rq.ADD:
-            return self._add(r, space, now, tag)
-        if r.kind == rq.BUDGET:
+            return f"member {m.id} trains with {m.config} from step {m.step}"
+        if isinstance(action, rq.Copy):
+            return self._copy(action, now, tag)
+        if isinstance(action, rq.Add):
+            return self._add(action, now, tag)
+        return self._budget(action, now, tag)
+
+    def _stop(self, r: Request, action: rq.Stop, now: float, tag: dict[str, Any]) -> str:
+        if action.member is not None:
+            m = self._member(action.member)
+            self._finish(m.id, "stopped by user", now, tag)
+            return f"member {m.id} finished"
+        if r.time < self._opened():
+            raise _Refused(
+                "made while no driver ran (the run had already stopped); nothing to stop"
+            )
+        self.stop_request = r
+        self.commit([Event(ev.RUN_STOPPED, None, {"reason": "stopped on request", **tag}, now)])
+        return "the run stopped (resume it)"
+
+    def _copy(self, action: rq.Copy, now: float, tag: dict[str, Any]) -> str:
+        m = self._member(action.member)
+        donor = self.pop.members.get(action.donor)
+        if donor is None:
+            raise _Refused(f"no member {action.donor} to copy")
+        if donor.checkpoint is None or donor.checkpoint not in self.pop.blobs:
+            raise _Refused(
+                f"member {donor.id} has no checkpoint yet (wait for its first ready point)"
+            )
+        data = {
+            "donor": donor.id,
+            "step": donor.checkpoint_step,
+            "checkpoint": donor.checkpoint,
+            "at": m.step,
+            **tag,
+        }
+        self.commit([Event(ev.EXPLOITED, m.id, data, now)])
+        self._requeue(m.id)
+        return f"member {m.id} copied member {donor.id}"
+
+    def _merge(self, config: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with a person's ``changes``, checked against the space (a refusal names
+        the parameter's range)."""
+        space = self.controller.space
+        try:
+            return space.merge(config, changes)
+        except (SpaceError, TypeError, ValueError) as e:
+            ranges = []
             try:
-                budget = [budget_from_dict(b) for b in r.data.get("budget") or []]
-            except (KeyError, TypeError, ValueError) as e:
-                raise _Refused(f"not a budget: {r.data.get('budget')!r} ({e})") from None
-            if not budget:
-                raise _Refused("a run needs a budget (hp.Steps, hp.WallTime or hp.Target)")
-            old = list(pop.settings.get("budget") or [])
-            self.controller.set_budget(budget)
-            data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
-            events = [Event(ev.BUDGET_CHANGED, None, data, now)]
-            self.commit(events)  # revives members that now have steps left
-            for m in pop.alive():
-                if m.id in self.inflight or m.id in self.controller.waiting:
-                    continue  # decided at its ready point (finished there if over the budget)
-                if self.controller.max_steps is not None and m.step >= self.controller.max_steps:
-                    self.pending_finish(m.id, now)
-                elif m.id not in self.queue:
-                    self.queue.append(m.id)  # finished for lack of steps, and now has some
-            return []
-        raise _Refused(f"unknown request {r.kind!r}")
+                for path in space.flatten_partial(changes):
+                    ranges.append(f"{path} is {describe_parameter(space[path].to_dict())}")
+            except SpaceError:
+                pass  # a key not in the space: the error names the keys
+            hint = f" ({'; '.join(ranges)})" if ranges else ""
+            raise _Refused(f"{e}{hint}") from None
+
+    def _add(self, action: rq.Add, now: float, tag: dict[str, Any]) -> str:
+        configs = []
+        for c in action.configs:
+            try:
+                configs.append(self._merge(self.controller.space.sample(self.controller.rng), c))
+            except _Refused as e:
+                raise _Refused(f"config {c!r}: {e}") from None
+        first = max(self.pop.members, default=-1) + 1
+        ids = list(range(first, first + len(configs)))
+        self.commit(
+            [
+                Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
+                for i, c in zip(ids, configs, strict=True)
+            ]
+        )
+        for i in ids:
+            self.queue.append(i)
+        return f"added members {ids}"
+
+    def _budget(self, action: rq.SetBudget, now: float, tag: dict[str, Any]) -> str:
+        pop = self.pop
+        budget = [budget_from_dict(b) for b in action.budget]  # parse checked each one
+        old = list(pop.settings.get("budget") or [])
+        self.controller.set_budget(budget)
+        data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
+        self.commit([Event(ev.BUDGET_CHANGED, None, data, now)])  # revives members with steps
+        for m in pop.alive():
+            if m.id in self.inflight or m.id in self.controller.waiting:
+                continue  # decided at its ready point (finished there if over the budget)
+            if self.controller.max_steps is not None and m.step >= self.controller.max_steps:
+                self.pending_finish(m.id, now)
+            elif m.id not in self.queue:
+                self.queue.append(m.id)  # finished for lack of steps, and now has some
+        return "budget changed"
 
     def pending_finish(self, member: int, now: float) -> None:
         """Finish a member the budget no longer leaves steps (queued and folded now)."""
         self._finish(member, "step budget reached", now, {})
 
-    def _finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> list[Event]:
+    def _finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> None:
         """A member leaves the population: its ``finished`` event, and in synchronous mode the
         decisions its leaving releases (folded and queued here, with the finish)."""
         self.queue.remove(member)
@@ -697,35 +771,12 @@ class Driver:
         decided = self._fold(decision_events(decisions, self.pop, now))
         self.pending.extend([finished, *decided])
         self._after(decisions)
-        return []
 
     def _requeue(self, member: int) -> None:
         """A member whose weights or progress a person changed: its place in the queue follows
         its new progress."""
         if member in self.queue:
             self.queue.append(member)
-
-    def _add(self, r: Request, space: Space, now: float, tag: dict[str, Any]) -> list[Event]:
-        given = r.data.get("configs") or [{}] * int(r.data.get("count", 1) or 1)
-        if not isinstance(given, list) or not all(isinstance(c, dict) for c in given):
-            raise _Refused(f"configs must be a list of dicts, got {given!r}")
-        configs = []
-        for c in given:
-            try:
-                configs.append(space.merge(space.sample(self.controller.rng), c))
-            except SpaceError as e:
-                raise _Refused(f"config {c!r}: {e}") from None
-        first = max(self.pop.members, default=-1) + 1
-        ids = list(range(first, first + len(configs)))
-        r.data["added"] = ids
-        events = [
-            Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
-            for i, c in zip(ids, configs, strict=True)
-        ]
-        self.commit(events)
-        for i in ids:
-            self.queue.append(i)
-        return []
 
     def best_state(self) -> Any:
         """The state of the run's best checkpoint, or None."""
@@ -747,6 +798,8 @@ class Driver:
             e.time = e.time or now
         self.commit(events)
         self.flush(collect=False)
+        # what the controller keeps in memory follows the fold (a resume may revive members)
+        self.controller.restore(self.pop)
 
     def execute(self) -> None:
         """Run the session to its end and record how it ended. The caller owns every

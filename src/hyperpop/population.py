@@ -424,6 +424,11 @@ class Population:
                 best, best_score = m, s
         return best
 
+    def given_up(self) -> list[int]:
+        """Members that failed for good (retried ``max_failures`` times, or an error a retry
+        cannot fix), by id."""
+        return sorted(m.id for m in self.members.values() if m.status == MemberStatus.FAILED)
+
     def live_checkpoints(self) -> set[str]:
         """Blob ids some member still points at (never collect these)."""
         return set(self._refs)
@@ -466,6 +471,14 @@ class Population:
         self.finished = False
         self.ended = None
         self.stopped = None
+        # members given up in an earlier session get another round of retries
+        for member in e.data.get("retry") or []:
+            m = self.members[int(member)]
+            if m.status != MemberStatus.FAILED:
+                continue
+            m.status = MemberStatus.RUNNING
+            m.progress_step = None
+            self.index.update(m)
 
     def _member_created(self, e: Event, _: MemberState | None) -> None:
         cfg, by = e.data["config"], e.data.get("by")

@@ -18,6 +18,7 @@ that answer and returns it::
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -102,6 +103,8 @@ class Steer:
     ) -> Answer:
         """Set some of a member's hyperparameters (validated against the space); it trains with
         them from its next interval on, and its schedule records them ``by: user``."""
+        if config is not None and not isinstance(config, Mapping):
+            raise SteerError(f"set() takes a dict of hyperparameters, got {config!r}")
         changes = {**dict(config or {}), **values}
         if not changes:
             raise SteerError("set() needs the hyperparameters to change, e.g. set(3, lr=0.01)")
@@ -110,7 +113,7 @@ class Steer:
 
     def copy(self, member: int, donor: int, *, wait: bool = True) -> Answer:
         """Make ``member`` copy ``donor``'s latest checkpoint and hyperparameters now."""
-        return self.request(rq.COPY, member, {"donor": int(donor)}, wait=wait)
+        return self.request(rq.COPY, member, {"donor": _integral(donor)}, wait=wait)
 
     def add(
         self,
@@ -122,19 +125,20 @@ class Steer:
         """Add members to the running population: ``configs`` (partial configs are completed
         by sampling), or ``count`` members sampled from the space."""
         if configs is not None:
+            if isinstance(configs, Mapping) or not all(isinstance(c, Mapping) for c in configs):
+                raise SteerError(f"configs must be a list of dicts, got {configs!r}")
             data: dict[str, Any] = {"configs": [dict(c) for c in configs]}
             for c in data["configs"]:
                 self._space_of().flatten_partial(c)
         else:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise SteerError(f"count must be a positive int, got {count!r}")
-            data = {"count": count}
+            data = {"count": _integral(count)}
         return self.request(rq.ADD, None, data, wait=wait)
 
     def budget(self, *budget: Any, wait: bool = True) -> Answer:
         """Replace the run's budget (``hp.Steps(n)``, ``hp.WallTime(s)``, ``hp.Target(score)``,
         any of them). Members that finished for lack of steps train on under a larger one."""
-        items = [b.to_dict() if hasattr(b, "to_dict") else dict(b) for b in budget]
+        # hp.Steps, hp.WallTime, hp.Target, or their dicts (anything else is refused, named)
+        items = [b.to_dict() if callable(getattr(b, "to_dict", None)) else b for b in budget]
         if not items:
             raise SteerError("budget() needs at least one of hp.Steps, hp.WallTime, hp.Target")
         return self.request(rq.BUDGET, None, {"budget": items}, wait=wait)
@@ -150,13 +154,19 @@ class Steer:
     ) -> Answer:
         """Append a request and (with ``wait``) return the driver's answer.
 
+        The request is checked first (:func:`hyperpop.store.requests.parse`, the rules the
+        driver applies to every request it reads).
+
         Raises:
-            SteerError: no live driver writes the store, or the store takes no requests.
+            SteerError: the request is malformed (nothing is written), no live driver writes
+                the store, or the store takes no requests.
         """
+        member = _integral(member)
+        try:
+            rq.parse(kind, member, {} if data is None else data)
+        except rq.RequestError as e:
+            raise SteerError(f"{e}") from None
         self._need_driver()
-        if member is not None:
-            if isinstance(member, bool) or not isinstance(member, int):
-                raise SteerError(f"a member is an int id, got {member!r}")
         req = Request(kind, member, dict(data or {}), origin=self.origin)
         after = _last_seq(self.db)  # the answer comes later in the log
         try:
@@ -244,6 +254,14 @@ class Steer:
                 raise SteerError(f"{self.db} holds no run")
             self._space = Space.from_dict(decode_data(row[0]).get("space", {}))
         return self._space
+
+
+def _integral(value: Any) -> Any:
+    """A numpy or other integral number as an int; anything else as it is (to be refused by
+    the request's check, naming it)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return value
 
 
 def _last_seq(db: Path) -> int:

@@ -17,16 +17,27 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
     """``("lr=0.01", "opt/name=adam")`` as a partial config (values read as JSON when they
     parse, else kept as strings; ``a/b`` names a nested parameter)."""
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # path -> the item that gave it
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
+        parts = key.split("/")
+        if not sep or not all(parts):
             raise click.BadParameter(f"{item!r}: write NAME=VALUE, e.g. lr=0.01")
+        for i in range(1, len(parts) + 1):  # a/b after a (or a after a/b) sets a twice
+            path = "/".join(parts[:i])
+            clash = given.get(path) or next(
+                (v for k, v in given.items() if k.startswith(key + "/")), None
+            )
+            if clash is not None:
+                raise click.BadParameter(
+                    f"{clash!r} and {item!r} both set {path}: give each hyperparameter once"
+                )
+        given[key] = item
         try:
             value = json.loads(raw)
         except ValueError:
             value = raw
         node = out
-        parts = key.split("/")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
