@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from hyperpop.commands._shared import best_of, dump, load_result, to_csv
@@ -84,6 +86,14 @@ def export(db: str, member: str, output: str) -> None:
         how = result.export(output, member)
     except (KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip("'\"")) from None
+    except OSError as e:
+        folder = os.path.dirname(output) or "."
+        hint = (
+            f"create the folder first (mkdir -p {folder})"
+            if not os.path.isdir(folder)
+            else "choose a writable path"
+        )
+        raise click.ClickException(f"cannot write {output}: {e.strerror or e}; {hint}") from None
     click.echo(f"wrote {label} to {output} ({how})")
 
 

@@ -86,6 +86,25 @@ def _print_best(result: Any) -> None:
         click.echo(f"\nstore: {result.path}   (hyperpop status {result.path})")
 
 
+def _check_settings(file: str, settings: dict[str, Any]) -> None:
+    """One line for a setting ``hp.run`` does not take (a typo), naming the closest one."""
+    import difflib
+    import inspect
+
+    import hyperpop as hp
+
+    known = [
+        name
+        for name, p in inspect.signature(hp.run).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"settings are: {', '.join(known)}"
+            raise click.ClickException(f"{file}: unknown setting {key!r} in settings; {hint}")
+
+
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -129,6 +148,7 @@ def run(
     from hyperpop.userfile import load_file
 
     rf = load_file(file)
+    _check_settings(file, rf.settings)
     kw = dict(rf.settings)
     for key, value in (
         ("storage", storage),
@@ -142,6 +162,10 @@ def run(
         if value is not None:
             kw[key] = value
     if steps is not None:
+        if steps < 1:
+            raise click.ClickException(
+                f"--steps must be a positive number of training steps per member, got {steps}"
+            )
         kw["budget"] = hp.Steps(steps)
     if address is not None:
         opts = dict(kw.get("backend_options") or {})

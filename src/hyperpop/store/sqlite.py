@@ -85,6 +85,20 @@ class MemoryStore(Store):
         """Nothing to release."""
 
 
+def _cannot_write(db_path: Path, e: OSError) -> StoreError:
+    """A store that cannot be written (a read-only filesystem or folder, a path under a file),
+    in one line that says what to do."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFullError(
+            f"cannot write to {db_path}: the disk is full ({e.strerror}); free some space first"
+        )
+    return StoreError(
+        f"cannot write to {db_path}: {e.strerror or e} ({e.filename or db_path}); running or "
+        "resuming a run needs a writable folder for the store (reading it does not): make it "
+        "writable, or copy the store's files to a writable folder"
+    )
+
+
 def lock_path_for(db_path: str | os.PathLike[str]) -> Path:
     """The lock file that holds the writer lease of the store at ``db_path``."""
     return Path(f"{os.fspath(db_path)}.lock")
@@ -121,8 +135,11 @@ class WriterLock:
 
         if self._fd is not None:
             return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise _cannot_write(self.db_path, e) from None
         deadline = time.monotonic() + self.RETRY_SECONDS
         while True:
             try:
@@ -223,7 +240,10 @@ class SQLiteStore(Store):
         #: the file deleted or replaced under it
         self.lock = lock or WriterLock(self.path)
         if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise _cannot_write(self.path, e) from None
             self.lock.acquire()
         try:
             if write:
@@ -236,6 +256,9 @@ class SQLiteStore(Store):
         except sqlite3.DatabaseError as e:
             if write:
                 self.lock.release()
+            text = str(e)
+            if write and ("readonly" in text or "unable to open" in text):
+                raise _cannot_write(self.path, OSError(errno.EROFS, text)) from None
             raise StoreError(
                 f"{self.path} is not a hyperpop store ({e}); point to the .db file that "
                 "hyperpop run created"
