@@ -180,8 +180,8 @@ def run_pbt(
     ``concurrent`` at a time, with ``reuse_actors=True`` and a checkpoint every ``ready``
     iterations (and at the end). Returns the best trial's last ``metric`` (Ray's
     ``get_best_result(scope="last")``, the same selection as hyperpop's), its saved state,
-    the wall time (``ray.init`` excluded: it happens once per process) and the number of
-    exploits Ray's scheduler made.
+    the wall time (``ray.init`` excluded: it happens once per process), the number of
+    exploits Ray's scheduler made and the training steps its trials executed.
     """
     import numpy as np
     from ray import tune
@@ -235,6 +235,9 @@ def run_pbt(
             raise RuntimeError(f"{len(errors)} Ray Tune trials failed; first: {errors[0]!r}")
         if len(grid) != population:
             raise RuntimeError(f"Ray Tune ran {len(grid)} trials, not {population}")
+        # every result a trial reported is one training step executed, re-runs after a restore
+        # from an older checkpoint included
+        executed = sum(len(r.metrics_dataframe) for r in grid if r.metrics_dataframe is not None)
         best = grid.get_best_result(metric=metric, mode=mode, scope="last")
         with best.checkpoint.as_directory() as d:
             state = load_state(d)
@@ -244,4 +247,5 @@ def run_pbt(
         "state": state,
         "wall": wall,
         "exploits": int(getattr(pbt, "_num_perturbations", -1)),
+        "executed": executed,
     }
