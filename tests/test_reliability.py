@@ -16,7 +16,8 @@ from reliability_trainables import Clashing, Hangs, LeavesLitter, Walker
 
 import hyperpop as hp
 from hyperpop.backends.local import LocalBackend
-from hyperpop.checkpoints import checkpoint_dir_for
+from hyperpop.backends.simulated import SimulatedBackend
+from hyperpop.checkpoints import CheckpointStore, checkpoint_dir_for
 from hyperpop.store.sqlite import SQLiteStore
 from hyperpop.strategies.exploit import Truncation
 
@@ -413,7 +414,7 @@ def test_a_run_that_ends_leaves_only_the_checkpoints_its_log_names(tmp_path):
         backend="simulated",
         progress=False,
     )
-    on_disk = {p.name for p in root.iterdir()}
+    on_disk = {p.name for p in root.iterdir() if p.name != ".hyperpop-run"}  # the owner marker
     assert on_disk == {f"{b}.ckpt" for b in result.population.live_checkpoints()}
 
 
@@ -514,3 +515,68 @@ def test_resume_on_a_backend_without_step_timeout_warns_instead_of_refusing(tmp_
         result = hp.resume(db, Walker, backend="simulated")  # only recorded: a warning
     assert "step_timeout=30" in caplog.text and "simulated" in caplog.text
     assert [m.step for m in result.members] == [8, 8]
+
+
+# --- issue 19, item 7: given up for a cause that has gone away ----------------------------------
+class _StopsAfter(SimulatedBackend):
+    """Two simulated workers; the driver stops (as by Ctrl-C) once ``reports`` came back."""
+
+    def __init__(self, reports: int):
+        super().__init__(workers=2)
+        self.left = reports
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.left -= sum(len(r.reports) for r in out)
+        if self.left <= 0:
+            raise KeyboardInterrupt
+        return out
+
+
+def test_a_member_given_up_for_a_missing_checkpoint_trains_on_once_it_is_restored(tmp_path):
+    """A member whose checkpoint is missing is retried ``max_failures`` times and given up;
+    the run then finished, and stayed finished even after the blob was put back. Resume gives
+    every member given up one more round of retries: while the blob is missing it is given up
+    again (the run ends), once it is back the member trains to the end of its budget."""
+    from test_steer import each_step_once
+
+    db = tmp_path / "run.db"
+    settings = dict(metric="score", population=3, budget=12, ready=3, seed=1, exploit=None)
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(
+            Walker,
+            {"lr": hp.uniform(0.1, 1.0)},
+            storage=db,
+            backend=_StopsAfter(12),
+            progress=False,
+            **settings,
+        )
+    blob = hp.load(db).population.members[0].checkpoint
+    assert blob is not None
+    kept = CheckpointStore.for_store(db).path(blob)
+    aside = tmp_path / "aside.ckpt"
+    kept.rename(aside)
+
+    def resume() -> hp.Result:
+        return hp.resume(db, backend=SimulatedBackend(workers=2), progress=False)
+
+    for _ in range(2):  # given up at each resume while the cause stays
+        result = resume()
+        assert result.summary()["status"] == "finished"
+        m0 = result.population.members[0]
+        assert m0.status == "failed" and "missing" in (m0.last_error or "")
+        assert all(m.status == "finished" and m.step == 12 for m in result.members if m.id)
+    failures = [e for e in result.events if e.kind == "failed" and e.member == 0]
+    assert len(failures) == 2 * 4  # two rounds of 1 + max_failures attempts
+    aside.rename(kept)  # the cause has gone away
+    result = resume()
+    assert result.summary()["status"] == "finished"
+    assert all(m.status == "finished" and m.step == 12 for m in result.members)
+    assert result.population.members[0].failures == 8  # none since the blob came back
+    each_step_once(result.events)
+    # the retry is in the log: the resume that gave member 0 another round names it
+    assert [e.data.get("retry") for e in result.events if e.kind == "run_resumed"] == [
+        None,
+        [0],
+        [0],
+    ]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -452,3 +454,267 @@ def test_a_smaller_budget_finishes_queued_members_where_they_stand(tmp_path):
     assert result.summary()["status"] == "finished"
     assert all(m.status == "finished" for m in result.members)
     assert result.settings["budget"] == [{"type": "steps", "n": 3}]
+
+
+# --- issue 19, items 2 and 4: every request is checked where it is read -----------------------
+def _interrupted(db: Path) -> None:
+    """A run of four members on the simulated backend, stopped (as by Ctrl-C) with 6 reports
+    recorded: the store a later resume meets."""
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(
+            Walker,
+            {"lr": hp.uniform(0.1, 1.0)},
+            metric="score",
+            population=4,
+            budget=24,
+            ready=3,
+            seed=1,
+            storage=db,
+            backend=DiesAfter(9),
+            progress=False,
+        )
+
+
+def _answers(result) -> dict[int, dict]:
+    return {h["id"]: h for h in result.population.handled.values()}
+
+
+#: malformed requests, and a phrase of the reason each is refused with
+MALFORMED = [
+    (("set_config", 0, {"config": "abc"}), "config must be a JSON object"),
+    (("set_config", 0, {"config": [1, 2]}), "config must be a JSON object"),
+    (("copy", 0, {"donor": [1]}), "donor (the member to copy) must be an int"),
+    (("add", None, {"count": "abc"}), "count (members to add) must be an int"),
+    (("budget", None, {"budget": ["x"]}), "each budget must be a JSON object"),
+    (("budget", None, {"budget": "steps"}), "budget must be a non-empty list"),
+    (("budget", None, {"budget": [{"type": "steps", "n": True}]}), "n must be an int"),
+    (("add", None, {"count": 999999999999999999999}), "from 1 to 1000"),
+    (("pin", 0, {"pinned": True, "force": 1}), "takes no 'force'"),
+    (("stop", 0, {"now": True}), "takes no 'now'"),
+    (("pin", None, {"pinned": True}), "needs a member"),
+]
+
+
+def test_malformed_requests_are_refused_and_a_store_that_holds_them_resumes(tmp_path):
+    """Item 2: a request the driver cannot read used to crash it in the middle of the run and
+    at every resume after. Each one is now refused, naming the problem; the run goes on."""
+    db = tmp_path / "run.db"
+    _interrupted(db)
+    log = RequestLog(db)
+    sent = [(log.append(Request(*args)).id, why) for args, why in MALFORMED]
+    # what no hyperpop writer makes, written into the table directly
+    conn = sqlite3.connect(db)
+    with conn:
+        for kind, member, data, when, why in [
+            ("explode", None, "{}", 1.0, "unknown request kind 'explode'"),
+            ("pin", "abc", '{"pinned": true}', 1.0, "member must be an int"),
+            ("pin", 1, "{not json", 1.0, "must be a JSON object"),
+            ("pin", 1, "[1]", 1.0, "must be a JSON object"),
+            ("stop", None, "{}", "yesterday", "is not a time"),
+        ]:
+            cur = conn.execute(
+                "INSERT INTO requests(time, kind, member, data) VALUES (?,?,?,?)",
+                (when, kind, member, data),
+            )
+            sent.append((cur.lastrowid, why))
+    conn.close()
+    pin = log.append(Request("pin", 1, {"pinned": True}))
+    result = hp.resume(db, progress=False)
+    answers = _answers(result)
+    for request, why in sent:
+        assert answers[request]["status"] == "refused", answers[request]
+        assert why in answers[request]["reason"], (why, answers[request])
+    assert answers[pin.id]["status"] == "done" and result.population.members[1].pinned
+    assert result.summary()["status"] == "finished"
+    assert all(m.status == "finished" and m.step == 24 for m in result.members)
+
+
+def test_loose_checks_no_longer_answer_wrongly(tmp_path):
+    """Item 4: a negative count added nobody and said done; the donor "0" was "no member 0"
+    though member 0 exists; pinned "no" pinned. A value outside the space names its range."""
+    db = tmp_path / "run.db"
+    _interrupted(db)
+    log = RequestLog(db)
+    add = log.append(Request("add", None, {"count": -2}))
+    copy = log.append(Request("copy", 1, {"donor": "0"}))
+    pin = log.append(Request("pin", 2, {"pinned": "no"}))
+    lr = log.append(Request("set_config", 3, {"config": {"lr": 5}}))
+    result = hp.resume(db, progress=False)
+    answers = _answers(result)
+    assert answers[add.id]["status"] == "refused"
+    assert (
+        "count (members to add) must be an int from 1 to 1000, got -2"
+        in (answers[add.id]["reason"])
+    )
+    assert answers[copy.id]["status"] == "refused"
+    assert "must be an int, got '0' (write it without quotes)" in answers[copy.id]["reason"]
+    assert answers[pin.id]["status"] == "refused"
+    assert "pinned must be true or false, got 'no'" in answers[pin.id]["reason"]
+    assert not result.population.members[2].pinned
+    assert answers[lr.id]["status"] == "refused"
+    assert "lr is a float from 0.1 to 1" in answers[lr.id]["reason"]
+    assert len(result.members) == 4
+
+
+def test_the_python_api_the_command_line_and_the_dashboard_refuse_a_malformed_request(tmp_path):
+    """The writers check with the driver's own rules before they write: a clear error at once,
+    nothing in the store (and no live driver is needed to be told)."""
+    from click.testing import CliRunner
+
+    from hyperpop.cli import main
+    from hyperpop.steer import SteerError
+
+    db = tmp_path / "run.db"
+    _interrupted(db)
+    s = hp.steer(db)
+    for call, why in [
+        (lambda: s.request("set_config", 0, {"config": "abc"}), "config must be a JSON object"),
+        (lambda: s.copy(0, donor="0"), "must be an int, got '0'"),
+        (lambda: s.copy(0, donor=0), "cannot copy itself"),
+        (lambda: s.add(-2), "from 1 to 1000, got -2"),
+        (lambda: s.budget("steps"), "each budget must be a JSON object"),
+        (lambda: s.pin(999999999999999999999), "member must be an int from 0"),
+        (lambda: s.request("zap"), "unknown request kind 'zap'"),
+        (lambda: s.request("pin", True, {"pinned": True}), "member must be an int, got True"),
+    ]:
+        with pytest.raises(SteerError, match=re.escape(why)):
+            call()
+    runner = CliRunner()
+    for args, why in [
+        (["add", str(db), "h0=0.5", "h0=0.6"], "'h0=0.5' and 'h0=0.6' both set h0"),
+        (["set", str(db), "1", "lr=0.5", "lr=0.6"], "both set lr"),
+        (["pin", str(db), "999999999999999999999"], "member must be an int from 0"),
+        (["budget", str(db), "--steps", "-5"], "n must be an int from 1"),
+        (["copy", str(db), "1", "1"], "member 1 cannot copy itself"),
+    ]:
+        out = runner.invoke(main, args)
+        assert out.exit_code != 0 and why in out.output, (args, out.output)
+        assert "Traceback" not in out.output
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from hyperpop.dashboard.app import create_app
+
+    token = {"X-Hyperpop-Token": "s3cret"}
+    with TestClient(create_app(db, token="s3cret"), base_url="http://localhost") as client:
+        for body, why in [
+            ({"kind": "pin", "member": 0, "data": {"pinned": "no"}}, "pinned must be true"),
+            ({"kind": "pin", "data": {"pinned": True}}, "needs a member"),
+            ({"kind": "add", "data": {"count": "abc"}}, "must be an int"),
+            ({"kind": "copy", "member": 1, "data": {"donor": [1]}}, "must be an int"),
+        ]:
+            r = client.post("/api/request", json=body, headers=token)
+            assert r.status_code == 400 and why in r.json()["error"], r.text
+    assert RequestLog(db).read() == []  # nothing malformed reached the store
+
+
+# --- issue 19, item 3: requests that arrive as the run ends ----------------------------------
+class AsksAsItEnds(SimulatedBackend):
+    """Two simulated workers; the requests are written into the store as the run's last
+    interval comes back (a person asking a moment before the run ends)."""
+
+    def __init__(self, db: Path, reports: int, requests: list[Request]):
+        super().__init__(workers=2)
+        self.db, self.left, self.requests = db, reports, requests
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.left -= sum(len(r.reports) for r in out)
+        if self.left <= 0 and self.requests:
+            log = RequestLog(self.db)
+            for r in self.requests:
+                log.append(r)
+            self.requests = []
+        return out
+
+
+def each_step_once(events: list[Event]) -> None:
+    """Every (member, step) is recorded once along the member's own history: each report is
+    the step after the one its model holds (a copy takes the donor's checkpointed step), and
+    :class:`Walker`'s own step counter agrees."""
+    step: dict[int | None, int] = {}
+    saved: dict[str, int] = {}
+    for e in events:
+        where = f"event {e.seq} ({e.kind}, member {e.member})"
+        if e.kind == ev.MEMBER_CREATED:
+            step[e.member] = 0
+        elif e.kind == ev.REPORTED:
+            assert e.data["step"] == step[e.member] + 1 == e.data["metrics"]["n"], where
+            step[e.member] = e.data["step"]
+        elif e.kind == ev.CHECKPOINTED:
+            assert e.data["step"] == step[e.member], where
+            saved[e.data["checkpoint"]] = e.data["step"]
+        elif e.kind == ev.EXPLOITED:
+            step[e.member] = saved[e.data["checkpoint"]]
+            assert e.data["step"] == step[e.member], where
+        elif e.kind == ev.REJUVENATED and e.data.get("reset", "full") == "full":
+            step[e.member] = 0
+
+
+def _reported_once(result) -> None:
+    each_step_once(result.events)
+
+
+def test_requests_made_as_the_run_ends_are_answered_and_a_larger_budget_goes_on(tmp_path):
+    """Item 3: a request written just before the last member finished stayed unanswered. The
+    driver answers every request before it records the run's end; a larger budget continues
+    the run, a set for a member that is done is refused."""
+    db = tmp_path / "run.db"
+    asks = [
+        Request("set_config", 0, {"config": {"lr": 0.5}}),
+        Request("budget", None, {"budget": [{"type": "steps", "n": 9}]}),
+        Request("stop", None, {}),
+    ]
+    result = hp.run(
+        Walker,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="score",
+        population=2,
+        budget=6,
+        ready=3,
+        seed=1,
+        storage=db,
+        backend=AsksAsItEnds(db, 12, asks),
+        progress=False,
+    )
+    answers = _answers(result)
+    assert sorted(answers) == [1, 2, 3]  # all three answered, once each (a dict by id)
+    assert sum(e.kind == ev.REQUEST_HANDLED for e in result.events) == 3
+    set_, budget, stop = answers[1], answers[2], answers[3]
+    assert set_["status"] == "refused" and "the run has finished" in set_["reason"], set_
+    assert stop["status"] == "refused" and "the run has finished" in stop["reason"], stop
+    assert budget["status"] == "done", budget
+    assert all(m.status == "finished" and m.step == 9 for m in result.members)
+    assert result.summary()["status"] == "finished"
+    _reported_once(result)
+
+
+def test_resume_of_a_finished_run_answers_what_is_pending(tmp_path):
+    """Item 3: resume of a finished run returned it as it was, leaving a request written as
+    it ended unanswered for good. Resume answers it (and a larger budget goes on)."""
+    db = tmp_path / "run.db"
+    hp.run(
+        Walker,
+        {"lr": hp.uniform(0.1, 1.0)},
+        metric="score",
+        population=2,
+        budget=6,
+        ready=3,
+        seed=1,
+        storage=db,
+        backend=SimulatedBackend(workers=2),
+        progress=False,
+    )
+    log = RequestLog(db)
+    pin = log.append(Request("pin", 0, {"pinned": True}))
+    more = log.append(Request("budget", None, {"budget": [{"type": "steps", "n": 12}]}))
+    result = hp.resume(db, backend=SimulatedBackend(workers=2), progress=False)
+    answers = _answers(result)
+    assert answers[pin.id]["status"] == "refused" and "has finished" in answers[pin.id]["reason"]
+    assert answers[more.id]["status"] == "done"
+    assert all(m.status == "finished" and m.step == 12 for m in result.members)
+    _reported_once(result)
+    # nothing pending: a finished run is returned as it is (no session, no event)
+    again = hp.resume(db, backend=SimulatedBackend(workers=2), progress=False)
+    assert len(again.events) == len(result.events)
