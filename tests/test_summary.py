@@ -91,8 +91,11 @@ def test_summary_and_member_rows_are_one_read_of_the_fold() -> None:
     s = summary(data.pop, alive=False)
     assert (s["status"], s["members"], s["reports"], s["exploits"]) == ("interrupted", 3, 13, 2)
     assert (s["rejuvenations"], s["failures"], s["best_member"], s["max_step"]) == (1, 1, 0, 5)
-    assert s["statuses"] == {"running": 2, "failed": 1} and s["elapsed"] == 5.0
-    assert summary(data.pop, alive=True, now=7.5)["elapsed"] == 7.5  # running: up to now
+    assert s["statuses"] == {"interrupted": 2, "failed": 1} and s["elapsed"] == 5.0
+    assert all(type(k) is str for k in s["statuses"])  # words, not enum members
+    running = summary(data.pop, alive=True, now=7.5)
+    assert running["elapsed"] == 7.5  # running: up to now
+    assert running["statuses"] == {"running": 2, "failed": 1}
     assert summary(data.pop)["status"] == "running or interrupted"
     rows = member_rows(data.pop)
     assert [r["member"] for r in rows] == [0, 1, 2]

@@ -55,6 +55,7 @@ for _command in (
     results.schedule,
     results.table,
     results.lineage,
+    results.interventions,
     results.export,
     steer.stop,
     steer.pin,

@@ -114,34 +114,57 @@ class LiveView:
         self._eta = _Eta()
 
     def _header(self, pop: Population, state: RunState) -> Any:
+        from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         done, total, left = self._eta(pop, state)
-        line = Table.grid(padding=(0, 1))
         parts = [f"elapsed {_clock(state.elapsed)}"]
         if total:
             parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%)")
             parts.append(f"ETA {_clock(left)}")
-        parts.append(_members_line(counts(pop, state)))
-        if total:
-            line.add_row(ProgressBar(total=total, completed=done, width=30), " · ".join(parts))
-        else:
-            line.add_row(" · ".join(parts))
-        return line
+        timing = " · ".join(parts)
+        members = Text(f"members: {_members_line(counts(pop, state))}", overflow="ellipsis")
+        if not total:
+            return Group(Text(timing), members)
+        # the bar gives way to the words on a narrow terminal (80 columns): nothing wraps
+        width = max(10, min(30, self.console.width - len(timing) - 1))
+        line = Table.grid(padding=(0, 1))
+        line.add_row(ProgressBar(total=total, completed=done, width=width), timing)
+        return Group(line, members)
 
-    def _render(self, pop: Population, state: RunState | None = None) -> Any:
+    def _title(self, s: dict[str, Any]) -> Any:
+        """The counts above the table, broken between parts (never inside one) to fit the
+        terminal."""
+        from rich.text import Text
+
+        parts = [
+            f"hyperpop · {s['members']} members",
+            f"{s['reports']} reports",
+            f"{s['exploits']} exploits",
+            f"{s['failures']} failures",
+            f"best {s['metric']}={fmt(s['best_score'])}",
+        ]
+        lines = [parts[0]]
+        for part in parts[1:]:
+            if len(lines[-1]) + 3 + len(part) <= self.console.width:
+                lines[-1] += " · " + part
+            else:
+                lines.append(part)
+        return Text("\n".join(lines), style="italic")
+
+    def _render(
+        self, pop: Population, state: RunState | None = None, *, interrupted: bool = False
+    ) -> Any:
+        """The view: header (with ``state``), counts and the table of members, best first.
+        ``interrupted``: no driver runs, so members not finished are shown as interrupted."""
         from rich.console import Group
         from rich.table import Table
 
         s = summary(pop)
         metric = s["metric"]
-        title = (
-            f"hyperpop · {s['members']} members · {s['reports']} reports · "
-            f"{s['exploits']} exploits · {s['failures']} failures · "
-            f"best {metric}={fmt(s['best_score'])}"
-        )
-        table = Table(title=title, title_justify="left", expand=False)
+        table = Table(expand=False)
         for col in ("member", "status", "step", metric):
             table.add_column(col, justify="right" if col != "status" else "left")
         shown = member_rows(pop, best_first=True, limit=self.rows)
@@ -152,8 +175,10 @@ class LiveView:
         table.add_column("fail", justify="right")
         for r in shown:
             le = r["last_edge"]
-            status = r["status"]
-            if state is not None and status == "running":
+            status = str(r["status"])
+            if status == "running" and interrupted:
+                status = "interrupted"
+            elif state is not None and status == "running":
                 status = (
                     "training"
                     if r["member"] in state.running
@@ -176,8 +201,8 @@ class LiveView:
         if hidden > 0:
             table.caption = f"… and {hidden} more members"
         if state is None:
-            return table
-        return Group(self._header(pop, state), table)
+            return Group(self._title(s), table)
+        return Group(self._header(pop, state), self._title(s), table)
 
     def note(self, text: str) -> None:
         """A line above the live view (e.g. where members' output goes)."""
@@ -210,26 +235,24 @@ class LogProgress:
     def __init__(self, every: float = 10.0):
         self.every = every
         self._last = 0.0
+        self._said = ""
 
     def __call__(self, pop: Population) -> None:
         now = time.time()
         if now - self._last < self.every and pop.alive():
             return
-        self._last = now
         best = pop.best()
         steps = [m.step for m in pop.members.values()]
-        log.info(
-            "%d/%d members alive, steps %d-%d, %d reports, %d exploits, best %s=%s (member %s)",
-            len(pop.alive()),
-            len(pop.members),
-            min(steps, default=0),
-            max(steps, default=0),
-            pop.reports,
-            exploit_count(pop),
-            pop.metric,
-            fmt(best.last_score) if best else "-",
-            best.id if best else "-",
+        text = (
+            f"{len(pop.alive())}/{len(pop.members)} members alive, steps "
+            f"{min(steps, default=0)}-{max(steps, default=0)}, {pop.reports} reports, "
+            f"{exploit_count(pop)} exploits, best {pop.metric}="
+            f"{fmt(best.last_score) if best else '-'} (member {best.id if best else '-'})"
         )
+        if text == self._said:  # the end is shown once, however often it is handed over
+            return
+        self._last, self._said = now, text
+        log.info("%s", text)
         sys.stderr.flush()
 
     def note(self, text: str) -> None:

@@ -104,7 +104,9 @@ def summary(
 
     Returns:
         A dict with ``status``, ``reason``, ``metric``, ``mode``, ``members``, ``statuses``
-        (members by status), ``reports``, ``exploits``, ``rejuvenations``, ``failures``,
+        (members by status, as words: ``running``, ``finished``, ``failed``, and
+        ``interrupted`` for members of an interrupted run not yet finished), ``reports``,
+        ``exploits``, ``rejuvenations``, ``failures``,
         ``resumes``, ``elapsed`` (seconds), ``best_member``, ``best_score`` (its last report),
         ``max_step``, ``seq`` (the last event read), ``version``, ``unrecorded_reports``
         (reports of intervals still running), ``pinned`` (member ids) and ``interventions``
@@ -114,7 +116,11 @@ def summary(
     best = pop.best()
     statuses: dict[str, int] = {}
     for m in pop.members.values():
-        statuses[m.status] = statuses.get(m.status, 0) + 1
+        # plain words; with no driver, a member that was training is interrupted
+        word = str(m.status)
+        if word == "running" and status == "interrupted":
+            word = "interrupted"
+        statuses[word] = statuses.get(word, 0) + 1
     elapsed = 0.0
     if pop.started is not None:
         elapsed = (pop.ended or pop.last_time) - pop.started

@@ -8,7 +8,7 @@ import click
 
 from hyperpop.commands._shared import best_of, dump, load_result, to_csv
 
-__all__ = ["best", "export", "lineage", "schedule", "table"]
+__all__ = ["best", "export", "interventions", "lineage", "schedule", "table"]
 
 
 @click.command()
@@ -110,6 +110,17 @@ def table(db: str, fmt: str) -> None:
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
 def lineage(db: str, fmt: str) -> None:
-    """Print who copied whom, and when."""
+    """Print who copied whom, and when (copies made by PBT and by people; what else people
+    did, such as pins, sets and added members: hyperpop interventions DB)."""
     rows = load_result(db).lineage()
+    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+
+
+@click.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+def interventions(db: str, fmt: str) -> None:
+    """Print what people did to the run (stop, pin, unpin, set, copy, add, budget), one row
+    each: kind, member, what, request, time."""
+    rows = load_result(db).interventions()
     click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
