@@ -61,14 +61,22 @@ def test_the_worst_member_copies_at_its_first_ready_point(seed):
     assert {e["member"] for e in exploits(res)} == set(range(8))
 
 
-def test_asynchronous_best_is_within_5_percent_of_synchronous():
+def test_asynchronous_truncation_copies_as_often_as_its_quantile_says():
+    """Issue 23: a member that copied was ranked with its donor's score at the step it copied,
+    so members deciding later at that step ranked below duplicates of the top and copied too:
+    asynchronous runs copied about twice as often as synchronous ones (33-42 exploits here
+    against 18). Ranked by their own scores, both copy the bottom quarter."""
     ratios = []
     for seed in range(10):
-        a = grow_run(synchronous=False, seed=seed).best.score
-        s = grow_run(synchronous=True, seed=seed).best.score
-        ratios.append(a / s)
-    # per seed the ratio swings both ways (scores compound perturbed rates): judge the median
-    assert statistics.median(ratios) >= 0.95, ratios
+        a, s = grow_run(synchronous=False, seed=seed), grow_run(synchronous=True, seed=seed)
+        n_async, n_sync = len(exploits(a)), len(exploits(s))
+        assert n_sync == 18 and 16 <= n_async <= 21, (seed, n_async, n_sync)
+        ratios.append(a.best.score / s.best.score)
+    # Grow rewards greed alone (the highest rate always wins), so the asynchronous run, whose
+    # ranking is a little staler (members still training are compared at their last ready
+    # point), trails the synchronous one at equal copying: median 0.92 over 40 seeds (1.28
+    # with the double copying). Per seed the ratio swings both ways: judge the median.
+    assert statistics.median(ratios) >= 0.85, ratios
 
 
 def test_no_livelock_when_every_score_falls_after_a_peak():

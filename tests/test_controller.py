@@ -176,6 +176,37 @@ def test_copying_back_needs_a_strictly_better_score_at_equal_progress():
     assert ready(c, p.pop, 1)[0].kind == "continue"
 
 
+def test_a_member_that_copied_counts_by_its_own_score_not_as_a_copy_of_its_donor():
+    """Issue 23: members 0 and 1, the worst at step 2, copied the best (7 and 6) there. Member
+    2, deciding next at step 2, is third from the bottom: the copies must not rank above it
+    with their donors' scores (then it would be in the bottom two and copy too, and so on up
+    the ranking: 36-53% of ready points copied where the quantile is 25%)."""
+    p = Pop(8)
+    for i in range(8):
+        p.interval(i, [0.0, float(i)])  # member i scores i at step 2
+    c = controller()
+    for worst, donor in ((0, 7), (1, 6)):
+        p.feed(
+            Event(
+                ev.EXPLOITED,
+                worst,
+                {"donor": donor, "step": 2, "checkpoint": f"b{donor}-2", "at": 2},
+            )
+        )
+    ids, scores = c.comparable(p.pop, p.pop.members[2])
+    assert dict(zip(ids.tolist(), scores.tolist())) == {i: float(i) for i in range(8)}
+    assert [d.kind for d in ready(c, p.pop, 2)] == ["continue"]
+    # a member that jumped over a step (it copied a checkpoint ahead) has no score of its own
+    # there and is not compared there; where it had one (step 2), it is
+    p.interval(7, [7.0, 7.0])  # member 7 reaches step 4
+    p.feed(Event(ev.EXPLOITED, 3, {"donor": 7, "step": 4, "checkpoint": "b7-4", "at": 2}))
+    ids, scores = c.comparable(p.pop, p.pop.members[4])  # member 4 decides at step 2
+    assert dict(zip(ids.tolist(), scores.tolist()))[3] == 3.0
+    p.interval(6, [6.0, 6.0])  # member 6 reaches step 4 and decides there
+    ids, _ = c.comparable(p.pop, p.pop.members[6])
+    assert 3 not in ids.tolist() and 7 in ids.tolist()
+
+
 def test_grid_search_never_changes_anything():
     p = Pop(4)
     for i in range(4):

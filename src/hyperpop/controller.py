@@ -315,6 +315,7 @@ class Controller:
         self.set_budget(self.budget)
         self._waiting: set[int] = set()
         self._undecided: set[int] = set()
+        self._copies = _Copies()
 
     def set_budget(self, budget: list[Budget]) -> None:
         """Replace the stopping criteria (a person changed the run's budget)."""
@@ -370,6 +371,7 @@ class Controller:
         points not decided yet)."""
         self._waiting = set()
         self._undecided = set()
+        self._copies = _Copies()
         if not self.synchronous:
             self._undecided = {m.id for m in pop.alive() if m.ready_count and not m.decided}
         if self.synchronous:
@@ -490,6 +492,13 @@ class Controller:
                 if v is None:  # never evaluated by step s: its first evaluation is the nearest
                     v = c.ready_scores[0] if c.ready_scores else None
                 value[i] = np.nan if v is None else v
+        # a copy counts as the member it was, not as its donor: where the candidate's score at
+        # t is one it inherited by copying (t at or before the step it copied), it is ranked by
+        # its own evaluation at t, the one it was judged by when it copied; a member that
+        # jumped over t has none and is not compared there. Without this, every member that
+        # copied at a step shows its donor's score there, the members deciding later at that
+        # step rank below duplicates of the top, and far more than the quantile copy.
+        value = self._copies.own(pop, ids, step, value, idx.hist_step[rows], s)
         # a candidate behind: its score plus what m gained since the candidate's step, so it
         # ranks above m exactly when it was strictly better at equal progress (ties and
         # rounding go against it: nobody goes back for nothing); not comparable when m has no
@@ -581,3 +590,96 @@ class Controller:
             config=config,
             how=self.explore.name,
         )
+
+
+class _Copies:
+    """What each member's last copy replaced: the step of the checkpoint it copied, the step of
+    the ready point that decided the copy, and the member's own ranking score there.
+
+    Read from the population's family tree as it grows (a pure function of the fold, so a
+    resumed run rebuilds it), in arrays indexed by member id for vectorised look-ups.
+    """
+
+    def __init__(self) -> None:
+        self._clear(None)
+
+    def _clear(self, pop: Population | None) -> None:
+        self.pop = pop
+        self.seen = 0
+        self.step = np.full(16, -1, dtype=np.int64)
+        self.at = np.full(16, -1, dtype=np.int64)
+        self.score = np.full(16, np.nan)
+
+    def _grow(self, n: int) -> None:
+        if n <= len(self.step):
+            return
+        size = max(n, 2 * len(self.step))
+        extra = size - len(self.step)
+        self.step = np.concatenate([self.step, np.full(extra, -1, dtype=np.int64)])
+        self.at = np.concatenate([self.at, np.full(extra, -1, dtype=np.int64)])
+        self.score = np.concatenate([self.score, np.full(extra, np.nan)])
+
+    def update(self, pop: Population) -> None:
+        """Take in the family tree's new edges."""
+        if pop is not self.pop:  # another population (a test's, a resumed run's): start over
+            self._clear(pop)
+        edges = pop.edges
+        for e in edges[self.seen :]:
+            self._grow(e.member + 1)
+            if e.kind != "exploit" or e.at is None:  # a reset, or a log without ``at``
+                self.step[e.member] = -1
+                continue
+            self.step[e.member] = e.step
+            self.at[e.member] = e.at
+            own = _own_score(pop, pop.members[e.member], e.at, before=e.step)
+            self.score[e.member] = np.nan if own is None else own
+        self.seen = len(edges)
+
+    def own(
+        self,
+        pop: Population,
+        ids: np.ndarray,
+        step: np.ndarray,
+        value: np.ndarray,
+        hist_step: np.ndarray,
+        s: int,
+    ) -> np.ndarray:
+        """``value`` with every inherited score replaced by the candidate's own (or NaN)."""
+        self.update(pop)
+        if not len(ids) or not (self.step >= 0).any():
+            return value
+        self._grow(int(ids.max()) + 1)
+        copied = self.step[ids]
+        # the step each value was taken at: the last ready point at or before s for a
+        # candidate ahead, the last ready point for the others
+        bound = np.where(step > s, s, np.iinfo(np.int64).max)
+        valid = (hist_step >= 0) & (hist_step <= bound[:, None])
+        last = hist_step.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
+        t = np.where(valid.any(axis=1), hist_step[np.arange(len(ids)), last], -1)
+        inherited = (t >= 0) & (t <= copied)
+        if not inherited.any():
+            return value
+        value = value.copy()
+        at = self.at[ids]
+        mine = inherited & (t == at)
+        value[mine] = self.score[ids[mine]]
+        value[inherited & (t > at)] = np.nan  # it jumped over t
+        for i in np.flatnonzero(inherited & (t < at)):  # rare: it copied while ahead of t
+            own = _own_score(pop, pop.members[int(ids[i])], int(t[i]), before=None)
+            value[i] = np.nan if own is None else own
+        return value
+
+
+def _own_score(pop: Population, m: MemberState, at: int, before: int | None) -> float | None:
+    """The member's own ranking score at step ``at`` from its own reports (the newest at that
+    step; with ``before``, skipping the reports after a copy to that step), or None."""
+    history = m.history
+    window = pop.score_window
+    for i in range(len(history) - 1, -1, -1):
+        step = history[i][0]
+        if before is not None and step > before:
+            continue
+        if step == at:
+            scores = [sc for _, sc in history[max(0, i - window + 1) : i + 1]]
+            return float(sum(scores) / len(scores))
+    return None
