@@ -149,7 +149,14 @@ def test_explicit_ids_need_no_visible_gpu():
     [
         ({"gpus_per_member": 1}, "none is visible"),
         ({"gpus": "all"}, "none is visible"),
-        ({"gpus": 2, "discovered": ["0"]}, "asks for 2 GPUs but 1 is visible"),
+        (
+            {"gpus": 2, "discovered": ["0"]},
+            r"asks for 2 GPUs but 1 is visible \(0\); ask for at "
+            r"most 1, or name the ones to use \(gpus=\[0\]\)",
+        ),
+        ({"gpus": 3, "discovered": ["0", "1"]}, r"2 are visible \(0, 1\).*\(gpus=\[0, 1\]\)"),
+        # issue 19: with no GPU visible, no "1 GPUs" and no devices to name
+        ({"gpus": 1}, r"^gpus=1 asks for a GPU but none is visible .*leave gpus out \(or gpus=0\)"),
         ({"gpus": ["0", "1"], "gpus_per_member": 0.5, "workers": 5}, "at most 4"),
         ({"gpus": ["0"], "workers": 2}, "workers=2 do not fit on 1 GPU"),
         ({"gpus": ["0"], "gpus_per_member": 0.3}, "does not split a GPU evenly"),

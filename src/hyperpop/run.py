@@ -7,6 +7,7 @@ the driver, and that opens and closes everything a session uses.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -16,17 +17,17 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from hyperpop._version import __version__
 from hyperpop.backends.base import Backend
 from hyperpop.callbacks import Callback, CallbackList
-from hyperpop.checkpoints import CheckpointStore, log_dir_for
+from hyperpop.checkpoints import CheckpointError, CheckpointStore, log_dir_for
 from hyperpop.controller import Budget, Controller, Ready, Rejuvenate
 from hyperpop.driver import Driver, Progress, unanswered
-from hyperpop.errors import RunExistsError, SettingsError, StoreError
+from hyperpop.errors import RunError, RunExistsError, SettingsError, StoreError
 from hyperpop.population import Population
 from hyperpop.results import Result
 from hyperpop.runfiles import remove_run
@@ -37,12 +38,42 @@ from hyperpop.store.base import Store
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, WriterLock, open_store
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy
-from hyperpop.trainable import make_factory
+from hyperpop.trainable import TrainableError, make_factory
 from hyperpop.userfile import load_trainable, source_of
 
 __all__ = ["resume", "run"]
 
 log = logging.getLogger("hyperpop")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: the errors hyperpop raises on purpose, each with a message that says what to do: raised to
+#: the caller of :func:`run` or :func:`resume` from there, not through hyperpop's internals
+_USER_ERRORS = (
+    SettingsError,
+    SpaceError,
+    RunError,  # MetricError too
+    StoreError,  # full, locked, another version, a run already there
+    TrainableError,
+    CheckpointError,
+)
+
+
+def _public(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """An entry point whose own errors end their traceback at the caller's line: the message
+    names the problem and the fix, and the frames inside hyperpop would only bury it (as
+    scikit-learn's input validation does). Any other exception keeps its whole traceback."""
+
+    @functools.wraps(fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except _USER_ERRORS as e:
+            raise e.with_traceback(None) from None
+
+    return call
 
 
 @contextmanager
@@ -80,9 +111,12 @@ def _backend_spec(
     workers: int | None,
     options: Mapping[str, Any] | None,
     settings: RunSettings | None = None,
+    members: int | None = None,
 ) -> Callable[[], Backend]:
     """Check how the backend is asked for, and return what builds it (only once the store is
-    open and empty). ``settings`` brings the GPU settings, forwarded as backend options."""
+    open and empty). ``settings`` brings the GPU settings, forwarded as backend options;
+    ``members`` (the population) caps the workers of a backend with a process or slot per
+    worker: more would never train."""
     opts = dict(options or {})
     if settings is not None and not isinstance(backend, Backend):
         for key, value in settings.replace(backend=str(backend)).backend_options().items():
@@ -108,10 +142,13 @@ def _backend_spec(
             f"workers must be a positive int (members training at once), got {workers!r}; "
             "leave it out for one per CPU core"
         )
+    count = workers
+    if members is not None and backend in ("local", "ray", "simulated"):
+        count = _capped(workers, members, backend, gpus="gpus" in opts)
     if backend == "local":
         from hyperpop.backends.local import LocalBackend
 
-        return lambda: LocalBackend(workers, **opts)
+        return lambda: LocalBackend(count, **opts)
     if backend == "ray":
         try:
             from hyperpop.backends.ray import RayBackend
@@ -119,11 +156,11 @@ def _backend_spec(
             raise ImportError(
                 f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})"
             ) from None
-        return lambda: RayBackend(workers, **opts)
+        return lambda: RayBackend(count, **opts)
     if backend == "simulated":
         from hyperpop.backends.simulated import SimulatedBackend
 
-        return lambda: SimulatedBackend(2 if workers is None else workers, **opts)
+        return lambda: SimulatedBackend(2 if count is None else count, **opts)
     if backend == "vectorized":
         from hyperpop.backends.vectorized import VectorizedBackend
 
@@ -132,6 +169,29 @@ def _backend_spec(
         f"backend must be 'local', 'ray', 'simulated', 'vectorized' or a Backend instance, got "
         f"{backend!r} (unknown backend {backend!r})"
     )
+
+
+def _capped(workers: int | None, members: int, backend: str, *, gpus: bool) -> int | None:
+    """At most one worker per member (a worker with no member to train only costs memory and
+    start-up time): ``workers=8`` for 2 members starts 2, and says so. The local backend's
+    default (one per CPU core) is capped the same way, unless GPUs decide the count."""
+    if workers is None:
+        if backend != "local" or gpus:
+            return None
+        cores = os.cpu_count() or 1
+        return min(cores, members) if members < cores else None
+    if workers > members:
+        log.warning(
+            "workers=%d but the population has %d member%s: starting %d worker%s (one per "
+            "member; more would have nothing to train)",
+            workers,
+            members,
+            "" if members == 1 else "s",
+            members,
+            "" if members == 1 else "s",
+        )
+        return members
+    return workers
 
 
 def _sized(backend: Backend, workers: int) -> Backend:
@@ -326,6 +386,7 @@ def _new_store(
             tmp.cleanup()
 
 
+@_public
 def run(
     trainable: Any,
     space: Mapping[str, Any] | Space,
@@ -454,7 +515,7 @@ def run(
         space = Space(space)
         controller = _controller(settings, space)
         make_factory(trainable)  # a trainable that cannot be built is refused here
-        make_backend = _backend_spec(backend, workers, backend_options, settings)
+        make_backend = _backend_spec(backend, workers, backend_options, settings, population)
         callbacks_ = CallbackList(callbacks)
         initial = _initial_configs(space, population, configs, seed)
     source = source_of(trainable)
@@ -517,6 +578,7 @@ def _progress(progress: Progress | bool | None) -> Progress | None:
 
 
 # --- resume ------------------------------------------------------------------------------
+@_public
 def resume(
     storage: str | os.PathLike[str],
     trainable: Any = None,
@@ -577,6 +639,7 @@ def resume(
                 workers or (settings.workers if backend in (None, settings.backend) else None),
                 backend_options,
                 settings,
+                max(1, len(pop.alive())),
             )
         controller = _controller(settings, Space.from_dict(pop.space))
         if trainable is None:

@@ -122,11 +122,19 @@ def _requested(gpus: GpuSpec, discover: Callable[[], Sequence[str]]) -> list[str
         if n == 0:
             return []
         found = [str(g) for g in discover()]
-        if len(found) < n:
+        asks = f"gpus={n} asks for {'a GPU' if n == 1 else f'{n} GPUs'}"
+        if not found:
             raise ValueError(
-                f"gpus={n} asks for {n} GPUs but {len(found)} "
-                f"{'is' if len(found) == 1 else 'are'} visible ({', '.join(found) or 'none'}); "
-                "ask for fewer, or name the devices (gpus=[0, 1])"
+                f"{asks} but none is visible (CUDA_VISIBLE_DEVICES is empty or unset and "
+                "nvidia-smi -L lists none); check the drivers, or leave gpus out (or gpus=0) "
+                "to train on CPU workers"
+            )
+        if len(found) < n:
+            names = ", ".join(repr(g) if not g.isdigit() else g for g in found)
+            raise ValueError(
+                f"{asks} but {len(found)} {'is' if len(found) == 1 else 'are'} visible "
+                f"({', '.join(found)}); ask for at most {len(found)}, or name the ones to use "
+                f"(gpus=[{names}])"
             )
         return found[:n]
     if isinstance(gpus, str):
