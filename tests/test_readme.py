@@ -29,3 +29,17 @@ def test_a_readme_snippet_runs_as_a_script(tmp_path, index):
         )
         assert out.returncode == 0, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_the_tensorboard_extra_brings_the_viewer_it_tells_people_to_run():
+    """Issue 19: `[tensorboard]` installed the writer only, so `tensorboard --logdir` was not
+    there to read the logs."""
+    import tomllib
+
+    root = README.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    names = {re.split(r"[<>=\[ ]", req, maxsplit=1)[0] for req in extras["tensorboard"]}
+    assert {"tensorboardX", "tensorboard"} <= names
+    assert "`tensorboard --logdir runs/tb`" in (root / "docs" / "trackers.md").read_text()
