@@ -21,21 +21,18 @@ from hyperpop.controller import (
     Controller,
     Decision,
     Kind,
-    budget_from_dict,
     decision_events,
 )
 from hyperpop.errors import MetricError, RunError
 from hyperpop.live import RunState
-from hyperpop.population import MemberState, Population
+from hyperpop.population import Population
 from hyperpop.settings import RunSettings
-from hyperpop.space import SpaceError
+from hyperpop.steering import Steering, unanswered
 from hyperpop.store import events as ev
-from hyperpop.store import requests as rq
 from hyperpop.store.events import Event
-from hyperpop.store.requests import Request
 from hyperpop.store.sqlite import Store
 
-__all__ = ["Driver", "Progress", "describe_parameter", "unanswered"]
+__all__ = ["Driver", "Progress", "unanswered"]
 
 log = logging.getLogger("hyperpop")
 
@@ -82,29 +79,6 @@ class WrittenRefs:
     def names(self, blob: str) -> bool:
         """Whether some member holds ``blob`` in the written log."""
         return blob in self.count
-
-
-class _Refused(Exception):
-    """A request the driver cannot carry out (the reason is recorded with its answer)."""
-
-
-def describe_parameter(d: Mapping[str, Any]) -> str:
-    """A parameter's range in words, from its ``to_dict()`` (``a float from 0.1 to 1``)."""
-    kind = d.get("type")
-    if kind in ("float", "int"):
-        scale = " on a log scale" if d.get("log") else ""
-        what = "a float" if kind == "float" else "an int"
-        return f"{what} from {d['low']:g} to {d['high']:g}{scale}"
-    if kind == "choice":
-        return f"one of {d['options']!r}"
-    if kind == "constant":
-        return f"the constant {d['value']!r}"
-    return repr(dict(d))
-
-
-def unanswered(store: Store, pop: Population) -> list[Request]:
-    """The requests in ``store`` that the run's log has not answered yet."""
-    return [r for r in store.read_requests() if r.id not in pop.handled]
 
 
 class RunQueue:
@@ -233,12 +207,8 @@ class Driver:
         self.worker_seconds = 0.0
         #: events folded in but not yet written (written together after each poll)
         self.pending: list[Event] = []
-        #: requests waiting for their member's interval to come back (in request order)
-        self.deferred: list[tuple[Request, rq.Action]] = []
-        #: the stop request that ends this session (the run stays resumable)
-        self.stop_request: Request | None = None
-        self._requests_read = 0.0
-        self._read_upto = 0  # the last request id read this session
+        #: the requests of this session (hyperpop.store.requests)
+        self.steering = Steering(self)
         #: member -> (step, time) of its last progress event
         self._progress_seen: dict[int, tuple[int, float]] = {}
 
@@ -469,8 +439,8 @@ class Driver:
                 self.queue.append(m.id)
         last_progress = 0.0
         while True:
-            self.serve_requests()
-            if self.stop_request is not None:
+            self.steering.serve()
+            if self.steering.stop_request is not None:
                 return "stopped on request"
             reason = self.controller.stop_reason(self.pop, self.elapsed())
             if reason is None:
@@ -502,7 +472,7 @@ class Driver:
     def goes_on_after_answering(self, reason: str) -> bool:
         """The run is about to finish for ``reason``: answer every request still waiting
         (a larger budget or added members may give it more to do). Whether it goes on."""
-        self.serve_requests(force=True, ending=reason)
+        self.steering.serve(force=True, ending=reason)
         if self.controller.stop_reason(self.pop, self.elapsed()) is not None:
             return False
         return bool(self.queue or self.inflight)
@@ -552,210 +522,8 @@ class Driver:
         else:
             self.progress(self.pop)
 
-    # --- requests (hyperpop.store.requests) ------------------------------------------------
-    #: seconds between two reads of the request table (a poll waits at most 0.5 s)
-    REQUEST_INTERVAL = 0.2
-
-    def serve_requests(self, *, force: bool = False, ending: str | None = None) -> None:
-        """Act on the requests made since the last read, and on deferred ones whose member's
-        interval came back. Each action and its answer (``request_handled``: done or refused,
-        with a reason) are written in one transaction, so a request is acted on exactly once:
-        a driver that dies before writing leaves it unanswered, and the next one acts on it.
-
-        Every request is checked (:func:`hyperpop.store.requests.parse`) before anything is
-        done about it: a malformed one is refused, naming what is wrong.
-
-        Args:
-            force: read the request table now, however recently it was read.
-            ending: the run is about to finish for this reason: every request still waiting
-                is answered now. A new budget or added members may give the run more to do;
-                anything else is refused (the run has finished).
-        """
-        read = getattr(self.store, "read_requests", None)
-        if read is None:
-            return
-        now = self.clock()
-        if (
-            not force
-            and ending is None
-            and now - self._requests_read < self.REQUEST_INTERVAL
-            and not (self.deferred and any(r.member not in self.inflight for r, _ in self.deferred))
-        ):
-            return
-        self._requests_read = now
-        fresh: list[Request] = read(self._read_upto)
-        if fresh:
-            self._read_upto = max(r.id or 0 for r in fresh)
-        # the first read of a session reads every request: one left unanswered by a driver
-        # that died (or deferred when it stopped) is acted on now
-        todo: list[tuple[Request, rq.Action | None]] = self.deferred + [
-            (r, None) for r in fresh if r.id not in self.pop.handled
-        ]
-        if not todo:
-            return
-        self.deferred = []
-        for r, action in todo:
-            if self.stop_request is not None:
-                break  # the rest waits for the next session
-            if action is None:
-                try:
-                    action = r.parse()
-                except rq.RequestError as e:
-                    self._answer(r, "refused", str(e), now)
-                    continue
-            if ending is not None and not isinstance(action, (rq.Add, rq.SetBudget)):
-                self._answer(r, "refused", f"the run has finished ({ending})", now)
-                continue
-            busy = action.member is not None and (
-                action.member in self.inflight
-                or any(d.member == action.member for d, _ in self.deferred)
-            )
-            if busy and isinstance(action, (rq.SetConfig, rq.Copy, rq.Stop)):
-                self.deferred.append((r, action))  # acted on when the member's interval is back
-                continue
-            try:
-                self._answer(r, "done", self._act(r, action, now), now)
-            except _Refused as e:
-                self._answer(r, "refused", str(e), now)
-        self.flush()
-
-    def _answer(self, r: Request, status: str, reason: str, now: float) -> None:
-        """Queue the answer to ``r`` (written with what was done about it, in one transaction)."""
-        member = r.member if isinstance(r.member, int) and abs(r.member) < 2**63 else None
-        tag = {"id": r.id, "kind": str(r.kind), "member": member, "status": status}
-        self.commit([Event(ev.REQUEST_HANDLED, None, {**tag, "reason": reason}, now)])
-        if status == "done":
-            log.info("request %s (%s) done: %s", r.id, r.kind, reason)
-        else:
-            log.warning("request %s (%s) refused: %s", r.id, r.kind, reason)
-
-    def _opened(self) -> float:
-        """When this driver took the store (a request made before was meant for another)."""
-        lock = getattr(self.store, "lock", None)
-        holder = lock.holder() if lock is not None and lock.locked else None
-        since = (holder or {}).get("since")
-        return float(since) if isinstance(since, (int, float)) else self.session_start
-
-    def _member(self, member: int, *, alive: bool = True) -> MemberState:
-        m = self.pop.members.get(member)
-        if m is None:
-            raise _Refused(f"no member {member} in this run")
-        if alive and not m.alive:
-            raise _Refused(f"member {m.id} has {m.status}")
-        return m
-
-    def _act(self, r: Request, action: rq.Action, now: float) -> str:
-        """Carry out request ``r`` (``action`` is what it asks): its events are folded and
-        queued here. Returns what was done (raises :class:`_Refused` before any event)."""
-        tag = {"by": "user", "request": r.id}
-        if isinstance(action, rq.Stop):
-            return self._stop(r, action, now, tag)
-        if isinstance(action, rq.Pin):
-            m = self._member(action.member)
-            self.commit([Event(ev.PINNED, m.id, {"pinned": action.pinned, **tag}, now)])
-            return f"member {m.id} {'pinned' if action.pinned else 'unpinned'}"
-        if isinstance(action, rq.SetConfig):
-            m = self._member(action.member)
-            config = self._merge(m.config, action.config)
-            data = {"config": config, "old_config": m.config, "how": "user", **tag}
-            self.commit([Event(ev.EXPLORED, m.id, data, now)])
-            self._requeue(m.id)
-            return f"member {m.id} trains with {m.config} from step {m.step}"
-        if isinstance(action, rq.Copy):
-            return self._copy(action, now, tag)
-        if isinstance(action, rq.Add):
-            return self._add(action, now, tag)
-        return self._budget(action, now, tag)
-
-    def _stop(self, r: Request, action: rq.Stop, now: float, tag: dict[str, Any]) -> str:
-        if action.member is not None:
-            m = self._member(action.member)
-            self._finish(m.id, "stopped by user", now, tag)
-            return f"member {m.id} finished"
-        if r.time < self._opened():
-            raise _Refused(
-                "made while no driver ran (the run had already stopped); nothing to stop"
-            )
-        self.stop_request = r
-        self.commit([Event(ev.RUN_STOPPED, None, {"reason": "stopped on request", **tag}, now)])
-        return "the run stopped (resume it)"
-
-    def _copy(self, action: rq.Copy, now: float, tag: dict[str, Any]) -> str:
-        m = self._member(action.member)
-        donor = self.pop.members.get(action.donor)
-        if donor is None:
-            raise _Refused(f"no member {action.donor} to copy")
-        if donor.checkpoint is None or donor.checkpoint not in self.pop.blobs:
-            raise _Refused(
-                f"member {donor.id} has no checkpoint yet (wait for its first ready point)"
-            )
-        data = {
-            "donor": donor.id,
-            "step": donor.checkpoint_step,
-            "checkpoint": donor.checkpoint,
-            "at": m.step,
-            **tag,
-        }
-        self.commit([Event(ev.EXPLOITED, m.id, data, now)])
-        self._requeue(m.id)
-        return f"member {m.id} copied member {donor.id}"
-
-    def _merge(self, config: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-        """``config`` with a person's ``changes``, checked against the space (a refusal names
-        the parameter's range)."""
-        space = self.controller.space
-        try:
-            return space.merge(config, changes)
-        except (SpaceError, TypeError, ValueError) as e:
-            ranges = []
-            try:
-                for path in space.flatten_partial(changes):
-                    ranges.append(f"{path} is {describe_parameter(space[path].to_dict())}")
-            except SpaceError:
-                pass  # a key not in the space: the error names the keys
-            hint = f" ({'; '.join(ranges)})" if ranges else ""
-            raise _Refused(f"{e}{hint}") from None
-
-    def _add(self, action: rq.Add, now: float, tag: dict[str, Any]) -> str:
-        configs = []
-        for c in action.configs:
-            try:
-                configs.append(self._merge(self.controller.space.sample(self.controller.rng), c))
-            except _Refused as e:
-                raise _Refused(f"config {c!r}: {e}") from None
-        first = max(self.pop.members, default=-1) + 1
-        ids = list(range(first, first + len(configs)))
-        self.commit(
-            [
-                Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
-                for i, c in zip(ids, configs, strict=True)
-            ]
-        )
-        for i in ids:
-            self.queue.append(i)
-        return f"added members {ids}"
-
-    def _budget(self, action: rq.SetBudget, now: float, tag: dict[str, Any]) -> str:
-        pop = self.pop
-        budget = [budget_from_dict(b) for b in action.budget]  # parse checked each one
-        old = list(pop.settings.get("budget") or [])
-        self.controller.set_budget(budget)
-        data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
-        self.commit([Event(ev.BUDGET_CHANGED, None, data, now)])  # revives members with steps
-        for m in pop.alive():
-            if m.id in self.inflight or m.id in self.controller.waiting:
-                continue  # decided at its ready point (finished there if over the budget)
-            if self.controller.max_steps is not None and m.step >= self.controller.max_steps:
-                self.pending_finish(m.id, now)
-            elif m.id not in self.queue:
-                self.queue.append(m.id)  # finished for lack of steps, and now has some
-        return "budget changed"
-
-    def pending_finish(self, member: int, now: float) -> None:
-        """Finish a member the budget no longer leaves steps (queued and folded now)."""
-        self._finish(member, "step budget reached", now, {})
-
-    def _finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> None:
+    # --- a member leaves -------------------------------------------------------------------
+    def finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> None:
         """A member leaves the population: its ``finished`` event, and in synchronous mode the
         decisions its leaving releases (folded and queued here, with the finish)."""
         self.queue.remove(member)
@@ -771,12 +539,6 @@ class Driver:
         decided = self._fold(decision_events(decisions, self.pop, now))
         self.pending.extend([finished, *decided])
         self._after(decisions)
-
-    def _requeue(self, member: int) -> None:
-        """A member whose weights or progress a person changed: its place in the queue follows
-        its new progress."""
-        if member in self.queue:
-            self.queue.append(member)
 
     def best_state(self) -> Any:
         """The state of the run's best checkpoint, or None."""
@@ -819,7 +581,8 @@ class Driver:
         try:
             reason = self.loop()
             now = self.clock()
-            ending = self.stop_request is None  # stopped on request: the run stays resumable
+            stop = self.steering.stop_request
+            ending = stop is None  # stopped on request: the run stays resumable
             events = [
                 Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now)
                 for m in (pop.alive() if ending else [])
@@ -830,7 +593,7 @@ class Driver:
                 reason = "stopped"
                 log.warning(
                     "stopped on request %s; continue with: hyperpop resume %s",
-                    self.stop_request.id if self.stop_request else "?",
+                    stop.id if stop else "?",
                     getattr(self.store, "path", "DB"),
                 )
             self.commit(events)

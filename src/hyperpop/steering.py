@@ -1,0 +1,320 @@
+"""Requests into a running driver (:mod:`hyperpop.store.requests`): read, check, act, answer.
+
+The driver's loop calls :meth:`Steering.serve` on every poll. Each request is checked
+(:func:`hyperpop.store.requests.parse`) before anything is done about it; what it asks is done
+through the events it leads to, and its answer (``request_handled``: done or refused, with a
+reason) is queued with them, so that both are written in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from hyperpop.controller import Controller, budget_from_dict
+from hyperpop.population import MemberState, Population
+from hyperpop.space import SpaceError
+from hyperpop.store import events as ev
+from hyperpop.store import requests as rq
+from hyperpop.store.base import Store
+from hyperpop.store.events import Event
+from hyperpop.store.requests import Request
+
+__all__ = ["Host", "Steering", "describe_parameter", "unanswered"]
+
+log = logging.getLogger("hyperpop")
+
+
+class _Queue(Protocol):
+    def __contains__(self, member: object) -> bool: ...
+
+    def append(self, member: int) -> None: ...
+
+
+class Host(Protocol):
+    """What request handling needs of the driver it serves."""
+
+    @property
+    def pop(self) -> Population:
+        """The fold of the run's events."""
+
+    @property
+    def controller(self) -> Controller:
+        """Decides (its space, its budget, its random generator)."""
+
+    @property
+    def store(self) -> Store:
+        """Where the requests are read."""
+
+    @property
+    def queue(self) -> _Queue:
+        """Members waiting for a worker."""
+
+    @property
+    def inflight(self) -> Mapping[int, Any]:
+        """Members training now."""
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The time of events."""
+
+    @property
+    def session_start(self) -> float:
+        """When the session started (by :attr:`clock`)."""
+
+    def commit(self, events: list[Event]) -> None:
+        """Number events, fold them in and queue them for the next write."""
+
+    def flush(self) -> None:
+        """Write what is queued, in one transaction."""
+
+    def finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> None:
+        """A member leaves the run (with what its leaving releases)."""
+
+
+class _Refused(Exception):
+    """A request the driver cannot carry out (the reason is recorded with its answer)."""
+
+
+def describe_parameter(d: Mapping[str, Any]) -> str:
+    """A parameter's range in words, from its ``to_dict()`` (``a float from 0.1 to 1``)."""
+    kind = d.get("type")
+    if kind in ("float", "int"):
+        scale = " on a log scale" if d.get("log") else ""
+        what = "a float" if kind == "float" else "an int"
+        return f"{what} from {d['low']:g} to {d['high']:g}{scale}"
+    if kind == "choice":
+        return f"one of {d['options']!r}"
+    if kind == "constant":
+        return f"the constant {d['value']!r}"
+    return repr(dict(d))
+
+
+def unanswered(store: Store, pop: Population) -> list[Request]:
+    """The requests in ``store`` that the run's log has not answered yet."""
+    return [r for r in store.read_requests() if r.id not in pop.handled]
+
+
+class Steering:
+    """The requests of one driver session.
+
+    Args:
+        host: the driver it serves.
+    """
+
+    #: seconds between two reads of the request table (a poll waits at most 0.5 s)
+    REQUEST_INTERVAL = 0.2
+
+    def __init__(self, host: Host):
+        self.host = host
+        #: requests waiting for their member's interval to come back (in request order)
+        self.deferred: list[tuple[Request, rq.Action]] = []
+        #: the stop request that ends this session (the run stays resumable)
+        self.stop_request: Request | None = None
+        self._requests_read = 0.0
+        self._read_upto = 0  # the last request id read this session
+
+    def serve(self, *, force: bool = False, ending: str | None = None) -> None:
+        """Act on the requests made since the last read, and on deferred ones whose member's
+        interval came back. Each action and its answer (``request_handled``: done or refused,
+        with a reason) are written in one transaction, so a request is acted on exactly once:
+        a driver that dies before writing leaves it unanswered, and the next one acts on it.
+
+        Every request is checked (:func:`hyperpop.store.requests.parse`) before anything is
+        done about it: a malformed one is refused, naming what is wrong.
+
+        Args:
+            force: read the request table now, however recently it was read.
+            ending: the run is about to finish for this reason: every request still waiting
+                is answered now. A new budget or added members may give the run more to do;
+                anything else is refused (the run has finished).
+        """
+        h = self.host
+        now = h.clock()
+        if (
+            not force
+            and ending is None
+            and now - self._requests_read < self.REQUEST_INTERVAL
+            and not (self.deferred and any(r.member not in h.inflight for r, _ in self.deferred))
+        ):
+            return
+        self._requests_read = now
+        fresh = h.store.read_requests(self._read_upto)
+        if fresh:
+            self._read_upto = max(r.id or 0 for r in fresh)
+        # the first read of a session reads every request: one left unanswered by a driver
+        # that died (or deferred when it stopped) is acted on now
+        todo: list[tuple[Request, rq.Action | None]] = self.deferred + [
+            (r, None) for r in fresh if r.id not in h.pop.handled
+        ]
+        if not todo:
+            return
+        self.deferred = []
+        for r, action in todo:
+            if self.stop_request is not None:
+                break  # the rest waits for the next session
+            if action is None:
+                try:
+                    action = r.parse()
+                except rq.RequestError as e:
+                    self._answer(r, "refused", str(e), now)
+                    continue
+            if ending is not None and not isinstance(action, (rq.Add, rq.SetBudget)):
+                self._answer(r, "refused", f"the run has finished ({ending})", now)
+                continue
+            busy = action.member is not None and (
+                action.member in h.inflight
+                or any(d.member == action.member for d, _ in self.deferred)
+            )
+            if busy and isinstance(action, (rq.SetConfig, rq.Copy, rq.Stop)):
+                self.deferred.append((r, action))  # acted on when the member's interval is back
+                continue
+            try:
+                self._answer(r, "done", self._act(r, action, now), now)
+            except _Refused as e:
+                self._answer(r, "refused", str(e), now)
+        h.flush()
+
+    def _answer(self, r: Request, status: str, reason: str, now: float) -> None:
+        """Queue the answer to ``r`` (written with what was done about it, in one transaction)."""
+        member = r.member if isinstance(r.member, int) and abs(r.member) < 2**63 else None
+        tag = {"id": r.id, "kind": str(r.kind), "member": member, "status": status}
+        self.host.commit([Event(ev.REQUEST_HANDLED, None, {**tag, "reason": reason}, now)])
+        if status == "done":
+            log.info("request %s (%s) done: %s", r.id, r.kind, reason)
+        else:
+            log.warning("request %s (%s) refused: %s", r.id, r.kind, reason)
+
+    def _opened(self) -> float:
+        """When this driver took the store (a request made before was meant for another)."""
+        lock = getattr(self.host.store, "lock", None)
+        holder = lock.holder() if lock is not None and lock.locked else None
+        since = (holder or {}).get("since")
+        return float(since) if isinstance(since, (int, float)) else self.host.session_start
+
+    def _member(self, member: int, *, alive: bool = True) -> MemberState:
+        m = self.host.pop.members.get(member)
+        if m is None:
+            raise _Refused(f"no member {member} in this run")
+        if alive and not m.alive:
+            raise _Refused(f"member {m.id} has {m.status}")
+        return m
+
+    def _act(self, r: Request, action: rq.Action, now: float) -> str:
+        """Carry out request ``r`` (``action`` is what it asks): its events are folded and
+        queued here. Returns what was done (raises :class:`_Refused` before any event)."""
+        tag = {"by": "user", "request": r.id}
+        if isinstance(action, rq.Stop):
+            return self._stop(r, action, now, tag)
+        if isinstance(action, rq.Pin):
+            m = self._member(action.member)
+            self.host.commit([Event(ev.PINNED, m.id, {"pinned": action.pinned, **tag}, now)])
+            return f"member {m.id} {'pinned' if action.pinned else 'unpinned'}"
+        if isinstance(action, rq.SetConfig):
+            m = self._member(action.member)
+            config = self._merge(m.config, action.config)
+            data = {"config": config, "old_config": m.config, "how": "user", **tag}
+            self.host.commit([Event(ev.EXPLORED, m.id, data, now)])
+            self._requeue(m.id)
+            return f"member {m.id} trains with {m.config} from step {m.step}"
+        if isinstance(action, rq.Copy):
+            return self._copy(action, now, tag)
+        if isinstance(action, rq.Add):
+            return self._add(action, now, tag)
+        return self._budget(action, now, tag)
+
+    def _stop(self, r: Request, action: rq.Stop, now: float, tag: dict[str, Any]) -> str:
+        if action.member is not None:
+            m = self._member(action.member)
+            self.host.finish(m.id, "stopped by user", now, tag)
+            return f"member {m.id} finished"
+        if r.time < self._opened():
+            raise _Refused(
+                "made while no driver ran (the run had already stopped); nothing to stop"
+            )
+        self.stop_request = r
+        self.host.commit(
+            [Event(ev.RUN_STOPPED, None, {"reason": "stopped on request", **tag}, now)]
+        )
+        return "the run stopped (resume it)"
+
+    def _copy(self, action: rq.Copy, now: float, tag: dict[str, Any]) -> str:
+        m = self._member(action.member)
+        pop = self.host.pop
+        donor = pop.members.get(action.donor)
+        if donor is None:
+            raise _Refused(f"no member {action.donor} to copy")
+        if donor.checkpoint is None or donor.checkpoint not in pop.blobs:
+            raise _Refused(
+                f"member {donor.id} has no checkpoint yet (wait for its first ready point)"
+            )
+        data = {
+            "donor": donor.id,
+            "step": donor.checkpoint_step,
+            "checkpoint": donor.checkpoint,
+            "at": m.step,
+            **tag,
+        }
+        self.host.commit([Event(ev.EXPLOITED, m.id, data, now)])
+        self._requeue(m.id)
+        return f"member {m.id} copied member {donor.id}"
+
+    def _merge(self, config: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+        """``config`` with a person's ``changes``, checked against the space (a refusal names
+        the parameter's range)."""
+        space = self.host.controller.space
+        try:
+            return space.merge(config, changes)
+        except (SpaceError, TypeError, ValueError) as e:
+            ranges = []
+            try:
+                for path in space.flatten_partial(changes):
+                    ranges.append(f"{path} is {describe_parameter(space[path].to_dict())}")
+            except SpaceError:
+                pass  # a key not in the space: the error names the keys
+            hint = f" ({'; '.join(ranges)})" if ranges else ""
+            raise _Refused(f"{e}{hint}") from None
+
+    def _add(self, action: rq.Add, now: float, tag: dict[str, Any]) -> str:
+        controller, pop = self.host.controller, self.host.pop
+        configs = []
+        for c in action.configs:
+            try:
+                configs.append(self._merge(controller.space.sample(controller.rng), c))
+            except _Refused as e:
+                raise _Refused(f"config {c!r}: {e}") from None
+        first = max(pop.members, default=-1) + 1
+        ids = list(range(first, first + len(configs)))
+        self.host.commit(
+            [
+                Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
+                for i, c in zip(ids, configs, strict=True)
+            ]
+        )
+        for i in ids:
+            self.host.queue.append(i)
+        return f"added members {ids}"
+
+    def _budget(self, action: rq.SetBudget, now: float, tag: dict[str, Any]) -> str:
+        h = self.host
+        pop, controller = h.pop, h.controller
+        budget = [budget_from_dict(b) for b in action.budget]  # parse checked each one
+        old = list(pop.settings.get("budget") or [])
+        controller.set_budget(budget)
+        data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
+        h.commit([Event(ev.BUDGET_CHANGED, None, data, now)])  # revives members with steps
+        for m in pop.alive():
+            if m.id in h.inflight or m.id in controller.waiting:
+                continue  # decided at its ready point (finished there if over the budget)
+            if controller.max_steps is not None and m.step >= controller.max_steps:
+                h.finish(m.id, "step budget reached", now, {})
+            elif m.id not in h.queue:
+                h.queue.append(m.id)  # finished for lack of steps, and now has some
+        return "budget changed"
+
+    def _requeue(self, member: int) -> None:
+        """A member whose weights or progress a person changed: its place in the queue follows
+        its new progress."""
+        if member in self.host.queue:
+            self.host.queue.append(member)
