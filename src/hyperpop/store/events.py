@@ -15,7 +15,7 @@ from typing import Any
 __all__ = ["Event", "KINDS", "MEMBER_KINDS", "decode_data", "encode_data"]
 
 RUN_STARTED = "run_started"  # data: settings, space, trainable, version
-RUN_RESUMED = "run_resumed"  # data: pid
+RUN_RESUMED = "run_resumed"  # data: pid, version, workers, retry (members given up, retried)
 MEMBER_CREATED = "member_created"  # data: config
 REPORTED = "reported"  # data: step, score, metrics
 CHECKPOINTED = "checkpointed"  # data: step, checkpoint
