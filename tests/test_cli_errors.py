@@ -136,3 +136,17 @@ def test_resume_in_a_read_only_folder_is_one_line(tmp_path):
     finally:
         tmp_path.chmod(0o755)
     assert "cannot write to" in line
+
+
+def test_pin_with_a_member_id_past_64_bits_is_one_line(tmp_path):
+    """A live driver holds the store (this process holds its lease), so the request is
+    checked, and refused in words instead of SQLite's OverflowError."""
+    from hyperpop.store.sqlite import WriterLock
+
+    db = _finished(tmp_path)
+    lease = WriterLock(db).acquire()
+    try:
+        line = one_line(cli("pin", db, "999999999999999999999", "--timeout", "1"))
+    finally:
+        lease.release()
+    assert "member must be an int" in line and "OverflowError" not in line
