@@ -101,20 +101,22 @@ def test_two_stores_with_one_old_stem_run_one_after_another_keep_their_checkpoin
 
 @pytest.mark.parametrize(("a", "b"), PAIRS)
 def test_two_stores_with_one_old_stem_run_at_once_keep_their_checkpoints(tmp_path, a, b):
-    """Both drivers in one process, each in its thread, reporting in lockstep (a barrier at
-    every report), so the two runs overlap from first report to last."""
+    """Both drivers in one process, each in its thread, writing in lockstep (a barrier at
+    every batch of events written) until one ends: checkpoints of both are on disk while the
+    other collects."""
     barrier = threading.Barrier(2, timeout=60)
     errors: list[BaseException] = []
 
-    def together(pop):
-        try:
-            barrier.wait()
-        except threading.BrokenBarrierError:
-            pass  # the other run ended first: go on alone
+    class Together(hp.callbacks.Callback):
+        def on_events(self, events, pop):
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass  # the other run ended: go on alone
 
     def go(name, seed):
         try:
-            _run(tmp_path / name, seed=seed, steps=12, progress=together)
+            _run(tmp_path / name, seed=seed, steps=12, callbacks=[Together()])
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
         finally:
