@@ -580,3 +580,50 @@ def test_a_member_given_up_for_a_missing_checkpoint_trains_on_once_it_is_restore
         [0],
         [0],
     ]
+
+
+class _Misdefined(Walker):
+    """Member 0's ``train()`` raises an error a retry cannot fix while ``config['flag']``
+    exists (a bug in the trainable, fixed by removing the file)."""
+
+    def setup(self, config):
+        super().setup(config)
+        self.flag = Path(config["flag"])
+        self.first = config["lr"] == config["first"]
+
+    def train(self):
+        if self.first and self.flag.exists():
+            raise hp.TrainableError("train() is misdefined for this member")
+        return super().train()
+
+
+def test_a_member_given_up_for_an_error_a_retry_cannot_fix_is_retried_on_resume(tmp_path):
+    """An error a retry cannot fix stops the run at once. Resume retries the member: while
+    the error stays it is given up again and the others finish (resume is never stuck on
+    it); once the trainable is fixed, a resume trains it to the end."""
+    db, flag = tmp_path / "run.db", tmp_path / "bug"
+    flag.write_text("")
+    space = {"lr": hp.choice([0.25, 0.5, 0.75]), "flag": str(flag), "first": 0.25}
+    configs = [{"lr": lr} for lr in (0.25, 0.5, 0.75)]
+    settings = dict(metric="score", population=3, budget=9, ready=3, seed=1, exploit=None)
+
+    def resume() -> hp.Result:
+        return hp.resume(db, _Misdefined, backend=SimulatedBackend(workers=2), progress=False)
+
+    with pytest.raises(hp.RunError, match="a retry cannot fix"):
+        hp.run(
+            _Misdefined,
+            space,
+            configs=configs,
+            storage=db,
+            backend=SimulatedBackend(workers=2),
+            progress=False,
+            **settings,
+        )
+    result = resume()  # the bug is still there: given up again, the others finish
+    assert result.summary()["status"] == "finished"
+    assert result.population.members[0].status == "failed"
+    assert all(m.status == "finished" and m.step == 9 for m in result.members if m.id)
+    flag.unlink()  # the bug is fixed
+    result = resume()
+    assert all(m.status == "finished" and m.step == 9 for m in result.members)

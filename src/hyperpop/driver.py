@@ -207,6 +207,8 @@ class Driver:
         self.worker_seconds = 0.0
         #: events folded in but not yet written (written together after each poll)
         self.pending: list[Event] = []
+        #: members given up before that this session retries (a resume's ``retry``)
+        self.retrying: set[int] = set()
         #: the requests of this session (hyperpop.store.requests)
         self.steering = Steering(self)
         #: member -> (step, time) of its last progress event
@@ -428,8 +430,10 @@ class Driver:
         self.pending.extend([failed, *decided])
         self.backend.forget(r.member)
         self._after(decisions)
-        if r.fatal:
+        if r.fatal and r.member not in self.retrying:
             raise RunError(f"member {m.id} failed with an error a retry cannot fix:\n{r.error}")
+        if r.fatal:  # given up before, retried by this resume: given up again, the run goes on
+            log.warning("member %d, retried on resume, failed again: given up", r.member)
 
     # --- the loop ------------------------------------------------------------------------
     def loop(self) -> str:
@@ -562,6 +566,9 @@ class Driver:
         self.flush(collect=False)
         # what the controller keeps in memory follows the fold (a resume may revive members)
         self.controller.restore(self.pop)
+        for e in events:
+            if e.kind == ev.RUN_RESUMED:
+                self.retrying.update(int(m) for m in e.data.get("retry") or [])
 
     def execute(self) -> None:
         """Run the session to its end and record how it ended. The caller owns every
