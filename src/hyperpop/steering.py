@@ -178,7 +178,8 @@ class Steering:
 
     def _answer(self, r: Request, status: str, reason: str, now: float) -> None:
         """Queue the answer to ``r`` (written with what was done about it, in one transaction)."""
-        member = r.member if isinstance(r.member, int) and abs(r.member) < 2**63 else None
+        m = r.member
+        member = m if isinstance(m, int) and not isinstance(m, bool) and abs(m) < 2**63 else None
         tag = {"id": r.id, "kind": str(r.kind), "member": member, "status": status}
         self.host.commit([Event(ev.REQUEST_HANDLED, None, {**tag, "reason": reason}, now)])
         if status == "done":

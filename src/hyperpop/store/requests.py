@@ -326,7 +326,7 @@ class Request:
             RequestError: the request is malformed.
         """
         when: Any = self.time
-        if isinstance(when, bool) or not isinstance(when, (int, float)) or math.isnan(when):
+        if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
             raise RequestError(f"the request's time {when!r} is not a time (seconds since 1970)")
         return parse(self.kind, self.member, self.data)
 
