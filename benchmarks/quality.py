@@ -7,6 +7,8 @@ and the same initial configs:
 * ``sync``: the same, synchronous (members wait for each other at every ready point);
 * ``pb2``: asynchronous, truncation exploit + PB2 explore (a GP bandit);
 * ``resample``: asynchronous, truncation exploit + resample explore (fresh configs);
+* ``mfpbt``: asynchronous multiple-frequencies PBT (``exploit="mfpbt"``: sub-populations judged
+  every 1 and every 4 ready points, asymmetric migration) + perturb explore;
 * ``random``: random search at the same compute (the same configs, no exploit, no explore);
 * ``ray``: Ray Tune's asynchronous ``PopulationBasedTraining`` (``synch=False``) on the *same*
   Trainable class through one generic adapter (``_raytune.py``), with the same settings:
@@ -108,6 +110,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "sync": {"exploit": "truncation", "explore": "perturb", "synchronous": True},
     "pb2": {"exploit": "truncation", "explore": "pb2", "synchronous": False},
     "resample": {"exploit": "truncation", "explore": "resample", "synchronous": False},
+    "mfpbt": {"exploit": "mfpbt", "explore": "perturb", "synchronous": False},
     "random": {"exploit": None, "explore": None, "synchronous": False},
     "ray": None,
 }
@@ -121,6 +124,11 @@ COMPARISONS = [
     ("ray", "random"),
     ("resample", "async"),
     ("random", "async"),
+    ("mfpbt", "random"),
+    ("mfpbt", "async"),
+    ("mfpbt", "ray"),
+    ("random", "mfpbt"),
+    ("async", "mfpbt"),
 ]
 SCORE = {
     "toy": "Q",

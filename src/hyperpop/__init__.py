@@ -31,6 +31,7 @@ from hyperpop.space import (
 )
 from hyperpop.steer import Answer, Steer, SteerError, steer
 from hyperpop.strategies import (
+    MFPBT,
     PB2,
     Context,
     ExploitStrategy,
@@ -63,6 +64,7 @@ __all__ = [
     "ExploitStrategy",
     "ExploreStrategy",
     "FunctionTrainable",
+    "MFPBT",
     "MemberResult",
     "MetricError",
     "PB2",

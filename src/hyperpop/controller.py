@@ -579,7 +579,13 @@ class Controller:
             return Decision(m.id, Kind.EXPLORE, config=config, how=self.explore.name)
         assert donor.checkpoint is not None
         info = pop.blobs[donor.checkpoint]
-        config = self.explore.explore(info.config, m, donor, ctx)
+        # the exploit strategy may choose the hyperparameters itself (MF-PBT's migrations);
+        # else the explore strategy draws them from the donor's
+        chosen = self.exploit.inherit(m, donor, ctx)
+        if chosen is None:
+            config, how = self.explore.explore(info.config, m, donor, ctx), self.explore.name
+        else:
+            config, how = chosen, self.exploit.name
         batch.append(config)
         return Decision(
             m.id,
@@ -588,7 +594,7 @@ class Controller:
             checkpoint=donor.checkpoint,
             step=donor.checkpoint_step,
             config=config,
-            how=self.explore.name,
+            how=how,
         )
 
 

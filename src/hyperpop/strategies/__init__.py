@@ -7,6 +7,7 @@ from typing import Any
 from hyperpop.strategies.base import Context, ExploitStrategy, ExploreStrategy
 from hyperpop.strategies.exploit import NoExploit, Tournament, Truncation
 from hyperpop.strategies.explore import NoExplore, Perturb, Resample
+from hyperpop.strategies.mfpbt import MFPBT
 from hyperpop.strategies.pb2 import PB2
 from hyperpop.strategies.ttest import WelchTTest
 
@@ -14,6 +15,7 @@ __all__ = [
     "Context",
     "ExploitStrategy",
     "ExploreStrategy",
+    "MFPBT",
     "NoExploit",
     "NoExplore",
     "PB2",
@@ -31,6 +33,7 @@ EXPLOIT: dict[str, Any] = {
     "truncation": Truncation,
     "tournament": Tournament,
     "ttest": WelchTTest,
+    "mfpbt": MFPBT,
     "none": NoExploit,
 }
 EXPLORE: dict[str, Any] = {"perturb": Perturb, "resample": Resample, "pb2": PB2, "none": NoExplore}
@@ -82,8 +85,8 @@ def _make(spec: Any, table: dict[str, Any], base: type, kind: str) -> Any:
 
 
 def make_exploit(spec: str | ExploitStrategy | None) -> ExploitStrategy:
-    """An exploit strategy from a name (``truncation``, ``tournament``, ``ttest``, ``none`` or
-    a registered one), an instance, or None (never copy)."""
+    """An exploit strategy from a name (``truncation``, ``tournament``, ``ttest``, ``mfpbt``,
+    ``none`` or a registered one), an instance, or None (never copy)."""
     return _make(spec, EXPLOIT, ExploitStrategy, "exploit")
 
 

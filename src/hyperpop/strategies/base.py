@@ -105,6 +105,14 @@ class ExploitStrategy(ABC):
         """Return the donor to copy, ``member`` itself to keep the weights but still explore,
         or None to carry on unchanged."""
 
+    def inherit(
+        self, member: MemberState, donor: MemberState, ctx: Context
+    ) -> dict[str, Any] | None:
+        """The hyperparameters ``member`` trains with after copying ``donor``, or None (the
+        default) to let the explore strategy draw them from the donor's. Called right after
+        :meth:`select` returned ``donor``, with the same context."""
+        return None
+
     def bind(self, space: Space) -> None:  # noqa: B027 - optional hook
         """Check the strategy's settings against the space; called once when a run starts."""
 
