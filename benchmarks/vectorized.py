@@ -11,12 +11,13 @@ Run (the full table takes about 15-25 minutes on 2 busy cores):
 
 Both backends run the same :class:`hyperpop.VectorizedTrainable` (so the same model, loss, data
 and optimiser), the same population, steps, PBT settings and seed: ``local`` with 2 worker
-processes of one thread each, ``vectorized`` in one process with a thread per core (its default
-on a CPU). Each run is its own child process; ``wall`` is ``hp.run`` from call to result inside it
-(``w/o start``: the speedup without the backend's start, i.e. the local workers' spawn and
-imports),
-``peak`` the largest sum of resident memory over the child and its worker processes (sampled
-every 50 ms), ``score`` the best member's final score. Each cell is the median over the seeds.
+processes of one thread each, ``vectorized`` in one process with its defaults: it chooses its
+chunk size and threads itself (``chunk`` and ``threads`` show what each run chose, ``choose s``
+what timing the threads took, inside ``vector s``). Each run is its own child process; ``wall`` is
+``hp.run`` from call to result inside it (``w/o start``: the speedup without the backend's start,
+i.e. the local workers' spawn and imports), ``peak`` the largest sum of resident memory over the
+child and its worker processes (sampled every 50 ms), ``score`` the best member's final score.
+Each cell is the median over the seeds.
 
 Tasks: ``mlp`` (digits flattened, a 64-64-10 MLP, SGD with momentum, one epoch per step),
 ``cnn`` (``examples/digits_vectorized.py``), ``rl`` (``examples/cartpole_vectorized.py``).
@@ -45,10 +46,8 @@ TASKS: dict[str, tuple[str, int, int]] = {
     "cnn": ("val_acc", 8, 4),
     "rl": ("return", 20, 5),
 }
-#: the vectorized backend's ``chunk_size`` per task, as docs/vectorized.md recommends (None: the
-#: whole population at once): convolutions are compute-bound on a CPU, so a chunk costs them no
-#: speed and bounds the memory their activations take
-CHUNKS: dict[str, int | None] = {"mlp": None, "cnn": 16, "rl": None}
+#: the vectorized backend's ``chunk_size`` per task (None: its own choice, the default)
+CHUNKS: dict[str, int | None] = {"mlp": None, "cnn": None, "rl": None}
 
 
 def _mlp_trainable() -> tuple[Any, dict[str, Any]]:
@@ -111,7 +110,10 @@ def run_one(
             super().start(factory, checkpoints)
             self.started = time.perf_counter() - t
 
-    instance = Timed(2) if backend == "local" else Timed(chunk_size=chunk)
+    if backend == "local":
+        instance = Timed(2)
+    else:  # None: the backend's own choice; 0: the whole population at once
+        instance = Timed(chunk_size=chunk if chunk != 0 else population)
     trainable, space = _trainable(task)
     metric, _, ready = TASKS[task]
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,9 +134,12 @@ def run_one(
     settings = {"workers": result.events[0].data["settings"]["workers"]}  # as the run recorded
     if backend == "vectorized":
         # what decides the memory: members trained at once, and per evaluate() call
-        settings["chunk"] = min(instance.capacity, population)
+        choice = instance.choice
+        settings["chunk"] = min(choice.chunk_size, population)
         settings["evaluate_members"] = trainable.evaluate_members
-        settings["threads"] = instance.threads or len(os.sched_getaffinity(0))
+        settings["threads"] = choice.threads
+        settings["choice"] = choice.describe()
+        settings["choose_s"] = choice.seconds
     return {"wall": wall, "start": instance.started, "score": result.best.score, **settings}
 
 
@@ -173,7 +178,7 @@ def measure(
 ) -> dict[str, Any]:
     """:func:`run_one` in a child process, with its peak tree memory (MiB)."""
     cmd = [sys.executable, __file__, "--one", task, backend, str(population), str(steps)]
-    cmd += [str(seed), str(chunk or 0)]
+    cmd += [str(seed), "auto" if chunk is None else str(chunk)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -202,15 +207,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument(
         "--chunk-size",
         type=int,
-        help="the vectorized backend's chunk_size for every task (default: CHUNKS, per task; "
-        "0: the whole population)",
+        help="the vectorized backend's chunk_size for every task (default: CHUNKS, per task, "
+        "i.e. the backend's own choice; 0: the whole population)",
     )
     p.add_argument("--json", help="also write the rows to this file")
     args = p.parse_args(argv)
     if args.one:
         task, backend, pop, steps, seed, chunk = args.one
         print(
-            json.dumps(run_one(task, backend, int(pop), int(steps), int(seed), int(chunk) or None))
+            json.dumps(
+                run_one(
+                    task,
+                    backend,
+                    int(pop),
+                    int(steps),
+                    int(seed),
+                    None if chunk == "auto" else int(chunk),
+                )
+            )
         )
         return []
     cases = [(t, n, TASKS[t][1]) for t in args.tasks for n in args.populations]
@@ -225,10 +239,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for seed in seeds:
             for backend in ("local", "vectorized"):  # side by side, interleaved
                 runs[backend].append(measure(task, backend, pop, steps, seed, chunk))
-        vec = runs["vectorized"][0]
+        vecs = runs["vectorized"]
         row: dict[str, Any] = {"task": task, "population": pop, "steps": steps}
-        row["chunk"], row["evaluate_members"] = vec["chunk"], vec["evaluate_members"]
-        row["threads"] = vec["threads"]
+        row["evaluate_members"] = vecs[0]["evaluate_members"]
+        # what each vectorized run chose (they may differ: the threads are timed under load)
+        row["chunks"] = [r["chunk"] for r in vecs]
+        row["threads"] = [r["threads"] for r in vecs]
+        row["chunk"] = "/".join(str(c) for c in sorted(set(row["chunks"])))
+        row["thread"] = "/".join(str(t) for t in sorted(set(row["threads"]), key=str))
+        row["choices"] = [r["choice"] for r in vecs]
+        row["choose_s"] = statistics.median(r["choose_s"] for r in vecs)
         row["recorded_workers"] = {b: rs[0]["workers"] for b, rs in runs.items()}
         for backend, rs in runs.items():
             row[backend] = {
@@ -244,8 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"load average before: {load_before}; after: {_load()}; seeds per cell: {len(seeds)}")
     print(
         "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, "
-        f"{rows[0].get('threads', '-') if rows else '-'} threads, "
-        "`chunk` members trained at once (chunk_size), evaluate() on "
+        "`chunk` members trained at once on `threads` threads (what the runs chose), evaluate() on "
         f"{rows[0]['evaluate_members'] if rows else '-'} members per call; recorded workers: "
         + ", ".join(
             f"{r['task']} {r['population']}: local {r['recorded_workers']['local']}, "
@@ -254,21 +273,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     )
     print(
-        f"{'task':<5} {'pop':>4} {'chunk':>5} {'steps':>5} {'local s':>8} {'vector s':>8} "
-        f"{'speedup':>8} "
+        f"{'task':<5} {'pop':>4} {'chunk':>5} {'threads':>7} {'choose s':>8} {'steps':>5} "
+        f"{'local s':>8} {'vector s':>8} {'speedup':>8} "
         f"{'w/o start':>9} {'local MiB':>9} {'vector MiB':>10} {'mem ratio':>9} "
         f"{'local score':>11} {'vector score':>12}"
     )
     for row in rows:
         loc, vec = row["local"], row["vectorized"]
         print(
-            f"{row['task']:<5} {row['population']:>4} {row['chunk']:>5} {row['steps']:>5} "
+            f"{row['task']:<5} {row['population']:>4} {row['chunk']:>5} {row['thread']:>7} "
+            f"{row['choose_s']:>8.1f} {row['steps']:>5} "
             f"{loc['wall']:>8.1f} "
             f"{vec['wall']:>8.1f} {loc['wall'] / vec['wall']:>7.2f}x "
             f"{loc['train'] / vec['train']:>8.2f}x {loc['peak_mib']:>9.0f} "
             f"{vec['peak_mib']:>10.0f} {vec['peak_mib'] / loc['peak_mib']:>9.2f} "
             f"{loc['score']:>11.4f} {vec['score']:>12.4f}"
         )
+    for row in rows:
+        print(f"{row['task']} {row['population']}: {row['choices'][0]}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows

@@ -362,3 +362,153 @@ def test_replay_matches_a_vectorized_member_to_float_tolerance_when_the_batches_
     assert rep.steps == 6 and len(rep.original_scores) == 6
     for step, original in rep.original_scores.items():
         assert rep.scores[step - 1] == pytest.approx(original, abs=1e-5, rel=1e-5)
+
+
+# --- the automatic chunk size and threads ----------------------------------------------------
+def _timings(per_thread: dict[int, float], calls: list[tuple[int, int | None]]):
+    """A timing function that answers from a table and records what it was asked."""
+
+    def measure(chunk: int, threads: int | None) -> float:
+        calls.append((chunk, threads))
+        return per_thread[threads]
+
+    return measure
+
+
+def test_the_choice_is_deterministic_given_its_measurements():
+    from hyperpop.backends.vectorized import choose, chunk_for
+
+    mib = 2**20
+    # a CNN's activations (1 MiB per member) under a 16 MiB budget: chunks of 16; an MLP's fit
+    assert chunk_for(64, mib, 16 * mib) == 16
+    assert chunk_for(64, 20_000, 16 * mib) == 64
+    assert chunk_for(64, mib, 20 * mib) == 16  # equal chunks: 4 of 16, not 20, 20, 20, 4
+    assert chunk_for(10, 1, 3) == 3 and chunk_for(5, 100, 10) == 1 and chunk_for(7, 0, 1) == 7
+    for _ in range(2):  # the same measurements, the same choice
+        calls: list[tuple[int, int | None]] = []
+        choice = choose(
+            64,
+            _timings({2: 0.010, 1: 0.004}, calls),
+            threads=[1, 2],
+            per_member_bytes=mib,
+            budget=16 * mib,
+        )
+        assert (choice.chunk_size, choice.threads, choice.source) == (16, 1, "measured")
+        assert calls == [(16, 1), (16, 2)]  # each thread count timed once, at the chosen chunk
+        assert [t for _, t, _ in choice.timings] == [1, 2]
+    assert choose(64, _timings({1: 1.0, 2: 0.5}, []), threads=[1, 2]).threads == 2
+    assert choose(64, _timings({1: 1.0, 2: 1.0}, []), threads=[1, 2]).threads == 1  # first
+    # one thread count and nothing to measure: no timing at all
+    calls = []
+    given = choose(64, _timings({}, calls), chunk=8, threads=[3])
+    assert (given.chunk_size, given.threads, given.source, calls) == (8, 3, "given", [])
+    assert "8 members at once on 3 threads (given" in given.describe()
+
+
+def test_measuring_changes_no_member_and_no_random_state():
+    configs = _configs("sgd")
+    _, eng = _engine(Toy, configs)
+    before = [eng.save(i) for i in range(K)]
+    rng = torch.get_rng_state()
+    assert eng.measure([0, 1], 3, batches=2) > 0  # copies of slots 0, 1, 0
+    assert eng.activation_bytes(list(range(K)), K) > 0
+    assert torch.equal(torch.get_rng_state(), rng)
+    for i in range(K):
+        for name, value in before[i]["model"].items():
+            assert torch.equal(eng.save(i)["model"][name], value)
+
+
+class Sized(Toy):
+    """Records how many members each call of batches() trains together."""
+
+    sizes: list[int] = []
+
+    def batches(self, members):
+        Sized.sizes.append(members.size)
+        yield from super().batches(members)
+
+
+def _per_member_bytes() -> int:
+    _, eng = _engine(Toy, _configs("sgd"))
+    return eng.activation_bytes(list(range(K)), K)
+
+
+def test_the_backend_chooses_reports_and_records_its_chunk_size(monkeypatch, caplog):
+    import hyperpop.backends.vectorized as vb
+
+    monkeypatch.setattr(vb, "_cores", lambda: 4)
+    calls: list[tuple[int, int | None]] = []
+    # room for the activations of 2 members: 6 members train in 3 chunks of 2
+    backend = VectorizedBackend(
+        measure=_timings({1: 0.001, 4: 0.002}, calls), memory_budget=_per_member_bytes() * 5 // 2
+    )
+    Sized.sizes = []
+    with caplog.at_level("INFO", logger="hyperpop"):
+        result = hp.run(
+            Sized,
+            SPACE,
+            metric="acc",
+            population=6,
+            budget=hp.Steps(2),
+            ready=2,
+            seed=0,
+            backend=backend,
+        )
+    assert backend.choice is not None
+    assert (backend.choice.chunk_size, backend.choice.threads) == (2, 1)
+    assert calls == [(2, 1), (2, 4)]
+    assert Sized.sizes[0] == 4 and set(Sized.sizes[1:]) == {2}  # measured on 4, trained in 2s
+    assert {r["member"] for r in result.records()} == set(range(6))
+    assert "vectorized backend: 2 members at once on 1 thread (measured" in caplog.text
+    # every checkpoint records the choice (what a resume reads back)
+    state = result.load_checkpoint()
+    assert state["extra"]["vectorized"] == {"chunk_size": 2, "threads": 1}
+
+
+def test_an_explicit_chunk_size_wins_and_nothing_is_measured_when_all_is_given(tmp_path):
+    def boom(chunk: int, threads: int | None) -> float:
+        raise AssertionError("measured although everything was given")
+
+    backend = VectorizedBackend(chunk_size=3, threads=1, measure=boom, memory_budget=1)
+    result = hp.run(
+        Toy, SPACE, metric="acc", population=5, budget=hp.Steps(2), ready=2, seed=0, backend=backend
+    )
+    assert backend.choice is not None and backend.capacity == 3
+    assert (backend.choice.chunk_size, backend.choice.threads, backend.choice.source) == (
+        3,
+        1,
+        "given",
+    )
+    assert result.events[0].data["settings"]["workers"] == 3
+    assert VectorizedBackend(4096).chunk_size is None  # what an automatic run records: automatic
+    assert VectorizedBackend(64).chunk_size == 64
+
+
+def test_a_resume_reuses_the_recorded_choice_without_measuring(tmp_path, monkeypatch, caplog):
+    import hyperpop.backends.vectorized as vb
+
+    monkeypatch.setattr(vb, "_cores", lambda: 4)
+    path = tmp_path / "run.db"
+    cls = type("Interrupted", (Toy,), {"interrupt_at": 3})
+    first = VectorizedBackend(
+        measure=_timings({1: 0.001, 4: 0.002}, []), memory_budget=_per_member_bytes() * 5 // 2
+    )
+    kw = dict(metric="acc", population=6, budget=hp.Steps(5), ready=2, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(cls, SPACE, storage=path, backend=first, **kw)
+    assert first.choice is not None and first.choice.chunk_size == 2
+
+    def boom(chunk: int, threads: int | None) -> float:
+        raise AssertionError("a resume measured again")
+
+    again = VectorizedBackend(measure=boom)
+    with caplog.at_level("INFO", logger="hyperpop"):
+        result = hp.resume(path, trainable=Toy, backend=again)
+    assert again.choice is not None
+    assert (again.choice.chunk_size, again.choice.threads, again.choice.source) == (
+        2,
+        1,
+        "recorded",
+    )
+    assert "2 members at once on 1 thread (recorded)" in caplog.text
+    assert max(r["step"] for r in result.records()) == 5

@@ -760,6 +760,125 @@ class StackedPopulation:
         metrics.update({n: v.detach().to(torch.float64).reshape(k) for n, v in evaluated.items()})
         return metrics
 
+    # --- measuring (the backend's automatic chunk size) ------------------------------------
+    def step_batches(self) -> int:
+        """Batches in one training step: exact where hyperpop cuts :meth:`~VectorizedTrainable.data`
+        into minibatches, ``batches_per_step`` (or 1) where :meth:`~VectorizedTrainable.batches`
+        is the trainable's own."""
+        spec = self.spec
+        if spec.batches_per_step:
+            return int(spec.batches_per_step)
+        if type(spec).batches is not VectorizedTrainable.batches:
+            return 1
+        tensors = spec._tensors()
+        if not isinstance(tensors[0], torch.Tensor):  # a loader
+            try:
+                return max(1, len(tensors[0]))
+            except TypeError:
+                return 1
+        return max(1, math.ceil(tensors[0].shape[0] / int(spec.batch_size)))
+
+    def measure(
+        self, slots: Sequence[int], size: int, batches: int = 3, limit: float | None = None
+    ) -> float:
+        """Seconds per member and batch of training ``size`` members at once: the median of
+        ``batches`` timed batches (drawing the batch, forward, backward and the optimiser step)
+        after one untimed, on scratch copies of ``slots`` (repeated to fill ``size``).
+
+        Nothing held changes, and the global random state is restored, so a run trains the
+        same whatever was measured before it. ``limit``: stop after the batch that takes the
+        measurement past this many seconds (the first batch's time counts if it is the only one).
+        """
+        times: list[float] = []
+
+        def timed(step: Callable[[], None]) -> bool:
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+            return limit is None or sum(times) < limit
+
+        self._scratch_steps(slots, size, batches + 1, timed)
+        kept = sorted(times[1:] or times)
+        return kept[len(kept) // 2] / size
+
+    def activation_bytes(self, slots: Sequence[int], size: int) -> int:
+        """Bytes that one batch's forward keeps for the backward pass, per member, measured on
+        ``size`` members at once (scratch copies of ``slots``, as :meth:`measure`)."""
+        seen: dict[tuple[int, int], int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            try:
+                storage = t.untyped_storage()
+                seen[(storage.data_ptr(), t.device.index or 0)] = storage.nbytes()
+            except (RuntimeError, NotImplementedError):  # no plain storage (a tensor subclass)
+                pass
+            return t
+
+        def hooked(step: Callable[[], None]) -> bool:
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                step()
+            return True
+
+        self._scratch_steps(slots, size, 1, hooked)
+        return sum(seen.values()) // max(size, 1)
+
+    def _scratch_steps(
+        self,
+        slots: Sequence[int],
+        size: int,
+        count: int,
+        wrap: Callable[[Callable[[], None]], bool],
+    ) -> None:
+        """Up to ``count`` training steps of one batch each on scratch copies of ``slots``, each
+        run through ``wrap`` (False: stop there); the global random state is put back after."""
+        if not slots:
+            raise ValueError("measuring needs at least one slot to copy")
+        idx = torch.tensor([slots[i % len(slots)] for i in range(size)], device=self.device)
+        with torch.no_grad():
+            params = {n: v[idx] for n, v in self.params.items()}
+            buffers = {n: v[idx] for n, v in self.buffers.items()}
+            state = {n: {s: v[idx] for s, v in d.items()} for n, d in self.state.items()}
+            opt_steps = self.opt_steps[idx]
+            hp = {n: self.hp[n][idx].to(torch.float32) for n in self.hp_keys}
+            opt_hp = {n: self.hp[n][idx] for n in self.opt_keys}
+        names = list(params)
+        tensors = [params[n].requires_grad_(True) for n in names]
+        states = [state[n] for n in names]
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
+
+        def forward(*inputs: torch.Tensor) -> Any:
+            return self._vforward(params, buffers, *inputs)
+
+        members = Members(size, hp, torch.Generator().manual_seed(0), forward, 0)
+        batches: Iterator[Any] = iter(())
+        self.module.train()
+        try:
+            for _ in range(count):
+
+                def step() -> None:
+                    nonlocal batches
+                    batch = next(batches, None)
+                    if batch is None:  # the step's batches ran out: a new pass
+                        batches = iter(self.spec.batches(members))
+                        batch = next(batches)
+                    loss, _ = self._vloss(params, buffers, batch, hp)
+                    grads = torch.autograd.grad(loss.sum(), tensors, allow_unused=True)
+                    with torch.no_grad():
+                        grads_ = [
+                            torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)
+                        ]
+                        self.step_optimizer(tensors, grads_, states, opt_steps, opt_hp)
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+
+                if not wrap(step):
+                    break
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+
     def _evaluate(
         self,
         params: dict[str, torch.Tensor],

@@ -1,11 +1,22 @@
 """The vectorized backend: the members it holds train together as one stacked model.
 
 It runs in the driver's process. The driver submits up to :attr:`capacity` tasks (the whole
-population, or a chunk of it); :meth:`VectorizedBackend.poll` trains every task it holds at once
-for their intervals and returns one result per member, each with its own checkpoint. Members keep
-their state in a slot of the stacked tensors between intervals; a task that starts from a blob
-another slot holds (an exploit) is an index copy between slots, read before anything is written,
-and a task that starts from a blob nobody holds loads it from the checkpoint store.
+population, or a chunk of it); :meth:`VectorizedBackend.poll` trains every task it holds, a chunk
+of members at once, for their intervals and returns one result per member, each with its own
+checkpoint. Members keep their state in a slot of the stacked tensors between intervals; a task
+that starts from a blob another slot holds (an exploit) is an index copy between slots, read
+before anything is written, and a task that starts from a blob nobody holds loads it from the
+checkpoint store.
+
+**The chunk size and the threads choose themselves** unless given (:func:`choose`). Before the
+first training step the backend measures what one batch's activations take per member (on
+scratch copies of the real members) and trains as many members at once as fit a memory budget
+(on a CPU 16 MiB of activations: past a few MiB a step is compute-bound, so the whole population
+of a small MLP fits and a small CNN trains in chunks); then it times one batch on a thread per
+core and on one thread and keeps the faster (threads spin waiting for each other on a busy
+machine). The choice is logged, kept in :attr:`VectorizedBackend.choice`, and recorded in every
+checkpoint the backend saves (``state["extra"]["vectorized"]``), so a resume trains in the same
+chunks on the same threads without measuring again.
 
 The trainable must be a :class:`hyperpop.vectorized.VectorizedTrainable` (the backend reaches it
 through its ``stacked()`` method only, so this module does not import PyTorch).
@@ -13,20 +24,40 @@ through its ``stacked()`` method only, so this module does not import PyTorch).
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.checkpoints import CheckpointError, CheckpointStore
 from hyperpop.trainable import Trainable, TrainableError
 
-__all__ = ["VectorizedBackend"]
+__all__ = ["ChunkChoice", "VectorizedBackend", "choose", "chunk_for"]
 
-#: members trained at once when no chunk size is given (the whole population in practice)
+log = logging.getLogger("hyperpop")
+
+#: the capacity of a backend that chooses its chunk size (the driver submits every waiting
+#: member); a run records it as its ``workers``, and a resume that passes it back as ``workers``
+#: gets the automatic choice again (which the checkpoints recorded)
 DEFAULT_CHUNK = 4096
+#: members whose activations are measured to estimate one member's
+MIN_CANDIDATE = 4
+#: batches drawn per timing (one untimed, then the median of the rest)
+BATCHES = 4
+#: a thread count's timing stops once it is this many times slower than the best one's
+STOP = 2.0
+#: on a CPU, one chunk's activations stay under this by default: past a few MiB a step is
+#: compute-bound (more members at once save no per-call overhead, they only take memory)
+WORKING_SET = 16 * 2**20
+#: the default memory budget for one chunk's activations: this fraction of the memory available
+MEMORY_FRACTION = 0.25
+#: the key under a checkpoint's ``extra`` that records the choice
+RECORD_KEY = "vectorized"
 
 
 def _cores() -> int:
@@ -37,19 +68,135 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _available_memory(device: str) -> int | None:
+    """Bytes free for new tensors on ``device`` (None: unknown)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class ChunkChoice:
+    """How many members train at once, on how many threads, and how that was decided.
+
+    Attributes:
+        chunk_size: members trained at once.
+        threads: ``torch.set_num_threads`` while training (None: left as it is, off the CPU).
+        source: ``"measured"``, ``"given"`` (nothing left to measure) or ``"recorded"`` (read
+            from the checkpoints of the run being resumed).
+        timings: ``(chunk, threads, seconds per member and batch)`` of each measurement, in the
+            order taken.
+        seconds: what timing the threads took (after the model's first batch, whose
+            first-use costs the training would pay anyway).
+        activation_bytes: what one batch's activations take per member (0: not measured).
+    """
+
+    chunk_size: int
+    threads: int | None
+    source: str = "measured"
+    timings: tuple[tuple[int, int | None, float], ...] = field(default=())
+    seconds: float = 0.0
+    activation_bytes: int = 0
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps: enough for a resume to train the same way."""
+        return {"chunk_size": self.chunk_size, "threads": self.threads}
+
+    def describe(self) -> str:
+        """One line for the log, e.g. ``16 members at once on 1 thread (measured: ...)``."""
+        threads = "" if self.threads is None else f" on {self.threads} thread"
+        threads += "s" if self.threads not in (None, 1) else ""
+        line = f"{self.chunk_size} members at once{threads} ({self.source}"
+        if self.timings:
+            ms = ", ".join(
+                f"{'-' if t is None else t} thread{'' if t == 1 else 's'} {s * 1e3:.3g} ms"
+                for _, t, s in self.timings
+            )
+            line += f"; one batch per member: {ms}"
+        if self.activation_bytes:
+            line += f"; activations {self.activation_bytes / 2**20:.2f} MiB per member and batch"
+        if self.timings:
+            line += f"; timing took {self.seconds:.1f} s"
+        return line + ")"
+
+
+def chunk_for(population: int, per_member_bytes: int = 0, budget: int | None = None) -> int:
+    """Members to train at once: the whole ``population`` if its activations
+    (``per_member_bytes`` each) fit ``budget``, else as many as fit, in chunks of equal size
+    (64 members of which 20 fit: 4 chunks of 16, not 20, 20, 20 and 4)."""
+    population = max(1, int(population))
+    if budget is None or per_member_bytes <= 0:
+        return population
+    fit = max(1, int(budget) // int(per_member_bytes))
+    if fit >= population:
+        return population
+    return math.ceil(population / math.ceil(population / fit))
+
+
+def choose(
+    population: int,
+    measure: Callable[[int, int | None], float],
+    *,
+    chunk: int | None = None,
+    threads: Sequence[int | None] = (None,),
+    per_member_bytes: int = 0,
+    budget: int | None = None,
+) -> ChunkChoice:
+    """Choose the chunk size and the thread count: deterministic given the measurements.
+
+    The chunk size is ``chunk`` if given, else :func:`chunk_for` the measured activations and
+    the memory budget. The thread counts are then timed, in order, at that chunk size and the
+    fastest is kept (the first of equals).
+
+    Args:
+        population: members to train.
+        measure: ``measure(chunk, threads)``: seconds per member and batch of training
+            ``chunk`` members at once on ``threads`` threads (called once per thread count,
+            only when there are several).
+        chunk: a given chunk size.
+        threads: the thread counts to choose from (one: nothing to time).
+        per_member_bytes: what one batch's activations take per member.
+        budget: bytes one chunk's activations may take (None: no limit).
+    """
+    size = int(chunk) if chunk else chunk_for(population, per_member_bytes, budget)
+    options = list(threads) or [None]
+    source = "given" if chunk else "measured"
+    if len(options) == 1:
+        return ChunkChoice(size, options[0], source, activation_bytes=per_member_bytes)
+    timings = tuple((size, t, float(measure(size, t))) for t in options)
+    best = min(range(len(options)), key=lambda i: (timings[i][2], i))
+    return ChunkChoice(size, options[best], "measured", timings, 0.0, per_member_bytes)
+
+
 class VectorizedBackend(Backend):
     """Trains the members it holds as one stacked PyTorch model, in this process.
 
     Args:
         workers: members trained at once (the chunk size); same as ``chunk_size``.
-        chunk_size: members trained at once; a larger population runs in chunks, in turn
-            (default :data:`DEFAULT_CHUNK`, i.e. the whole population).
+            :data:`DEFAULT_CHUNK` (what a run with an automatic chunk size records) means
+            automatic.
+        chunk_size: members trained at once; a larger population runs in chunks, in turn.
+            Default: as many as fit ``memory_budget`` (:func:`choose`), measured before the
+            first training step.
         device: where the stacked tensors live (``"cpu"``, ``"cuda"``...).
         threads: ``torch.set_num_threads`` while the run trains (restored at shutdown).
-            Default on a CPU: the cores this process may use (the one training process
-            should use them all, as the local backend's workers do together). On a machine
-            whose cores other jobs keep busy, 1 can be much faster: threads spin waiting for
-            each other.
+            Default on a CPU: chosen by measuring, a thread per core or one (a machine whose
+            cores other jobs keep busy is often faster on one: threads spin waiting for each
+            other).
+        memory_budget: bytes one chunk's activations may take (default: on a CPU
+            :data:`WORKING_SET`, 16 MiB; on a GPU a quarter of its free memory).
+        measure: ``measure(chunk, threads) -> seconds per member and batch``, to replace the
+            timing (tests); None: time the real model.
     """
 
     name = "vectorized"
@@ -61,13 +208,22 @@ class VectorizedBackend(Backend):
         chunk_size: int | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        memory_budget: int | None = None,
+        measure: Callable[[int, int | None], float] | None = None,
     ):
-        chunk = chunk_size or workers or DEFAULT_CHUNK
-        if int(chunk) < 1:
+        chunk = chunk_size or (None if workers == DEFAULT_CHUNK else workers)
+        if chunk is not None and int(chunk) < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk!r}")
-        self.chunk_size = int(chunk)
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
+        #: the given chunk size (None: chosen when training starts, see :attr:`choice`)
+        self.chunk_size = None if chunk is None else int(chunk)
         self.device = device
         self.threads = threads
+        self.memory_budget = memory_budget
+        self._measure = measure
+        #: the chunk size and threads in use, once the first poll decided them
+        self.choice: ChunkChoice | None = None
         self._spec: Any = None
         self._engine: Any = None
         self._checkpoints: CheckpointStore | None = None
@@ -77,10 +233,14 @@ class VectorizedBackend(Backend):
         self._blob: dict[int, str | None] = {}  # slot -> the blob its content equals
         self._held: dict[str, int] = {}  # blob -> a slot whose content equals it
         self._threads_before: int | None = None
+        self._first_use = 0.0
 
     @property
     def capacity(self) -> int:
-        return self.chunk_size
+        return self.chunk_size or DEFAULT_CHUNK
+
+    def _on_cpu(self) -> bool:
+        return str(self.device).startswith("cpu")
 
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         spec = factory()
@@ -92,12 +252,17 @@ class VectorizedBackend(Backend):
             )
         self._spec = spec
         self._checkpoints = checkpoints
-        threads = self.threads or (_cores() if str(self.device).startswith("cpu") else None)
+        threads = self.threads or (_cores() if self._on_cpu() else None)
         if threads:
-            import torch
+            self._set_threads(int(threads))
 
+    def _set_threads(self, threads: int) -> None:
+        import torch
+
+        if self._threads_before is None:
             self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(int(threads))
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def submit(self, task: Task, slot: int | None = None) -> None:
         if len(self._pending) >= self.capacity:
@@ -173,6 +338,57 @@ class VectorizedBackend(Backend):
             self._engine.grow(slot + 1)
         return slot
 
+    def _choose(
+        self, tasks: list[Task], slots: list[int], recorded: Mapping[str, Any] | None
+    ) -> ChunkChoice:
+        """The chunk size and threads: given, else as the resumed run recorded, else measured
+        on scratch copies of ``slots``."""
+        engine = self._engine
+        chunk = self.chunk_size
+        threads: int | None = self.threads
+        if recorded:
+            chunk = chunk or _positive(recorded.get("chunk_size"))
+            threads = threads or _positive(recorded.get("threads"))
+            if chunk is not None and (threads is not None or not self._on_cpu()):
+                return ChunkChoice(chunk, threads, "recorded")
+        if threads is not None or not self._on_cpu():
+            options: list[int | None] = [threads]
+        else:
+            options = [*sorted({1, _cores()})]
+        measure = self._measure
+        if measure is None:
+            best: list[float] = []
+
+            def measure(c: int, t: int | None) -> float:
+                if t is not None:
+                    self._set_threads(t)
+                # an option already STOP times slower than the best is not timed to the end
+                limit = STOP * min(best) * c * BATCHES if best else None
+                seconds = float(engine.measure(slots, c, BATCHES - 1, limit))
+                best.append(seconds)
+                return seconds
+
+        # the model's first batch (which also pays PyTorch's first-use costs) measures the
+        # activations; the timings come after it
+        per_member = int(engine.activation_bytes(slots, min(len(slots), MIN_CANDIDATE)))
+        self._first_use = time.perf_counter()
+        budget = self.memory_budget
+        if chunk is None:
+            if budget is None:
+                available = _available_memory(self.device)
+                if available is not None:
+                    budget = int(available * MEMORY_FRACTION)
+                if self._on_cpu():
+                    budget = min(WORKING_SET, budget or WORKING_SET)
+        return choose(
+            len(tasks),
+            measure,
+            chunk=chunk,
+            threads=options,
+            per_member_bytes=0 if chunk else per_member,
+            budget=budget,
+        )
+
     def _train(self, tasks: list[Task]) -> list[TaskResult]:
         assert self._checkpoints is not None
         if self._engine is None:
@@ -194,31 +410,53 @@ class VectorizedBackend(Backend):
                 loads.append(i)
         # every copy reads the slots as they are before this batch writes anything
         engine.copy([d for d, _ in copies], [s for _, s in copies])
+        recorded: Mapping[str, Any] | None = None
         for i in loads:
             task = tasks[i]
             if task.checkpoint is None:
                 engine.fresh(slots[i], task.config)
             else:
-                engine.load(slots[i], self._checkpoints.load(task.checkpoint))
+                state = self._checkpoints.load(task.checkpoint)
+                extra = state.get("extra") if isinstance(state, Mapping) else None
+                if recorded is None and isinstance(extra, Mapping):
+                    recorded = extra.get(RECORD_KEY)
+                engine.load(slots[i], state)
         for task, slot in zip(tasks, slots):
             engine.set_config(slot, task.config)  # after any load: the config has the last word
             self._dirty(task.member)
+        if self.choice is None:
+            self._first_use = time.perf_counter()
+            choice = self._choose(tasks, slots, recorded)
+            self.choice = replace(choice, seconds=time.perf_counter() - self._first_use)
+            log.info("vectorized backend: %s", self.choice.describe())
+        if self.choice.threads is not None:
+            self._set_threads(self.choice.threads)
         order = sorted(range(len(tasks)), key=lambda i: slots[i])
-        seed = min(t.step for t in tasks) * 7919 + len(tasks)
-        reports = engine.train(
-            [slots[i] for i in order],
-            [tasks[i].steps for i in order],
-            [tasks[i].seconds for i in order],
-            seed,
-        )
+        size = self.choice.chunk_size
         results: list[TaskResult | None] = [None] * len(tasks)
-        for j, i in enumerate(order):
-            task, slot = tasks[i], slots[i]
-            result = TaskResult(task=task, reports=reports[j], worker="vectorized")
-            result.restored = restored[i]
-            blob = self._checkpoints.save(task.member, result.end_step, engine.save(slot))
-            result.checkpoint = blob
-            self._blob[slot] = blob
-            self._held[blob] = slot
-            results[i] = result
+        for a in range(0, len(order), size):
+            chunk = order[a : a + size]
+            seed = min(tasks[i].step for i in chunk) * 7919 + len(chunk)
+            reports = engine.train(
+                [slots[i] for i in chunk],
+                [tasks[i].steps for i in chunk],
+                [tasks[i].seconds for i in chunk],
+                seed,
+            )
+            for j, i in enumerate(chunk):
+                task, slot = tasks[i], slots[i]
+                result = TaskResult(task=task, reports=reports[j], worker="vectorized")
+                result.restored = restored[i]
+                state = engine.save(slot)
+                state["extra"][RECORD_KEY] = self.choice.record()
+                blob = self._checkpoints.save(task.member, result.end_step, state)
+                result.checkpoint = blob
+                self._blob[slot] = blob
+                self._held[blob] = slot
+                results[i] = result
         return [r for r in results if r is not None]
+
+
+def _positive(value: Any) -> int | None:
+    """A recorded count, or None where it is missing or not a positive int."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
