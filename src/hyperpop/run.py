@@ -639,7 +639,7 @@ def resume(
                 workers or (settings.workers if backend in (None, settings.backend) else None),
                 backend_options,
                 settings,
-                max(1, len(pop.alive())),
+                len(pop.members),  # one worker per member at most
             )
         controller = _controller(settings, Space.from_dict(pop.space))
         if trainable is None:
