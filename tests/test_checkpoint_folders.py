@@ -193,6 +193,9 @@ def test_a_folder_left_by_another_run_is_refused_not_collected(tmp_path):
     with pytest.raises(CheckpointError, match="holds checkpoints of run .*move that folder away"):
         _run(db)
     assert sorted(p.name for p in folder.glob("*.ckpt")) == before
+    assert not db.exists()  # refused before the store was created
+    shutil.move(folder, tmp_path / "kept")  # moved away, as the message says: a new run starts
+    assert _run(db).members
 
 
 def test_collection_deletes_nothing_in_a_folder_another_run_claimed(tmp_path):

@@ -295,6 +295,23 @@ class CheckpointStore(BlobStore, StateStore):
         except FileNotFoundError:
             return None
 
+    def check(self, run_id: str, *, new: bool) -> str | None:
+        """Whether the run ``run_id`` may use the folder (see :meth:`claim`), writing nothing;
+        returns the run that owns it now, if any.
+
+        Raises:
+            CheckpointError: the folder holds blobs of another run.
+        """
+        owner = self._owner() if self.root.is_dir() else None
+        if owner != run_id and (owner is not None or new) and self.root.is_dir() and self.blobs():
+            whose = f"run {owner}" if owner else "no run this store knows"
+            raise CheckpointError(
+                f"{self.root} holds checkpoints of {whose}, not of this store's run {run_id} "
+                "(a store moved or deleted without its folder?); move that folder away or "
+                "choose another store path (nothing was deleted)"
+            )
+        return owner
+
     def claim(self, run_id: str, *, new: bool) -> None:
         """Tie the folder to the run ``run_id`` (a marker file in it), before anything is
         written or collected there.
@@ -307,14 +324,7 @@ class CheckpointStore(BlobStore, StateStore):
             CheckpointError: the folder holds blobs of another run (its store was moved or
                 deleted, or the folder was copied here): nothing is deleted.
         """
-        owner = self._owner()
-        if owner != run_id and (owner is not None or new) and self.blobs():
-            whose = f"run {owner}" if owner else "no run this store knows"
-            raise CheckpointError(
-                f"{self.root} holds checkpoints of {whose}, not of this store's run {run_id} "
-                "(a store moved or deleted without its folder?); move that folder away or "
-                "choose another store path (nothing was deleted)"
-            )
+        owner = self.check(run_id, new=new)
         if owner != run_id:
             write_atomic(self.root / _OWNER, run_id.encode(), fsync=self.fsync)
         self.owner = run_id

@@ -24,7 +24,12 @@ import numpy as np
 from hyperpop._version import __version__
 from hyperpop.backends.base import Backend
 from hyperpop.callbacks import Callback, CallbackList
-from hyperpop.checkpoints import CheckpointError, CheckpointStore, log_dir_for
+from hyperpop.checkpoints import (
+    CheckpointError,
+    CheckpointStore,
+    checkpoint_dir_for,
+    log_dir_for,
+)
 from hyperpop.controller import Budget, Controller, Ready, Rejuvenate
 from hyperpop.driver import Driver, Progress, unanswered
 from hyperpop.errors import RunError, RunExistsError, SettingsError, StoreError
@@ -337,9 +342,10 @@ def _initial_configs(
     return out
 
 
-def _check_store_path(path: Path) -> None:
+def _check_store_path(path: Path, run_id: str, overwrite: bool) -> None:
     """Refuse, before anything is created, a path that cannot be a new run's store: a folder,
-    or a name that checkpoint folders use (``x.ckpt`` of the older layout, ``x.db-ckpt``)."""
+    a name that checkpoint folders use (``x.ckpt`` of the older layout, ``x.db-ckpt``), or a
+    store that is gone while its checkpoint folder, with another run's blobs, is still there."""
     if path.is_dir():
         raise StoreError(f"{path} is a folder; a store is a file, e.g. {path / 'run.db'}")
     for suffix in (".ckpt", "-ckpt"):
@@ -349,18 +355,20 @@ def _check_store_path(path: Path) -> None:
                 f"{path}: a store's name cannot end in {suffix} (checkpoint folders are named "
                 f"so); name it e.g. {path.with_name(stem + '.db')}"
             )
+    if not overwrite and not path.exists():
+        CheckpointStore(checkpoint_dir_for(path), create=False).check(run_id, new=True)
 
 
 @contextmanager
 def _new_store(
-    storage: str | os.PathLike[str] | None, overwrite: bool
+    storage: str | os.PathLike[str] | None, overwrite: bool, run_id: str
 ) -> Iterator[tuple[Store, Path]]:
     """Open the store of a new run and check it holds no run; yield it with the path its
     checkpoints go beside. None: the log in memory, checkpoints in a temporary folder. Closed
     (and the temporary folder removed) on the way out."""
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if storage is not None:
-        _check_store_path(Path(storage))
+        _check_store_path(Path(storage), run_id, overwrite)
     if storage is None:
         tmp = tempfile.TemporaryDirectory(prefix="hyperpop-")
         store: Store = open_store(None)
@@ -535,7 +543,7 @@ def run(
             Event(ev.MEMBER_CREATED, i, {"config": c}) for i, c in enumerate(initial)
         ]
 
-    with _new_store(storage, overwrite) as (store, base):
+    with _new_store(storage, overwrite, run_id) as (store, base):
         return _session(
             store=store,
             pop=Population(),
