@@ -28,6 +28,8 @@ from hyperpop.dashboard.app import create_app  # noqa: E402
 from hyperpop.dashboard.data import RunView, StoreSource  # noqa: E402
 from hyperpop.dashboard.figures import (  # noqa: E402
     lineage_spec,
+    log_axis,
+    page_data,
     payload,
     schedule_spec,
     scores_spec,
@@ -79,6 +81,18 @@ def synthetic_events(members: int = 3, generations: int = 4, ready: int = 2) -> 
     out.append(Event(ev.RUN_FINISHED, None, {"reason": "budget"}, 5.0))
     for i, e in enumerate(out, 1):
         e.seq = i
+    return out
+
+
+def members_of(part: dict, fields: tuple[str, ...], keyed: str) -> dict[int, dict]:
+    """A per-member part of the page's data, split member by member (as the page does)."""
+    out: dict[int, dict] = {}
+    at = 0
+    for mid, n in zip(part["members"], part["count"]):
+        line = {f: part[f][at : at + n] for f in fields}
+        line[keyed] = {k: v[at : at + n] for k, v in part.get(keyed, {}).items()}
+        out[mid] = line
+        at += n
     return out
 
 
@@ -244,13 +258,19 @@ def test_every_numeric_metric_is_selectable() -> None:
     assert all(t["meta"]["metric"] == "acc" for t in spec["data"])
     with pytest.raises(ValueError, match=r"no metric 'phase' in this run; it reported \['loss'"):
         scores_spec(view, metric="phase")
-    # the page gets every other metric as a patch of the same traces
-    options = payload(view)["scores"]
-    assert options["metric"] == "loss" and options["metrics"] == ["loss", "acc"]
-    patch = options["patches"]["acc"]
-    assert [p["y"] for p in patch["data"]] == [t["y"] for t in spec["data"]]
-    assert patch["layout"]["yaxis"]["title"]["text"] == "acc"
-    json.dumps(options, allow_nan=False)
+    # the page gets the chosen metric's values (a report every metric's) beside the steps
+    data = page_data(view, metrics=["acc"])
+    assert data["metric"] == "loss" and data["metrics"] == ["loss", "acc"]
+    assert list(data["series"]["y"]) == ["acc"] and "t" not in data["series"]
+    lines = members_of(data["series"], ("step",), "y")
+    for t in spec["data"]:
+        if t["meta"]["kind"] == "member":
+            line = lines[t["meta"]["member"]]
+            assert (line["step"], line["y"]["acc"]) == (t["x"], t["y"])
+    assert data["lineage"]["y"]["acc"] == by[("lineage", 1)]["y"]
+    assert data["exploits"]["y"]["acc"] == [0.9]
+    assert set(payload(view)["series"]["y"]) == {"loss", "acc"}
+    json.dumps(payload(view), allow_nan=False)
 
 
 def test_wall_time_axis_spreads_an_intervals_steps_over_its_time() -> None:
@@ -264,8 +284,11 @@ def test_wall_time_axis_spreads_an_intervals_steps_over_its_time() -> None:
     assert by[("member", 1)]["x"] == [3.0, 6.0, 9.0, 12.0, 13.0, 15.5, 17.0, 18.5, 20.0]
     assert by[("lineage", 1)]["x"] == [2.5, 5.0, 7.5, 10.0, 15.5, 17.0, 18.5, 20.0]
     assert by[("exploits", None)]["x"] == [13.0]
-    patch = payload(view)["scores"]["time"]
-    assert [p["x"] for p in patch["data"]] == [t["x"] for t in spec["data"]]
+    data = page_data(view, times=True)  # seconds since the run started; the page picks the unit
+    lines = members_of(data["series"], ("step", "t"), "y")
+    assert [lines[m]["t"] for m in (0, 1)] == [by[("member", m)]["x"] for m in (0, 1)]
+    assert data["lineage"]["t"] == by[("lineage", 1)]["x"] and data["exploits"]["t"] == [13.0]
+    assert data["clock"]["span"] == 21.0
     # long runs count in minutes or hours
     events = overtaking_events()
     for e in events[3:]:
@@ -322,9 +345,9 @@ def test_report_is_one_offline_file(db: Path, tmp_path: Path) -> None:
 
     text = out.read_text()
     assert plotly_js() in text  # inlined; the rest of the page links nothing either
-    rest = text.replace(plotly_js(), "")
+    rest = text.replace(plotly_js(), "").replace('<link rel="icon" href="data:,">', "")
     assert "<script src=" not in rest and "<link" not in rest and "http" not in rest
-    assert "Plotly" in text and '"figures"' in text
+    assert "Plotly" in text and '"series"' in text
     assert write_report(db) == db.with_suffix(".html")  # default: beside the store
 
 
@@ -424,3 +447,115 @@ def test_dashboard_command_serves_until_stopped(db: Path) -> None:
         out, _ = proc.communicate(timeout=20)
     assert f"http://localhost:{port}/" in out and "Traceback" not in out
     assert os.path.exists(db)
+
+
+# --- the page's data: what changed since the event the page has --------------------------------
+def merge(page: dict | None, data: dict) -> dict:
+    """What the page script does with a response (dashboard.js ``merge``): per-member arrays cut
+    at ``start`` and grown, whole parts replaced."""
+    if page is None or data["since"] == -1:
+        page = {"lines": {}, "configs": {}, "nodes": {}, "rows": {}, "exploits": {}, "rj": {}}
+    if data["series_since"] == -1:
+        page["lines"], page["exploits"] = {}, {}
+
+    def grow(store: dict, part: dict, fields: tuple[str, ...], keyed: str) -> None:
+        for mid, line in members_of(part, fields, keyed).items():
+            start = part["start"][part["members"].index(mid)]
+            old = store.setdefault(mid, {})
+            for f in fields:
+                old[f] = old.get(f, [])[:start] + line[f]
+            for k, v in line[keyed].items():
+                old.setdefault(keyed, {})[k] = old.get(keyed, {}).get(k, [])[:start] + v
+
+    grow(page["lines"], data["series"], ("step", "t") if "t" in data["series"] else ("step",), "y")
+    grow(page["configs"], data["configs"], ("step",), "values")
+    grow(page["nodes"], data["nodes"], ("step", "score"), "none")
+    for name, key in (("exploits", "exploits"), ("rj", "rejuvenations")):
+        part = data[key]
+        for f, v in part.items():
+            if f == "start":
+                continue
+            if isinstance(v, dict):
+                for k, vv in v.items():
+                    old = page[name].setdefault(f, {}).get(k, [])
+                    page[name][f][k] = old[: part["start"]] + vv
+            else:
+                page[name][f] = page[name].get(f, [])[: part["start"]] + v
+    page["rows"].update({r["member"]: r for r in data["members"]})
+    for k in ("seq", "summary", "lineage", "best", "params", "clock"):
+        page[k] = data[k]
+    return page
+
+
+@pytest.mark.parametrize("events", [synthetic_events(), overtaking_events()], ids=["sync", "copy"])
+def test_the_page_merges_what_changed_into_the_whole(events: list[Event]) -> None:
+    """Fed the log a few events at a time, the page (sent only what changed since the event it
+    has) holds what one whole answer holds, wall times of finished intervals included."""
+    view = RunView()
+    page = None
+    metrics = None
+    for i in range(0, len(events), 3):
+        view.update(events[i : i + 3])
+        metrics = view.metric_names()
+        since = -1 if page is None else page["seq"]
+        page = merge(page, page_data(view, since=since, metrics=metrics, times=True))
+        whole = merge(None, page_data(view, metrics=metrics, times=True))
+        assert page == whole, f"after event {view.seq}"
+    assert page is not None and page["lines"][0]["y"][metrics[0]]
+    # a late report sends one member's points of its open interval, not the run
+    seq = view.seq
+    view.update([Event(ev.REPORTED, 0, {"step": 99, "score": 1.0}, 99.0, seq + 1)])
+    delta = page_data(view, since=seq)
+    assert delta["series"]["members"] == [0] and delta["series"]["count"] == [1]
+    assert [r["member"] for r in delta["members"]] == [0]
+    assert delta["configs"]["members"] == delta["nodes"]["members"] == []
+    assert delta["exploits"]["member"] == []
+
+
+def test_api_answers_what_changed_since_the_pages_event(tmp_path: Path) -> None:
+    events = synthetic_events()
+    store = SQLiteStore(tmp_path / "live.db", write=True)
+    store.append([Event(e.kind, e.member, e.data, e.time) for e in events[:20]])
+    with TestClient(create_app(tmp_path / "live.db"), base_url="http://localhost") as client:
+        first = client.get("/api/view").json()
+        view = first["view"]
+        assert first["seq"] == 20 and view["since"] == -1 and len(view["members"]) == 3
+        assert sum(view["series"]["count"]) == sum(
+            len(v) for v in RunView(events[:20]).scores.values()
+        )
+        same = f"since=20&epoch={view['epoch']}"
+        assert "view" not in client.get(f"/api/view?{same}").json()  # nothing new: the summary
+        store.append([Event(e.kind, e.member, e.data, e.time) for e in events[20:30]])
+        delta = client.get(f"/api/view?{same}").json()["view"]
+        assert delta["since"] == 20 and delta["seq"] == 30
+        assert sum(delta["series"]["count"]) < sum(view["series"]["count"])
+        # another metric or the time axis: its series whole, the rest still what changed
+        other = client.get(f"/api/view?{same}&series_since=-1&x=time").json()["view"]
+        assert other["series_since"] == -1 and other["since"] == 20 and "t" in other["series"]
+        assert len(other["series"]["t"]) == sum(
+            len(v) for v in RunView(events[:30]).scores.values()
+        )
+        # data of another store (replaced by --overwrite) is sent again whole
+        again = client.get("/api/view?since=20&epoch=other").json()["view"]
+        assert again["since"] == -1 and len(again["members"]) == 3
+        unknown = client.get(f"/api/view?{same}&metric=nope&series_since=-1").json()["view"]
+        assert list(unknown["series"]["y"]) == ["acc"]  # the optimised one, not an error
+    store.close()
+
+
+def test_a_metric_spanning_decades_gets_a_log_axis() -> None:
+    """Issue 19: a loss from 1 to 0.001 was flat on a linear axis after the first steps."""
+    assert log_axis([1.0, 0.1, 0.01, 0.001]) and not log_axis([1.0, 0.5, 0.2])
+    assert not log_axis([1.0, 0.001, 0.0]) and not log_axis([-1.0, -0.001])  # not all positive
+    events = overtaking_events()
+    for e in events:
+        if e.kind == ev.REPORTED:  # a loss falling from 4 to 0.0005
+            e.data["score"] = e.data["metrics"]["loss"] = 10.0 ** (-e.data["step"] / 2) * 4
+    spec = scores_spec(RunView(events))
+    assert spec["layout"]["yaxis"]["type"] == "log"
+    assert scores_spec(RunView(overtaking_events()))["layout"]["yaxis"]["type"] == "linear"
+    from hyperpop.dashboard.figures import robust_range
+
+    values = [1e-3 * (1 + k / 100) for k in range(40)] + [1e3, 1e4]  # two diverged members
+    lo, hi = robust_range(values, "min", log=True)  # in decades, as plotly's log axis wants
+    assert -3.1 < lo < -3 and -3 < hi < -2.5

@@ -1,8 +1,9 @@
 """The live dashboard: a small Starlette app over a store, read-only.
 
-Routes: ``/`` (the page), ``/api/view?since=SEQ`` (the summary, and the whole view when the log
-moved past ``SEQ``), ``/static/*`` (plotly.js from the plotly package, the page's script and
-styles), ``/logs/{member}`` (a member's log, its last 200 kB) and ``/healthz``.
+Routes: ``/`` (the page), ``/api/view?since=SEQ`` (the summary, and what the page lacks when
+the log moved past ``SEQ``: see :func:`api_query`), ``/static/*`` (plotly.js from the plotly
+package, the page's script and styles), ``/logs/{member}`` (a member's log, its last 200 kB)
+and ``/healthz``.
 
 ``POST /api/request`` steers the run (a request into its store, :mod:`hyperpop.steer`), but only
 with the dashboard's token: a random string printed on the terminal that started it, sent in the
@@ -33,11 +34,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hyperpop.dashboard.data import StoreSource
-from hyperpop.dashboard.figures import payload
+from hyperpop.dashboard.data import RunView, StoreSource, bulk
+from hyperpop.dashboard.figures import page_data
 from hyperpop.dashboard.report import asset, page, plotly_js
 
-__all__ = ["create_app", "serve"]
+__all__ = ["api_query", "create_app", "serve"]
 
 _TYPES = {
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -112,6 +113,32 @@ def _json(obj: Any) -> Response:
     return _raw(_dumps(obj))
 
 
+def _int(value: str | None, default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+def api_query(params: Any, view: RunView, epoch: str) -> tuple[int, str, str, int]:
+    """What ``/api/view`` is asked for: ``(since, metric, x, series_since)``.
+
+    ``since`` is the log position the page has (-1, the default: nothing), ``epoch`` the
+    :attr:`StoreSource.epoch` its data came from (if given; another one, or a position past
+    the log's end, means the store was replaced: everything is sent again), ``metric`` the
+    metric its score plot shows (default: the optimised one), ``x`` ``step`` or ``time``
+    (time adds the wall times), ``series_since`` the position its score plot's series are
+    at (-1 after it switched metric or axis; default ``since``).
+    """
+    since = _int(params.get("since"), -1)
+    if since > view.seq or params.get("epoch") not in (None, epoch):
+        since = -1
+    series_since = min(_int(params.get("series_since"), since), since)
+    metric = params.get("metric") or view.pop.metric or "score"
+    x = "time" if params.get("x") == "time" else "step"
+    return since, metric, x, series_since
+
+
 def create_app(
     db: str | os.PathLike[str],
     *,
@@ -152,15 +179,27 @@ def create_app(
         view = source.refresh()
         if view is None:
             return _json({"error": source.error})
-        try:
-            since = int(request.query_params.get("since", "-1"))
-        except ValueError:
-            since = -1
+        epoch = source.epoch
+        since, metric, x, series_since = api_query(request.query_params, view, epoch)
         head = _dumps({"seq": view.seq, "summary": view.summary(source.alive)})
-        if since == view.seq:
+        if since == view.seq and series_since == since:
             return _raw(head)
-        # the view is serialised once per change of the log, whoever asks for it
-        body = source.cached("view-json", lambda v, w: _dumps(payload(v, w)))
+
+        def build(v: RunView, alive: bool | None) -> str:
+            with bulk():
+                data = page_data(
+                    v,
+                    since=since,
+                    metrics=[metric],
+                    times=x == "time",
+                    series_since=series_since,
+                    alive=alive,
+                )
+                data["epoch"] = epoch
+                return _dumps(data)
+
+        # serialised once per change of the log and question, however many pages ask
+        body = source.cached(("view", since, metric, x, series_since), build)
         return _raw(head[:-1] + ',"view":' + body + "}")
 
     def static(request: Request) -> Response:

@@ -2,16 +2,22 @@
 
 :class:`RunView` is the read side's :class:`~hyperpop.summary.RunData` (the folded population
 and every report) plus the series the plots need, and can be fed the new events of a live
-store as they arrive, so the dashboard never re-reads a whole log. :class:`StoreSource` does
-that over an SQLite store, read-only.
+store as they arrive, so the dashboard never re-reads a whole log. It also remembers which
+event last wrote each point of each series, so the page can be sent only what changed since
+the event it has (:meth:`RunView.changed_from`). :class:`StoreSource` does that over an SQLite
+store, read-only.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import gc
 import os
+import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +27,24 @@ from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, StoreError
 from hyperpop.summary import Report, RunData, json_safe, member_rows, num, run_status, summary
 
-__all__ = ["RunView", "StoreSource", "num"]
+__all__ = ["RunView", "StoreSource", "bulk", "num"]
 
 #: a break in a line series (plotly draws nothing between points on either side of it)
 GAP: tuple[None, None] = (None, None)
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Fold many events with the cyclic garbage collector paused: a fold allocates hundreds of
+    thousands of long-lived objects and no cycles, and the collector's passes over them took
+    about half of a big log's read and fold time."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class RunView(RunData):
@@ -45,6 +65,7 @@ class RunView(RunData):
             time, by, and ``report`` (the copied weights' report at ``step``).
         rejuvenations: one dict per rejuvenation: member, at, score (before).
         params: the flattened hyperparameter names, in first-seen order.
+        touched: per member, the position in the log of its last event.
     """
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
@@ -55,6 +76,15 @@ class RunView(RunData):
         self.exploits: list[dict[str, Any]] = []
         self.rejuvenations: list[dict[str, Any]] = []
         self.params: list[str] = []
+        self.touched: dict[int, int] = {}
+        # where in the log each point of each series was last written (never decreasing along
+        # a series: a rewritten point is rewritten with everything after it)
+        self._written: dict[str, dict[int, list[int]]] = {"scores": {}, "configs": {}, "nodes": {}}
+        self._tail: dict[int, int] = {}  # a member's first point whose wall time may change
+        self._exploit_at: list[int] = []
+        self._rejuvenation_at: list[int] = []
+        self._all_rows_at = -1  # a run-level event: every member's row may read differently
+        self._at = 0
         super().__init__(events)
 
     @classmethod
@@ -68,20 +98,63 @@ class RunView(RunData):
             if k not in self.params:
                 self.params.append(k)
         pts = self.configs.setdefault(member, [])
+        written = self._written["configs"].setdefault(member, [])
         if pts and pts[-1][0] == step and pts[-1][1] is not None and len(pts) > 1:
             pts[-1] = (step, flat)
+            written[-1] = self._at
         else:
             pts.append((step, flat))
+            written.append(self._at)
 
     def _point(self, member: int, point: tuple[Any, Any], source: Any) -> None:
         self.scores[member].append(point)
         self.sources[member].append(source)
+        self._written["scores"][member].append(self._at)
+
+    def _settle(self, member: int) -> None:
+        # the fold has just spread the wall times of the member's open interval (RunData's
+        # _close): its points read differently from now on
+        written = self._written["scores"].get(member)
+        if written is None:
+            return
+        for i in range(self._tail.get(member, 0), len(written)):
+            written[i] = self._at
+        self._tail[member] = len(written)
+
+    def changed_from(self, series: str, member: int, since: int) -> int:
+        """The index of the first point of ``member``'s ``series`` (``"scores"``,
+        ``"configs"`` or ``"nodes"``) that a reader who has the log up to position ``since``
+        has not seen as it is now (the series' length: none)."""
+        written = self._written[series].get(member, [])
+        return bisect.bisect_right(written, since)
+
+    def exploits_from(self, since: int) -> int:
+        """The index of the first exploit after log position ``since``."""
+        return bisect.bisect_right(self._exploit_at, since)
+
+    def rejuvenations_from(self, since: int) -> int:
+        """The index of the first rejuvenation after log position ``since``."""
+        return bisect.bisect_right(self._rejuvenation_at, since)
+
+    def rows_changed(self, since: int) -> list[int]:
+        """The members whose table row may have changed after log position ``since``."""
+        if since < 0 or self._all_rows_at > since:
+            return sorted(self.pop.members)
+        return sorted(m for m, at in self.touched.items() if at > since)
 
     def apply(self, e: Event) -> None:
         """Fold one event."""
+        self._at = e.seq if e.seq is not None else self._at + 1
         pop = self.pop
         k = e.kind
         m = pop.members.get(e.member) if e.member is not None else None
+        if e.member is None:
+            if k != ev.PROGRESS:
+                self._all_rows_at = self._at
+        else:
+            self.touched[int(e.member)] = self._at
+            if m is not None and k not in (ev.REPORTED, ev.PROGRESS):
+                self._settle(m.id)
         if k == ev.EXPLOITED and m is not None:
             at = e.data.get("at", m.step)
             before = m.last_score
@@ -89,6 +162,7 @@ class RunView(RunData):
             score = num(m.ready_score)
             report = self.recorded(m.id, m.step)  # the donor's, as its weights were then
             self._point(m.id, (m.step, score), (e.time, report))
+            self._exploit_at.append(self._at)
             self.exploits.append(
                 {
                     "member": m.id,
@@ -110,8 +184,10 @@ class RunView(RunData):
             super().apply(e)
             self._point(m.id, GAP, None)
             self.configs[m.id].append((None, None))
+            self._written["configs"][m.id].append(self._at)
             self._config_point(m.id, 0, m.config)
             self.rejuvenations.append({"member": m.id, "at": at, "score": num(before)})
+            self._rejuvenation_at.append(self._at)
             return
         super().apply(e)
         if k == ev.MEMBER_CREATED:
@@ -120,6 +196,9 @@ class RunView(RunData):
             self.sources[mid] = []
             self.nodes[mid] = []
             self.configs[mid] = []
+            self._written["scores"][mid] = []
+            self._written["nodes"][mid] = []
+            self._written["configs"][mid] = []
             self._config_point(mid, 0, pop.members[mid].config)
         elif m is None:
             return
@@ -127,6 +206,7 @@ class RunView(RunData):
             self._point(m.id, (m.step, num(m.last_score)), self.reports[-1])
         elif k == ev.CHECKPOINTED:
             self.nodes[m.id].append((m.step, num(m.ready_score)))
+            self._written["nodes"][m.id].append(self._at)
         elif k == ev.EXPLORED:
             self._config_point(m.id, m.step, m.config)
 
@@ -187,9 +267,12 @@ class StoreSource:
         self.error: str | None = None
         self._store: SQLiteStore | None = None
         self._lock = threading.Lock()
-        self._cache: tuple[int, str, Any] | None = None
+        self._cache: dict[Any, Any] = {}
+        self._cache_seq = -1
         self._ident: tuple[int, int] | None = None
         self._alive: bool | None = False
+        #: names this view of the log: a page holding another epoch's data starts over
+        self.epoch = secrets.token_hex(6)
 
     def refresh(self) -> RunView | None:
         """Fold the events appended since the last call; None (and :attr:`error`) on failure."""
@@ -202,13 +285,12 @@ class StoreSource:
                         self._store.close()
                         self._store = None
                     if self.view.seq:
-                        self.view = RunView()
-                    self._cache = None
+                        self._start_over()
                 if self._store is None:
                     self._store = SQLiteStore(self.path)
                     self._ident = ident
-                new = self._store.read(after=self.view.seq)
-                self.view.update(new)
+                with bulk():
+                    self.view.update(self._store.read(after=self.view.seq))
                 self._alive = self._store.writer_alive()
                 self.error = None
                 return self.view
@@ -229,22 +311,31 @@ class StoreSource:
             self._store.close()
             self._store = None
         if "inconsistent" in message:
-            self.view = RunView()  # start over next time: the log may have been replaced
-            self._cache = None
+            self._start_over()  # next time: the log may have been replaced
+
+    def _start_over(self) -> None:
+        self.view = RunView()
+        self.epoch = secrets.token_hex(6)
+        self._cache = {}
 
     @property
     def alive(self) -> bool | None:
         """Whether a live driver wrote the store at the last refresh (None: another host)."""
         return self._alive
 
-    def cached(self, key: str, build: Any) -> Any:
-        """``build(view, alive)`` for the current seq, computed once per seq and key."""
+    def cached(self, key: Any, build: Any) -> Any:
+        """``build(view, alive)`` for the current seq, computed once per seq and key (a few
+        keys per seq: pages that hold different parts of the log ask for different ones)."""
         with self._lock:
             seq = self.view.seq
-            if self._cache and self._cache[0] == seq and self._cache[1] == key:
-                return self._cache[2]
+            if self._cache_seq != seq:
+                self._cache, self._cache_seq = {}, seq
+            if key in self._cache:
+                return self._cache[key]
             value = build(self.view, self.alive)
-            self._cache = (seq, key, value)
+            if len(self._cache) >= 32:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = value
             return value
 
     def close(self) -> None:

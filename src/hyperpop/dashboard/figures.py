@@ -1,8 +1,11 @@
-"""The dashboard's plots as plotly figure specs (plain dicts), and as figures for notebooks.
+"""The dashboard's data and plots: the page's data (:func:`page_data`), and plotly figure
+specs (plain dicts) and figures for notebooks.
 
-The dashboard, the HTML report and ``Result.plot_*()`` all draw from the same specs: the
-``*_spec`` functions return the JSON plotly.js renders (no plotly import needed), the ``plot_*``
-functions wrap them in :class:`plotly.graph_objects.Figure` objects.
+The page and the HTML report draw from :func:`page_data`: plain arrays per member, whole or
+only what changed after the log position the page has, which the page merges and turns into
+plotly traces itself. The ``*_spec`` functions return the same plots as the JSON plotly.js
+renders (no plotly import needed), the ``plot_*`` functions wrap them in
+:class:`plotly.graph_objects.Figure` objects for ``Result.plot_*()``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ from hyperpop.summary import Report, is_number, num
 
 __all__ = [
     "lineage_spec",
+    "log_axis",
+    "page_data",
     "payload",
     "plot_lineage",
     "plot_schedule",
     "plot_scores",
     "robust_range",
     "schedule_spec",
-    "scores_options",
     "scores_spec",
 ]
 
@@ -83,13 +87,30 @@ def _score(report: Report) -> Any:
     return None if report.score is None else num(float(report.score))
 
 
-def robust_range(values: list[Any], better: str | None) -> list[float] | None:
+#: a positive metric whose largest value is this many times its smallest gets a log y axis
+LOG_SPAN = 100.0
+
+
+def log_axis(values: list[Any]) -> bool:
+    """Whether values are best shown on a log axis: all positive, spanning at least two
+    decades (:data:`LOG_SPAN`), as a loss falling from 1 to 0.001 does."""
+    v = np.fromiter((x for x in values if x is not None), dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size < 2 or v.min() <= 0:
+        return False
+    return bool(v.max() >= LOG_SPAN * v.min())
+
+
+def robust_range(values: list[Any], better: str | None, log: bool = False) -> list[float] | None:
     """A y range that shows where most values are: from the 5% to the 95% quantile, the
     ``better`` side (``"max"`` or ``"min"``, if known) kept to its extreme so the best values
     always show, padded by 5%. None (the full range) unless that cuts at least half of it: the
-    zoom is for outliers (diverged members, the first steps' scores), not for smooth curves."""
+    zoom is for outliers (diverged members, the first steps' scores), not for smooth curves.
+    With ``log``, all of it in decades (plotly's log axis range is in powers of ten)."""
     v = np.fromiter((x for x in values if x is not None), dtype=float)  # JSON-safe numbers
     v = v[np.isfinite(v)]
+    if log:
+        v = np.log10(v[v > 0])
     if v.size < 4:
         return None
     lo, hi = (float(q) for q in np.quantile(v, [0.05, 0.95]))
@@ -217,44 +238,17 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
         }
     )
     better = pop.mode if metric == main else _trend(lineage_y)
-    span = robust_range(values, better)
+    log = log_axis(values)
+    span = robust_range(values, better, log=log)
     title = f"{metric} over training" + (
         f" ({'higher' if pop.mode == 'max' else 'lower'} is better)" if metric == main else ""
     )
     layout = _layout(title, xlabel, metric, height=420)
+    layout["yaxis"]["type"] = "log" if log else "linear"
     layout["yaxis"]["autorange"] = span is None
     if span is not None:
         layout["yaxis"]["range"] = span
     return {"data": data, "layout": layout}
-
-
-def scores_options(view: RunView) -> dict[str, Any]:
-    """What the page needs to redraw :func:`scores_spec` for another metric or the wall-time
-    axis without asking the server: the metrics (the optimised one first) and, for every
-    other metric and for ``x="time"``, a patch of the changed arrays, trace by trace."""
-    main = view.pop.metric or "score"
-    names = view.metric_names()
-
-    def patch(spec: dict[str, Any], keys: tuple[str, ...], axis: str, meta: str) -> dict:
-        data = [
-            {k: t[k] for k in keys if k in t} | {"meta": {meta: t["meta"][meta]}}
-            for t in spec["data"]
-        ]
-        layout = {axis: spec["layout"][axis]}
-        if axis == "yaxis":
-            layout["title"] = spec["layout"]["title"]
-        return {"data": data, "layout": layout}
-
-    return {
-        "metric": main,
-        "metrics": names,
-        "patches": {
-            name: patch(scores_spec(view, metric=name), ("y",), "yaxis", "metric")
-            for name in names
-            if name != main
-        },
-        "time": patch(scores_spec(view, x="time"), ("x",), "xaxis", "xlabel"),
-    }
 
 
 def _value(v: Any) -> Any:
@@ -575,19 +569,210 @@ def plot_lineage(result: Any) -> Any:
     return _figure(lineage_spec(RunView.of_result(result)))
 
 
-def payload(view: RunView, alive: bool | None = False) -> dict[str, Any]:
-    """Everything the page shows, JSON-safe: summary, member rows, parameter names, figures,
-    and the score plot's other metrics and axis (:func:`scores_options`) (``alive``: whether
-    the store's writer is alive, see :meth:`RunView.status`)."""
+def _clock_span(view: RunView) -> tuple[float, float]:
+    t0, _, _ = _clock(view)
+    return t0, max((r.wall for r in view.reports), default=t0) - t0
+
+
+def _since(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def page_data(
+    view: RunView,
+    *,
+    since: int = -1,
+    metrics: list[str] | None = None,
+    times: bool = False,
+    series_since: int | None = None,
+    alive: bool | None = False,
+) -> dict[str, Any]:
+    """What the page draws, JSON-safe: every member's series as plain arrays, whole (``since``
+    -1) or only what a page that has the log up to position ``since`` lacks, to merge.
+
+    Per-member parts (``series``, ``configs``, ``nodes``) list the members whose points
+    changed (a member with none is left out), the index each one's new points ``start`` at
+    (the page drops what it has from there: the points of an interval still running get
+    their wall times when it ends), and the points, concatenated member after member.
+    ``exploits`` and ``rejuvenations`` start at an index too; ``members`` holds the changed
+    table rows; ``summary``, the best member's ``lineage`` and schedule (``best``) are whole
+    every time.
+
+    Args:
+        view: the run.
+        since: the log position the page has (-1: nothing).
+        metrics: whose values the series carry (default: the optimised metric only; the page
+            asks for another when it is chosen, a report carries all).
+        times: include each point's wall time (seconds since the run started) for the
+            wall-time axis.
+        series_since: the log position the page's series are at (default ``since``; -1 when
+            it switches to a metric or axis it has not got).
+        alive: whether the store's writer is alive (see :meth:`RunView.status`).
+    """
+    pop = view.pop
+    main = pop.metric or "score"
+    names = view.metric_names()
+    wanted = [m for m in (metrics or [main]) if m in names] or [main]
+    ss = min(_since(series_since, since), since)
+    t0, span = _clock_span(view)
+
+    def when(source: Any) -> Any:
+        if source is None:
+            return None
+        wall = source.wall if isinstance(source, Report) else source[0]
+        return round(wall - t0, 4)
+
+    def metric_of(source: Any, metric: str) -> Any:
+        if source is None:
+            return None
+        return _metric_value(source if isinstance(source, Report) else source[1], metric)
+
+    # the score plot's lines: per member, the points after what the page has
+    s_members: list[int] = []
+    s_start: list[int] = []
+    s_count: list[int] = []
+    steps: list[Any] = []
+    walls: list[Any] = []
+    ys: dict[str, list[Any]] = {m: [] for m in wanted}
+    for mid in sorted(view.scores):
+        points = view.scores[mid]
+        i = view.changed_from("scores", mid, ss)
+        if i >= len(points):
+            continue
+        sources = view.sources[mid]
+        s_members.append(mid)
+        s_start.append(i)
+        s_count.append(len(points) - i)
+        steps += [p[0] for p in points[i:]]
+        if times:
+            walls += [when(src) for src in sources[i:]]
+        for metric in wanted:
+            if metric == main:
+                ys[metric] += [p[1] for p in points[i:]]
+            else:
+                ys[metric] += [metric_of(src, metric) for src in sources[i:]]
+    series: dict[str, Any] = {
+        "members": s_members,
+        "start": s_start,
+        "count": s_count,
+        "step": steps,
+        "y": ys,
+    }
+    if times:
+        series["t"] = walls
+
+    best = pop.best()
+    lineage: dict[str, Any] | None = None
+    if best is not None:
+        path = list(view.lineage_reports(best.id).values())
+        lineage = {
+            "member": best.id,
+            "step": [r.step for r in path],
+            "by": [r.member for r in path],
+            "y": {
+                m: [_score(r) if m == main else _metric_value(r, m) for r in path] for m in wanted
+            },
+        }
+        if times:
+            lineage["t"] = [round(r.wall - t0, 4) for r in path]
+
+    i = view.exploits_from(ss)
+    ex = view.exploits[i:]
+    exploits: dict[str, Any] = {
+        "start": i,
+        "member": [e["member"] for e in ex],
+        "donor": [e["donor"] for e in ex],
+        "step": [e["step"] for e in ex],
+        "text": [_exploit_label(e) for e in ex],
+        "y": {
+            m: [e["score"] if m == main else metric_of(e["report"], m) for e in ex] for m in wanted
+        },
+    }
+    if times:
+        exploits["t"] = [round(e["time"] - t0, 4) for e in ex]
+
+    i = view.rejuvenations_from(since)
+    rj = view.rejuvenations[i:]
+    rejuvenations = {
+        "start": i,
+        "member": [r["member"] for r in rj],
+        "at": [r["at"] for r in rj],
+    }
+
+    params = list(view.params)
+    c_members: list[int] = []
+    c_start: list[int] = []
+    c_count: list[int] = []
+    c_steps: list[Any] = []
+    c_values: dict[str, list[Any]] = {p: [] for p in params}
+    for mid in sorted(view.configs):
+        pts = view.configs[mid]
+        i = view.changed_from("configs", mid, since)
+        if i >= len(pts):
+            continue
+        c_members.append(mid)
+        c_start.append(i)
+        c_count.append(len(pts) - i)
+        c_steps += [step for step, _ in pts[i:]]
+        for p in params:
+            c_values[p] += [None if cfg is None else _value(cfg.get(p)) for _, cfg in pts[i:]]
+
+    n_members: list[int] = []
+    n_start: list[int] = []
+    n_count: list[int] = []
+    n_steps: list[int] = []
+    n_scores: list[Any] = []
+    for mid in sorted(view.nodes):
+        ready = view.nodes[mid]
+        i = view.changed_from("nodes", mid, since)
+        if i >= len(ready):
+            continue
+        n_members.append(mid)
+        n_start.append(i)
+        n_count.append(len(ready) - i)
+        n_steps += [step for step, _ in ready[i:]]
+        n_scores += [score for _, score in ready[i:]]
+
+    changed = set(view.rows_changed(since))
+    rows = [r for r in view.member_rows() if r["member"] in changed]
     return {
         "seq": view.seq,
+        "since": since,
+        "series_since": ss,
         "summary": view.summary(alive),
-        "params": list(view.params),
-        "members": view.member_rows(),
-        "figures": {
-            "scores": scores_spec(view),
-            "schedule": schedule_spec(view),
-            "lineage": lineage_spec(view),
+        "metric": main,
+        "metrics": names,
+        "mode": pop.mode,
+        "params": params,
+        "log_params": [p for p in params if _log_scale(pop.space, p)],
+        "clock": {"span": round(span, 3)},
+        "members": rows,
+        "series": series,
+        "lineage": lineage,
+        "exploits": exploits,
+        "rejuvenations": rejuvenations,
+        "configs": {
+            "members": c_members,
+            "start": c_start,
+            "count": c_count,
+            "step": c_steps,
+            "values": c_values,
         },
-        "scores": scores_options(view),
+        "nodes": {
+            "members": n_members,
+            "start": n_start,
+            "count": n_count,
+            "step": n_steps,
+            "score": n_scores,
+        },
+        "best": None
+        if best is None
+        else {"member": best.id, "step": best.step, "schedule": view.best_lineage()},
     }
+
+
+def payload(view: RunView, alive: bool | None = False) -> dict[str, Any]:
+    """Everything the page shows, whole, JSON-safe: :func:`page_data` with every metric and
+    the wall times, as a report embeds it (``alive``: whether the store's writer is alive,
+    see :meth:`RunView.status`)."""
+    return page_data(view, metrics=view.metric_names(), times=True, alive=alive)

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hyperpop.dashboard.data import RunView
+from hyperpop.dashboard.data import RunView, bulk
 from hyperpop.dashboard.figures import payload
 from hyperpop.store.sqlite import SQLiteStore, StoreError
 
@@ -91,11 +91,13 @@ def report_html(view: RunView, *, name: str, alive: bool | None = False) -> str:
     """One self-contained HTML file (plotly.js inlined) showing ``view`` (``alive``: whether
     the run's driver is still writing, see :meth:`RunView.status`)."""
     stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime())
+    with bulk():
+        data = payload(view, alive)
     return page(
         title=f"hyperpop report: {name}",
         subtitle=name,
         note=f"report written {stamp}",
-        config={"view": payload(view, alive)},
+        config={"view": data},
         inline=True,
     )
 
@@ -111,12 +113,14 @@ def write_report(db: str | os.PathLike[str], output: str | os.PathLike[str] | No
     db = Path(db)
     store = SQLiteStore(db)
     try:
-        events = store.read()
+        with bulk():
+            events = store.read()
         alive = store.writer_alive()
     finally:
         store.close()
     try:
-        view = RunView(events)
+        with bulk():
+            view = RunView(events)
     except (ValueError, KeyError, TypeError) as e:
         raise StoreError(
             f"{db}: the event log is inconsistent ({type(e).__name__}: {e}); it may be "
