@@ -327,6 +327,65 @@ def matched(run: dict, compute: int) -> float:
     return float(curve[min(max(i, 0), len(curve) - 1)])
 
 
+def trace(task: str, method: str, seed: int, workers: int = 2) -> list[dict[str, Any]]:
+    """Run one cheap task and print, ready point by ready point, what selection did: each
+    member's hyperparameter and score there (from its own reports), the best score, and who
+    copied whom. Returns the rows printed."""
+    if task not in CHEAP:
+        raise SystemExit(f"--trace runs the in-process tasks only ({', '.join(CHEAP)})")
+    mod = task_module(task)
+    size = TASKS[task]
+    metric, mode = mod.settings["metric"], mod.settings["mode"]
+    res = hp.run(
+        _seeded(mod.trainable, seed),
+        mod.space,
+        metric=metric,
+        mode=mode,
+        population=size["population"],
+        workers=workers,
+        budget=hp.Steps(size["steps"]),
+        ready=size["ready"],
+        configs=initial_configs(mod, size["population"], seed),
+        seed=seed,
+        backend=simulated_backend(seed, workers),
+        progress=False,
+        **method_kwargs(method),
+    )
+    param = next(iter(Space(mod.space).searchable))
+    at: dict[int, dict[int, tuple[float, float]]] = {}
+    for r in res.records():  # the newest report of each member at each step
+        at.setdefault(int(r["step"]), {})[int(r["member"])] = (r[f"config/{param}"], r["score"])
+    edges = [e for e in res.population.edges if e.kind == "exploit"]
+    sign = 1.0 if mode == "max" else -1.0
+    reference = getattr(mod, "score", None) if task == "deceptive" else None
+    rows = []
+    print(f"{task}, {method}, seed {seed}: per ready point, each member's {param} and score")
+    for step in range(size["ready"], size["steps"] + 1, size["ready"]):
+        here = at.get(step, {})
+        if not here:
+            continue
+        best = max(here.values(), key=lambda v: sign * v[1])
+        copies = [e for e in edges if e.at == step]
+        row = {
+            "step": step,
+            "values": {m: v[0] for m, v in sorted(here.items())},
+            "best": best[1],
+            "best_value": best[0],
+            "copies": [(e.member, e.donor, e.step) for e in copies],
+        }
+        rows.append(row)
+        values = " ".join(f"{v[0]:.2f}" for _, v in sorted(here.items()))
+        ref = ""
+        if reference is not None:
+            ref = f" linear {reference([mod.target(i * mod.PERIOD) for i in range(step // mod.PERIOD)], step):.3f}"  # noqa: E501
+        moved = " ".join(f"{e.member}<-{e.donor}@{e.step}" for e in copies)
+        print(
+            f"  step {step:>4}: {param} [{values}] best {best[1]:.4g} ({param} {best[0]:.2f})"
+            f"{ref} | copies: {moved or '-'}"
+        )
+    return rows
+
+
 # --- results files ------------------------------------------------------------------------------
 def load_runs(paths: Sequence[str | os.PathLike[str]]) -> dict[tuple[str, str, int], dict]:
     """Runs saved by ``--out``, keyed by (task, method, seed); later files win."""
@@ -649,7 +708,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metavar="FILE",
         help="print (and merge into --out) saved results instead of running; repeatable",
     )
+    p.add_argument(
+        "--trace",
+        metavar="TASK",
+        help="print one run of a cheap task ready point by ready point (--methods: the first, "
+        "--first-seed: the seed) instead of the tables",
+    )
     args = p.parse_args(argv)
+    if args.trace:
+        for method in _names(args.methods, list(METHODS), "method") or ["async"]:
+            trace(args.trace, method, args.first_seed, args.workers)
+        return []
     tasks = _names(args.tasks, list(TASKS), "task") or (
         ["toy", "nqm"] if args.smoke else list(TASKS)
     )
