@@ -394,8 +394,23 @@ def test_the_choice_is_deterministic_given_its_measurements():
             budget=16 * mib,
         )
         assert (choice.chunk_size, choice.threads, choice.source) == (16, 1, "measured")
-        assert calls == [(16, 1), (16, 2)]  # each thread count timed once, at the chosen chunk
-        assert [t for _, t, _ in choice.timings] == [1, 2]
+        # each thread count timed at the chunk that fits; half of it no slower per member: kept
+        assert calls == [(16, 1), (16, 2), (8, 1)]
+        assert [(c, t) for c, t, _ in choice.timings] == calls
+    # a step bound by per-call overhead (a rollout of tiny steps): each doubling halves a
+    # member's time, so the chunk grows past the budget, up to the population or the cap
+    calls = []
+
+    def overhead(chunk: int, threads: int | None) -> float:
+        calls.append((chunk, threads))
+        return 1.0 / chunk
+
+    kw = dict(threads=[None], per_member_bytes=mib, budget=16 * mib)
+    assert choose(64, overhead, **kw).chunk_size == 64
+    assert calls == [(16, None), (8, None), (32, None), (64, None)]
+    assert choose(64, overhead, cap=32 * mib, **kw).chunk_size == 32
+    assert choose(48, overhead, **kw).chunk_size == 48  # 16, then 24 (2 equal chunks), then 48
+    assert choose(64, overhead, chunk=8, threads=[1, 2]).chunk_size == 8  # given: kept
     assert choose(64, _timings({1: 1.0, 2: 0.5}, []), threads=[1, 2]).threads == 2
     assert choose(64, _timings({1: 1.0, 2: 1.0}, []), threads=[1, 2]).threads == 1  # first
     # one thread count and nothing to measure: no timing at all
@@ -456,7 +471,7 @@ def test_the_backend_chooses_reports_and_records_its_chunk_size(monkeypatch, cap
         )
     assert backend.choice is not None
     assert (backend.choice.chunk_size, backend.choice.threads) == (2, 1)
-    assert calls == [(2, 1), (2, 4)]
+    assert calls == [(2, 1), (2, 4), (1, 1)]  # threads at the chunk that fits, then its half
     assert Sized.sizes[0] == 4 and set(Sized.sizes[1:]) == {2}  # measured on 4, trained in 2s
     assert {r["member"] for r in result.records()} == set(range(6))
     assert "vectorized backend: 2 members at once on 1 thread (measured" in caplog.text

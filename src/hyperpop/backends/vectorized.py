@@ -10,13 +10,15 @@ checkpoint store.
 
 **The chunk size and the threads choose themselves** unless given (:func:`choose`). Before the
 first training step the backend measures what one batch's activations take per member (on
-scratch copies of the real members) and trains as many members at once as fit a memory budget
-(on a CPU 16 MiB of activations: past a few MiB a step is compute-bound, so the whole population
-of a small MLP fits and a small CNN trains in chunks); then it times one batch on a thread per
-core and on one thread and keeps the faster (threads spin waiting for each other on a busy
-machine). The choice is logged, kept in :attr:`VectorizedBackend.choice`, and recorded in every
-checkpoint the backend saves (``state["extra"]["vectorized"]``), so a resume trains in the same
-chunks on the same threads without measuring again.
+scratch copies of the real members) and trains as many members at once as fit a memory budget:
+on a CPU 16 MiB of activations, past which a step is compute-bound, so the whole population of a
+small MLP fits and a small CNN trains in chunks. It times one batch on a thread per core and on
+one thread and keeps the faster (threads spin waiting for each other on a busy machine), and
+where a chunk still trains a member clearly faster than half of it (a rollout of many tiny
+steps), it tries larger chunks while they keep gaining. The choice is logged, kept in
+:attr:`VectorizedBackend.choice`, and recorded in every checkpoint the backend saves
+(``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
+without measuring again.
 
 The trainable must be a :class:`hyperpop.vectorized.VectorizedTrainable` (the backend reaches it
 through its ``stacked()`` method only, so this module does not import PyTorch).
@@ -49,8 +51,12 @@ DEFAULT_CHUNK = 4096
 MIN_CANDIDATE = 4
 #: batches drawn per timing (one untimed, then the median of the rest)
 BATCHES = 4
-#: a thread count's timing stops once it is this many times slower than the best one's
+#: a timing stops once it is this many times slower than the best so far, or after
+#: :data:`MEASURE_SECONDS` (the untimed batch then counts)
 STOP = 2.0
+MEASURE_SECONDS = 0.5
+#: a chunk grows past the memory budget only while doubling it trains a member this much faster
+GAIN = 1.3
 #: on a CPU, one chunk's activations stay under this by default: past a few MiB a step is
 #: compute-bound (more members at once save no per-call overhead, they only take memory)
 WORKING_SET = 16 * 2**20
@@ -119,12 +125,13 @@ class ChunkChoice:
         line = f"{self.chunk_size} members at once{threads} ({self.source}"
         if self.timings:
             ms = ", ".join(
-                f"{'-' if t is None else t} thread{'' if t == 1 else 's'} {s * 1e3:.3g} ms"
-                for _, t, s in self.timings
+                f"{c}{'' if t is None else f' on {t}'}: {s * 1e3:.3g}" for c, t, s in self.timings
             )
-            line += f"; one batch per member: {ms}"
+            line += f"; ms per member and batch, members at once on threads: {ms}"
         if self.activation_bytes:
-            line += f"; activations {self.activation_bytes / 2**20:.2f} MiB per member and batch"
+            kib = self.activation_bytes / 2**10
+            size = f"{kib / 2**10:.2f} MiB" if kib >= 1024 else f"{kib:.0f} KiB"
+            line += f"; activations {size} per member and batch"
         if self.timings:
             line += f"; timing took {self.seconds:.1f} s"
         return line + ")"
@@ -151,31 +158,58 @@ def choose(
     threads: Sequence[int | None] = (None,),
     per_member_bytes: int = 0,
     budget: int | None = None,
+    cap: int | None = None,
 ) -> ChunkChoice:
     """Choose the chunk size and the thread count: deterministic given the measurements.
 
-    The chunk size is ``chunk`` if given, else :func:`chunk_for` the measured activations and
-    the memory budget. The thread counts are then timed, in order, at that chunk size and the
-    fastest is kept (the first of equals).
+    1. The chunk size is ``chunk`` if given, else :func:`chunk_for` the measured activations
+       and ``budget``.
+    2. The thread counts are timed, in order, at that chunk size; the fastest is kept (the
+       first of equals).
+    3. Without a given chunk, and if the population does not fit at once: half the chunk is
+       timed too, and if the chunk trains a member at least :data:`GAIN` times faster than its
+       half (the step is still bound by per-call overhead, e.g. a rollout of many tiny steps),
+       the chunk doubles (in equal chunks, up to the population and within ``cap``) for as long
+       as each doubling gains as much again.
 
     Args:
         population: members to train.
         measure: ``measure(chunk, threads)``: seconds per member and batch of training
-            ``chunk`` members at once on ``threads`` threads (called once per thread count,
-            only when there are several).
+            ``chunk`` members at once on ``threads`` threads.
         chunk: a given chunk size.
         threads: the thread counts to choose from (one: nothing to time).
         per_member_bytes: what one batch's activations take per member.
-        budget: bytes one chunk's activations may take (None: no limit).
+        budget: bytes one chunk's activations should take (None: no limit).
+        cap: bytes one chunk's activations may take at most when larger chunks are faster.
     """
     size = int(chunk) if chunk else chunk_for(population, per_member_bytes, budget)
     options = list(threads) or [None]
-    source = "given" if chunk else "measured"
-    if len(options) == 1:
-        return ChunkChoice(size, options[0], source, activation_bytes=per_member_bytes)
-    timings = tuple((size, t, float(measure(size, t))) for t in options)
-    best = min(range(len(options)), key=lambda i: (timings[i][2], i))
-    return ChunkChoice(size, options[best], "measured", timings, 0.0, per_member_bytes)
+    timings: list[tuple[int, int | None, float]] = []
+
+    def timed(c: int, t: int | None) -> float:
+        seconds = float(measure(c, t))
+        timings.append((c, t, seconds))
+        return seconds
+
+    chosen = options[0]
+    current: float | None = None
+    if len(options) > 1:
+        per = [timed(size, t) for t in options]
+        best = min(range(len(options)), key=lambda i: (per[i], i))
+        chosen, current = options[best], per[best]
+    if not chunk and 1 < size < population:
+        current = timed(size, chosen) if current is None else current
+        if timed(max(1, size // 2), chosen) >= GAIN * current:
+            while size < population:
+                larger = chunk_for(population, 1, 2 * size)
+                if larger <= size or (cap is not None and larger * per_member_bytes > cap):
+                    break
+                faster = timed(larger, chosen)
+                if current < GAIN * faster:
+                    break
+                size, current = larger, faster
+    source = "measured" if timings or not chunk else "given"
+    return ChunkChoice(size, chosen, source, tuple(timings), 0.0, per_member_bytes)
 
 
 class VectorizedBackend(Backend):
@@ -194,7 +228,8 @@ class VectorizedBackend(Backend):
             cores other jobs keep busy is often faster on one: threads spin waiting for each
             other).
         memory_budget: bytes one chunk's activations may take (default: on a CPU
-            :data:`WORKING_SET`, 16 MiB; on a GPU a quarter of its free memory).
+            :data:`WORKING_SET`, 16 MiB, or up to a quarter of the available memory where
+            larger chunks measure clearly faster; on a GPU a quarter of its free memory).
         measure: ``measure(chunk, threads) -> seconds per member and batch``, to replace the
             timing (tests); None: time the real model.
     """
@@ -363,7 +398,7 @@ class VectorizedBackend(Backend):
                 if t is not None:
                     self._set_threads(t)
                 # an option already STOP times slower than the best is not timed to the end
-                limit = STOP * min(best) * c * BATCHES if best else None
+                limit = min(MEASURE_SECONDS, STOP * min(best) * c * BATCHES if best else math.inf)
                 seconds = float(engine.measure(slots, c, BATCHES - 1, limit))
                 best.append(seconds)
                 return seconds
@@ -372,14 +407,11 @@ class VectorizedBackend(Backend):
         # activations; the timings come after it
         per_member = int(engine.activation_bytes(slots, min(len(slots), MIN_CANDIDATE)))
         self._first_use = time.perf_counter()
-        budget = self.memory_budget
-        if chunk is None:
-            if budget is None:
-                available = _available_memory(self.device)
-                if available is not None:
-                    budget = int(available * MEMORY_FRACTION)
-                if self._on_cpu():
-                    budget = min(WORKING_SET, budget or WORKING_SET)
+        budget = cap = self.memory_budget
+        if chunk is None and budget is None:
+            available = _available_memory(self.device)
+            cap = None if available is None else int(available * MEMORY_FRACTION)
+            budget = min(WORKING_SET, cap or WORKING_SET) if self._on_cpu() else cap
         return choose(
             len(tasks),
             measure,
@@ -387,6 +419,7 @@ class VectorizedBackend(Backend):
             threads=options,
             per_member_bytes=0 if chunk else per_member,
             budget=budget,
+            cap=cap,
         )
 
     def _train(self, tasks: list[Task]) -> list[TaskResult]:
