@@ -20,8 +20,8 @@ steps), it tries larger chunks while they keep gaining. The choice is logged, ke
 (``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
 without measuring again.
 
-The trainable must be a :class:`hyperpop.vectorized.VectorizedTrainable` (the backend reaches it
-through its ``stacked()`` method only, so this module does not import PyTorch).
+The trainable must be a :class:`hyperpop.vectorized.VectorizedTrainable`; this module imports
+it (and PyTorch) only when the backend starts, so importing it needs no PyTorch.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.checkpoints import CheckpointError, CheckpointStore
 from hyperpop.trainable import Trainable, TrainableError
+
+if TYPE_CHECKING:
+    from hyperpop.vectorized import StackedPopulation, VectorizedTrainable
 
 __all__ = ["ChunkChoice", "VectorizedBackend", "choose", "chunk_for"]
 
@@ -259,8 +262,8 @@ class VectorizedBackend(Backend):
         self._measure = measure
         #: the chunk size and threads in use, once the first poll decided them
         self.choice: ChunkChoice | None = None
-        self._spec: Any = None
-        self._engine: Any = None
+        self._spec: VectorizedTrainable | None = None
+        self._engine: StackedPopulation | None = None
         self._checkpoints: CheckpointStore | None = None
         self._pending: list[Task] = []
         self._slot: dict[int, int] = {}  # member -> slot
@@ -278,8 +281,10 @@ class VectorizedBackend(Backend):
         return str(self.device).startswith("cpu")
 
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
+        from hyperpop.vectorized import VectorizedTrainable  # PyTorch: only once it runs
+
         spec = factory()
-        if not callable(getattr(spec, "stacked", None)):
+        if not isinstance(spec, VectorizedTrainable):
             raise TypeError(
                 f"the vectorized backend needs a hyperpop.vectorized.VectorizedTrainable, got "
                 f"{type(spec).__name__}; subclass hp.VectorizedTrainable (model, loss, data) "
@@ -370,6 +375,7 @@ class VectorizedBackend(Backend):
             slot = self._free.pop() if self._free else used
             self._slot[member] = slot
             self._blob[slot] = None
+            assert self._engine is not None
             self._engine.grow(slot + 1)
         return slot
 
@@ -379,6 +385,7 @@ class VectorizedBackend(Backend):
         """The chunk size and threads: given, else as the resumed run recorded, else measured
         on scratch copies of ``slots``."""
         engine = self._engine
+        assert engine is not None
         chunk = self.chunk_size
         threads: int | None = self.threads
         if recorded:
@@ -423,7 +430,7 @@ class VectorizedBackend(Backend):
         )
 
     def _train(self, tasks: list[Task]) -> list[TaskResult]:
-        assert self._checkpoints is not None
+        assert self._checkpoints is not None and self._spec is not None
         if self._engine is None:
             self._engine = self._spec.stacked(dict(tasks[0].config), self.device)
         engine = self._engine
