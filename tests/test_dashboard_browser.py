@@ -123,6 +123,8 @@ def page(browser: Any) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.console_errors = []  # what the browser's console said was wrong (a 404 says so too)
+    pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
     yield pg
     context.close()
     assert not errors, errors
@@ -131,13 +133,16 @@ def page(browser: Any) -> Iterator[Any]:
 class Server:
     """The dashboard of a store, served by uvicorn in a thread on a free port."""
 
-    def __init__(self, db: Path):
+    def __init__(self, db: Path, token: str | None = None):
         import uvicorn
 
         from hyperpop.dashboard.app import create_app
 
         config = uvicorn.Config(
-            create_app(db, interval=0.2), host="127.0.0.1", port=0, log_level="warning"
+            create_app(db, interval=0.2, token=token),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -158,8 +163,8 @@ class Server:
 def serve() -> Iterator[Any]:
     servers: list[Server] = []
 
-    def start(db: Path) -> str:
-        servers.append(Server(db))
+    def start(db: Path, token: str | None = None) -> str:
+        servers.append(Server(db, token))
         return servers[-1].url
 
     yield start
@@ -295,6 +300,7 @@ def test_dashboard_of_a_finished_run(finished_db: Path, page: Any, serve: Any) -
     shown = page.evaluate(SHOWN)
     assert shown["status"] == "finished" and shown["note"] == "finished"
     check(shown, expected(finished_db))
+    assert page.console_errors == []  # issue 19: a request for a missing icon said 404 here
     # the table sorts: best first by default, then by a clicked column, both ways
     result = Result.load(finished_db)
     order = [
@@ -408,6 +414,216 @@ def test_bad_store_shows_a_clear_page(tmp_path: Path, page: Any, serve: Any, kin
     text = page.locator("#error").text_content()
     assert ("no hyperpop store" if kind == "missing" else "is not a hyperpop store") in text
     assert "Traceback" not in page.content()
+
+
+def test_steering_checks_the_fields_before_sending(
+    finished_db: Path, page: Any, serve: Any
+) -> None:
+    """Issue 19: pin with an empty member field sent a request the driver refused as "no member
+    None"; the page now says what to type, and sends nothing."""
+    sent: list[str] = []
+    page.on("request", lambda r: "api/request" in r.url and sent.append(r.url))
+    page.goto(serve(finished_db, token="s3cret") + "?token=s3cret")
+    page.wait_for_function(RENDERED)
+    for button, typed, message in [
+        ("pin", {}, "type a member id (the member field) first"),
+        ("copy", {"#steer-member": "1"}, "type the member to copy from first"),
+        ("pin", {"#steer-member": "1.5"}, "must be a whole number (0 or more), not 1.5"),
+        ("add", {"#steer-count": "0"}, "must be a whole number of at least 1, not 0"),
+        ("set", {"#steer-member": "1"}, "type the hyperparameters to set first"),
+    ]:
+        for field, value in typed.items():
+            page.fill(field, value)
+        page.click(f"#steer button[data-kind='{button}']")
+        answer = page.locator("#steer-answer")
+        assert message in answer.text_content() and "refused" in answer.get_attribute("class")
+        page.fill("#steer-member", "")
+    assert sent == []
+
+
+def test_a_loss_spanning_decades_is_drawn_on_a_log_axis(tmp_path: Path, page: Any) -> None:
+    """Issue 19: a loss from 1 to 0.001 was flat on a linear axis; auto picks log, the y axis
+    choice overrides it."""
+    from hyperpop.dashboard.report import write_report
+    from hyperpop.store import events as ev
+    from hyperpop.store.events import Event
+    from hyperpop.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "loss.db", write=True)
+    store.append(
+        [Event(ev.RUN_STARTED, None, {"settings": {"metric": "loss", "mode": "min"}}, 0.0)]
+        + [Event(ev.MEMBER_CREATED, m, {"config": {"lr": 0.1}}, 0.0) for m in (0, 1)]
+        + [
+            Event(ev.REPORTED, m, {"step": s, "score": 10 ** (-s / (10 + m))}, float(s))
+            for s in range(1, 31)
+            for m in (0, 1)
+        ]
+    )
+    store.close()
+    page.goto(write_report(tmp_path / "loss.db").as_uri())
+    page.wait_for_function(RENDERED)
+    axis = "document.getElementById('plot-scores')._fullLayout.yaxis.type"
+    assert page.evaluate("document.body.dataset.scoreY") == "auto:log"
+    assert page.evaluate(axis) == "log"
+    assert page.locator("#score-y option").first.text_content() == "auto (log)"
+    page.select_option("#score-y", "linear")
+    page.wait_for_function("document.body.dataset.scoreY === 'linear:linear'")
+    assert page.evaluate(axis) == "linear"
+
+
+def test_webgl_draws_the_same_points(finished_db: Path, page: Any, serve: Any) -> None:
+    """With a GPU the lines are WebGL traces (here forced: headless Chromium has none, and its
+    software WebGL is slower than SVG, so the page picks SVG by itself)."""
+    from hyperpop.dashboard.data import RunView
+    from hyperpop.dashboard.figures import scores_spec
+
+    url = serve(finished_db)
+    page.goto(url)
+    page.wait_for_function(RENDERED)
+    assert page.evaluate("document.body.dataset.renderer").startswith("svg")
+    page.goto(url + "?webgl=1")
+    page.wait_for_function(RENDERED)
+    assert page.evaluate("document.body.dataset.renderer") == "webgl"
+    drawn = page.evaluate(SCORES)
+    types = page.evaluate("document.getElementById('plot-scores')._fullData.map((t) => t.type)")
+    assert types == ["scattergl"] * (MEMBERS + 2)
+    spec = scores_spec(RunView(Result.load(finished_db).events))
+    assert [(t["x"], t["y"]) for t in drawn["traces"]] == [(t["x"], t["y"]) for t in spec["data"]]
+
+
+def big_page_data(members: int, steps: int, ready: int = 4) -> dict[str, Any]:
+    """A run's first answer of ``/api/view`` (the optimised metric), made up directly in the
+    page's data format (:func:`hyperpop.dashboard.figures.page_data`): a store and a fold of
+    this size take minutes (``benchmarks/dashboard.py`` measures those)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    gens, q = steps // ready, members // 4
+    step = list(range(1, steps + 1))
+    quality = np.cumsum(rng.uniform(0.001, 0.03, size=(members, steps)), axis=1)
+    score = np.round(1 - np.exp(-quality) + rng.normal(0, 0.005, size=quality.shape), 6)
+    ex_member = rng.integers(0, members, size=gens * q).tolist()
+    ex_donor = rng.integers(0, members, size=gens * q).tolist()
+    ex_step = [ready * (g + 1) for g in range(gens) for _ in range(q)]
+    nodes = [ready * (g + 1) for g in range(gens)]
+    best = int(np.argmax(score[:, -1]))
+    row = {"status": "running", "step": steps, "config": {"lr": 0.01}, "parent": None}
+    row |= {"exploits": 0, "failures": 0, "error": None, "pinned": False, "live_step": None}
+    summary = {"status": "running", "reason": None, "metric": "acc", "mode": "max"}
+    summary |= {"members": members, "reports": members * steps, "exploits": len(ex_member)}
+    summary |= {"failures": 0, "elapsed": 60.0, "best_member": best, "max_step": steps}
+    summary |= {"best_score": float(score[best, -1]), "interventions": []}
+    ids = list(range(members))
+    return {
+        "seq": 1,
+        "since": -1,
+        "series_since": -1,
+        "epoch": "x",
+        "summary": summary,
+        "metric": "acc",
+        "metrics": ["acc"],
+        "mode": "max",
+        "params": ["lr"],
+        "log_params": ["lr"],
+        "clock": {"span": 60.0},
+        "members": [{"member": m, "score": float(score[m, -1])} | row for m in ids],
+        "series": {
+            "members": ids,
+            "start": [0] * members,
+            "count": [steps] * members,
+            "step": step * members,
+            "y": {"acc": score.ravel().tolist()},
+        },
+        "lineage": {
+            "member": best,
+            "step": step,
+            "by": [best] * steps,
+            "y": {"acc": score[best].tolist()},
+        },
+        "exploits": {
+            "start": 0,
+            "member": ex_member,
+            "donor": ex_donor,
+            "step": ex_step,
+            "text": [f"member {m} copied member {d}" for m, d in zip(ex_member, ex_donor)],
+            "y": {"acc": [float(score[d, s - 1]) for d, s in zip(ex_donor, ex_step)]},
+        },
+        "rejuvenations": {"start": 0, "member": [], "at": []},
+        "configs": {
+            "members": ids,
+            "start": [0] * members,
+            "count": [gens // 4] * members,
+            "step": [0, *nodes[: gens // 4 - 1]] * members,
+            "values": {"lr": (10 ** rng.uniform(-4, -1, members * (gens // 4))).tolist()},
+        },
+        "nodes": {
+            "members": ids,
+            "start": [0] * members,
+            "count": [gens] * members,
+            "step": nodes * members,
+            "score": score[:, [n - 1 for n in nodes]].ravel().tolist(),
+        },
+        "best": {
+            "member": best,
+            "step": steps,
+            "schedule": [{"step": 0, "member": best, "config": {"lr": 0.01}}],
+        },
+    }
+
+
+def test_a_thousand_members_render_within_five_seconds(tmp_path: Path, browser: Any) -> None:
+    """Issue 21: 1,024 members x 1,000 reports, from navigation to every plot and the table
+    drawn, in headless Chromium (no GPU): the page, plotly.js and the data served as files, a
+    first visit (nothing cached). The better of two visits counts: this machine is shared."""
+    import functools
+    import json
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from hyperpop.dashboard.report import asset, plotly_js
+    from hyperpop.dashboard.report import page as page_html
+
+    (tmp_path / "static").mkdir()
+    (tmp_path / "api").mkdir()
+    config = {"api": "api/view", "interval": 600_000}
+    html = page_html(title="big", subtitle="big.db", note="live", config=config)
+    (tmp_path / "index.html").write_text(html)
+    (tmp_path / "static" / "plotly.min.js").write_text(plotly_js())
+    for name in ("dashboard.js", "dashboard.css"):
+        (tmp_path / "static" / name).write_text(asset(name))
+    data = big_page_data(1024, 1000)
+    body = json.dumps({"seq": 1, "summary": data["summary"], "view": data}, separators=(",", ":"))
+    (tmp_path / "api" / "view").write_text(body)
+
+    class Files(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Files, directory=tmp_path))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    times = []
+    errors: list[str] = []
+    try:
+        for _ in range(2):
+            context = browser.new_context(viewport={"width": 1300, "height": 900})  # no cache
+            page = context.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            start = time.perf_counter()
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+            page.wait_for_function(RENDERED, timeout=60_000, polling=50)
+            times.append(time.perf_counter() - start)
+            drawn = page.evaluate(
+                """() => ['plot-scores', 'plot-schedule', 'plot-lineage'].map((id) => document
+                  .getElementById(id)._fullData.reduce((a, t) => a + (t.x ? t.x.length : 0), 0))"""
+            )
+            rows = page.locator("#members tbody tr").count()
+            context.close()
+            assert not errors, errors
+            assert rows == 1024
+            assert drawn[0] <= 40_000 and drawn[1] <= 40_000  # downsampled (and marks)
+    finally:
+        httpd.shutdown()
+    print(f"1,024 x 1,000 ({len(body) / 1e6:.0f} MB of data): drawn in {times} s")
+    assert min(times) < 5.0, f"1,024 x 1,000 took {min(times):.2f} s to draw"
 
 
 def test_benchmark_smoke(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@
   var LINES = WEBGL ? "scattergl" : "scatter";
   //: a plot draws at most this many points in all: beyond it each line keeps the lowest and
   //: highest point of each of its buckets (an equal share of the plot's pixel columns)
-  var BUDGET = WEBGL && !SOFTWARE ? 400000 : 40000;
+  var BUDGET = WEBGL && !SOFTWARE ? 400000 : 30000;
   //: beyond this many members, their lines are drawn as this many traces (hover names the member)
   var MAX_TRACES = 64;
   //: beyond this many ready points the family tree draws them as a heatmap (one image)
@@ -148,7 +148,11 @@
     });
     return lo <= hi ? [lo, hi] : [0, 1];
   }
-  function plotWidth(id) { return Math.max(300, ($(id).clientWidth || 1200) - 80); }
+  var widths = {};  // read before the table is redrawn (reading after forces a layout)
+  function plotWidth(id) {
+    if (!widths[id]) widths[id] = Math.max(300, ($(id).clientWidth || 1200) - 80);
+    return widths[id];
+  }
   // each of `lines` ([xs, ys]) as drawn: whole if the plot's points fit the budget, else with
   // at most two points per bucket, `cols` buckets across the visible x range
   function fit(lines, id, range) {
@@ -712,6 +716,8 @@
   function mark(name) { (window.hyperpopTimes = window.hyperpopTimes || []).push([name, Math.round(performance.now() - t0)]); }
   function render() {
     mark("render");
+    widths = {};
+    ["plot-scores", "plot-schedule", "plot-lineage"].forEach(plotWidth);
     renderSummary(D.summary);
     renderTable();
     renderControls();
