@@ -480,12 +480,14 @@ class Controller:
         # history; the full lineage for the rare member further ahead than that)
         value = score.copy()
         ahead = np.flatnonzero(step > s)
+        taken = np.full(len(ids), -1, dtype=np.int64)  # where a candidate ahead was judged
         if len(ahead):
             hist_step = idx.hist_step[rows[ahead]]
             valid = (hist_step >= 0) & (hist_step <= s)
             last = hist_step.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
             found = valid.any(axis=1)
             value[ahead] = np.where(found, idx.hist_score[rows[ahead], last], np.nan)
+            taken[ahead] = np.where(found, hist_step[np.arange(len(ahead)), last], -1)
             for i in ahead[~found]:
                 c = pop.members[int(ids[i])]
                 v = c.score_at(s)
@@ -498,7 +500,7 @@ class Controller:
         # jumped over t has none and is not compared there. Without this, every member that
         # copied at a step shows its donor's score there, the members deciding later at that
         # step rank below duplicates of the top, and far more than the quantile copy.
-        value = self._copies.own(pop, ids, step, value, idx.hist_step[rows], s)
+        value = self._copies.own(pop, ids, step, value, taken, idx.hist_step, rows, s)
         # a candidate behind: its score plus what m gained since the candidate's step, so it
         # ranks above m exactly when it was strictly better at equal progress (ties and
         # rounding go against it: nobody goes back for nothing); not comparable when m has no
@@ -647,32 +649,41 @@ class _Copies:
         ids: np.ndarray,
         step: np.ndarray,
         value: np.ndarray,
+        taken: np.ndarray,
         hist_step: np.ndarray,
+        rows: np.ndarray,
         s: int,
     ) -> np.ndarray:
-        """``value`` with every inherited score replaced by the candidate's own (or NaN)."""
+        """``value`` with every inherited score replaced by the candidate's own (or NaN).
+
+        ``taken`` is the step at which each candidate ahead of ``s`` was judged (-1 where
+        unknown); ``hist_step`` and ``rows`` are the index's ready steps and the candidates' rows
+        in it."""
         self.update(pop)
         if not len(ids) or not (self.step >= 0).any():
             return value
         self._grow(int(ids.max()) + 1)
         copied = self.step[ids]
-        # the step each value was taken at: the last ready point at or before s for a
-        # candidate ahead, the last ready point for the others
-        bound = np.where(step > s, s, np.iinfo(np.int64).max)
-        valid = (hist_step >= 0) & (hist_step <= bound[:, None])
-        last = hist_step.shape[1] - 1 - np.argmax(valid[:, ::-1], axis=1)
-        t = np.where(valid.any(axis=1), hist_step[np.arange(len(ids)), last], -1)
-        inherited = (t >= 0) & (t <= copied)
-        if not inherited.any():
+        # A candidate not ahead is judged at its last ready point, which is its step unless it
+        # has not trained since it copied: inherited exactly when it copied at or after its
+        # step. A candidate ahead is judged at ``taken``.
+        inherited = np.where(step > s, (taken >= 0) & (taken <= copied), copied >= step)
+        inherited &= copied >= 0
+        sub = np.flatnonzero(inherited)
+        if not len(sub):
             return value
+        t = taken[sub]
+        behind = step[sub] <= s
+        t[behind] = hist_step[rows[sub[behind]], -1]  # the last ready point (-1: none)
         value = value.copy()
-        at = self.at[ids]
-        mine = inherited & (t == at)
-        value[mine] = self.score[ids[mine]]
-        value[inherited & (t > at)] = np.nan  # it jumped over t
-        for i in np.flatnonzero(inherited & (t < at)):  # rare: it copied while ahead of t
-            own = _own_score(pop, pop.members[int(ids[i])], int(t[i]), before=None)
-            value[i] = np.nan if own is None else own
+        member = ids[sub]
+        at = self.at[member]
+        mine = (t >= 0) & (t == at)
+        value[sub[mine]] = self.score[member[mine]]
+        value[sub[(t >= 0) & (t > at)]] = np.nan  # it jumped over t
+        for i in np.flatnonzero((t >= 0) & (t < at)):  # rare: it copied while ahead of t
+            own = _own_score(pop, pop.members[int(member[i])], int(t[i]), before=None)
+            value[sub[i]] = np.nan if own is None else own
         return value
 
 
