@@ -264,7 +264,7 @@ def one(task: str, method: str, seed: int, size: dict[str, Any], workers: int) -
             configs=configs,
             seed=seed,
             concurrent=workers,
-            modules=[mod] if isinstance(mod, ModuleType) else [],
+            modules=[mod if isinstance(mod, ModuleType) else sys.modules["strategies"]],
         )
         return {
             **row,
