@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 
 __all__ = [
@@ -439,49 +439,48 @@ class Population:
         self.last_seq = e.seq or self.last_seq
         previous_time = self.last_time
         self.last_time = max(self.last_time, e.time)
-        if e.kind == ev.RUN_RESUMED:
+        p = e.payload
+        if isinstance(p, voc.RunResumed):
             # time between the last event of a session and the resume is downtime
             self.active_seconds_before += max(0.0, previous_time - self._session_start)
-        handler = _HANDLERS.get(e.kind)
-        if e.kind in _MEMBER_EVENTS:
+        handler = _HANDLERS[type(p)]
+        if p.about_member and not isinstance(p, voc.MemberCreated):
             m = self.members.get(e.member) if e.member is not None else None
             if m is None:
                 raise ValueError(f"event {e.seq} ({e.kind}) names unknown member {e.member}")
-            if handler is not None:
-                handler(self, e, m)
-            if e.kind in _INDEXED:
+            handler(self, e, p, m)
+            if isinstance(p, _INDEXED):
                 self.index.update(m)
-        elif handler is not None:
-            handler(self, e, None)
+        else:
+            handler(self, e, p, None)
 
     # --- run-level events ------------------------------------------------------------------
-    def _run_started(self, e: Event, _: MemberState | None) -> None:
-        d = e.data
-        self.settings = dict(d.get("settings", {}))
-        self.space = dict(d.get("space", {}))
-        self.trainable = dict(d.get("trainable", {}))
-        self.version = d.get("version")
-        self.run_id = d.get("run_id")
+    def _run_started(self, e: Event, p: voc.RunStarted, _: None) -> None:
+        self.settings = dict(p.settings)
+        self.space = dict(p.space)
+        self.trainable = dict(p.trainable or {})
+        self.version = p.version
+        self.run_id = p.run_id
         self.started = e.time
         self._session_start = e.time
 
-    def _run_resumed(self, e: Event, _: MemberState | None) -> None:
+    def _run_resumed(self, e: Event, p: voc.RunResumed, _: None) -> None:
         self.resumes += 1
         self._session_start = e.time
         self.finished = False
         self.ended = None
         self.stopped = None
         # members given up in an earlier session get another round of retries
-        for member in e.data.get("retry") or []:
-            m = self.members[int(member)]
+        for member in p.retry:
+            m = self.members[member]
             if m.status != MemberStatus.FAILED:
                 continue
             m.status = MemberStatus.RUNNING
             m.progress_step = None
             self.index.update(m)
 
-    def _member_created(self, e: Event, _: MemberState | None) -> None:
-        cfg, by = e.data["config"], e.data.get("by")
+    def _member_created(self, e: Event, p: voc.MemberCreated, _: None) -> None:
+        cfg, by = p.config, p.by
         member = int(e.member)  # type: ignore[arg-type]  # member events name a member
         self.members[member] = MemberState(
             id=member,
@@ -492,49 +491,48 @@ class Population:
         )
         self.index.update(self.members[member])
         if by == "user":
-            self._intervene(e, "add", f"member {member} added")
+            self._intervene(e, p.request, "add", f"member {member} added")
 
-    def _request_handled(self, e: Event, _: MemberState | None) -> None:
-        self.handled[int(e.data["id"])] = dict(e.data)
-        self.last_request = max(self.last_request, int(e.data["id"]))
+    def _request_handled(self, e: Event, p: voc.RequestHandled, _: None) -> None:
+        self.handled[p.id] = dict(e.data)  # the stored answer, as it was written
+        self.last_request = max(self.last_request, p.id)
 
-    def _run_finished(self, e: Event, _: MemberState | None) -> None:
+    def _run_finished(self, e: Event, p: voc.RunFinished, _: None) -> None:
         self.finished = True
-        self.finish_reason = e.data.get("reason")
+        self.finish_reason = p.reason
         self.ended = e.time
 
-    def _run_stopped(self, e: Event, _: MemberState | None) -> None:
-        self.stopped = e.data.get("reason") or "stopped on request"
+    def _run_stopped(self, e: Event, p: voc.RunStopped, _: None) -> None:
+        self.stopped = p.reason or voc.RunStopped.reason
         self.ended = e.time
-        self._intervene(e, "stop", self.stopped)
+        self._intervene(e, p.request, "stop", self.stopped)
 
     # --- member events ---------------------------------------------------------------------
-    def _reported(self, e: Event, m: MemberState) -> None:
-        d = e.data
-        score = float(d["score"]) if d.get("score") is not None else math.nan
-        m.step = int(d["step"])
+    def _reported(self, e: Event, p: voc.Reported, m: MemberState) -> None:
+        score = float(p.score) if p.score is not None else math.nan
+        m.step = p.step
         m.history.append((m.step, score))
         m.last_score = score
-        m.last_metrics = d.get("metrics", {})
+        m.last_metrics = p.metrics
         m.recent.append(score)
         del m.recent[: -self.score_window]
         self.reports += 1
 
-    def _progress(self, e: Event, m: MemberState) -> None:
-        m.progress_step = int(e.data["step"])
+    def _progress(self, e: Event, p: voc.Progress, m: MemberState) -> None:
+        m.progress_step = p.step
 
-    def _pinned(self, e: Event, m: MemberState) -> None:
-        m.pinned = bool(e.data.get("pinned", True))
-        self._intervene(e, "pin" if m.pinned else "unpin", f"member {m.id}")
+    def _pinned(self, e: Event, p: voc.Pinned, m: MemberState) -> None:
+        m.pinned = p.pinned
+        self._intervene(e, p.request, "pin" if m.pinned else "unpin", f"member {m.id}")
 
-    def _checkpointed(self, e: Event, m: MemberState) -> None:
+    def _checkpointed(self, e: Event, p: voc.Checkpointed, m: MemberState) -> None:
         old = m.checkpoint
         start = m.checkpoint_step
         start_score = m.ready_scores[-1] if m.ready_steps[-1:] == [start] else None
-        m.checkpoint = e.data["checkpoint"]
+        m.checkpoint = p.checkpoint
         self._ref(m.checkpoint)
         self._unref(old)
-        m.checkpoint_step = m.step = int(e.data["step"])
+        m.checkpoint_step = m.step = p.step
         m.progress_step = None
         m.ready_count += 1
         m.ready_since_reset += 1
@@ -571,13 +569,12 @@ class Population:
             self._unref(self.best_checkpoint)
             self.best_checkpoint, self.best_score = m.checkpoint, score
 
-    def _exploited(self, e: Event, m: MemberState) -> None:
-        d = e.data
-        blob = d["checkpoint"]
+    def _exploited(self, e: Event, p: voc.Exploited, m: MemberState) -> None:
+        blob = p.checkpoint
         info = self.blobs.get(blob)
         if info is None:
             raise ValueError(f"event {e.seq}: exploit of unknown checkpoint {blob!r}")
-        step = int(d["step"])
+        step = p.step
         m.schedule = [s for s in info.schedule if s.step < step]
         m.schedule.append(Segment(step, info.config, m.id))
         self._ref(blob)
@@ -585,7 +582,7 @@ class Population:
         m.checkpoint = blob
         m.checkpoint_step = m.step = step
         m.config = info.config
-        m.parent = int(d["donor"])
+        m.parent = p.donor
         m.exploits += 1
         m.decided = True
         # the copied weights carry the donor's record, not the receiver's old one
@@ -595,23 +592,22 @@ class Population:
         m.ready_score = m.ready_scores[-1] if m.ready_scores else None
         m.best_score = m.ready_score
         m.stall = 0
-        by = d.get("by") or "pbt"
-        edge = Edge(m.id, m.parent, step, d.get("at", step), e.time, e.seq, EdgeKind.EXPLOIT, by)
+        by = p.by or "pbt"
+        edge = Edge(m.id, m.parent, step, p.at, e.time, e.seq, EdgeKind.EXPLOIT, by)
         self.edges.append(edge)
         if by == "user":
-            self._intervene(e, "copy", f"member {m.id} copied member {m.parent}")
+            self._intervene(e, p.request, "copy", f"member {m.id} copied member {m.parent}")
 
-    def _explored(self, e: Event, m: MemberState) -> None:
-        m.config = e.data["config"]
+    def _explored(self, e: Event, p: voc.Explored, m: MemberState) -> None:
+        m.config = p.config
         m.decided = True
-        by = e.data.get("by")
-        self._segment(m, Segment(m.step, m.config, m.id, by))
-        if by == "user":
-            self._intervene(e, "set", f"member {m.id}: {e.data['config']}")
+        self._segment(m, Segment(m.step, m.config, m.id, p.by))
+        if p.by == "user":
+            self._intervene(e, p.request, "set", f"member {m.id}: {p.config}")
 
-    def _rejuvenated(self, e: Event, m: MemberState) -> None:
-        m.config = e.data["config"]
-        how = e.data.get("reset")
+    def _rejuvenated(self, e: Event, p: voc.Rejuvenated, m: MemberState) -> None:
+        m.config = p.config
+        how = p.reset
         if how is None:  # a log from before resets kept the step: a fresh model at 0
             self._unref(m.checkpoint)
             m.checkpoint, m.checkpoint_step, m.step = None, 0, 0
@@ -632,9 +628,8 @@ class Population:
         m.best_score = m.ready_score = None
         m.ready_scores, m.ready_steps, m.recent = [], [], []
         m.stall = 0
-        at = e.data.get("at")
         edge = Edge(
-            m.id, None, m.step, at, e.time, e.seq, EdgeKind.REJUVENATE, "pbt", how or "full"
+            m.id, None, m.step, p.at, e.time, e.seq, EdgeKind.REJUVENATE, "pbt", how or "full"
         )
         self.edges.append(edge)
 
@@ -647,37 +642,37 @@ class Population:
         else:
             m.schedule.append(seg)
 
-    def _failed(self, e: Event, m: MemberState) -> None:
+    def _failed(self, e: Event, p: voc.Failed, m: MemberState) -> None:
         m.failures += 1
         self.failures += 1
-        m.last_error = e.data.get("error")
+        m.last_error = p.error
         m.progress_step = None
-        if e.data.get("fatal"):
+        if p.fatal:
             m.status = MemberStatus.FAILED
 
-    def _finished(self, e: Event, m: MemberState) -> None:
+    def _finished(self, e: Event, p: voc.Finished, m: MemberState) -> None:
         m.status = MemberStatus.FINISHED
-        m.finish_reason = e.data.get("reason")
+        m.finish_reason = p.reason
         m.progress_step = None
-        if e.data.get("by") == "user":
-            self._intervene(e, "stop", f"member {m.id} stopped")
+        if p.by == "user":
+            self._intervene(e, p.request, "stop", f"member {m.id} stopped")
 
-    def _intervene(self, e: Event, kind: str, what: str) -> None:
+    def _intervene(self, e: Event, request: int | None, kind: str, what: str) -> None:
         self.interventions.append(
             {
                 "kind": kind,
                 "member": e.member,
                 "what": what,
-                "request": e.data.get("request"),
+                "request": request,
                 "time": e.time,
                 "seq": e.seq,
             }
         )
 
-    def _budget(self, e: Event, _: MemberState | None = None) -> None:
+    def _budget(self, e: Event, p: voc.BudgetChanged, _: None) -> None:
         """A new budget: members that finished only because the step budget ran out train on
         while it now leaves them steps."""
-        budget = list(e.data.get("budget") or [])
+        budget = list(p.budget)
         self.settings["budget"] = budget
         steps = [int(b["n"]) for b in budget if b.get("type") == "steps"]
         limit = min(steps) if steps else None
@@ -695,7 +690,7 @@ class Population:
         what = ", ".join(_describe_budget(b) for b in budget) or "no limit"
         if revived:
             what += f" (members {revived} train on)"
-        self._intervene(e, "budget", what)
+        self._intervene(e, p.request, "budget", what)
 
 
 def _describe_budget(b: dict[str, Any]) -> str:
@@ -709,36 +704,33 @@ def _describe_budget(b: dict[str, Any]) -> str:
     return str(b)
 
 
-_INDEXED = frozenset(
-    {
-        ev.CHECKPOINTED,
-        ev.EXPLOITED,
-        ev.REJUVENATED,
-        ev.FAILED,
-        ev.FINISHED,
-        ev.PINNED,
-    }
+#: kinds after which the member's place in the ready index may change
+_INDEXED = (
+    voc.Checkpointed,
+    voc.Exploited,
+    voc.Rejuvenated,
+    voc.Failed,
+    voc.Finished,
+    voc.Pinned,
 )
 
-#: kinds of events about a member that must exist already
-_MEMBER_EVENTS = ev.MEMBER_KINDS - {ev.MEMBER_CREATED}
-
-#: one small handler per event kind (``progress`` is counted, not folded further)
-_HANDLERS: dict[str, Callable[[Population, Event, Any], None]] = {
-    ev.RUN_STARTED: Population._run_started,
-    ev.RUN_RESUMED: Population._run_resumed,
-    ev.MEMBER_CREATED: Population._member_created,
-    ev.REQUEST_HANDLED: Population._request_handled,
-    ev.RUN_FINISHED: Population._run_finished,
-    ev.RUN_STOPPED: Population._run_stopped,
-    ev.BUDGET_CHANGED: Population._budget,
-    ev.REPORTED: Population._reported,
-    ev.PROGRESS: Population._progress,
-    ev.PINNED: Population._pinned,
-    ev.CHECKPOINTED: Population._checkpointed,
-    ev.EXPLOITED: Population._exploited,
-    ev.EXPLORED: Population._explored,
-    ev.REJUVENATED: Population._rejuvenated,
-    ev.FAILED: Population._failed,
-    ev.FINISHED: Population._finished,
+#: one small handler per event kind (``progress`` is counted, not folded further); member
+#: events (but ``member_created``) get the member they name, which must exist already
+_HANDLERS: dict[type[voc.Payload], Callable[[Population, Event, Any, Any], None]] = {
+    voc.RunStarted: Population._run_started,
+    voc.RunResumed: Population._run_resumed,
+    voc.MemberCreated: Population._member_created,
+    voc.RequestHandled: Population._request_handled,
+    voc.RunFinished: Population._run_finished,
+    voc.RunStopped: Population._run_stopped,
+    voc.BudgetChanged: Population._budget,
+    voc.Reported: Population._reported,
+    voc.Progress: Population._progress,
+    voc.Pinned: Population._pinned,
+    voc.Checkpointed: Population._checkpointed,
+    voc.Exploited: Population._exploited,
+    voc.Explored: Population._explored,
+    voc.Rejuvenated: Population._rejuvenated,
+    voc.Failed: Population._failed,
+    voc.Finished: Population._finished,
 }

@@ -12,62 +12,47 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Event", "KINDS", "MEMBER_KINDS", "decode_data", "encode_data"]
+from hyperpop.store import vocabulary as voc
+from hyperpop.store.vocabulary import Payload
 
-RUN_STARTED = "run_started"  # data: settings, space, trainable, version
-RUN_RESUMED = "run_resumed"  # data: pid, version, workers, retry (members given up, retried)
-MEMBER_CREATED = "member_created"  # data: config
-REPORTED = "reported"  # data: step, score, metrics
-CHECKPOINTED = "checkpointed"  # data: step, checkpoint
-EXPLOITED = "exploited"  # data: donor, step (donor's checkpoint step), checkpoint
-EXPLORED = "explored"  # data: config, old_config, how
-REJUVENATED = "rejuvenated"  # data: config, old_config
-FAILED = "failed"  # data: step, error, attempt, fatal
-FINISHED = "finished"  # data: step, reason
-RUN_FINISHED = "run_finished"  # data: reason
+__all__ = ["KINDS", "MEMBER_KINDS", "Event", "Payload", "decode_data", "encode_data"]
+
+# The kinds, by name (the payload classes of hyperpop.store.vocabulary say what each holds).
+RUN_STARTED = voc.RunStarted.kind
+RUN_RESUMED = voc.RunResumed.kind
+MEMBER_CREATED = voc.MemberCreated.kind
+REPORTED = voc.Reported.kind
+CHECKPOINTED = voc.Checkpointed.kind
+EXPLOITED = voc.Exploited.kind
+EXPLORED = voc.Explored.kind
+REJUVENATED = voc.Rejuvenated.kind
+FAILED = voc.Failed.kind
+FINISHED = voc.Finished.kind
+RUN_FINISHED = voc.RunFinished.kind
 # what the driver did about a request (hyperpop.store.requests); the actions themselves are the
 # events above (explored/exploited/member_created/finished with "by": "user") or these:
-REQUEST_HANDLED = "request_handled"  # data: id, kind, status (done|refused), reason
-PINNED = "pinned"  # data: pinned (bool), request
-BUDGET_CHANGED = "budget_changed"  # data: budget, old_budget, request
-RUN_STOPPED = "run_stopped"  # data: reason, request (stopped on request: resumable)
-PROGRESS = "progress"  # data: step (reports of an interval still running: counted, not folded)
+REQUEST_HANDLED = voc.RequestHandled.kind
+PINNED = voc.Pinned.kind
+BUDGET_CHANGED = voc.BudgetChanged.kind
+RUN_STOPPED = voc.RunStopped.kind
+PROGRESS = voc.Progress.kind  # reports of an interval still running: counted, not folded
 
 #: the kinds of events about one member (their ``member`` names it)
-MEMBER_KINDS = frozenset(
-    {
-        MEMBER_CREATED,
-        REPORTED,
-        PROGRESS,
-        PINNED,
-        CHECKPOINTED,
-        EXPLOITED,
-        EXPLORED,
-        REJUVENATED,
-        FAILED,
-        FINISHED,
-    }
-)
+MEMBER_KINDS = frozenset(k for k, c in voc.VOCABULARY.items() if c.about_member)
 
 #: every kind of event
-KINDS = MEMBER_KINDS | {
-    RUN_STARTED,
-    RUN_RESUMED,
-    RUN_FINISHED,
-    REQUEST_HANDLED,
-    BUDGET_CHANGED,
-    RUN_STOPPED,
-}
+KINDS = frozenset(voc.VOCABULARY)
 
 
 @dataclass
 class Event:
-    """One fact of a run.
+    """One fact of a run: the envelope (kind, member, time, seq) around its payload.
 
     Attributes:
         kind: one of :data:`KINDS`.
         member: the member it concerns, or None for run-level events.
-        data: JSON-serialisable payload (see the kind constants above).
+        data: the payload as stored (a JSON-serialisable object; :attr:`payload` is the same,
+            typed).
         time: wall-clock time (seconds since the epoch) when the driver recorded it.
         seq: position in the log, assigned by the store.
     """
@@ -77,10 +62,36 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
     time: float = 0.0
     seq: int | None = None
+    _payload: Payload | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
+
+    @classmethod
+    def of(
+        cls, payload: Payload, member: int | None = None, time: float = 0.0, seq: int | None = None
+    ) -> Event:
+        """The event that records ``payload`` (about ``member``, at ``time``)."""
+        e = cls(payload.kind, member, voc.to_data(payload), time, seq)
+        e._payload = payload
+        return e
+
+    @property
+    def payload(self) -> Payload:
+        """What the event says, typed (decoded once; an older log's missing fields get their
+        defaults).
+
+        Raises:
+            ValueError: the stored object lacks a field the kind needs.
+        """
+        p = self._payload
+        if p is None:
+            try:
+                p = self._payload = voc.from_data(self.kind, self.data)
+            except ValueError as e:
+                raise ValueError(f"event {self.seq}: {e}") from None
+        return p
 
 
 def _clean(v: Any) -> Any:

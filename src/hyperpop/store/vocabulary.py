@@ -1,0 +1,355 @@
+"""The typed event vocabulary: one frozen dataclass per kind of event, and the codec.
+
+An :class:`~hyperpop.store.events.Event` is the envelope (kind, member, time, seq) around a
+payload. On disk the payload is a JSON object (``Event.data``); in the code it is one of the
+classes below (``Event.payload``). :func:`to_data` and :func:`from_data` are the codec between
+the two, and the only place that knows the keys of the stored objects, which of them a writer
+may leave out, and what an older log that lacks one means (each class says so next to the
+field).
+
+Adding a field: add it to its class (with the default an older log gets), write it where the
+event is built, read it where it matters. The codec follows the class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
+
+__all__ = [
+    "BudgetChanged",
+    "Checkpointed",
+    "Exploited",
+    "Explored",
+    "Failed",
+    "Finished",
+    "MemberCreated",
+    "Payload",
+    "Pinned",
+    "Progress",
+    "Rejuvenated",
+    "Reported",
+    "RequestHandled",
+    "RunFinished",
+    "RunResumed",
+    "RunStarted",
+    "RunStopped",
+    "VOCABULARY",
+    "from_data",
+    "to_data",
+]
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What an event says; each kind of event is a subclass."""
+
+    #: the kind string stored with the event
+    kind: ClassVar[str]
+    #: whether the event is about one member (its envelope's ``member`` names it)
+    about_member: ClassVar[bool] = True
+    #: fields a writer leaves out of the stored object while they are None or empty
+    omit: ClassVar[frozenset[str]] = frozenset()
+
+
+# --- run-level events ---------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(Payload):
+    """A new run: its settings, space, trainable source and version."""
+
+    kind: ClassVar[str] = "run_started"
+    about_member: ClassVar[bool] = False
+    omit: ClassVar[frozenset[str]] = frozenset({"run_id", "trainable", "version", "pid"})
+
+    run_id: str | None = None  # None: a log from before run ids
+    settings: Json = field(default_factory=dict)
+    space: Json = field(default_factory=dict)
+    trainable: Json | None = None
+    version: str | None = None
+    pid: int | None = None  # None: a log from before the driver's pid was written
+
+
+@dataclass(frozen=True)
+class RunResumed(Payload):
+    """A resume: the driver's pid, version and workers, and the members given up before that
+    it retries."""
+
+    kind: ClassVar[str] = "run_resumed"
+    about_member: ClassVar[bool] = False
+    omit: ClassVar[frozenset[str]] = frozenset({"pid", "version", "workers", "retry"})
+
+    pid: int | None = None
+    version: str | None = None  # None (and workers None): a log from before they were written
+    workers: int | None = None
+    retry: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunFinished(Payload):
+    """The run ended (budget, target, error, interrupt)."""
+
+    kind: ClassVar[str] = "run_finished"
+    about_member: ClassVar[bool] = False
+
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RunStopped(Payload):
+    """The run stopped on a person's request: it stays resumable."""
+
+    kind: ClassVar[str] = "run_stopped"
+    about_member: ClassVar[bool] = False
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    reason: str = "stopped on request"
+    by: str | None = None
+    request: int | None = None
+
+
+@dataclass(frozen=True)
+class RequestHandled(Payload):
+    """The driver's answer to a request: ``done`` or ``refused``, with the reason."""
+
+    kind: ClassVar[str] = "request_handled"
+    about_member: ClassVar[bool] = False
+
+    id: int
+    request_kind: str = ""  # stored as "kind" (see _RENAMED)
+    member: int | None = None  # None also: a log from before answers named the member
+    status: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BudgetChanged(Payload):
+    """A person replaced the budget (each item a budget's ``to_dict``)."""
+
+    kind: ClassVar[str] = "budget_changed"
+    about_member: ClassVar[bool] = False
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    budget: tuple[Json, ...] = ()
+    old_budget: tuple[Json, ...] = ()
+    by: str | None = None
+    request: int | None = None
+
+
+# --- member events ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MemberCreated(Payload):
+    """A member joined with ``config`` (``by="user"``: added by a person)."""
+
+    kind: ClassVar[str] = "member_created"
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    config: Json
+    by: str | None = None
+    request: int | None = None
+
+
+@dataclass(frozen=True)
+class Reported(Payload):
+    """One training step's metrics and the score ranked on."""
+
+    kind: ClassVar[str] = "reported"
+
+    step: int
+    score: float | None = None
+    metrics: Json = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress(Payload):
+    """A running interval reached ``step`` (counted, not folded further)."""
+
+    kind: ClassVar[str] = "progress"
+
+    step: int
+
+
+@dataclass(frozen=True)
+class Checkpointed(Payload):
+    """An interval ended at ``step`` with its weights saved as blob ``checkpoint``."""
+
+    kind: ClassVar[str] = "checkpointed"
+
+    step: int
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class Exploited(Payload):
+    """The member copied ``donor``'s ``checkpoint`` of ``step`` at its ready point ``at``."""
+
+    kind: ClassVar[str] = "exploited"
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    donor: int
+    step: int
+    checkpoint: str
+    at: int  # missing in a log from before it was written: the donor's step (see _OLDER)
+    by: str | None = None  # None: PBT decided
+    request: int | None = None
+
+
+@dataclass(frozen=True)
+class Explored(Payload):
+    """The member trains with ``config`` from now on (``how``: the explore strategy, or
+    ``"user"``)."""
+
+    kind: ClassVar[str] = "explored"
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    config: Json
+    old_config: Json | None = None
+    how: str | None = None
+    by: str | None = None
+    request: int | None = None
+
+
+@dataclass(frozen=True)
+class Rejuvenated(Payload):
+    """The member's weights were reset (``reset``: ``"full"`` or a partial reset) at its ready
+    point ``at``; it trains with ``config``."""
+
+    kind: ClassVar[str] = "rejuvenated"
+
+    config: Json
+    old_config: Json | None = None
+    at: int | None = None  # None: a log from before it was written
+    reset: str | None = None  # None: a log from before resets (a fresh model at step 0)
+
+
+@dataclass(frozen=True)
+class Failed(Payload):
+    """An interval failed (``fatal``: the member is given up)."""
+
+    kind: ClassVar[str] = "failed"
+
+    step: int | None = None
+    error: str | None = None
+    attempt: int = 1
+    fatal: bool = False
+
+
+@dataclass(frozen=True)
+class Finished(Payload):
+    """The member finished training (``by="user"``: stopped by a person)."""
+
+    kind: ClassVar[str] = "finished"
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    step: int | None = None
+    reason: str | None = None
+    by: str | None = None
+    request: int | None = None
+
+
+@dataclass(frozen=True)
+class Pinned(Payload):
+    """A person pinned (or unpinned) the member."""
+
+    kind: ClassVar[str] = "pinned"
+    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+
+    pinned: bool = True  # missing: a pin
+    by: str | None = None
+    request: int | None = None
+
+
+#: every kind of event, by its stored name
+VOCABULARY: dict[str, type[Payload]] = {
+    c.kind: c
+    for c in (
+        RunStarted,
+        RunResumed,
+        RunFinished,
+        RunStopped,
+        RequestHandled,
+        BudgetChanged,
+        MemberCreated,
+        Reported,
+        Progress,
+        Checkpointed,
+        Exploited,
+        Explored,
+        Rejuvenated,
+        Failed,
+        Finished,
+        Pinned,
+    )
+}
+
+# --- the codec ----------------------------------------------------------------------------
+#: attribute name -> stored key, where the stored key is not a good attribute name
+_RENAMED = {"request_kind": "kind"}
+
+
+def _older_exploited(data: dict[str, Any]) -> None:
+    data.setdefault("at", data.get("step"))
+
+
+#: what an older log's object gets before it is read, for defaults that depend on other fields
+_OLDER: dict[type[Payload], Callable[[dict[str, Any]], None]] = {Exploited: _older_exploited}
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError(f"expected an integer, got {v!r}")
+    return int(v)
+
+
+def _read(annotation: str, v: Any) -> Any:
+    """A stored value as the field's type (the conversions the fold always made)."""
+    if v is None and annotation.endswith("| None"):
+        return None
+    if annotation in ("int", "int | None"):
+        return _int(v)
+    if annotation == "bool":
+        return bool(v)
+    if annotation.startswith("tuple["):
+        item = _int if annotation == "tuple[int, ...]" else dict
+        return tuple(item(x) for x in v or ())
+    return v
+
+
+def from_data(kind: str, data: Mapping[str, Any]) -> Payload:
+    """The payload of a stored event of ``kind`` (with the defaults older logs need).
+
+    Raises:
+        ValueError: an unknown kind, or a required field missing or of the wrong type.
+    """
+    cls = VOCABULARY.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    given = dict(data)
+    older = _OLDER.get(cls)
+    if older is not None:
+        older(given)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        key = _RENAMED.get(f.name, f.name)
+        if key not in given:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise ValueError(f"a {kind} event lacks {key!r}")
+            continue
+        try:
+            values[f.name] = _read(str(f.type), given[key])
+        except (TypeError, ValueError):
+            raise ValueError(f"a {kind} event's {key!r} is {given[key]!r}") from None
+    return cls(**values)
+
+
+def to_data(payload: Payload) -> dict[str, Any]:
+    """The object stored for ``payload`` (the same keys, in the same order, as it always was)."""
+    out: dict[str, Any] = {}
+    for f in fields(payload):
+        v = getattr(payload, f.name)
+        if f.name in payload.omit and (v is None or v == ()):
+            continue
+        out[_RENAMED.get(f.name, f.name)] = list(v) if isinstance(v, tuple) else v
+    return out
