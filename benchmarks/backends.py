@@ -13,6 +13,14 @@ Table 1 runs the toy problem and a PyTorch MLP on scikit-learn's digits with eac
 start time is printed apart); ``user`` is time inside the trainable summed over workers;
 ``overhead`` is ``wall - user / workers``: what the backend, the driver and the store add.
 
+Table 3 splits the start of a Ray run (from the process's launch, or from ``hp.run`` in a
+process that already ran one, until the first task is sent) into Ray's part (importing Ray,
+``ray.init``, placing and starting the actors) and hyperpop's own (everything else: importing
+hyperpop, in the driver and in each new actor, opening the store, pickling the trainable, loading
+it in the actors), for: a new process that starts its own Ray; a new process joining a running
+Ray session (``address=``, as ``hyperpop run --address auto`` after ``ray start --head``); the
+same process again with new actors; and with the actors kept warm (``keep_actors=True``).
+
 Table 2 moves a member's state of a given size between two actors on every interval
 (``cache_size=0``: every task reloads) through each path, and reports the median time between a
 member's consecutive intervals (save, hand over, durable copy, load; actor start excluded).
@@ -21,7 +29,10 @@ member's consecutive intervals (save, hand over, durable copy, load; actor start
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -180,27 +191,171 @@ def transfer_table(smoke: bool) -> list[str]:
     return rows
 
 
+#: a new process's Ray run of the toy, timed from its launch (argv: launch time, address,
+#: steps); prints the timings as JSON
+_CHILD = """
+import json, sys, time
+launched, address, steps = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+t0 = time.time()
+import hyperpop as hp
+t1 = time.time()
+import ray
+t2 = time.time()
+from hyperpop.backends.ray import RayBackend
+sys.path.insert(0, sys.argv[4])
+import toy
+t3 = time.time()
+
+class Timed(RayBackend):
+    first = 0.0
+
+    def submit(self, task, slot=None):
+        self.first = self.first or time.time()
+        super().submit(task, slot)
+
+opts = {"address": address} if address != "local" else {
+    "address": "local", "init_options": {"num_cpus": 2, "include_dashboard": False}}
+backend = Timed(**opts)
+kw = {k: v for k, v in toy.settings.items() if k != "storage"}
+kw["budget"] = hp.Steps(steps)
+t4 = time.time()
+hp.run(toy.Toy, toy.space, backend=backend, progress=False, **kw)
+end = time.time()
+print(json.dumps({"start": backend.first - launched, "import_ray": t2 - t1,
+                  "import_hyperpop": (t1 - t0) + (t3 - t2), "interpreter": t0 - launched,
+                  "before_start": t4 - t3, "run": end - backend.first,
+                  **backend.timings}))
+"""
+
+#: seconds an actor spends importing hyperpop's actor module with Ray already imported
+_ACTOR_IMPORT = (
+    "import time, ray; t = time.perf_counter(); import hyperpop.backends.ray; "
+    "print(time.perf_counter() - t)"
+)
+
+
+def _start_row(label: str, t: dict[str, float], actor_import: float) -> str:
+    """One row of table 3: Ray's part and hyperpop's of a run's start."""
+    new_actors = t["reused"] < 1 or t["actors"] > 0.5  # warm actors cost no start
+    hyperpop_in_actors = (t["actor_setup"] + actor_import) if new_actors else t["actor_setup"]
+    ray_actors = max(0.0, t["actors"] - hyperpop_in_actors)
+    ray_part = t.get("import_ray", 0.0) + t["connect"] + ray_actors
+    own = t["start"] - ray_part
+    return (
+        f"| {label} | {t['start']:.2f} | {t.get('import_ray', 0.0):.2f} | {t['connect']:.2f} | "
+        f"{ray_actors:.2f} | {own:.2f} | {int(t['reused'])} | {t['run']:.2f} |"
+    )
+
+
+def start_table(smoke: bool) -> list[str]:
+    """Table 3: where the start of a Ray run goes, Ray's part and hyperpop's.
+
+    Needs no Ray session in this process at first (the first row starts its own in a new
+    process); starts one for the other rows, or uses the caller's (then the rows of new
+    processes are left out, as in ``--smoke``)."""
+    import ray
+
+    from hyperpop.backends.ray import RayBackend
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import toy
+
+    steps = 20 if smoke else 200
+    rows = [
+        "| how | start (s) | import Ray (s) | ray.init (s) | actor creation (s) | "
+        "hyperpop (s) | warm actors | run after start (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    actor_import = 0.0  # not measured in a smoke run (a process's start is seconds here)
+    if not smoke:
+        actor_import = float(
+            subprocess.run(
+                [sys.executable, "-c", _ACTOR_IMPORT], capture_output=True, text=True, check=True
+            ).stdout
+        )
+
+    def child(address: str) -> dict[str, float]:
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, repr(time.time()), address, str(steps), str(toy_dir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print(out.stdout.strip().splitlines()[-1], file=sys.stderr)  # every timing
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    toy_dir = ROOT / "examples"
+    processes = not smoke and not ray.is_initialized()
+    if processes:
+        rows.append(_start_row("new process, starts its own Ray", child("local"), actor_import))
+        print(rows[-1], file=sys.stderr, flush=True)
+    own = not ray.is_initialized()
+    if own:
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+        )
+    try:
+        if processes:
+            address = ray.get_runtime_context().gcs_address
+            t = child(address)
+            rows.append(_start_row("new process, joins a running Ray", t, actor_import))
+            print(rows[-1], file=sys.stderr, flush=True)
+        kw = {k: v for k, v in toy.settings.items() if k != "storage"}
+        kw["budget"] = hp.Steps(steps)
+        first: list[float] = []
+
+        class Timed(RayBackend):
+            def submit(self, task: Any, slot: int | None = None) -> None:
+                if not first:
+                    first.append(time.perf_counter())
+                super().submit(task, slot)
+
+        with Timed(keep_actors=True) as backend:
+            for label in ("same process, new actors", "same process, warm actors"):
+                first.clear()
+                t0 = time.perf_counter()
+                hp.run(toy.Toy, toy.space, backend=backend, progress=False, **kw)
+                t = dict(backend.timings, start=first[0] - t0, run=time.perf_counter() - first[0])
+                rows.append(_start_row(label, t, actor_import))
+                print(rows[-1], file=sys.stderr, flush=True)
+    finally:
+        if own:
+            ray.shutdown()
+    rows.append(
+        f"\nhyperpop (s) = start - import Ray - ray.init - actor creation; it counts importing "
+        f"hyperpop in each new actor ({actor_import:.2f}s, measured apart) and loading the "
+        "trainable there"
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print both tables (markdown)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny runs, for CI")
-    parser.add_argument("--only", choices=["backends", "transfer"], help="one table only")
+    parser.add_argument("--only", choices=["backends", "transfer", "start"], help="one table only")
     args = parser.parse_args(argv)
 
     import ray
 
+    print(f"# backends benchmark ({os.cpu_count()} cores{', smoke' if args.smoke else ''})")
+    if args.only in (None, "start"):  # first: its first row needs no Ray running here
+        print("\n".join(start_table(args.smoke)))
+        if args.only == "start":
+            return
     started = ""
     if not ray.is_initialized():
         t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+        )
         started = f"Ray cluster start: {time.perf_counter() - t0:.1f}s (not in the tables)"
-    print(f"# backends benchmark ({os.cpu_count()} cores{', smoke' if args.smoke else ''})")
     if started:
         print(started)
     try:
-        if args.only != "transfer":
+        if args.only in (None, "backends"):
             print("\n".join(backends_table(args.smoke)))
-        if args.only != "backends":
+        if args.only in (None, "transfer"):
             print("\n".join(transfer_table(args.smoke)))
     finally:
         if started:

@@ -74,6 +74,19 @@ class Stepper(hp.Trainable):
         self.total, self.step = state["total"], state["step"]
 
 
+class Tracked(Stepper):
+    """A Stepper that leaves a file in ``config['marks']`` for each instance it builds and
+    each one released (``cleanup``)."""
+
+    def setup(self, config):
+        self.tag = f"{os.getpid()}-{id(self)}-{time.monotonic_ns()}"
+        (Path(config["marks"]) / f"built-{self.tag}").touch()
+        super().setup(config)
+
+    def cleanup(self):
+        (Path(self.config["marks"]) / f"released-{self.tag}").touch()
+
+
 def _first(marker: Path) -> bool:
     """True for the first caller only, across processes (an exclusive create)."""
     try:
@@ -159,7 +172,7 @@ def _assert_complete(res: hp.Result, population: int, steps: int) -> None:
         assert r["model_step"] == r["step"]  # resumed from the right checkpoint
 
 
-def _stepper_run(tmp_path, **kw):
+def _stepper_run(tmp_path, Stepper=Stepper, **kw):  # noqa: N803 - the class to run
     space = {"lr": hp.uniform(0.1, 1.0)}
     space.update(kw.pop("extra", {}))
     args = dict(
@@ -341,6 +354,48 @@ def test_resume_on_ray_after_an_interrupted_run(tmp_path):
     res = hp.resume(tmp_path / "r.db", Stepper, backend="ray")
     assert any(e.kind == "run_resumed" for e in res.events)
     _assert_complete(res, 4, 12)
+
+
+def test_warm_actors_serve_the_next_run_in_the_same_session_with_none_of_its_state(tmp_path):
+    """keep_actors: a second run (another store) starts on the first run's actor processes, in
+    the Ray session already open, and nothing of the first run's members is left in them."""
+    job = ray.get_runtime_context().get_job_id()
+    marks = {run: tmp_path / f"marks-{run}" for run in "ab"}
+    results = {}
+    with RayBackend(2, keep_actors=True) as backend:
+        for run, lr in (("a", hp.uniform(0.1, 1.0)), ("b", hp.uniform(5.0, 6.0))):
+            marks[run].mkdir()
+            (tmp_path / run).mkdir()
+            results[run] = _stepper_run(
+                tmp_path / run,
+                Stepper=Tracked,
+                backend=backend,
+                extra={"lr": lr, "marks": str(marks[run])},
+            )
+            # every trainable the run built was released when it ended, the actors live on
+            built = {p.name.split("-", 1)[1] for p in marks[run].glob("built-*")}
+            released = {p.name.split("-", 1)[1] for p in marks[run].glob("released-*")}
+            assert built and released == built
+        assert backend.timings["reused"] == 2
+        pids = {run: {r["pid"] for r in res.records()} for run, res in results.items()}
+        assert len(pids["a"]) == 2 and pids["b"] == pids["a"]  # the same two processes
+    assert ray.get_runtime_context().get_job_id() == job  # one Ray session throughout
+    _assert_complete(results["b"], 4, 12)  # every model from step 1: no state came along
+    for res, lo in ((results["a"], 0.1), (results["b"], 5.0)):
+        for r in res.records():  # the score sums this run's own learning rates only
+            assert lo * r["step"] - 1e-9 <= r["score"] <= (lo + 1.0) * r["step"] + 1e-9
+    deadline = time.monotonic() + 60  # close() stopped the warm actors
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids["a"]):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids["a"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def test_an_unreachable_cluster_fails_fast_with_a_clear_error():

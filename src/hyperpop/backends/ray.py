@@ -23,6 +23,8 @@ import os
 import socket
 import sys
 import sysconfig
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,10 +53,26 @@ class RayClusterError(ConnectionError):
 
 
 class _Actor:
-    """A worker on the cluster (wrapped with ``ray.remote`` when the backend starts)."""
+    """A worker on the cluster (wrapped with ``ray.remote`` when the backend starts).
 
-    def __init__(
+    The process outlives a run when the backend keeps its actors warm: each run opens a
+    session with :meth:`begin` (its trainable, storage and a key naming the run and the
+    session), which drops everything the previous session held, and every task names its
+    session, so no member's state or blob ever crosses from one run to another.
+    """
+
+    def __init__(self, threads: int):
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))
+        self.threads = threads
+        self.session: str | None = None
+        self.error: str | None = None
+        self.core: Any = None
+        self.store: WorkerStore | None = None
+
+    def begin(
         self,
+        session: str,
         factory_bytes: bytes,
         name: str,
         cache_size: int | None,
@@ -62,39 +80,46 @@ class _Actor:
         probe: str | None,
         transfer: Transfer,
         threshold: int,
-        threads: int,
-    ):
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, str(threads))
+    ) -> dict[str, Any]:
+        """Start a session: forget the previous one's members, load this run's trainable;
+        returns who and where this actor is, whether it loaded the trainable, and how long
+        that took."""
+        t0 = time.perf_counter()
+        self.end()
         from hyperpop.backends.worker import WorkerCore
 
-        self.error: str | None = None
+        self.error = None
         storage = SharedStorage(shared) if shared else None
         sees = bool(storage is not None and probe and storage.sees(probe))
         self.store = WorkerStore(storage, sees_shared=sees, transfer=transfer, threshold=threshold)
         try:
             factory = cloudpickle.loads(factory_bytes)
-        except Exception as e:  # noqa: BLE001 - reported by ready()
+        except Exception as e:  # noqa: BLE001 - reported to the driver
             self.error = f"cannot load the trainable in a Ray actor: {e!r}"
             factory = None
         if "torch" in sys.modules:  # PyTorch ignores OMP_NUM_THREADS once imported
             try:
-                sys.modules["torch"].set_num_threads(threads)
+                sys.modules["torch"].set_num_threads(self.threads)
             except Exception:  # noqa: BLE001
                 pass
         self.core = WorkerCore(factory, self.store, name=name, cache_size=cache_size)
-
-    def ready(self) -> dict[str, Any]:
-        """Who and where this actor is, and whether it loaded the trainable."""
+        self.session = session
         return {
             "error": self.error,
             "pid": os.getpid(),
             "node": ray.get_runtime_context().get_node_id(),
-            "sees_shared": self.store.sees_shared,
+            "sees_shared": sees,
+            "setup_seconds": time.perf_counter() - t0,
         }
 
-    def run(self, task: Task, data: bytes | None) -> tuple[tuple[TaskResult, dict, str], Any]:
+    def run(
+        self, session: str, task: Task, data: bytes | None
+    ) -> tuple[tuple[TaskResult, dict, str], Any]:
         """Train one interval; returns (result, held members, where the blob went), bytes."""
+        if session != self.session or self.core is None or self.store is None:
+            # never train on another session's state (a task sent before the actor moved on)
+            error = f"Ray actor session {self.session!r} got a task of session {session!r}"
+            return (TaskResult(task=task, error=error), {}, ""), None
         store = self.store
         store.incoming = {task.checkpoint: data} if data is not None and task.checkpoint else {}
         result = self.core.run(task)
@@ -106,14 +131,18 @@ class _Actor:
         held = {m: h.blob for m, h in self.core.held.items()}
         return (result, held, where), out
 
-    def forget(self, member: int) -> None:
+    def forget(self, session: str, member: int) -> None:
         """Drop a member's in-memory state."""
-        self.core.forget(member)
-
-    def stop(self) -> None:
-        """Release every member's trainable (``cleanup``)."""
-        for member in list(self.core.held):
+        if session == self.session and self.core is not None:
             self.core.forget(member)
+
+    def end(self) -> None:
+        """End the session: release every member's trainable (``cleanup``) and the trainable
+        itself; the process stays, ready for another :meth:`begin`."""
+        if self.core is not None:
+            for member in list(self.core.held):
+                self.core.forget(member)
+        self.core, self.store, self.session = None, None, None
 
 
 class _Slot:
@@ -210,6 +239,18 @@ class RayBackend(Backend):
         connect_timeout: seconds to wait for the cluster's address to answer.
         start_timeout: seconds to wait for the actors to be placed and started.
         init_options: more keyword arguments for ``ray.init``.
+        keep_actors: keep the actors (and a Ray session this backend started) after a run,
+            for the next run or resume given this same backend instance: they start the next
+            run at once, with nothing of the last run's members in them. :meth:`close` (or
+            leaving a ``with`` block) stops them; so does the end of this process.
+
+    Attributes:
+        timings: where the last :meth:`start` spent its time, in seconds: ``connect``
+            (``ray.init``; 0 when already connected), ``prepare`` (hyperpop on the driver:
+            pickling the trainable, the shared-storage probe), ``actors`` (from asking for the
+            actors until all of them answered: Ray placing and starting them, then hyperpop's
+            setup in each), ``actor_setup`` (the longest of those setups: loading the
+            trainable), ``reused`` (warm actors that served this run; they cost no start).
     """
 
     name = "ray"
@@ -231,6 +272,7 @@ class RayBackend(Backend):
         connect_timeout: float = 15.0,
         start_timeout: float = 300.0,
         init_options: Mapping[str, Any] | None = None,
+        keep_actors: bool = False,
     ):
         if transfer not in ("auto", "object", "shared"):
             raise ValueError(f"transfer must be 'auto', 'object' or 'shared', got {transfer!r}")
@@ -249,6 +291,11 @@ class RayBackend(Backend):
         self.start_timeout = start_timeout
         self.init_options = dict(init_options or {})
         self._owns_ray = False
+        self.keep_actors = bool(keep_actors)
+        self._warm: list[Any] = []  # actors kept from the last run, between sessions
+        self._session = ""
+        self.timings: dict[str, float] = {}
+        self._connect_seconds = 0.0
         if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
             raise ValueError(f"workers must be >= 1, got {workers!r}")
         self._requested = int(workers) if workers else None
@@ -275,9 +322,12 @@ class RayBackend(Backend):
         """Connect to the cluster (``ray.init``, unless the caller already did) and size the
         backend: :meth:`start` does it, and so does the first look at :attr:`capacity`.
         Building a RayBackend connects to nothing."""
-        if self.workers:
+        if self.workers and ray.is_initialized():
             return
+        self._warm = []  # Ray was shut down under a kept backend: its actors are gone
+        t0 = time.perf_counter()
         self._connect()
+        self._connect_seconds = time.perf_counter() - t0
         self.workers = self._requested or self._cluster_slots()
 
     def _connect(self) -> None:
@@ -347,8 +397,12 @@ class RayBackend(Backend):
     # --- actors --------------------------------------------------------------------------
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         self.connect()
+        t0 = time.perf_counter()
         self._factory = _dumps_factory(factory, self.pickle_by_value)
         self._checkpoints = checkpoints
+        # the run's id (the checkpoint folder's owner) and a fresh token: a warm actor keys
+        # everything it holds by this, so no state crosses between runs or sessions
+        self._session = f"{checkpoints.owner or checkpoints.root}#{uuid.uuid4().hex[:12]}"
         if self.transfer != "object":
             location = self.shared_location or str(checkpoints.root.resolve())
             self._shared = SharedStorage(location)
@@ -356,20 +410,35 @@ class RayBackend(Backend):
                 self._shared._root
             ) == os.path.realpath(checkpoints.root)
             self._probe = self._shared.make_probe()
-        options: dict[str, Any] = {
-            "num_cpus": self.num_cpus,
-            "num_gpus": self.num_gpus,
-            "max_restarts": 0,
-            "max_task_retries": 0,
-        }
-        if self.resources:
-            options["resources"] = self.resources
-        if self.runtime_env:
-            options["runtime_env"] = self.runtime_env
-        self._remote = ray.remote(_Actor).options(**options)
+        if self._remote is None:
+            options: dict[str, Any] = {
+                "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus,
+                "max_restarts": 0,
+                "max_task_retries": 0,
+            }
+            if self.resources:
+                options["resources"] = self.resources
+            if self.runtime_env:
+                options["runtime_env"] = self.runtime_env
+            self._remote = ray.remote(_Actor).options(**options)
+        warm, self._warm = self._warm, []
+        for actor in warm[self.workers :]:
+            _kill(actor)
         self._slots = [_Slot(i) for i in range(self.workers)]
-        for slot in self._slots:
+        prepared = time.perf_counter()
+        for slot, actor in zip(self._slots, warm):
+            slot.actor = actor
+            slot.name = f"ray-{slot.index}"
+            self._begin(slot)
+        for slot in self._slots[len(warm) :]:
             self._spawn(slot)
+        self.timings = {
+            "connect": self._connect_seconds,
+            "prepare": prepared - t0,
+            "reused": float(min(len(warm), self.workers)),
+        }
+        self._connect_seconds = 0.0
         refs = [slot.ready_ref for slot in self._slots]
         done, pending = ray.wait(refs, num_returns=len(refs), timeout=self.start_timeout)
         try:
@@ -387,8 +456,8 @@ class RayBackend(Backend):
                         break
                     except ray_errors.RayError as e:
                         # an actor that dies before it ran (a worker process that could not
-                        # register in time on a loaded node) is started again, like a local
-                        # worker killed while it starts
+                        # register in time on a loaded node, or a warm one that died between
+                        # runs) is started again, like a local worker killed while it starts
                         if attempt + 1 == self.START_ATTEMPTS:
                             raise RuntimeError(
                                 f"a Ray actor failed to start {self.START_ATTEMPTS} times: {e}"
@@ -405,8 +474,23 @@ class RayBackend(Backend):
                         "pass shared_storage= a folder every node mounts or an fsspec URL"
                     )
         except BaseException:
-            self.shutdown()
+            self.close()
             raise
+        self.timings["actors"] = time.perf_counter() - prepared
+        self.timings["actor_setup"] = max(
+            (s.info["setup_seconds"] for s in self._slots if s.info), default=0.0
+        )
+        t = self.timings
+        log.info(
+            "Ray start: ray.init %.2fs, %d actors %.2fs (%d warm; loading the trainable %.2fs), "
+            "hyperpop's preparation %.2fs",
+            t["connect"],
+            self.workers,
+            t["actors"],
+            t["reused"],
+            t["actor_setup"],
+            t["prepare"],
+        )
 
     #: tries to start each actor before the run gives up
     START_ATTEMPTS = 3
@@ -414,8 +498,14 @@ class RayBackend(Backend):
     def _spawn(self, slot: _Slot) -> None:
         slot.generation += 1
         slot.name = f"ray-{slot.index}" + (f".{slot.generation - 1}" if slot.generation > 1 else "")
-        threads = max(1, int(self.num_cpus))
-        slot.actor = self._remote.remote(
+        slot.actor = self._remote.remote(max(1, int(self.num_cpus)))
+        self._begin(slot)
+
+    def _begin(self, slot: _Slot) -> None:
+        """Open this run's session on the slot's actor (new or warm); its answer is the
+        slot's ``ready_ref``."""
+        slot.ready_ref = slot.actor.begin.remote(
+            self._session,
             self._factory,
             slot.name,
             self.cache_size,
@@ -423,16 +513,11 @@ class RayBackend(Backend):
             self._probe,
             self.transfer,
             self.threshold,
-            threads,
         )
-        slot.ready_ref = slot.actor.ready.remote()
         slot.info, slot.task, slot.refs, slot.held = None, None, None, {}
 
     def _replace(self, slot: _Slot) -> None:
-        try:
-            ray.kill(slot.actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
+        _kill(slot.actor)
         self.replaced += 1
         self._spawn(slot)
 
@@ -508,9 +593,9 @@ class RayBackend(Backend):
         for s in self._slots:
             if s is not chosen and task.member in s.held:
                 del s.held[task.member]  # its copy is stale once another actor trains
-                s.actor.forget.remote(task.member)
+                s.actor.forget.remote(self._session, task.member)
         data = self._data_for(task, chosen)
-        meta, out = chosen.actor.run.options(num_returns=2).remote(task, data)
+        meta, out = chosen.actor.run.options(num_returns=2).remote(self._session, task, data)
         chosen.task, chosen.refs = task, (meta, out)
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
@@ -563,30 +648,72 @@ class RayBackend(Backend):
             if member in s.held:
                 del s.held[member]
                 try:
-                    s.actor.forget.remote(member)
+                    s.actor.forget.remote(self._session, member)
                 except Exception:  # noqa: BLE001 - a dead actor holds nothing
                     pass
 
     def shutdown(self) -> None:
-        stops = []
+        """End the run: with ``keep_actors``, idle actors end their session (every member's
+        trainable released) and wait for the next run; otherwise, or for an actor still
+        training, the actor is stopped."""
+        ends: list[tuple[_Slot, Any]] = []
         for s in self._slots:
             if s.info is not None and s.task is None:  # a busy actor is killed at once
                 try:
-                    stops.append(s.actor.stop.remote())
+                    ends.append((s, s.actor.end.remote()))
                 except Exception:  # noqa: BLE001
                     pass
-        if stops:
-            ray.wait(stops, num_returns=len(stops), timeout=5)
+        if ends:
+            refs = [ref for _, ref in ends]
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=5)
+            for s, ref in ends:
+                if self.keep_actors and ref in done and _ok(ref):
+                    self._warm.append(s.actor)  # ended cleanly: kept for the next run
+                    s.actor = None
         for s in self._slots:
-            try:
-                ray.kill(s.actor, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+            if s.actor is not None:
+                _kill(s.actor)
         self._slots = []
         self._refs.clear()
         if self._shared is not None and self._probe:
             self._shared.remove_probe(self._probe)
             self._probe = None
+        if not self.keep_actors:
+            self._release_ray()
+
+    def close(self) -> None:
+        """Stop the actors kept warm (``keep_actors``) and a Ray session this backend
+        started; the backend can start again afterwards (cold)."""
+        self.shutdown()
+        for actor in self._warm:
+            _kill(actor)
+        self._warm = []
+        self._release_ray()
+
+    def _release_ray(self) -> None:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
-            self._owns_ray = False
+        self._owns_ray = False
+        self._remote = None
+
+    def __enter__(self) -> RayBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _kill(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - already gone
+        pass
+
+
+def _ok(ref: Any) -> bool:
+    """Whether a finished call succeeded (its actor is alive and well)."""
+    try:
+        ray.get(ref, timeout=0)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
