@@ -72,7 +72,17 @@ scalar = st.one_of(
     st.text(max_size=5),
 )
 option = st.one_of(scalar, st.tuples(scalar, scalar), st.lists(scalar, max_size=2))
-choice_params = st.lists(option, min_size=1, max_size=6).map(lambda xs: hp.choice(xs))
+
+
+def _same_option(o: object) -> object:
+    """What choice() compares options by: the same type and equal values (lists as tuples)."""
+    return (type(o), tuple(o) if isinstance(o, list) else o)
+
+
+# choice() refuses an option given twice, so the options drawn are distinct
+choice_params = st.lists(option, min_size=1, max_size=6, unique_by=_same_option).map(
+    lambda xs: hp.choice(xs)
+)
 constants = st.one_of(scalar, st.lists(scalar, max_size=3))
 parameters = st.one_of(float_params(), int_params(), choice_params, constants)
 names = st.text(alphabet="abcdefgh", min_size=1, max_size=4)
