@@ -1,20 +1,7 @@
-"""A population as one stacked model: many small PyTorch members trained at once.
-
-A :class:`VectorizedTrainable` describes one member (its model, its loss on a batch, its data and
-its optimiser) and which hyperparameters are per-member numbers. Run it with
-``backend="vectorized"`` and hyperpop stacks every member's parameters and optimiser state along a
-leading member dimension (``torch.func.stack_module_state``), runs forward and backward for all of
-them at once (``torch.func.vmap`` over ``functional_call``), and applies a per-member SGD, Adam or
-AdamW step written on the stacked tensors, with each member's learning rate, momentum, betas, eps
-and weight decay as tensors. An exploit is an index copy inside the stacked tensors.
-
-The same class is an ordinary :class:`~hyperpop.Trainable` too: the local and Ray backends, replay
-and ``hp.resume`` run it member by member with ``torch.optim``, and a checkpoint written by the
-vectorized backend is the state the plain trainable saves (model and optimiser state dicts), so
-either can load the other's.
-
-This module needs PyTorch; nothing in hyperpop's core imports it.
-"""
+"""The stacked engine: every held member's parameters, buffers, optimiser state and
+hyperparameters stacked along a leading member dimension, trained at once (``torch.func.vmap``
+over ``functional_call``), copied slot to slot (an exploit), and converted to and from the plain
+trainable's state (a checkpoint)."""
 
 from __future__ import annotations
 
@@ -23,393 +10,27 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-try:
-    import torch
-    from torch import nn
-    from torch.func import functional_call, stack_module_state, vmap
-except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"hyperpop.vectorized needs PyTorch: pip install 'hyperpop[torch]' ({e})"
-    ) from None
+import torch
+from torch.func import functional_call, stack_module_state, vmap
 
-from hyperpop.trainable import Trainable, TrainableError
+from hyperpop.trainable import TrainableError
+from hyperpop.vectorized.optim import (
+    DEFAULTS,
+    OPTIMIZER_KEYS,
+    OPTIMIZERS,
+    group_template,
+    step,
+)
+from hyperpop.vectorized.trainable import (
+    INIT_ONLY,
+    Members,
+    ShapeError,
+    VectorizedTrainable,
+    split_loss,
+    step_seed,
+)
 
-__all__ = [
-    "OPTIMIZER_KEYS",
-    "Members",
-    "ShapeError",
-    "StackedPopulation",
-    "VectorizedTrainable",
-    "dropout",
-]
-
-#: Config keys read as optimiser hyperparameters (config key -> optimiser hyperparameter).
-OPTIMIZER_KEYS: dict[str, str] = {
-    "lr": "lr",
-    "learning_rate": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "beta1": "beta1",
-    "beta2": "beta2",
-    "eps": "eps",
-}
-
-_OPTIMIZERS = ("sgd", "adam", "adamw")
-_DEFAULTS: dict[str, dict[str, float]] = {
-    "sgd": {"lr": 1e-3, "momentum": 0.0, "weight_decay": 0.0},
-    "adam": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
-    "adamw": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 1e-2},
-}
-#: config keys that may differ between members without being tensors (used once, at setup)
-_INIT_ONLY = ("seed",)
-
-
-class ShapeError(TrainableError):
-    """A hyperparameter that must be the same for every stacked member differs between them."""
-
-
-def dropout(x: torch.Tensor, p: torch.Tensor | float, training: bool = True) -> torch.Tensor:
-    """Dropout whose probability may be a per-member tensor (``F.dropout`` needs a float).
-
-    Use it in a model's ``forward`` with ``p`` passed in from the loss (``model(x, hp["p"])``).
-    """
-    if not training:
-        return x
-    keep = 1.0 - p
-    return x * (torch.rand_like(x) < keep).to(x.dtype) / keep
-
-
-def _broadcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-member vector ``[K]`` shaped to broadcast against a stacked ``[K, ...]`` tensor."""
-    return v.view((v.shape[0],) + (1,) * (like.dim() - 1))
-
-
-class Members:
-    """What :meth:`VectorizedTrainable.batches` sees: the members being trained together.
-
-    Attributes:
-        size: how many members (1 when a plain backend trains one member).
-        hp: the per-member hyperparameters, each a tensor of shape ``[size]``.
-        generator: the random generator for data order (seeded by hyperpop).
-        step: the training step of the first member (for schedules in the data).
-    """
-
-    def __init__(
-        self,
-        size: int,
-        hp: dict[str, torch.Tensor],
-        generator: torch.Generator,
-        forward: Callable[..., Any],
-        step: int = 0,
-    ):
-        self.size, self.hp, self.generator, self.step = size, hp, generator, step
-        self._forward = forward
-
-    def model(self, *inputs: torch.Tensor) -> Any:
-        """Run every member's model on its own inputs (leading dimension ``size``), no grad."""
-        with torch.no_grad():
-            return self._forward(*inputs)
-
-
-class VectorizedTrainable(Trainable):
-    """One member of a population that the vectorized backend trains as one stacked model.
-
-    Subclasses implement :meth:`build_model`, :meth:`loss` and either :meth:`data` (tensors that
-    hyperpop cuts into minibatches) or :meth:`batches` (any per-member batches, e.g. rollouts);
-    optionally :meth:`evaluate`. One training step (one report) is a pass over the step's batches
-    followed by :meth:`evaluate`.
-
-    Attributes:
-        optimizer: ``"sgd"`` (momentum, weight decay, optional Nesterov), ``"adam"`` or
-            ``"adamw"``; their hyperparameters come from the config (keys in
-            :data:`OPTIMIZER_KEYS`: ``lr``, ``momentum``, ``weight_decay``, ``beta1``, ``beta2``,
-            ``eps``) or :attr:`optimizer_defaults`.
-        optimizer_defaults: values for optimiser hyperparameters the config leaves out.
-        nesterov: Nesterov momentum for SGD (the same for every member).
-        hyperparameters: further config keys handed to :meth:`loss`, :meth:`evaluate` and
-            :meth:`batches` as per-member tensors (dropout probability, loss coefficients...).
-            Every other config key must be the same for all members (it may change shapes).
-        batch_size: rows per minibatch when hyperpop cuts :meth:`data`.
-        batches_per_step: minibatches per training step (None: one pass over :meth:`data`).
-        shuffle: ``"member"`` (each member its own data order) or ``"shared"`` (one order).
-        seed: seeds the initial weights (``config["seed"]`` wins) and the data order.
-        evaluate_members: members per :meth:`evaluate` call (None: all at once); bounds the
-            memory that evaluation activations take when the evaluation data is large (4:
-            the digits CNN's 400 validation images cost about 50 MiB more than one member
-            at a time, and evaluate as fast as 8).
-    """
-
-    optimizer: str = "sgd"
-    optimizer_defaults: Mapping[str, float] = {}
-    nesterov: bool = False
-    hyperparameters: Sequence[str] = ()
-    batch_size: int = 32
-    batches_per_step: int | None = None
-    shuffle: str = "member"
-    seed: int | None = 0
-    evaluate_members: int | None = 4
-    _device: torch.device | str = "cpu"
-
-    # --- what the user writes -------------------------------------------------------------
-    def build_model(self, config: dict[str, Any]) -> nn.Module:
-        """One member's model, freshly initialised (hyperpop seeds the RNG first)."""
-        raise NotImplementedError("a VectorizedTrainable must implement build_model(config)")
-
-    def data(self, config: dict[str, Any]) -> torch.Tensor | Sequence[torch.Tensor] | Any:
-        """Training tensors with the same first dimension, cut into minibatches by hyperpop;
-        or a re-iterable loader (e.g. a ``DataLoader``) whose batches every member shares."""
-        raise NotImplementedError(
-            "a VectorizedTrainable must implement data(config) -> tensors, or batches(members)"
-        )
-
-    def loss(
-        self, model: Callable[..., Any], batch: Any, hp: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
-        """One member's scalar loss on one batch, optionally with extra metrics.
-
-        Args:
-            model: call it like the module (``model(x)``); it runs this member's parameters.
-            batch: this member's batch (what :meth:`batches` yields, without the member dim).
-            hp: this member's :attr:`hyperparameters` as 0-d tensors.
-
-        Returns:
-            The loss, or ``(loss, {"name": 0-d tensor})``: the metrics are averaged over the
-            step's batches and reported beside ``loss``.
-        """
-        raise NotImplementedError("a VectorizedTrainable must implement loss(model, batch, hp)")
-
-    def evaluate(
-        self, model: Callable[..., Any], hp: Mapping[str, torch.Tensor]
-    ) -> Mapping[str, torch.Tensor]:
-        """Metrics after each step (the model is in eval mode, no grad); 0-d tensors."""
-        return {}
-
-    def batches(self, members: Members) -> Iterator[Any]:
-        """The step's batches, each a tensor or tuple of tensors with a leading member dim.
-
-        Default: minibatches of :attr:`batch_size` rows from :meth:`data`, one pass (or
-        :attr:`batches_per_step` batches), in each member's own order or a shared one. Override
-        it for generated data such as reinforcement-learning rollouts (``members.model(obs)``
-        runs every member's policy).
-        """
-        tensors = self._tensors()
-        if tensors and not isinstance(tensors[0], torch.Tensor):  # a loader: shared order
-            yield from self._loader_batches(tensors[0], members.size)
-            return
-        n = tensors[0].shape[0]
-        bs = int(self.batch_size)
-        count = self.batches_per_step or math.ceil(n / bs)
-        k, g = members.size, members.generator
-        device = tensors[0].device
-        order: torch.Tensor | None = None
-        pos = n
-        for _ in range(count):
-            if pos >= n:
-                if self.shuffle == "shared":
-                    order = torch.randperm(n, generator=g).to(device)
-                else:
-                    order = torch.argsort(torch.rand(k, n, generator=g), dim=1).to(device)
-                pos = 0
-            assert order is not None
-            if self.shuffle == "shared":
-                idx = order[pos : pos + bs]
-                yield tuple(t[idx].expand(k, *t[idx].shape) for t in tensors)
-            else:
-                idx = order[:, pos : pos + bs]
-                yield tuple(t[idx] for t in tensors)
-            pos += bs
-
-    # --- shared helpers -------------------------------------------------------------------
-    def _loader_batches(self, loader: Any, k: int) -> Iterator[Any]:
-        count = self.batches_per_step
-        done = 0
-        while count is None or done < count:
-            for batch in loader:
-                yield _tree_map(lambda t: t.to(self._device).expand(k, *t.shape), batch)
-                done += 1
-                if count is not None and done >= count:
-                    return
-            if count is None:
-                return
-            if done == 0:
-                raise TrainableError("the loader returned by data() yielded no batch")
-
-    def _tensors(self) -> tuple[Any, ...]:
-        cached = getattr(self, "_data_cache", None)
-        if cached is None:
-            d = self.data(self.config)
-            if not isinstance(d, (torch.Tensor, tuple, list)):  # a loader (re-iterable)
-                self._data_cache = (d,)
-                return self._data_cache
-            cached = (d,) if isinstance(d, torch.Tensor) else tuple(d)
-            if not cached or any(t.shape[0] != cached[0].shape[0] for t in cached):
-                raise TrainableError("data() must return tensors with the same first dimension")
-            device = getattr(self, "_device", None)
-            if device is not None:
-                cached = tuple(t.to(device) for t in cached)
-            self._data_cache = cached
-        return cached
-
-    def _optimizer_values(self, config: Mapping[str, Any]) -> dict[str, float]:
-        kind = self.optimizer.lower()
-        if kind not in _OPTIMIZERS:
-            raise TrainableError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
-        values = dict(_DEFAULTS[kind])
-        values.update({k: float(v) for k, v in self.optimizer_defaults.items()})
-        for key, target in OPTIMIZER_KEYS.items():
-            if key in config and target in values:
-                values[target] = float(config[key])
-        return values
-
-    def _hp_keys(self) -> list[str]:
-        return list(self.hyperparameters)
-
-    def _init_seed(self, config: Mapping[str, Any]) -> int | None:
-        seed = config.get("seed", self.seed)
-        return None if seed is None else int(seed)
-
-    # --- the plain Trainable (one member, torch.optim) --------------------------------------
-    def setup(self, config: dict[str, Any]) -> None:
-        """Build this member's model and a ``torch.optim`` optimiser (plain backends)."""
-        self.config = dict(config)
-        seed = self._init_seed(config)
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.module = self.build_model(self.config)
-        self.opt = _torch_optimizer(self.optimizer, self.module, self.nesterov)
-        self.steps = 0
-        self.apply(self.config)
-
-    def apply(self, config: dict[str, Any]) -> None:
-        """Write the optimiser hyperparameters into the ``torch.optim`` groups."""
-        self.config = dict(config)
-        values = self._optimizer_values(self.config)
-        for group in self.opt.param_groups:
-            for key, value in values.items():
-                if key in ("beta1", "beta2"):
-                    betas = list(group["betas"])
-                    betas[0 if key == "beta1" else 1] = value
-                    group["betas"] = tuple(betas)
-                else:
-                    group[key] = value
-
-    def train(self) -> dict[str, float]:
-        """One step for this member alone (the same code path as the stacked one, ``K = 1``)."""
-        module = self.module
-        hp = {k: torch.tensor(float(self.config[k])) for k in self._hp_keys()}
-        hp1 = {k: v.unsqueeze(0) for k, v in hp.items()}
-        g = torch.Generator().manual_seed(_step_seed(self._init_seed(self.config), self.steps))
-
-        def forward(*inputs: torch.Tensor) -> Any:
-            out = module(*(x[0] for x in inputs))
-            return _tree_map(lambda t: t.unsqueeze(0), out)
-
-        members = Members(1, hp1, g, forward, self.steps)
-        sums: dict[str, float] = {}
-        count = 0
-        module.train()
-        for batch in self.batches(members):
-            one = _tree_map(lambda t: t[0], batch)
-            loss, aux = _split(self.loss(module, one, hp))
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            count += 1
-            for name, value in {"loss": loss, **aux}.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-        self.steps += 1
-        metrics = {k: v / max(count, 1) for k, v in sums.items()}
-        module.eval()
-        with torch.no_grad():
-            metrics.update({k: float(v) for k, v in self.evaluate(module, hp).items()})
-        module.train()
-        return metrics
-
-    def save(self) -> dict[str, Any]:
-        """``{"model": state_dict, "optimizer": state_dict, "extra": {"steps": n}}``, with the
-        tensors on the CPU (as the vectorized backend saves a slot), so it loads anywhere."""
-        model = self.module.state_dict()  # a fresh dict: its values may be replaced
-        for name, value in model.items():
-            model[name] = value.cpu()
-        opt = self.opt.state_dict()  # its per-parameter dicts are the optimiser's own: copy
-        opt["state"] = {
-            i: {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in entry.items()}
-            for i, entry in opt["state"].items()
-        }
-        return {"model": model, "optimizer": opt, "extra": {"steps": self.steps}}
-
-    def load(self, state: Mapping[str, Any]) -> None:
-        """Restore a state saved by :meth:`save` or by the vectorized backend."""
-        self.module.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.steps = int(state.get("extra", {}).get("steps", 0))
-
-    # --- the stacked engine ------------------------------------------------------------------
-    def stacked(
-        self, config: dict[str, Any], device: str | torch.device = "cpu"
-    ) -> StackedPopulation:
-        """The engine the vectorized backend trains with (shapes taken from ``config``)."""
-        return StackedPopulation(self, config, device)
-
-
-def _torch_optimizer(kind: str, module: nn.Module, nesterov: bool) -> torch.optim.Optimizer:
-    kind = kind.lower()
-    params = list(module.parameters())
-    if kind == "sgd":
-        # momentum > 0 at construction so Nesterov is accepted; apply() sets the real value
-        return torch.optim.SGD(
-            params, lr=1e-3, momentum=0.9 if nesterov else 0.0, nesterov=nesterov
-        )
-    if kind == "adam":
-        return torch.optim.Adam(params, lr=1e-3)
-    if kind == "adamw":
-        return torch.optim.AdamW(params, lr=1e-3)
-    raise TrainableError(f"optimizer must be one of {_OPTIMIZERS}, got {kind!r}")
-
-
-def _group_template(kind: str, nesterov: bool) -> dict[str, Any]:
-    common = {"maximize": False, "foreach": None, "differentiable": False, "fused": None}
-    if kind == "sgd":
-        return {
-            "lr": 1e-3,
-            "momentum": 0.0,
-            "dampening": 0,
-            "weight_decay": 0.0,
-            "nesterov": nesterov,
-            **common,
-        }
-    return {
-        "lr": 1e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "amsgrad": False,
-        **common,
-        "capturable": False,
-        "decoupled_weight_decay": kind == "adamw",
-    }
-
-
-def _split(out: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    if isinstance(out, tuple):
-        if len(out) != 2 or not isinstance(out[1], Mapping):
-            raise TrainableError("loss() must return a tensor or (tensor, {name: tensor})")
-        return out[0], dict(out[1])
-    return out, {}
-
-
-def _tree_map(fn: Callable[[torch.Tensor], torch.Tensor], tree: Any) -> Any:
-    if isinstance(tree, torch.Tensor):
-        return fn(tree)
-    if isinstance(tree, Mapping):
-        return {k: _tree_map(fn, v) for k, v in tree.items()}
-    if isinstance(tree, (tuple, list)):
-        return type(tree)(_tree_map(fn, v) for v in tree)
-    return tree
-
-
-def _step_seed(seed: int | None, step: int) -> int:
-    return ((seed or 0) * 1_000_003 + step * 7919 + 17) % (2**62)
+__all__ = ["StackedPopulation"]
 
 
 class StackedPopulation:
@@ -421,25 +42,28 @@ class StackedPopulation:
     """
 
     def __init__(
-        self, spec: VectorizedTrainable, config: dict[str, Any], device: str | torch.device
+        self,
+        spec: VectorizedTrainable,
+        config: dict[str, Any],
+        device: str | torch.device,
     ):
         self.spec = spec
         self.device = torch.device(device)
         self.kind = spec.optimizer.lower()
-        if self.kind not in _OPTIMIZERS:
-            raise TrainableError(f"optimizer must be one of {_OPTIMIZERS}, got {spec.optimizer!r}")
+        if self.kind not in OPTIMIZERS:
+            raise TrainableError(f"optimizer must be one of {OPTIMIZERS}, got {spec.optimizer!r}")
         spec.config = dict(config)
         spec._device = self.device
         template = spec.build_model(dict(config)).to(self.device)
         self.module = template
         self.param_names = [n for n, _ in template.named_parameters()]
         self.buffer_names = [n for n, _ in template.named_buffers()]
-        self.opt_keys = list(_DEFAULTS[self.kind])
+        self.opt_keys = list(DEFAULTS[self.kind])
         self.hp_keys = spec._hp_keys()
         self.state_names = ["momentum_buffer"] if self.kind == "sgd" else ["exp_avg", "exp_avg_sq"]
         # the param_groups entry of a torch.optim state_dict, for checkpoints the plain trainable
         # loads (written out: building a torch optimiser here would import torch._dynamo)
-        self.group_template = _group_template(self.kind, spec.nesterov)
+        self.group_template = group_template(self.kind, spec.nesterov)
         self.size = 0
         self.params: dict[str, torch.Tensor] = {}
         self.buffers: dict[str, torch.Tensor] = {}
@@ -454,7 +78,7 @@ class StackedPopulation:
 
     def per_member_keys(self) -> set[str]:
         """Config keys that may differ between stacked members."""
-        return set(OPTIMIZER_KEYS) | set(self.hp_keys) | set(_INIT_ONLY)
+        return set(OPTIMIZER_KEYS) | set(self.hp_keys) | set(INIT_ONLY)
 
     def check_configs(self, configs: Sequence[Mapping[str, Any]]) -> None:
         """Refuse configs that differ from the first one in a key that is not per-member.
@@ -623,7 +247,7 @@ class StackedPopulation:
         def model(*args: Any, **kwargs: Any) -> Any:
             return functional_call(self.module, (p, b), args, kwargs)
 
-        loss, aux = _split(self.spec.loss(model, batch, hp))
+        loss, aux = split_loss(self.spec.loss(model, batch, hp))
         return loss, aux
 
     def _member_eval(self, p: Any, b: Any, hp: Any) -> Any:
@@ -679,7 +303,7 @@ class StackedPopulation:
             while not all(done):
                 active = torch.tensor([not d for d in done], device=self.device)
                 mask = None if bool(active.all()) else active
-                g.manual_seed(_step_seed(self.spec.seed, seed + step))
+                g.manual_seed(step_seed(self.spec.seed, seed + step))
                 metrics = self._one_step(
                     params, buffers, state, opt_steps, hp, opt_hp, g, mask, first + step
                 )
@@ -779,7 +403,11 @@ class StackedPopulation:
         return max(1, math.ceil(tensors[0].shape[0] / int(spec.batch_size)))
 
     def measure(
-        self, slots: Sequence[int], size: int, batches: int = 3, limit: float | None = None
+        self,
+        slots: Sequence[int],
+        size: int,
+        batches: int = 3,
+        limit: float | None = None,
     ) -> float:
         """Seconds per member and batch of training ``size`` members at once: the median of
         ``batches`` timed batches (drawing the batch, forward, backward and the optimiser step)
@@ -810,7 +438,10 @@ class StackedPopulation:
             try:
                 storage = t.untyped_storage()
                 seen[(storage.data_ptr(), t.device.index or 0)] = storage.nbytes()
-            except (RuntimeError, NotImplementedError):  # no plain storage (a tensor subclass)
+            except (
+                RuntimeError,
+                NotImplementedError,
+            ):  # no plain storage (a tensor subclass)
                 pass
             return t
 
@@ -909,55 +540,6 @@ class StackedPopulation:
         hp: dict[str, torch.Tensor],
         mask: torch.Tensor | None = None,
     ) -> None:
-        """One optimiser step for every member at once, in place (``torch.optim`` semantics).
-
-        ``hp`` holds per-member vectors ``[K]`` (float64); ``mask`` leaves members untouched.
-        """
-        with torch.no_grad():
-            if mask is not None:
-                old_steps = opt_steps.clone()
-            opt_steps += 1
-            if mask is not None:
-                opt_steps.copy_(torch.where(mask, opt_steps, old_steps))
-            lr = hp["lr"]
-            wd = hp["weight_decay"]
-            if self.kind == "sgd":
-                mom = hp["momentum"]
-                for p, gr, st in zip(params, grads, states):
-                    dt = p.dtype
-                    buf = st["momentum_buffer"]
-                    d = gr + _broadcast(wd.to(dt), p) * p
-                    new_buf = _broadcast(mom.to(dt), p) * buf + d
-                    upd = d + _broadcast(mom.to(dt), p) * new_buf if self.spec.nesterov else new_buf
-                    new_p = p - _broadcast(lr.to(dt), p) * upd
-                    _write(buf, new_buf, mask)
-                    _write(p, new_p, mask)
-                return
-            b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
-            steps = opt_steps
-            bc1 = 1 - b1**steps
-            bc2_sqrt = torch.sqrt(1 - b2**steps)
-            step_size = lr / bc1
-            for p, gr, st in zip(params, grads, states):
-                dt = p.dtype
-                m, v = st["exp_avg"], st["exp_avg_sq"]
-                x = p
-                if self.kind == "adamw":
-                    x = p * _broadcast((1 - lr * wd).to(dt), p)
-                    d = gr
-                else:
-                    d = gr + _broadcast(wd.to(dt), p) * p
-                new_m = m + _broadcast((1 - b1).to(dt), p) * (d - m)
-                new_v = v * _broadcast(b2.to(dt), p) + _broadcast((1 - b2).to(dt), p) * d * d
-                denom = new_v.sqrt() / _broadcast(bc2_sqrt.to(dt), p) + _broadcast(eps.to(dt), p)
-                new_p = x - _broadcast(step_size.to(dt), p) * new_m / denom
-                _write(m, new_m, mask)
-                _write(v, new_v, mask)
-                _write(p, new_p, mask)
-
-
-def _write(target: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None) -> None:
-    if mask is None:
-        target.copy_(value)
-    else:
-        target.copy_(torch.where(_broadcast(mask, target), value, target))
+        """One optimiser step for every member at once, in place (``torch.optim`` semantics):
+        :func:`hyperpop.vectorized.optim.step` with this population's optimiser."""
+        step(self.kind, self.spec.nesterov, params, grads, states, opt_steps, hp, mask)
