@@ -20,8 +20,9 @@ steps), it tries larger chunks while they keep gaining. The choice is logged, ke
 (``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
 without measuring again.
 
-The trainable must be a :class:`hyperpop.vectorized.VectorizedTrainable`; this module imports
-it (and PyTorch) only when the backend starts, so importing it needs no PyTorch.
+The trainable must be :class:`Stackable`, as :class:`hyperpop.vectorized.VectorizedTrainable` is:
+this module reaches it and its engine (``hyperpop.vectorized.StackedPopulation``) through the
+two protocols below only, so it imports neither that package nor PyTorch.
 """
 
 from __future__ import annotations
@@ -33,16 +34,13 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.checkpoints import CheckpointError, CheckpointStore
 from hyperpop.trainable import Trainable, TrainableError
 
-if TYPE_CHECKING:
-    from hyperpop.vectorized import StackedPopulation, VectorizedTrainable
-
-__all__ = ["ChunkChoice", "VectorizedBackend", "choose", "chunk_for"]
+__all__ = ["ChunkChoice", "Engine", "Stackable", "VectorizedBackend", "choose", "chunk_for"]
 
 log = logging.getLogger("hyperpop")
 
@@ -92,6 +90,63 @@ def _available_memory(device: str) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+class Engine(Protocol):
+    """What the backend trains with: every held member's state stacked in slots
+    (``hyperpop.vectorized.StackedPopulation``)."""
+
+    def check_configs(self, configs: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse configs that differ in a key that cannot differ between stacked members."""
+
+    def grow(self, size: int) -> None:
+        """Make room for at least ``size`` slots."""
+
+    def fresh(self, slot: int, config: Mapping[str, Any]) -> None:
+        """A newly initialised member in ``slot``."""
+
+    def set_config(self, slot: int, config: Mapping[str, Any]) -> None:
+        """Write a member's hyperparameters into its slot."""
+
+    def copy(self, dst: Sequence[int], src: Sequence[int]) -> None:
+        """Copy slots ``src`` into slots ``dst`` (all reads before any write)."""
+
+    def save(self, slot: int) -> dict[str, Any]:
+        """The plain trainable's state of the member in ``slot``."""
+        ...
+
+    def load(self, slot: int, state: Mapping[str, Any]) -> None:
+        """Write a plain trainable's state into ``slot``."""
+
+    def train(
+        self,
+        slots: Sequence[int],
+        steps: Sequence[int | None],
+        seconds: Sequence[float | None],
+        seed: int,
+    ) -> list[list[dict[str, float]]]:
+        """Train ``slots`` together; each slot's metrics, one dict per step trained."""
+        ...
+
+    def measure(
+        self, slots: Sequence[int], size: int, batches: int = 3, limit: float | None = None
+    ) -> float:
+        """Seconds per member and batch of training ``size`` members at once (scratch copies)."""
+        ...
+
+    def activation_bytes(self, slots: Sequence[int], size: int) -> int:
+        """Bytes one batch's forward keeps for the backward pass, per member."""
+        ...
+
+
+@runtime_checkable
+class Stackable(Protocol):
+    """A trainable the vectorized backend can train: it builds the stacked engine
+    (:class:`hyperpop.vectorized.VectorizedTrainable` is one)."""
+
+    def stacked(self, config: dict[str, Any], device: str) -> Engine:
+        """The engine, with shapes taken from ``config``, its tensors on ``device``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -262,8 +317,8 @@ class VectorizedBackend(Backend):
         self._measure = measure
         #: the chunk size and threads in use, once the first poll decided them
         self.choice: ChunkChoice | None = None
-        self._spec: VectorizedTrainable | None = None
-        self._engine: StackedPopulation | None = None
+        self._spec: Stackable | None = None
+        self._engine: Engine | None = None
         self._checkpoints: CheckpointStore | None = None
         self._pending: list[Task] = []
         self._slot: dict[int, int] = {}  # member -> slot
@@ -281,10 +336,8 @@ class VectorizedBackend(Backend):
         return str(self.device).startswith("cpu")
 
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
-        from hyperpop.vectorized import VectorizedTrainable  # PyTorch: only once it runs
-
         spec = factory()
-        if not isinstance(spec, VectorizedTrainable):
+        if not isinstance(spec, Stackable):
             raise TypeError(
                 f"the vectorized backend needs a hyperpop.vectorized.VectorizedTrainable, got "
                 f"{type(spec).__name__}; subclass hp.VectorizedTrainable (model, loss, data) "

@@ -385,23 +385,6 @@ class StackedPopulation:
         return metrics
 
     # --- measuring (the backend's automatic chunk size) ------------------------------------
-    def step_batches(self) -> int:
-        """Batches in one training step: exact where hyperpop cuts :meth:`~VectorizedTrainable.data`
-        into minibatches, ``batches_per_step`` (or 1) where :meth:`~VectorizedTrainable.batches`
-        is the trainable's own."""
-        spec = self.spec
-        if spec.batches_per_step:
-            return int(spec.batches_per_step)
-        if type(spec).batches is not VectorizedTrainable.batches:
-            return 1
-        tensors = spec._tensors()
-        if not isinstance(tensors[0], torch.Tensor):  # a loader
-            try:
-                return max(1, len(tensors[0]))
-            except TypeError:
-                return 1
-        return max(1, math.ceil(tensors[0].shape[0] / int(spec.batch_size)))
-
     def measure(
         self,
         slots: Sequence[int],
