@@ -28,7 +28,7 @@ from hyperpop.live import RunState
 from hyperpop.population import Population
 from hyperpop.settings import RunSettings
 from hyperpop.steering import Steering, unanswered
-from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import Store
 
@@ -71,9 +71,10 @@ class WrittenRefs:
         for e in events:
             if e.member is None:  # a run-level event holds no checkpoint
                 continue
-            if e.kind in (ev.CHECKPOINTED, ev.EXPLOITED):
-                self._hold(e.member, e.data["checkpoint"])
-            elif e.kind == ev.REJUVENATED and e.data.get("reset", "full") == "full":
+            p = e.payload
+            if isinstance(p, (voc.Checkpointed, voc.Exploited)):
+                self._hold(e.member, p.checkpoint)
+            elif isinstance(p, voc.Rejuvenated) and p.reset in (None, "full"):
                 self._hold(e.member, None)
 
     def names(self, blob: str) -> bool:
@@ -338,23 +339,13 @@ class Driver:
             self._failed(r, now)
             return
         self.attempts.pop(r.member, None)
-        events: list[Event] = []
-        for i, metrics in enumerate(r.reports):
-            events.append(
-                Event(
-                    ev.REPORTED,
-                    r.member,
-                    {
-                        "step": r.task.step + i + 1,
-                        "score": self._score(metrics, r),
-                        "metrics": metrics,
-                    },
-                    now,
-                )
-            )
-        events.append(
-            Event(ev.CHECKPOINTED, r.member, {"step": r.end_step, "checkpoint": r.checkpoint}, now)
-        )
+        events = [
+            Event.of(voc.Reported(r.task.step + i + 1, self._score(metrics, r), metrics), m.id, now)
+            for i, metrics in enumerate(r.reports)
+        ]
+        if r.checkpoint is None:  # a backend's defect: only a failed interval saves none
+            raise RunError(f"member {m.id}'s interval ended without a checkpoint")
+        events.append(Event.of(voc.Checkpointed(r.end_step, r.checkpoint), m.id, now))
         # Decide over the population with this interval folded in, then queue the interval and
         # its decisions as one unit: if anything raises in between, none of it is queued (and
         # the loop's flush then deletes no checkpoint: the fold is ahead of the log).
@@ -413,12 +404,7 @@ class Driver:
             ", giving up" if fatal else ", retrying from its last checkpoint",
             r.error,
         )
-        failed = Event(
-            ev.FAILED,
-            r.member,
-            {"step": r.task.step, "error": r.error, "attempt": attempt, "fatal": fatal},
-            now,
-        )
+        failed = Event.of(voc.Failed(r.task.step, r.error, attempt, fatal), r.member, now)
         if not fatal:
             self.commit([failed])
             self.queue.append(r.member)
@@ -502,7 +488,7 @@ class Driver:
             if last is not None and (last[0] >= step or now - last[1] < self.PROGRESS_INTERVAL):
                 continue
             self._progress_seen[member] = (step, now)
-            events.append(Event(ev.PROGRESS, member, {"step": step}, now))
+            events.append(Event.of(voc.Progress(step), member, now))
         if events:
             self.commit(events)
 
@@ -527,17 +513,15 @@ class Driver:
             self.progress(self.pop)
 
     # --- a member leaves -------------------------------------------------------------------
-    def finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> None:
-        """A member leaves the population: its ``finished`` event, and in synchronous mode the
-        decisions its leaving releases (folded and queued here, with the finish)."""
+    def finish(self, member: int, reason: str, now: float, request: int | None = None) -> None:
+        """A member leaves the population (``request``: a person's request stopped it): its
+        ``finished`` event, and in synchronous mode the decisions its leaving releases (folded
+        and queued here, with the finish)."""
         self.queue.remove(member)
         self.backend.forget(member)
-        finished = Event(
-            ev.FINISHED,
-            member,
-            {"step": self.pop.members[member].step, "reason": reason, **tag},
-            now,
-        )
+        step = self.pop.members[member].step
+        by = None if request is None else "user"
+        finished = Event.of(voc.Finished(step, reason, by, request), member, now)
         self._fold([finished])
         decisions = self.controller.release(self.pop, now)
         decided = self._fold(decision_events(decisions, self.pop, now))
@@ -567,8 +551,8 @@ class Driver:
         # what the controller keeps in memory follows the fold (a resume may revive members)
         self.controller.restore(self.pop)
         for e in events:
-            if e.kind == ev.RUN_RESUMED:
-                self.retrying.update(int(m) for m in e.data.get("retry") or [])
+            if isinstance(e.payload, voc.RunResumed):
+                self.retrying.update(e.payload.retry)
 
     def execute(self) -> None:
         """Run the session to its end and record how it ended. The caller owns every
@@ -591,11 +575,11 @@ class Driver:
             stop = self.steering.stop_request
             ending = stop is None  # stopped on request: the run stays resumable
             events = [
-                Event(ev.FINISHED, m.id, {"step": m.step, "reason": reason}, now)
+                Event.of(voc.Finished(m.step, reason), m.id, now)
                 for m in (pop.alive() if ending else [])
             ]
             if ending:
-                events.append(Event(ev.RUN_FINISHED, None, {"reason": reason}, now))
+                events.append(Event.of(voc.RunFinished(reason), None, now))
             else:
                 reason = "stopped"
                 log.warning(

@@ -38,7 +38,7 @@ from hyperpop.results import Result
 from hyperpop.runfiles import remove_run
 from hyperpop.settings import RunSettings
 from hyperpop.space import Space, SpaceError
-from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.base import Store
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, WriterLock, open_store
@@ -531,16 +531,16 @@ def run(
 
     def opening(backend_: Backend) -> list[Event]:
         recorded = settings.replace(workers=backend_.capacity)
-        data = {
-            "run_id": run_id,
-            "settings": recorded.to_dict(),
-            "space": space.to_dict(),
-            "trainable": source,
-            "version": __version__,
-            "pid": os.getpid(),
-        }
-        return [Event(ev.RUN_STARTED, None, data)] + [
-            Event(ev.MEMBER_CREATED, i, {"config": c}) for i, c in enumerate(initial)
+        started = voc.RunStarted(
+            run_id=run_id,
+            settings=recorded.to_dict(),
+            space=space.to_dict(),
+            trainable=source,
+            version=__version__,
+            pid=os.getpid(),
+        )
+        return [Event.of(started)] + [
+            Event.of(voc.MemberCreated(c), i) for i, c in enumerate(initial)
         ]
 
     with _new_store(storage, overwrite, run_id) as (store, base):
@@ -630,7 +630,7 @@ def resume(
     path = Path(storage)
     with open_store(path, write=True) as store:
         events = store.read()
-        if not events or events[0].kind != ev.RUN_STARTED:
+        if not events or events[0].kind != voc.RunStarted.kind:
             raise StoreError(f"{storage} holds no run to resume")
         pop = Population.from_events(events)
         retry = pop.given_up()  # failed for good: one more round of retries (docs/guide.md)
@@ -659,10 +659,8 @@ def resume(
             return backend_
 
         def opening(backend_: Backend) -> list[Event]:
-            data = {"pid": os.getpid(), "version": __version__, "workers": backend_.capacity}
-            if retry:
-                data["retry"] = retry
-            return [Event(ev.RUN_RESUMED, None, data)]
+            resumed = voc.RunResumed(os.getpid(), __version__, backend_.capacity, tuple(retry))
+            return [Event.of(resumed)]
 
         return _session(
             store=store,

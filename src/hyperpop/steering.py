@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from hyperpop.controller import Controller, budget_from_dict
 from hyperpop.population import MemberState, Population
 from hyperpop.space import SpaceError
-from hyperpop.store import events as ev
 from hyperpop.store import requests as rq
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.base import Store
 from hyperpop.store.events import Event
 from hyperpop.store.requests import Request
@@ -69,7 +69,7 @@ class Host(Protocol):
     def flush(self) -> None:
         """Write what is queued, in one transaction."""
 
-    def finish(self, member: int, reason: str, now: float, tag: dict[str, Any]) -> None:
+    def finish(self, member: int, reason: str, now: float, request: int | None = None) -> None:
         """A member leaves the run (with what its leaving releases)."""
 
 
@@ -180,8 +180,10 @@ class Steering:
         """Queue the answer to ``r`` (written with what was done about it, in one transaction)."""
         m = r.member
         member = m if isinstance(m, int) and not isinstance(m, bool) and abs(m) < 2**63 else None
-        tag = {"id": r.id, "kind": str(r.kind), "member": member, "status": status}
-        self.host.commit([Event(ev.REQUEST_HANDLED, None, {**tag, "reason": reason}, now)])
+        if r.id is None:
+            raise ValueError("a request is answered once it is stored")
+        answer = voc.RequestHandled(r.id, str(r.kind), member, status, reason)
+        self.host.commit([Event.of(answer, None, now)])
         if status == "done":
             log.info("request %s (%s) done: %s", r.id, r.kind, reason)
         else:
@@ -205,30 +207,30 @@ class Steering:
     def _act(self, r: Request, action: rq.Action, now: float) -> str:
         """Carry out request ``r`` (``action`` is what it asks): its events are folded and
         queued here. Returns what was done (raises :class:`_Refused` before any event)."""
-        tag = {"by": "user", "request": r.id}
         if isinstance(action, rq.Stop):
-            return self._stop(r, action, now, tag)
+            return self._stop(r, action, now)
         if isinstance(action, rq.Pin):
             m = self._member(action.member)
-            self.host.commit([Event(ev.PINNED, m.id, {"pinned": action.pinned, **tag}, now)])
+            pinned = voc.Pinned(action.pinned, voc.USER, r.id)
+            self.host.commit([Event.of(pinned, m.id, now)])
             return f"member {m.id} {'pinned' if action.pinned else 'unpinned'}"
         if isinstance(action, rq.SetConfig):
             m = self._member(action.member)
             config = self._merge(m.config, action.config)
-            data = {"config": config, "old_config": m.config, "how": "user", **tag}
-            self.host.commit([Event(ev.EXPLORED, m.id, data, now)])
+            explored = voc.Explored(config, m.config, "user", voc.USER, r.id)
+            self.host.commit([Event.of(explored, m.id, now)])
             self._requeue(m.id)
             return f"member {m.id} trains with {m.config} from step {m.step}"
         if isinstance(action, rq.Copy):
-            return self._copy(action, now, tag)
+            return self._copy(action, now, r.id)
         if isinstance(action, rq.Add):
-            return self._add(action, now, tag)
-        return self._budget(action, now, tag)
+            return self._add(action, now, r.id)
+        return self._budget(action, now, r.id)
 
-    def _stop(self, r: Request, action: rq.Stop, now: float, tag: dict[str, Any]) -> str:
+    def _stop(self, r: Request, action: rq.Stop, now: float) -> str:
         if action.member is not None:
             m = self._member(action.member)
-            self.host.finish(m.id, "stopped by user", now, tag)
+            self.host.finish(m.id, "stopped by user", now, r.id)
             return f"member {m.id} finished"
         if r.time < self._opened():
             raise _Refused(
@@ -236,11 +238,11 @@ class Steering:
             )
         self.stop_request = r
         self.host.commit(
-            [Event(ev.RUN_STOPPED, None, {"reason": "stopped on request", **tag}, now)]
+            [Event.of(voc.RunStopped("stopped on request", voc.USER, r.id), None, now)]
         )
         return "the run stopped (resume it)"
 
-    def _copy(self, action: rq.Copy, now: float, tag: dict[str, Any]) -> str:
+    def _copy(self, action: rq.Copy, now: float, request: int | None) -> str:
         m = self._member(action.member)
         pop = self.host.pop
         donor = pop.members.get(action.donor)
@@ -250,14 +252,10 @@ class Steering:
             raise _Refused(
                 f"member {donor.id} has no checkpoint yet (wait for its first ready point)"
             )
-        data = {
-            "donor": donor.id,
-            "step": donor.checkpoint_step,
-            "checkpoint": donor.checkpoint,
-            "at": m.step,
-            **tag,
-        }
-        self.host.commit([Event(ev.EXPLOITED, m.id, data, now)])
+        copied = voc.Exploited(
+            donor.id, donor.checkpoint_step, donor.checkpoint, m.step, voc.USER, request
+        )
+        self.host.commit([Event.of(copied, m.id, now)])
         self._requeue(m.id)
         return f"member {m.id} copied member {donor.id}"
 
@@ -277,7 +275,7 @@ class Steering:
             hint = f" ({'; '.join(ranges)})" if ranges else ""
             raise _Refused(f"{e}{hint}") from None
 
-    def _add(self, action: rq.Add, now: float, tag: dict[str, Any]) -> str:
+    def _add(self, action: rq.Add, now: float, request: int | None) -> str:
         controller, pop = self.host.controller, self.host.pop
         configs = []
         for c in action.configs:
@@ -289,7 +287,7 @@ class Steering:
         ids = list(range(first, first + len(configs)))
         self.host.commit(
             [
-                Event(ev.MEMBER_CREATED, i, {"config": c, **tag}, now)
+                Event.of(voc.MemberCreated(c, voc.USER, request), i, now)
                 for i, c in zip(ids, configs, strict=True)
             ]
         )
@@ -297,19 +295,19 @@ class Steering:
             self.host.queue.append(i)
         return f"added members {ids}"
 
-    def _budget(self, action: rq.SetBudget, now: float, tag: dict[str, Any]) -> str:
+    def _budget(self, action: rq.SetBudget, now: float, request: int | None) -> str:
         h = self.host
         pop, controller = h.pop, h.controller
         budget = [budget_from_dict(b) for b in action.budget]  # parse checked each one
-        old = list(pop.settings.get("budget") or [])
+        old = tuple(pop.settings.get("budget") or [])
         controller.set_budget(budget)
-        data = {"budget": [b.to_dict() for b in budget], "old_budget": old, **tag}
-        h.commit([Event(ev.BUDGET_CHANGED, None, data, now)])  # revives members with steps
+        changed = voc.BudgetChanged(tuple(b.to_dict() for b in budget), old, voc.USER, request)
+        h.commit([Event.of(changed, None, now)])  # revives members with steps
         for m in pop.alive():
             if m.id in h.inflight or m.id in controller.waiting:
                 continue  # decided at its ready point (finished there if over the budget)
             if controller.max_steps is not None and m.step >= controller.max_steps:
-                h.finish(m.id, "step budget reached", now, {})
+                h.finish(m.id, "step budget reached", now)
             elif m.id not in h.queue:
                 h.queue.append(m.id)  # finished for lack of steps, and now has some
         return "budget changed"

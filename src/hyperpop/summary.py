@@ -18,7 +18,7 @@ from typing import Any
 
 from hyperpop.population import Edge, MemberState, Population
 from hyperpop.space import flatten_config
-from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 
 __all__ = [
@@ -242,9 +242,6 @@ class _Level:
     upto: float
 
 
-#: events after which a member's next interval starts (its reports are timed from there)
-_INTERVAL_STARTS = ev.MEMBER_KINDS - {ev.REPORTED, ev.PROGRESS, ev.PINNED}
-
 #: columns of :meth:`RunData.records` that hyperpop fills itself
 _OWN_COLUMNS = frozenset({"member", "step", "time", "score"})
 
@@ -303,31 +300,30 @@ class RunData:
         """Fold one event."""
         self.pop.apply(e)
         self._pos = e.seq if e.seq is not None else self._pos + 1
-        k, mid = e.kind, e.member
-        if k == ev.REPORTED:
-            self._report(e)
-        elif mid is not None and k != ev.PROGRESS:
+        p, mid = e.payload, e.member
+        if isinstance(p, voc.Reported):
+            self._report(e, p)
+        elif mid is not None and not isinstance(p, voc.Progress):
             self._close(mid)
-            if k in _INTERVAL_STARTS:
+            if not isinstance(p, voc.Pinned):  # its next interval's reports are timed from here
                 self._since[mid] = e.time
-            if k in (ev.EXPLOITED, ev.REJUVENATED):
+            if isinstance(p, (voc.Exploited, voc.Rejuvenated)):
                 self._edges.setdefault(mid, []).append(self.pop.edges[-1])
                 self._edge_pos.setdefault(mid, []).append(self._pos)
-        elif k in (ev.RUN_STARTED, ev.RUN_RESUMED):
+        elif isinstance(p, (voc.RunStarted, voc.RunResumed)):
             self._session = e.time
 
-    def _report(self, e: Event) -> None:
+    def _report(self, e: Event, p: voc.Reported) -> None:
         m = self.pop.members[e.member]  # type: ignore[index]
         flat = self._flat.get(m.id)
         if flat is None or flat[0] is not m.config:
             flat = self._flat[m.id] = (m.config, flatten_config(m.config))
-        metrics = e.data.get("metrics") or {}
+        metrics = p.metrics or {}
         if not self._metrics.keys() >= metrics.keys():
             for name, value in metrics.items():
                 if name not in self._metrics and is_number(value):
                     self._metrics[name] = None
-        step, score = int(e.data["step"]), e.data.get("score")
-        r = Report(self._pos, m.id, step, e.time, score, metrics, flat[1], e.time)
+        r = Report(self._pos, m.id, p.step, e.time, p.score, metrics, flat[1], e.time)
         self.reports.append(r)
         mine = self._mine.get(m.id)
         if mine is None:

@@ -26,7 +26,7 @@ from typing import Any
 from hyperpop.callbacks import Callback
 from hyperpop.population import Population
 from hyperpop.space import flatten_config
-from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event, encode_data
 
 __all__ = ["RunInfo", "Tracker", "import_extra"]
@@ -68,8 +68,9 @@ class RunInfo:
 
 
 def _run_info(first: Event | None, pop: Population, path: Path | None) -> RunInfo:
-    if first is not None and first.data.get("run_id"):
-        key = str(first.data["run_id"])
+    started = first.payload if first is not None else None
+    if isinstance(started, voc.RunStarted) and started.run_id:
+        key = started.run_id
     else:  # the opening event is unique to the run (its time, pid, settings and space)
         text = encode_data(first.data) if first is not None else encode_data(pop.settings)
         stamp = repr(first.time if first is not None else pop.started)
@@ -149,7 +150,7 @@ class Tracker(Callback):
         self._pending = {}
         self.notes = {}
         past = self._past(pop, path)
-        first = past[0] if past and past[0].kind == ev.RUN_STARTED else None
+        first = past[0] if past and isinstance(past[0].payload, voc.RunStarted) else None
         self.info = _run_info(first, pop, path)
         self._space = dict(pop.space)
         self._metric = pop.metric
@@ -225,26 +226,25 @@ class Tracker(Callback):
                 store.close()
         # a run kept in a temporary folder has no readable log: it starts now, rebuild its start
         t = pop.started or time.time()
-        data = {"settings": pop.settings, "space": pop.space}
-        out = [Event(ev.RUN_STARTED, None, data, t, 0)]
+        out = [Event.of(voc.RunStarted(settings=pop.settings, space=pop.space), None, t, 0)]
         out += [
-            Event(ev.MEMBER_CREATED, m.id, {"config": m.schedule[0].config}, m.created, 0)
+            Event.of(voc.MemberCreated(m.schedule[0].config), m.id, m.created, 0)
             for m in pop.members.values()
         ]
         return out
 
     def _see(self, e: Event, *, emit: bool) -> None:  # noqa: C901 - one branch per kind
         fold = self._fold
-        if e.member is not None and e.member in self._pending and e.kind != ev.EXPLORED:
+        p = e.payload
+        if e.member is not None and e.member in self._pending and not isinstance(p, voc.Explored):
             self._emit_pending(e.member)
         before = {i: m.status for i, m in fold.members.items()} if e.member is None else {}
         old = fold.members.get(e.member) if e.member is not None else None
         old_config, old_status = (old.config, old.status) if old is not None else (None, None)
         fold.apply(e)
-        d, k = e.data, e.kind
         m = fold.members.get(e.member) if e.member is not None else None
         if m is None:
-            if k == ev.RUN_RESUMED:
+            if isinstance(p, voc.RunResumed):
                 self._record(None, 0, f"run resumed (session {fold.resumes + 1})", e.time, emit)
             for i, status in before.items():  # a raised budget revives finished members
                 if emit and fold.members[i].status != status:
@@ -252,43 +252,42 @@ class Tracker(Callback):
             return
         name = self._name(m.id)
         text: str | None = None
-        if k == ev.MEMBER_CREATED:
+        if isinstance(p, voc.MemberCreated):
             if emit:
                 self._member(m.id, flatten_config(m.config), e.time)
-            if d.get("by") == "user":
+            if p.by == voc.USER:
                 text = f"{name} added by a person"
-        elif k == ev.REPORTED:
+        elif isinstance(p, voc.Reported):
             if emit:
-                self._report(m.id, m.step, self._values(d, m.config), e.time)
-        elif k == ev.EXPLOITED:
-            at = d.get("at", m.step)
-            text = f"{name} copied {self._name(int(d['donor']))} at step {at}"
-            if at != m.step:
+                self._report(m.id, m.step, self._values(p, m.config), e.time)
+        elif isinstance(p, voc.Exploited):
+            text = f"{name} copied {self._name(p.donor)} at step {p.at}"
+            if p.at != m.step:
                 text += f" (its weights of step {m.step})"
-            if d.get("by") == "user":
+            if p.by == voc.USER:
                 text += " (by a person)"
             took = ""
             if old_config is not None and old_config != m.config:
                 took = f"; took its config: {config_change(old_config, m.config)}"
             self._pending[m.id] = _Pending(m.step, text, took, e.time, emit)
             text = None
-        elif k == ev.EXPLORED:
-            change = config_change(d.get("old_config") or old_config or {}, m.config)
+        elif isinstance(p, voc.Explored):
+            change = config_change(p.old_config or old_config or {}, m.config)
             pending = self._pending.pop(m.id, None)
             if pending is not None:
                 text = f"{pending.text}; {change}"
-            elif d.get("by") == "user":
+            elif p.by == voc.USER:
                 text = f"{name} set by a person at step {m.step}; {change}"
             else:
-                text = f"{name} explored ({d.get('how')}) at step {m.step}; {change}"
-        elif k == ev.REJUVENATED:
-            change = config_change(d.get("old_config") or old_config or {}, m.config)
-            reset = d.get("reset") or "full"
+                text = f"{name} explored ({p.how}) at step {m.step}; {change}"
+        elif isinstance(p, voc.Rejuvenated):
+            change = config_change(p.old_config or old_config or {}, m.config)
+            reset = p.reset or "full"
             text = f"{name} rejuvenated at step {m.step} (reset: {reset}); {change}"
-        elif k == ev.FAILED:
-            last = (str(d.get("error") or "").strip().splitlines() or ["?"])[-1][:300]
-            text = f"{name} {'failed for good' if d.get('fatal') else 'failed'}: {last}"
-        elif k == ev.PINNED:
+        elif isinstance(p, voc.Failed):
+            last = (str(p.error or "").strip().splitlines() or ["?"])[-1][:300]
+            text = f"{name} {'failed for good' if p.fatal else 'failed'}: {last}"
+        elif isinstance(p, voc.Pinned):
             text = f"{name} {'pinned' if m.pinned else 'unpinned'} by a person"
         if text is not None:
             self._record(m.id, m.step, text, e.time, emit)
@@ -310,13 +309,13 @@ class Tracker(Callback):
         for member in list(self._pending):
             self._emit_pending(member)
 
-    def _values(self, data: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, float]:
+    def _values(self, report: voc.Reported, config: Mapping[str, Any]) -> dict[str, float]:
         values: dict[str, float] = {}
-        for k, v in flatten_config(data.get("metrics") or {}).items():
+        for k, v in flatten_config(report.metrics or {}).items():
             x = _number(v)
             if x is not None:
                 values[k] = x
-        score = _number(data.get("score"))
+        score = _number(report.score)
         if self._metric and self._metric not in values and score is not None:
             values[self._metric] = score
         values.update(self.hyperparameters(config))

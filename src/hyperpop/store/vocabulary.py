@@ -35,12 +35,16 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "RunStopped",
+    "USER",
     "VOCABULARY",
     "from_data",
     "to_data",
 ]
 
 Json = dict[str, Any]
+
+#: ``by`` of an event a person's request caused (PBT's own decisions name no ``by``)
+USER = "user"
 
 
 @dataclass(frozen=True)
