@@ -188,6 +188,7 @@ def test_figures_count_members_and_edges() -> None:
     events[0].data["space"] = {"lr": {"type": "float", "low": 0.01, "high": 1, "log": True}}
     assert schedule_spec(RunView(events))["layout"]["yaxis"]["type"] == "log"
     # a nested parameter: the stored space is flat, keyed by the full path
+    events = synthetic_events()
     events[0].data["space"] = {"opt/name": {"type": "float", "low": 0.01, "high": 1, "log": True}}
     assert schedule_spec(RunView(events))["layout"]["yaxis2"]["type"] == "log"
     tree = {t["meta"]["kind"]: t for t in lineage_spec(view)["data"]}

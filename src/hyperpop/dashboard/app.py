@@ -38,7 +38,7 @@ from hyperpop.dashboard.data import RunView, StoreSource, bulk
 from hyperpop.dashboard.figures import page_data
 from hyperpop.dashboard.report import asset, page, plotly_js
 
-__all__ = ["api_query", "create_app", "serve"]
+__all__ = ["answer", "api_query", "create_app", "serve"]
 
 _TYPES = {
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -139,6 +139,37 @@ def api_query(params: Any, view: RunView, epoch: str) -> tuple[int, str, str, in
     return since, metric, x, series_since
 
 
+def answer(source: StoreSource, params: Any) -> str:
+    """The body of ``/api/view`` for the query ``params`` (see :func:`api_query`): the store's
+    new events folded, then the summary, and what the page lacks if the log moved past what
+    it has; or the store's error."""
+    view = source.refresh()
+    if view is None:
+        return _dumps({"error": source.error})
+    epoch = source.epoch
+    since, metric, x, series_since = api_query(params, view, epoch)
+    head = _dumps({"seq": view.seq, "summary": view.summary(source.alive)})
+    if since == view.seq and series_since == since:
+        return head
+
+    def build(v: RunView, alive: bool | None) -> str:
+        with bulk():
+            data = page_data(
+                v,
+                since=since,
+                metrics=[metric],
+                times=x == "time",
+                series_since=series_since,
+                alive=alive,
+            )
+            data["epoch"] = epoch
+            return _dumps(data)
+
+    # serialised once per change of the log and question, however many pages ask
+    body = source.cached(("view", since, metric, x, series_since), build)
+    return head[:-1] + ',"view":' + body + "}"
+
+
 def create_app(
     db: str | os.PathLike[str],
     *,
@@ -176,31 +207,7 @@ def create_app(
         return HTMLResponse(body, status_code=200 if view is not None else 503)
 
     def api_view(request: Request) -> Response:
-        view = source.refresh()
-        if view is None:
-            return _json({"error": source.error})
-        epoch = source.epoch
-        since, metric, x, series_since = api_query(request.query_params, view, epoch)
-        head = _dumps({"seq": view.seq, "summary": view.summary(source.alive)})
-        if since == view.seq and series_since == since:
-            return _raw(head)
-
-        def build(v: RunView, alive: bool | None) -> str:
-            with bulk():
-                data = page_data(
-                    v,
-                    since=since,
-                    metrics=[metric],
-                    times=x == "time",
-                    series_since=series_since,
-                    alive=alive,
-                )
-                data["epoch"] = epoch
-                return _dumps(data)
-
-        # serialised once per change of the log and question, however many pages ask
-        body = source.cached(("view", since, metric, x, series_since), build)
-        return _raw(head[:-1] + ',"view":' + body + "}")
+        return _raw(answer(source, request.query_params))
 
     def static(request: Request) -> Response:
         name = request.path_params["name"]

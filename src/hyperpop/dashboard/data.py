@@ -18,9 +18,11 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from hyperpop.population import Population
 from hyperpop.space import flatten_config
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
@@ -84,7 +86,10 @@ class RunView(RunData):
         self._exploit_at: list[int] = []
         self._rejuvenation_at: list[int] = []
         self._all_rows_at = -1  # a run-level event: every member's row may read differently
+        self._last_edge: dict[int, Any] = {}  # each member's latest edge of the family tree
         self._at = 0
+        #: the time of the latest report (every report's wall time is at most its own time)
+        self.last_report_time: float | None = None
         super().__init__(events)
 
     @classmethod
@@ -144,16 +149,27 @@ class RunView(RunData):
 
     def apply(self, e: Event) -> None:
         """Fold one event."""
-        self._at = e.seq if e.seq is not None else self._at + 1
-        pop = self.pop
+        at = self._at = e.seq if e.seq is not None else self._at + 1
         k = e.kind
+        if k == ev.REPORTED:  # most of a log: the short way
+            super().apply(e)
+            mid = int(e.member)  # type: ignore[arg-type]  # checked by the fold
+            self.touched[mid] = at
+            member = self.pop.members[mid]
+            self.scores[mid].append((member.step, num(member.last_score)))
+            self.sources[mid].append(self.reports[-1])
+            self._written["scores"][mid].append(at)
+            if self.last_report_time is None or e.time > self.last_report_time:
+                self.last_report_time = e.time
+            return
+        pop = self.pop
         m = pop.members.get(e.member) if e.member is not None else None
         if e.member is None:
             if k != ev.PROGRESS:
                 self._all_rows_at = self._at
         else:
             self.touched[int(e.member)] = self._at
-            if m is not None and k not in (ev.REPORTED, ev.PROGRESS):
+            if m is not None and k != ev.PROGRESS:
                 self._settle(m.id)
         if k == ev.EXPLOITED and m is not None:
             at = e.data.get("at", m.step)
@@ -163,6 +179,7 @@ class RunView(RunData):
             report = self.recorded(m.id, m.step)  # the donor's, as its weights were then
             self._point(m.id, (m.step, score), (e.time, report))
             self._exploit_at.append(self._at)
+            self._last_edge[m.id] = pop.edges[-1]
             self.exploits.append(
                 {
                     "member": m.id,
@@ -182,6 +199,7 @@ class RunView(RunData):
             before = m.last_score
             at = m.step
             super().apply(e)
+            self._last_edge[m.id] = pop.edges[-1]
             self._point(m.id, GAP, None)
             self.configs[m.id].append((None, None))
             self._written["configs"][m.id].append(self._at)
@@ -202,8 +220,6 @@ class RunView(RunData):
             self._config_point(mid, 0, pop.members[mid].config)
         elif m is None:
             return
-        elif k == ev.REPORTED:
-            self._point(m.id, (m.step, num(m.last_score)), self.reports[-1])
         elif k == ev.CHECKPOINTED:
             self.nodes[m.id].append((m.step, num(m.ready_score)))
             self._written["nodes"][m.id].append(self._at)
@@ -227,9 +243,19 @@ class RunView(RunData):
         now = time.time() if now is None else now
         return json_safe(summary(self.pop, alive=alive, now=now))
 
-    def member_rows(self) -> list[dict[str, Any]]:
-        """:func:`hyperpop.summary.member_rows` by id, JSON-safe."""
-        return json_safe(member_rows(self.pop))
+    def member_rows(self, members: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """:func:`hyperpop.summary.member_rows` by id, JSON-safe; only ``members``' rows if
+        given (without walking the whole family tree for them)."""
+        if members is None:
+            return json_safe(member_rows(self.pop))
+        ids = [m for m in members if m in self.pop.members]
+        # the rows read a population's members and edges (the last edge of each): these
+        part = _Rows(
+            members={m: self.pop.members[m] for m in ids},
+            edges=[self._last_edge[m] for m in ids if m in self._last_edge],
+            mode=self.pop.mode,
+        )
+        return json_safe(member_rows(cast(Population, part)))
 
     def best_lineage(self) -> list[dict[str, Any]]:
         """The best member's schedule: ``{"step", "member", "config"}`` segments, oldest first,
@@ -241,6 +267,15 @@ class RunView(RunData):
             {"step": s.step, "member": s.member, "config": flatten_config(s.config)}
             for s in best.schedule
         ]
+
+
+@dataclass
+class _Rows:
+    """What :func:`hyperpop.summary.member_rows` reads of a population."""
+
+    members: dict[int, Any]
+    edges: list[Any]
+    mode: str
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -570,8 +570,13 @@ def plot_lineage(result: Any) -> Any:
 
 
 def _clock_span(view: RunView) -> tuple[float, float]:
-    t0, _, _ = _clock(view)
-    return t0, max((r.wall for r in view.reports), default=t0) - t0
+    # as _clock, without a pass over every report: the latest wall time is the latest report's
+    # time (an interval's last step ends when its reports are recorded)
+    if view.last_report_time is None:
+        t0 = view.pop.started if view.pop.started is not None else 0.0
+        return t0, 0.0
+    t0 = view.pop.started if view.pop.started is not None else min(r.wall for r in view.reports)
+    return t0, view.last_report_time - t0
 
 
 def _since(value: int | None, default: int) -> int:
@@ -733,8 +738,7 @@ def page_data(
         n_steps += [step for step, _ in ready[i:]]
         n_scores += [score for _, score in ready[i:]]
 
-    changed = set(view.rows_changed(since))
-    rows = [r for r in view.member_rows() if r["member"] in changed]
+    rows = view.member_rows(view.rows_changed(since))
     return {
         "seq": view.seq,
         "since": since,
