@@ -224,6 +224,7 @@ end = time.time()
 print(json.dumps({"start": backend.first - launched, "import_ray": t2 - t1,
                   "import_hyperpop": (t1 - t0) + (t3 - t2), "interpreter": t0 - launched,
                   "before_start": t4 - t3, "run": end - backend.first,
+                  "workers": backend.workers,
                   **backend.timings}))
 """
 
@@ -236,7 +237,7 @@ _ACTOR_IMPORT = (
 
 def _start_row(label: str, t: dict[str, float], actor_import: float) -> str:
     """One row of table 3: Ray's part and hyperpop's of a run's start."""
-    new_actors = t["reused"] < 1 or t["actors"] > 0.5  # warm actors cost no start
+    new_actors = t["reused"] < t["workers"]  # warm actors import nothing
     hyperpop_in_actors = (t["actor_setup"] + actor_import) if new_actors else t["actor_setup"]
     ray_actors = max(0.0, t["actors"] - hyperpop_in_actors)
     ray_part = t.get("import_ray", 0.0) + t["connect"] + ray_actors
@@ -251,8 +252,9 @@ def start_table(smoke: bool) -> list[str]:
     """Table 3: where the start of a Ray run goes, Ray's part and hyperpop's.
 
     Needs no Ray session in this process at first (the first row starts its own in a new
-    process); starts one for the other rows, or uses the caller's (then the rows of new
-    processes are left out, as in ``--smoke``)."""
+    process); starts one for the other rows and leaves it running for the caller to use and
+    shut down, or uses the caller's (then the rows of new processes are left out, as in
+    ``--smoke``)."""
     import ray
 
     from hyperpop.backends.ray import RayBackend
@@ -289,48 +291,48 @@ def start_table(smoke: bool) -> list[str]:
     if processes:
         rows.append(_start_row("new process, starts its own Ray", child("local"), actor_import))
         print(rows[-1], file=sys.stderr, flush=True)
-    own = not ray.is_initialized()
-    if own:
+    if not ray.is_initialized():
         ray.init(
             num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
         )
-    try:
-        if processes:
-            address = ray.get_runtime_context().gcs_address
-            t = child(address)
-            rows.append(_start_row("new process, joins a running Ray", t, actor_import))
+    if processes:
+        address = ray.get_runtime_context().gcs_address
+        t = child(address)
+        rows.append(_start_row("new process, joins a running Ray", t, actor_import))
+        print(rows[-1], file=sys.stderr, flush=True)
+    kw = {k: v for k, v in toy.settings.items() if k != "storage"}
+    kw["budget"] = hp.Steps(steps)
+    first: list[float] = []
+
+    class Timed(RayBackend):
+        def submit(self, task: Any, slot: int | None = None) -> None:
+            if not first:
+                first.append(time.perf_counter())
+            super().submit(task, slot)
+
+    with Timed(keep_actors=True) as backend:
+        for label in ("same process, new actors", "same process, warm actors"):
+            first.clear()
+            t0 = time.perf_counter()
+            hp.run(toy.Toy, toy.space, backend=backend, progress=False, **kw)
+            t = dict(
+                backend.timings,
+                start=first[0] - t0,
+                run=time.perf_counter() - first[0],
+                workers=backend.workers,
+            )
+            rows.append(_start_row(label, t, actor_import))
             print(rows[-1], file=sys.stderr, flush=True)
-        kw = {k: v for k, v in toy.settings.items() if k != "storage"}
-        kw["budget"] = hp.Steps(steps)
-        first: list[float] = []
-
-        class Timed(RayBackend):
-            def submit(self, task: Any, slot: int | None = None) -> None:
-                if not first:
-                    first.append(time.perf_counter())
-                super().submit(task, slot)
-
-        with Timed(keep_actors=True) as backend:
-            for label in ("same process, new actors", "same process, warm actors"):
-                first.clear()
-                t0 = time.perf_counter()
-                hp.run(toy.Toy, toy.space, backend=backend, progress=False, **kw)
-                t = dict(backend.timings, start=first[0] - t0, run=time.perf_counter() - first[0])
-                rows.append(_start_row(label, t, actor_import))
-                print(rows[-1], file=sys.stderr, flush=True)
-    finally:
-        if own:
-            ray.shutdown()
+    imported = "not measured in a smoke run" if smoke else f"{actor_import:.2f}s, measured apart"
     rows.append(
-        f"\nhyperpop (s) = start - import Ray - ray.init - actor creation; it counts importing "
-        f"hyperpop in each new actor ({actor_import:.2f}s, measured apart) and loading the "
-        "trainable there"
+        "\nhyperpop (s) = start - import Ray - ray.init - actor creation; it counts importing "
+        f"hyperpop in each new actor ({imported}) and loading the trainable there"
     )
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Print both tables (markdown)."""
+    """Print the tables (markdown)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny runs, for CI")
     parser.add_argument("--only", choices=["backends", "transfer", "start"], help="one table only")
@@ -339,11 +341,15 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     print(f"# backends benchmark ({os.cpu_count()} cores{', smoke' if args.smoke else ''})")
-    if args.only in (None, "start"):  # first: its first row needs no Ray running here
-        print("\n".join(start_table(args.smoke)))
-        if args.only == "start":
-            return
     started = ""
+    if args.only in (None, "start"):  # first: its first row needs no Ray running here
+        ours = not ray.is_initialized()
+        print("\n".join(start_table(args.smoke)))
+        started = "Ray cluster: started for table 3 (its start is in table 3)" if ours else ""
+        if args.only == "start":
+            if ours:
+                ray.shutdown()
+            return
     if not ray.is_initialized():
         t0 = time.perf_counter()
         ray.init(
