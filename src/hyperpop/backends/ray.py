@@ -293,6 +293,7 @@ class RayBackend(Backend):
         self._owns_ray = False
         self.keep_actors = bool(keep_actors)
         self._warm: list[Any] = []  # actors kept from the last run, between sessions
+        self._warm_job = ""  # the Ray job (driver connection) they belong to
         self._session = ""
         self.timings: dict[str, float] = {}
         self._connect_seconds = 0.0
@@ -423,6 +424,8 @@ class RayBackend(Backend):
                 options["runtime_env"] = self.runtime_env
             self._remote = ray.remote(_Actor).options(**options)
         warm, self._warm = self._warm, []
+        if warm and self._warm_job != _job():  # Ray was restarted since: they are gone
+            warm = []
         for actor in warm[self.workers :]:
             _kill(actor)
         self._slots = [_Slot(i) for i in range(self.workers)]
@@ -430,7 +433,10 @@ class RayBackend(Backend):
         for slot, actor in zip(self._slots, warm):
             slot.actor = actor
             slot.name = f"ray-{slot.index}"
-            self._begin(slot)
+            try:
+                self._begin(slot)
+            except Exception:  # noqa: BLE001 - gone with a session Ray cannot find: a new one
+                self._spawn(slot)
         for slot in self._slots[len(warm) :]:
             self._spawn(slot)
         self.timings = {
@@ -669,6 +675,7 @@ class RayBackend(Backend):
             for s, ref in ends:
                 if self.keep_actors and ref in done and _ok(ref):
                     self._warm.append(s.actor)  # ended cleanly: kept for the next run
+                    self._warm_job = _job()
                     s.actor = None
         for s in self._slots:
             if s.actor is not None:
@@ -708,6 +715,14 @@ def _kill(actor: Any) -> None:
         ray.kill(actor, no_restart=True)
     except Exception:  # noqa: BLE001 - already gone
         pass
+
+
+def _job() -> str:
+    """This driver's Ray session: its cluster and job (another after each ``ray.init``)."""
+    if not ray.is_initialized():
+        return ""
+    context = ray.get_runtime_context()
+    return f"{context.gcs_address}/{context.get_job_id()}"
 
 
 def _ok(ref: Any) -> bool:
