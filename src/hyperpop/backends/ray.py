@@ -671,7 +671,9 @@ class RayBackend(Backend):
                     pass
         if ends:
             refs = [ref for _, ref in ends]
-            done, _ = ray.wait(refs, num_returns=len(refs), timeout=5)
+            # an actor kept for the next run is worth a longer wait than one stopped anyway
+            wait = 30 if self.keep_actors else 5
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=wait)
             for s, ref in ends:
                 if self.keep_actors and ref in done and _ok(ref):
                     self._warm.append(s.actor)  # ended cleanly: kept for the next run
