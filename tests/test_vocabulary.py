@@ -198,3 +198,14 @@ def test_payload_fields_are_all_json_keys() -> None:
     for cls in voc.VOCABULARY.values():
         for f in fields(cls):
             assert re.fullmatch(r"[a-z_]+", f.name), (cls, f.name)
+
+
+def test_the_architecture_docs_event_table_is_the_vocabulary() -> None:
+    doc = (SRC.parents[1] / "docs" / "architecture.md").read_text()
+    table = doc.split("<!-- event table:")[1].split("\n\n")[0].splitlines()[3:]
+    rows = [[cell.strip(" `") for cell in line.strip("|").split("|")][:3] for line in table]
+    expected = [
+        [kind, cls.__name__, "member" if cls.about_member else "run"]
+        for kind, cls in voc.VOCABULARY.items()
+    ]
+    assert sorted(rows) == sorted(expected)

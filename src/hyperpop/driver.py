@@ -24,13 +24,13 @@ from hyperpop.controller import (
     decision_events,
 )
 from hyperpop.errors import MetricError, RunError
-from hyperpop.live import RunState
 from hyperpop.population import Population
 from hyperpop.settings import RunSettings
 from hyperpop.steering import Steering, unanswered
 from hyperpop.store import vocabulary as voc
+from hyperpop.store.base import Store
 from hyperpop.store.events import Event
-from hyperpop.store.sqlite import Store
+from hyperpop.summary import ProgressView, RunState
 
 __all__ = ["Driver", "Progress", "unanswered"]
 
@@ -173,7 +173,7 @@ class Driver:
         backend: Backend,
         checkpoints: CheckpointStore,
         settings: RunSettings,
-        progress: Progress | None = None,
+        progress: ProgressView | None = None,
         callbacks: CallbackList | None = None,
         clock: Callable[[], float] = time.time,
     ):
@@ -474,7 +474,7 @@ class Driver:
         """Count the reports of intervals still running (from backends that tell), as
         ``progress`` events: readers see a run move between ready points. Counted only: the
         reports themselves are recorded with the interval's checkpoint, as before."""
-        steps = self.backend.progress() if hasattr(self.backend, "progress") else {}
+        steps = self.backend.progress()
         if not steps:
             return
         now = self.clock()
@@ -502,15 +502,9 @@ class Driver:
         )
 
     def show_progress(self) -> None:
-        """Hand the population (and the run's state, to a view that wants it) to the progress
-        callback."""
-        if self.progress is None:
-            return
-        if getattr(self.progress, "wants_state", False):
-            # a view that wants_state also takes state= (the Progress type names only pop)
-            self.progress(self.pop, state=self.state())  # type: ignore[call-arg]
-        else:
-            self.progress(self.pop)
+        """Hand the population and the run's state to the progress display."""
+        if self.progress is not None:
+            self.progress(self.pop, self.state())
 
     # --- a member leaves -------------------------------------------------------------------
     def finish(self, member: int, reason: str, now: float, request: int | None = None) -> None:
@@ -568,7 +562,7 @@ class Driver:
         self.written = WrittenRefs(pop) if not self.pending else None
         reason = "error"
         self._started = True
-        self.callbacks.on_start(pop, getattr(self.store, "path", None))
+        self.callbacks.on_start(pop, self.store.path)
         try:
             reason = self.loop()
             now = self.clock()
@@ -585,7 +579,7 @@ class Driver:
                 log.warning(
                     "stopped on request %s; continue with: hyperpop resume %s",
                     stop.id if stop else "?",
-                    getattr(self.store, "path", "DB"),
+                    self.store.path or "DB",
                 )
             self.commit(events)
             self.flush()
@@ -599,9 +593,8 @@ class Driver:
                 self.show_progress()
         finally:
             self.callbacks.on_end(pop, reason)
-            close = getattr(self.progress, "close", None)
-            if close is not None:
-                close()
+            if self.progress is not None:
+                self.progress.close()
 
     def collect_leftovers(self) -> None:
         """Once no worker writes any more (the backend is shut down): delete the blobs the log

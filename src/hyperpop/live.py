@@ -1,8 +1,10 @@
 """Progress people can follow: a live terminal view (rich), plain periodic lines for files and
 pipes, and a log for ``--quiet``.
 
-Each is a callable the driver hands the population (and, when it has a ``wants_state``
-attribute, a :class:`RunState`: who trains now, who waits for a worker, the elapsed time)."""
+Each is a :class:`View` (a :class:`~hyperpop.summary.ProgressView`): the driver hands it the
+population and a :class:`RunState` (who trains now, who waits for a worker, the elapsed time),
+a note now and then, and closes it at the end. A caller's callable is wrapped in a
+:class:`FunctionView`."""
 
 from __future__ import annotations
 
@@ -10,32 +12,40 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from hyperpop.population import Population
-from hyperpop.summary import exploit_count, fmt, member_rows, summary
+from hyperpop.summary import RunState, exploit_count, fmt, member_rows, summary
 
-__all__ = ["LiveView", "LogProgress", "PlainProgress", "RunState"]
+__all__ = ["FunctionView", "LiveView", "LogProgress", "PlainProgress", "RunState", "View"]
 
 log = logging.getLogger("hyperpop")
 
 
-@dataclass(frozen=True)
-class RunState:
-    """What the driver knows beyond the log.
+class View:
+    """A progress display (see :class:`~hyperpop.summary.ProgressView`): subclasses draw the
+    population in ``__call__``; a note and the close do nothing unless they say otherwise."""
 
-    Attributes:
-        running: members training on a worker now.
-        queued: members waiting for a worker.
-        elapsed: seconds the run has been active (across resumes).
-        max_steps: the step budget per member, if there is one.
-    """
+    def __call__(self, pop: Population, state: RunState | None = None) -> None:
+        raise NotImplementedError
 
-    running: frozenset[int] = field(default_factory=frozenset)
-    queued: frozenset[int] = field(default_factory=frozenset)
-    elapsed: float = 0.0
-    max_steps: int | None = None
+    def note(self, text: str) -> None:
+        """A line worth saying once (e.g. where members' output goes)."""
+
+    def close(self) -> None:
+        """The session ended."""
+
+
+class FunctionView(View):
+    """A caller's ``progress=fn``: ``fn(pop)`` after each poll (notes and the close pass it
+    by)."""
+
+    def __init__(self, fn: Callable[[Population], None]):
+        self.fn = fn
+
+    def __call__(self, pop: Population, state: RunState | None = None) -> None:
+        self.fn(pop)
 
 
 def _clock(seconds: float | None) -> str:
@@ -95,14 +105,12 @@ def _members_line(c: dict[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in c.items() if v or k in ("training", "alive"))
 
 
-class LiveView:
+class LiveView(View):
     """A rich live table: each member's step, score, hyperparameters and last exploit.
 
     Args:
         rows: members shown (best first); the rest are summarised in the caption.
     """
-
-    wants_state = True
 
     def __init__(self, rows: int = 20):
         from rich.console import Console
@@ -229,7 +237,7 @@ class LiveView:
             self._live = None
 
 
-class LogProgress:
+class LogProgress(View):
     """Log a one-line summary at most every ``every`` seconds (for ``--quiet`` and CI logs)."""
 
     def __init__(self, every: float = 10.0):
@@ -237,7 +245,7 @@ class LogProgress:
         self._last = 0.0
         self._said = ""
 
-    def __call__(self, pop: Population) -> None:
+    def __call__(self, pop: Population, state: RunState | None = None) -> None:
         now = time.time()
         if now - self._last < self.every and pop.alive():
             return
@@ -263,7 +271,7 @@ class LogProgress:
         """Nothing to release."""
 
 
-class PlainProgress:
+class PlainProgress(View):
     """One plain line at most every ``every`` seconds, and one at the end: for files, pipes and
     job logs (nohup, SLURM, CI), where a live table would be cut or repeated.
 
@@ -271,8 +279,6 @@ class PlainProgress:
         every: seconds between lines.
         stream: where to write (default: standard error).
     """
-
-    wants_state = True
 
     def __init__(self, every: float = 10.0, stream: TextIO | None = None):
         self.every = every

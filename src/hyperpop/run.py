@@ -22,7 +22,7 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from hyperpop._version import __version__
-from hyperpop.backends.base import Backend
+from hyperpop.backends import Backend, backend_class, get_backend
 from hyperpop.callbacks import Callback, CallbackList
 from hyperpop.checkpoints import (
     CheckpointError,
@@ -43,6 +43,7 @@ from hyperpop.store.base import Store
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, WriterLock, open_store
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy
+from hyperpop.summary import ProgressView
 from hyperpop.trainable import TrainableError, make_factory
 from hyperpop.userfile import load_trainable, source_of
 
@@ -147,33 +148,14 @@ def _backend_spec(
             f"workers must be a positive int (members training at once), got {workers!r}; "
             "leave it out for one per CPU core"
         )
+    try:
+        backend_class(backend)  # an unknown name, or a missing extra, is refused now
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
     count = workers
     if members is not None and backend in ("local", "ray", "simulated"):
         count = _capped(workers, members, backend, gpus="gpus" in opts)
-    if backend == "local":
-        from hyperpop.backends.local import LocalBackend
-
-        return lambda: LocalBackend(count, **opts)
-    if backend == "ray":
-        try:
-            from hyperpop.backends.ray import RayBackend
-        except ImportError as e:
-            raise ImportError(
-                f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})"
-            ) from None
-        return lambda: RayBackend(count, **opts)
-    if backend == "simulated":
-        from hyperpop.backends.simulated import SimulatedBackend
-
-        return lambda: SimulatedBackend(2 if count is None else count, **opts)
-    if backend == "vectorized":
-        from hyperpop.backends.vectorized import VectorizedBackend
-
-        return lambda: VectorizedBackend(workers, **opts)
-    raise SettingsError(
-        f"backend must be 'local', 'ray', 'simulated', 'vectorized' or a Backend instance, got "
-        f"{backend!r} (unknown backend {backend!r})"
-    )
+    return lambda: get_backend(backend, count, **opts)
 
 
 def _capped(workers: int | None, members: int, backend: str, *, gpus: bool) -> int | None:
@@ -213,11 +195,10 @@ def _clock(backend: Backend, pop: Population) -> Callable[[], float] | None:
     """The driver's clock for a backend that runs on simulated time (None: the real one). It
     starts at the later of now and the log's last event, so times in the log never go back,
     even across resumes of a simulation that ran ahead of the wall clock."""
-    simulated = getattr(backend, "simulated_seconds", None)
-    if simulated is None:
+    if backend.simulated_seconds() is None:
         return None
     start = max(time.time(), pop.last_time)
-    return lambda: start + simulated()
+    return lambda: start + (backend.simulated_seconds() or 0.0)
 
 
 def _build_backend(make: Callable[[], Backend], step_timeout: float | None) -> Backend:
@@ -561,28 +542,28 @@ def run(
         )
 
 
-def _member_logs(backend: Backend, storage: Path | str, progress: Progress | None) -> None:
+def _member_logs(backend: Backend, storage: Path | str, progress: ProgressView | None) -> None:
     """Members' stdout and stderr go to ``DB-logs/member-N.log`` beside the store; with a
     progress display, one line says where (their prints no longer reach this terminal)."""
     logs = log_dir_for(storage)
     backend.set_log_dir(logs)
-    if getattr(backend, "log_dir", None) is None:
+    if backend.log_dir is None:
         return
-    note = getattr(progress, "note", None)
-    if note is not None:
-        note(f"members' output goes to {logs}/member-N.log (hyperpop logs {storage} -m N)")
+    if progress is not None:
+        progress.note(f"members' output goes to {logs}/member-N.log (hyperpop logs {storage} -m N)")
 
 
-def _progress(progress: Progress | bool | None) -> Progress | None:
+def _progress(progress: Progress | bool | None) -> ProgressView | None:
     """The progress display: by default (None) or with True, a live view on a terminal and
-    plain periodic lines into a file or a pipe; False: none; or the caller's callable."""
-    if progress is True or progress is None:
-        from hyperpop.live import LiveView, PlainProgress
+    plain periodic lines into a file or a pipe; False: none; one of hyperpop's views as it is;
+    or the caller's callable, handed the population."""
+    from hyperpop.live import FunctionView, LiveView, PlainProgress, View
 
+    if progress is True or progress is None:
         return LiveView() if sys.stdout.isatty() else PlainProgress()
     if progress is False:
         return None
-    return progress
+    return progress if isinstance(progress, View) else FunctionView(progress)
 
 
 # --- resume ------------------------------------------------------------------------------

@@ -191,9 +191,7 @@ class Steering:
 
     def _opened(self) -> float:
         """When this driver took the store (a request made before was meant for another)."""
-        lock = getattr(self.host.store, "lock", None)
-        holder = lock.holder() if lock is not None and lock.locked else None
-        since = (holder or {}).get("since")
+        since = (self.host.store.writer() or {}).get("since")
         return float(since) if isinstance(since, (int, float)) else self.host.session_start
 
     def _member(self, member: int, *, alive: bool = True) -> MemberState:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from hyperpop.population import Edge, MemberState, Population
 from hyperpop.space import flatten_config
@@ -22,8 +22,10 @@ from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 
 __all__ = [
+    "ProgressView",
     "Report",
     "RunData",
+    "RunState",
     "exploit_count",
     "fmt",
     "json_safe",
@@ -32,6 +34,36 @@ __all__ = [
     "run_status",
     "summary",
 ]
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What the driver knows beyond the log.
+
+    Attributes:
+        running: members training on a worker now.
+        queued: members waiting for a worker.
+        elapsed: seconds the run has been active (across resumes).
+        max_steps: the step budget per member, if there is one.
+    """
+
+    running: frozenset[int] = field(default_factory=frozenset)
+    queued: frozenset[int] = field(default_factory=frozenset)
+    elapsed: float = 0.0
+    max_steps: int | None = None
+
+
+class ProgressView(Protocol):
+    """A progress display the driver keeps up to date (the views of :mod:`hyperpop.live`, or
+    a caller's callable wrapped in one): shown the population and the run's state after a
+    poll, told a line worth saying (``note``), and closed at the end of the session."""
+
+    def __call__(self, pop: Population, state: RunState | None = None) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def close(self) -> None: ...
+
 
 #: how many of the latest interventions (what people did) a summary lists
 RECENT_INTERVENTIONS = 20

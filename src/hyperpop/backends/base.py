@@ -87,6 +87,9 @@ class Backend(ABC):
     #: whether checkpoints must be synced to disk (False for a simulation, which has no
     #: power cut to survive)
     durable: bool = True
+    #: the folder members' stdout and stderr go to (set by :meth:`set_log_dir` on a backend
+    #: that can send them there; None: their output stays where it goes)
+    log_dir: str | None = None
 
     @abstractmethod
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
@@ -122,6 +125,11 @@ class Backend(ABC):
     def set_log_dir(self, path: str | os.PathLike[str] | None) -> None:  # noqa: B027
         """Send each member's stdout and stderr to ``path/member-N.log``, for backends whose
         workers can (None, or a backend that cannot: output stays where it goes)."""
+
+    def simulated_seconds(self) -> float | None:
+        """Seconds since the start on the backend's simulated clock, for a backend that runs on
+        one (the driver's clock then follows it); None: the backend runs in real time."""
+        return None
 
     def progress(self) -> dict[int, int]:
         """Steps trained so far by each running task, for backends that can tell (a count

@@ -7,6 +7,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hyperpop.errors import StoreError
 from hyperpop.store.events import Event
@@ -31,6 +32,11 @@ class Store(ABC):
 
     #: the file behind the store, or None for one held in memory
     path: Path | None = None
+
+    def writer(self) -> dict[str, Any] | None:
+        """The driver holding the store's writer lease (``pid``, ``host``, ``since``: when it
+        took it), or None when none holds one (or the store has no lease, as in memory)."""
+        return None
 
     @abstractmethod
     def append(self, events: Sequence[Event]) -> list[Event]:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hyperpop._version import __version__
 from hyperpop.errors import StoreError, StoreFullError, StoreLockedError, StoreVersionError
@@ -358,7 +359,7 @@ class SQLiteStore(Store):
             self.lock.release()
             raise
 
-    def writer(self) -> dict | None:
+    def writer(self) -> dict[str, Any] | None:
         """The driver writing this store (pid, host, since), or None when none holds the lease."""
         if not self.lock.held():
             return None
