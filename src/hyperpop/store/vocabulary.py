@@ -55,8 +55,9 @@ class Payload:
     kind: ClassVar[str]
     #: whether the event is about one member (its envelope's ``member`` names it)
     about_member: ClassVar[bool] = True
-    #: fields a writer leaves out of the stored object while they are None or empty
-    omit: ClassVar[frozenset[str]] = frozenset()
+    #: fields written even while they are None or empty; any other field whose default is
+    #: None or empty is left out of the stored object while it has that value
+    keep: ClassVar[frozenset[str]] = frozenset()
 
 
 # --- run-level events ---------------------------------------------------------------------
@@ -66,7 +67,6 @@ class RunStarted(Payload):
 
     kind: ClassVar[str] = "run_started"
     about_member: ClassVar[bool] = False
-    omit: ClassVar[frozenset[str]] = frozenset({"run_id", "trainable", "version", "pid"})
 
     run_id: str | None = None  # None: a log from before run ids
     settings: Json = field(default_factory=dict)
@@ -83,7 +83,6 @@ class RunResumed(Payload):
 
     kind: ClassVar[str] = "run_resumed"
     about_member: ClassVar[bool] = False
-    omit: ClassVar[frozenset[str]] = frozenset({"pid", "version", "workers", "retry"})
 
     pid: int | None = None
     version: str | None = None  # None (and workers None): a log from before they were written
@@ -97,6 +96,7 @@ class RunFinished(Payload):
 
     kind: ClassVar[str] = "run_finished"
     about_member: ClassVar[bool] = False
+    keep: ClassVar[frozenset[str]] = frozenset({"reason"})
 
     reason: str | None = None
 
@@ -107,7 +107,6 @@ class RunStopped(Payload):
 
     kind: ClassVar[str] = "run_stopped"
     about_member: ClassVar[bool] = False
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
 
     reason: str = "stopped on request"
     by: str | None = None
@@ -120,6 +119,7 @@ class RequestHandled(Payload):
 
     kind: ClassVar[str] = "request_handled"
     about_member: ClassVar[bool] = False
+    keep: ClassVar[frozenset[str]] = frozenset({"member"})
 
     id: int
     request_kind: str = ""  # stored as "kind" (see _RENAMED)
@@ -134,7 +134,7 @@ class BudgetChanged(Payload):
 
     kind: ClassVar[str] = "budget_changed"
     about_member: ClassVar[bool] = False
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+    keep: ClassVar[frozenset[str]] = frozenset({"budget", "old_budget"})
 
     budget: tuple[Json, ...] = ()
     old_budget: tuple[Json, ...] = ()
@@ -148,7 +148,6 @@ class MemberCreated(Payload):
     """A member joined with ``config`` (``by="user"``: added by a person)."""
 
     kind: ClassVar[str] = "member_created"
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
 
     config: Json
     by: str | None = None
@@ -160,6 +159,7 @@ class Reported(Payload):
     """One training step's metrics and the score ranked on."""
 
     kind: ClassVar[str] = "reported"
+    keep: ClassVar[frozenset[str]] = frozenset({"score"})
 
     step: int
     score: float | None = None
@@ -190,7 +190,6 @@ class Exploited(Payload):
     """The member copied ``donor``'s ``checkpoint`` of ``step`` at its ready point ``at``."""
 
     kind: ClassVar[str] = "exploited"
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
 
     donor: int
     step: int
@@ -206,7 +205,7 @@ class Explored(Payload):
     ``"user"``)."""
 
     kind: ClassVar[str] = "explored"
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+    keep: ClassVar[frozenset[str]] = frozenset({"old_config", "how"})
 
     config: Json
     old_config: Json | None = None
@@ -221,6 +220,7 @@ class Rejuvenated(Payload):
     point ``at``; it trains with ``config``."""
 
     kind: ClassVar[str] = "rejuvenated"
+    keep: ClassVar[frozenset[str]] = frozenset({"old_config", "at", "reset"})
 
     config: Json
     old_config: Json | None = None
@@ -233,6 +233,7 @@ class Failed(Payload):
     """An interval failed (``fatal``: the member is given up)."""
 
     kind: ClassVar[str] = "failed"
+    keep: ClassVar[frozenset[str]] = frozenset({"step", "error"})
 
     step: int | None = None
     error: str | None = None
@@ -245,7 +246,7 @@ class Finished(Payload):
     """The member finished training (``by="user"``: stopped by a person)."""
 
     kind: ClassVar[str] = "finished"
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
+    keep: ClassVar[frozenset[str]] = frozenset({"step", "reason"})
 
     step: int | None = None
     reason: str | None = None
@@ -258,7 +259,6 @@ class Pinned(Payload):
     """A person pinned (or unpinned) the member."""
 
     kind: ClassVar[str] = "pinned"
-    omit: ClassVar[frozenset[str]] = frozenset({"by", "request"})
 
     pinned: bool = True  # missing: a pin
     by: str | None = None
@@ -353,7 +353,7 @@ def to_data(payload: Payload) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(payload):
         v = getattr(payload, f.name)
-        if f.name in payload.omit and (v is None or v == ()):
+        if f.name not in payload.keep and v in (None, ()) and f.default in (None, ()):
             continue
         out[_RENAMED.get(f.name, f.name)] = list(v) if isinstance(v, tuple) else v
     return out
