@@ -19,6 +19,7 @@ from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 
 __all__ = [
+    "RESULT_RULES",
     "BlobInfo",
     "Edge",
     "EdgeKind",
@@ -217,6 +218,12 @@ def _better(a: float, b: float | None, mode: str) -> bool:
 #: how many ready scores each member keeps for selection statistics
 READY_WINDOW = 32
 
+#: which members' models may be the run's result, by exploit strategy name: ``rule(settings,
+#: member)`` is False for a member whose models never are (FIRE-PBT's evaluators and parent
+#: sub-populations: the paper's result comes from its greedy sub-population). Filled in by the
+#: strategies, which sit above the fold; a strategy with no rule: every member.
+RESULT_RULES: dict[str, Callable[[dict[str, Any], int], bool]] = {}
+
 
 def _mean(values: list[float]) -> float:
     # NaN in, NaN out: a diverged report is not hidden
@@ -412,17 +419,25 @@ class Population:
 
     def best(self) -> MemberState | None:
         """The member with the best ranking score at its last ready point (the mean of its
-        lineage's last ``score_window`` reports; NaN never wins). Members that never reached a
-        ready point are ranked by their last report."""
+        lineage's last ``score_window`` reports; NaN never wins), among the members whose models
+        may be the run's result (:meth:`in_result`). Members that never reached a ready point
+        are ranked by their last report."""
         best = None
         best_score: float | None = None
         for m in self.members.values():
             s = m.ready_score if m.ready_score is not None else m.last_score
-            if s is None:
+            if s is None or not self.in_result(m.id):
                 continue
             if best is None or _better(s, best_score, self.mode):
                 best, best_score = m, s
         return best
+
+    def in_result(self, member: int) -> bool:
+        """Whether member ``member``'s models may be the run's best (see
+        :data:`RESULT_RULES`)."""
+        exploit = self.settings.get("exploit")
+        rule = RESULT_RULES.get(str(exploit.get("name"))) if isinstance(exploit, dict) else None
+        return rule is None or rule(self.settings, member)
 
     def given_up(self) -> list[int]:
         """Members that failed for good (retried ``max_failures`` times, or an error a retry
@@ -562,7 +577,11 @@ class Population:
             score,
             e.seq,
         )
-        if score is not None and _better(score, self.best_score, self.mode):
+        if (
+            score is not None
+            and _better(score, self.best_score, self.mode)
+            and self.in_result(m.id)
+        ):
             # the best weights seen so far are kept to the end, whatever happens to the
             # member that holds them
             self._ref(m.checkpoint)
