@@ -19,14 +19,22 @@ configs, no exploit, no explore) and grid search (a 3x3 or 9-point grid). For ea
 problem it prints the median and interquartile range over seeds of the final best score and of
 the first step at which any member reached the target, and the per-decision cost of PB2.
 
-Run:  python benchmarks/strategies.py            (10 seeds, about 10 minutes on 2 busy cores)
+Then PB2's cost at scale, side by side with truncation+perturb: the toy with population 16 for
+200 steps, ready every 4 (800 ready points), asynchronous and synchronous, on the simulated
+backend (no training cost, so the wall time is the decisions' and the engine's): wall and CPU
+time per ready point, and one decision's median and 95th percentile, overall, by quarter of the
+run (is the cost flat as observations accumulate?) and once PB2 has 600 observations or more.
+
+Run:  python benchmarks/strategies.py            (10 seeds, a few minutes on 2 busy cores)
       python benchmarks/strategies.py --smoke    (tiny, for CI)
+      python benchmarks/strategies.py --json out.json   (also every seed's score and timings)
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import time
 import zlib
 from collections.abc import Sequence
@@ -220,8 +228,8 @@ def run_one(problem: str, variant: str, seed: int, *, population: int, steps: in
         seed=seed,
     )
     reached = [r["step"] for r in res.records() if r["score"] >= p["target"]]
-    out = {
-        "final": float(res.best.score),
+    out: dict[str, Any] = {
+        "final": res.best.score,
         "reach": min(reached) if reached else None,
         "decisions": [],
     }
@@ -230,9 +238,124 @@ def run_one(problem: str, variant: str, seed: int, *, population: int, steps: in
     return out
 
 
+class _CountedPB2(hp.PB2):
+    """PB2 that also records how many observations it had at each decision."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.decision_observations: list[int] = []
+
+    def explore(self, config, member, donor, ctx):
+        try:
+            return super().explore(config, member, donor, ctx)
+        finally:
+            self.decision_observations.append(self.observations)
+
+
+def cost_one(
+    explore: str, *, population: int, steps: int, synchronous: bool, seed: int = 0
+) -> dict[str, Any]:
+    """The toy at scale on the simulated backend: wall and CPU seconds, ready points, and
+    PB2's decisions (seconds, observations at each)."""
+    strategy: Any = _CountedPB2(seed=seed) if explore == "pb2" else explore
+    wall, cpu = time.perf_counter(), time.process_time()
+    res = hp.run(
+        Toy,
+        PROBLEMS["toy"]["space"],
+        metric="score",
+        mode="max",
+        population=population,
+        budget=hp.Steps(steps),
+        ready=READY,
+        exploit="truncation",
+        explore=strategy,
+        synchronous=synchronous,
+        seed=seed,
+        backend="simulated",
+        workers=4,
+        progress=False,
+    )
+    out: dict[str, Any] = {
+        "explore": explore,
+        "synchronous": synchronous,
+        "wall": time.perf_counter() - wall,
+        "cpu": time.process_time() - cpu,
+        "ready_points": population * steps // READY,
+        "final": res.best.score,
+    }
+    if explore == "pb2":
+        out.update(
+            decisions=list(strategy.decision_seconds),
+            observations=strategy.decision_observations,
+            fits=strategy.fits,
+            tunes=strategy.tunes,
+        )
+    return out
+
+
+def _ms(values: Sequence[float], q: float) -> float:
+    return 1000.0 * float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def cost_table(population: int, steps: int) -> list[dict[str, Any]]:
+    """Print PB2's cost at scale beside truncation+perturb's; returns the runs."""
+    import scipy.optimize  # noqa: F401 - imported before the clock starts, as in a long run
+
+    rows = []
+    print(
+        f"\n## PB2's cost: the toy, population {population} x {steps} steps, ready every "
+        f"{READY} ({population * steps // READY} ready points), simulated backend, 4 workers"
+    )
+    print(
+        "| mode  | explore | wall s | ms/ready point | CPU ms/ready point | decisions | "
+        "median ms | p95 ms | p95 ms at >= 600 obs | tunes/fits |"
+    )
+    print(
+        "|-------|---------|--------|----------------|--------------------|-----------|"
+        "-----------|--------|----------------------|------------|"
+    )
+    for synchronous in (False, True):
+        for explore in ("perturb", "pb2"):
+            r = cost_one(explore, population=population, steps=steps, synchronous=synchronous)
+            rows.append(r)
+            n = r["ready_points"]
+            mode = "sync" if synchronous else "async"
+            d = r.get("decisions", [])
+            late = [t for t, o in zip(d, r.get("observations", [])) if o >= 600]
+            cells = [
+                f"{mode:<5}",
+                f"{explore:<7}",
+                f"{r['wall']:6.1f}",
+                f"{1000 * r['wall'] / n:14.1f}",
+                f"{1000 * r['cpu'] / n:18.1f}",
+                f"{len(d) if d else '-':>9}",
+                f"{_ms(d, 50):9.1f}" if d else f"{'-':>9}",
+                f"{_ms(d, 95):6.1f}" if d else f"{'-':>6}",
+                f"{_ms(late, 95):20.1f}" if late else f"{'-':>20}",
+                f"{r['tunes']}/{r['fits']}" if d else "-",
+            ]
+            print("| " + " | ".join(cells) + " |")
+    for r in rows:
+        d, obs = r.get("decisions", []), r.get("observations", [])
+        if not d:
+            continue
+        top = max(obs) if obs else 0
+        quarters = []
+        for k in range(4):
+            lo, hi = top * k / 4, top * (k + 1) / 4
+            part = [t for t, o in zip(d, obs) if lo < o <= hi or (k == 0 and o <= hi)]
+            quarters.append(f"{1000 * float(np.mean(part)):.1f} ({len(part)})" if part else "-")
+        mode = "sync" if r["synchronous"] else "async"
+        print(
+            f"PB2 mean ms per decision by quarter of its observations (up to {top}), {mode}: "
+            + ", ".join(quarters)
+        )
+    return rows
+
+
 def _q(values: Sequence[float]) -> tuple[float, float, float]:
-    a = np.asarray(values, dtype=float)
-    return tuple(float(x) for x in np.percentile(a, [50, 25, 75], method="nearest"))
+    q50, q25, q75 = np.percentile(np.asarray(values, dtype=float), [50, 25, 75], method="nearest")
+    return float(q50), float(q25), float(q75)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
@@ -242,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
     ap.add_argument("--smoke", action="store_true", help="tiny run for CI")
     ap.add_argument("--problems", nargs="*", default=list(PROBLEMS))
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    ap.add_argument("--no-cost", action="store_true", help="skip PB2's cost at scale")
+    ap.add_argument("--json", help="also write every seed's scores and the timings here")
     args = ap.parse_args(argv)
     seeds = 1 if args.smoke else args.seeds
     population = 9
@@ -279,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
 
             decisions = [d for r in runs for d in r["decisions"]]
             table[problem][variant] = {
+                "finals": finals,
                 "final": (fm, f25, f75),
                 "reach": (rm, r25, r75),
                 "reached": n_reached,
@@ -299,6 +425,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
                     f"\nPB2 cost per decision on {problem}: median {med:.1f} ms, 95th percentile "
                     f"{p95:.1f} ms ({variant}, {row['seconds']:.1f}s for {seeds} runs)"
                 )
+    cost: list[dict[str, Any]] = []
+    if not args.no_cost:
+        cost = cost_table(4, 20) if args.smoke else cost_table(16, 200)
+        table["cost"] = {
+            f"{'sync' if r['synchronous'] else 'async'} {r['explore']}": r for r in cost
+        }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(table, f, indent=1)
     return table
 
 

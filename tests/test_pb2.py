@@ -12,7 +12,7 @@ from hyperpop.store import events as ev
 from hyperpop.store.events import Event
 from hyperpop.strategies import PB2, Context, make_explore
 
-pytest.importorskip("sklearn")
+pytest.importorskip("scipy")
 
 
 class Pop:
@@ -160,8 +160,8 @@ def test_batch_std_shrinks_at_pending_points():
     d = p.pop.members[0]
     first = pb.explore(d.config, d, d, p.ctx(X))
     q = pb._inputs(np.array([0.0]), np.array([0.0]), pb._encoder.encode(first)[None, :])
-    _, before = pb._gp.predict(q, return_std=True)
-    after = pb._batch_std(q, [first], 0.0, 0.0)
+    _, before = pb._gp.predict(q)
+    _, after = pb._gp.predict(q, pending=q)  # the first pick hallucinated at its own point
     assert after[0] < 0.5 * before[0]
     second = pb.explore(d.config, d, d, p.ctx(X, batch=[first]))
     assert second != first
@@ -193,7 +193,7 @@ def test_pb2_fits_a_bounded_recent_history():
     d = p.pop.members[0]
     pb.explore(d.config, d, d, p.ctx(X))
     assert pb._valid == 200  # every interval with a known start score is an observation
-    X_train = pb._gp.X_train_
+    X_train = pb._gp.x
     assert X_train.shape[0] == 50
     # the most recent observations: times 10 (step 10 of 12) and 8, in units of the newest
     assert set(np.round(X_train[:, 0] * 10).astype(int)) == {8, 10}
@@ -213,6 +213,120 @@ def test_pb2_keeps_learning_from_intervals_trained_before_a_copy():
     fresh.bind(X)
     fresh._collect(p.ctx(X))  # a resumed run's PB2 sees the same observations
     assert before == fresh._valid == 8
+
+
+# --- the GP --------------------------------------------------------------------------------
+def _kernel(theta, a, b):
+    """PB2's kernel written out directly: s * exp(-|dt|/l_t) * exp(-sum (dz/l)^2 / 2)."""
+    s, lt, ls = np.exp(theta[0]), np.exp(theta[1]), np.exp(theta[2:-1])
+    dt = np.abs(a[:, None, 0] - b[None, :, 0])
+    dz = (a[:, None, 1:] - b[None, :, 1:]) / ls
+    return s * np.exp(-dt / lt - 0.5 * (dz**2).sum(-1))
+
+
+def _gp_data(n=30, dims=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([np.sort(rng.random(n)), rng.random((n, dims))])
+    y = np.sin(3 * x[:, 1]) + x[:, 0] + 0.1 * rng.standard_normal(n)
+    theta = np.log([1.3, 0.7, 0.5, 1.2, 2.0, 0.05])
+    return x, y, theta
+
+
+def test_likelihood_is_the_gaussian_density_and_its_gradient():
+    from scipy.stats import multivariate_normal
+
+    from hyperpop.strategies.pb2 import _Likelihood
+
+    x, y, theta = _gp_data()
+    k = _kernel(theta, x, x) + (np.exp(theta[-1]) + 1e-10) * np.eye(len(y))
+    value, grad = _Likelihood(x, y)(theta)
+    assert value == pytest.approx(-multivariate_normal(np.zeros(len(y)), k).logpdf(y), rel=1e-9)
+    eps = 1e-6
+    for i in range(len(theta)):
+        up, down = theta.copy(), theta.copy()
+        up[i] += eps
+        down[i] -= eps
+        numeric = (_Likelihood(x, y)(up)[0] - _Likelihood(x, y)(down)[0]) / (2 * eps)
+        assert grad[i] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+
+
+def test_posterior_is_the_closed_form_with_and_without_pending_points():
+    from hyperpop.strategies.pb2 import _Posterior
+
+    x, dy, theta = _gp_data()
+    q = np.random.default_rng(1).random((7, x.shape[1]))
+    noise = np.exp(theta[-1]) + 1e-10
+    mu, sd = dy.mean(), dy.std()
+
+    def closed_form(train):
+        k = _kernel(theta, train, train) + noise * np.eye(len(train))
+        ks = _kernel(theta, train, q)
+        var = (
+            np.exp(theta[0]) + np.exp(theta[-1]) - np.einsum("ij,ij->j", ks, np.linalg.solve(k, ks))
+        )
+        return np.sqrt(var) * sd, ks
+
+    gp = _Posterior(theta, x, dy)
+    mean, std = gp.predict(q)
+    expected_std, ks = closed_form(x)
+    k = _kernel(theta, x, x) + noise * np.eye(len(x))
+    assert mean == pytest.approx(ks.T @ np.linalg.solve(k, (dy - mu) / sd) * sd + mu, rel=1e-8)
+    assert std == pytest.approx(expected_std, rel=1e-8)
+    # GP-BUCB: the pending points count as observed (their values do not enter the variance)
+    pending = q[:2] + 0.01
+    mean_p, std_p = gp.predict(q, pending)
+    assert mean_p == pytest.approx(mean)
+    assert std_p == pytest.approx(closed_form(np.vstack([x, pending]))[0], rel=1e-7, abs=1e-12)
+
+
+# --- tuning ---------------------------------------------------------------------------------
+def test_a_fresh_pb2_fits_what_the_running_one_fits_after_a_late_interval():
+    """Asynchronous runs finish intervals out of step order. A late interval that starts
+    before the newest ones changes the data the kernel was tuned on without changing how much
+    data there is: the running PB2 must tune again, as a fresh one (a resumed run) does. It
+    kept the stale tuning before, and a resumed run then fitted another GP."""
+    p = Pop([{"x": (i + 0.5) / 10} for i in range(10)], lambda c: c["x"])
+    for i in range(1, 10):
+        p.train(i, 6 if i < 9 else 4)  # 8 members x 5 observations + 3, at steps 2..10
+    p.train(0, 1)  # member 0 is slow: no observation yet
+    pb = PB2(refit=4, kappa=0.5)
+    pb.bind(X)
+    d = p.pop.members[9]
+    pb.explore(d.config, d, d, p.ctx(X))
+    assert pb._valid == 43 and pb._tune_point(43) == 42 == pb._tune_point(44)
+    tunes = pb.tunes
+    p.train(0, 1)  # its first observation starts at step 2, before 34 others
+    running = pb.explore(d.config, d, d, p.ctx(X))
+    assert pb.tunes == tunes + 1
+    fresh = PB2(refit=4, kappa=0.5)
+    fresh.bind(X)
+    assert fresh.explore(d.config, d, d, p.ctx(X)) == running
+    np.testing.assert_array_equal(fresh._gp.theta, pb._gp.theta)
+    np.testing.assert_array_equal(fresh._gp.alpha, pb._gp.alpha)
+
+
+def test_the_kernel_is_tuned_as_the_data_grows_and_kept_in_between():
+    p = Pop([{"x": (i + 0.5) / 5} for i in range(5)], lambda c: c["x"])
+    for i in range(5):
+        p.train(i, 1)  # no observation yet: a first interval has no start score
+    pb = PB2(refit=5)
+    pb.bind(X)
+    d = p.pop.members[4]
+    time_scales = []
+    for j in range(40):  # one new observation per decision
+        p.train(j % 5, 1)
+        pb.explore(d.config, d, d, p.ctx(X))
+        if pb._gp is not None:
+            # the time length scale in steps: kept between tunings although the unit changes
+            time_scales.append((pb.tunes, pb._gp.theta[1] + np.log(pb._norm[0])))
+    assert pb._valid == 40 and pb.fits == 33
+    # tuned at 8, 9, ..., 20 observations (each new one is a tenth or more), then 22, 24, 26,
+    # 28, 30, 33, 36, 39 (a tenth of the data, at most refit)
+    assert pb.tunes == 21
+    kept = [(a, b) for (ta, a), (tb, b) in zip(time_scales, time_scales[1:]) if ta == tb]
+    assert len(kept) == 33 - 21
+    for a, b in kept:
+        assert a == pytest.approx(b, rel=1e-12)
 
 
 # --- checks ---------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def test_strategies_smoke(capsys):
         ]
     )
     out = capsys.readouterr().out
+    cost = table.pop("cost")
     assert set(table) == {"toy", "delayed"}
     for rows in table.values():
         assert set(rows) == {"truncation+perturb", "ttest+perturb", "truncation+pb2", "grid search"}
@@ -57,3 +58,12 @@ def test_strategies_smoke(capsys):
             assert row["final"][0] == row["final"][0]  # a number, not NaN
     assert "| truncation+pb2" in out and "PB2 cost per decision" in out
     assert "reference: schedule e = 1 for" in out and "reference: best fixed h" in out
+    # PB2's cost at scale, beside truncation+perturb, in both modes
+    assert set(cost) == {"async perturb", "async pb2", "sync perturb", "sync pb2"}
+    for mode in ("async", "sync"):
+        pb2 = cost[f"{mode} pb2"]
+        assert pb2["ready_points"] == cost[f"{mode} perturb"]["ready_points"] == 20
+        assert pb2["decisions"] and len(pb2["observations"]) == len(pb2["decisions"])
+        assert 0 < pb2["tunes"] <= pb2["fits"]
+        assert f"| {mode:<5} | pb2 " in out and f"| {mode:<5} | perturb " in out
+    assert "## PB2's cost" in out and "by quarter of its observations" in out

@@ -21,14 +21,25 @@ values) and unordered choices (one-hot) work; bounds are checked when the run st
 inside a fit (ray#14187); the GP sees at most ``max_history`` observations, the most recent ones,
 so a decision costs the same at step 10 and step 10,000.
 
-Needs scikit-learn (``pip install 'hyperpop[pb2]'``), imported only when PB2 first fits.
+Cost: the GP is a small exact implementation on numpy and SciPy's LAPACK (its matrices are at most
+``max_history`` wide). Conditioning on new data is one Cholesky factor; what costs is tuning the
+kernel's hyperparameters (maximising the marginal likelihood with L-BFGS-B, from the default
+kernel), so that happens only when the data has grown by a tenth or by ``refit`` observations, on
+the data as it stood then; in between the GP conditions the last tuned kernel on the newest data.
+What is tuned on and what is conditioned on are functions of the set of observations alone (a
+tuning is reused only for exactly the data it saw), so a resumed run fits the same GP.
+
+Needs SciPy (``pip install 'hyperpop[pb2]'``), imported when PB2 is bound to a run.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import copy
+import importlib
 import math
 import time
-import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -76,106 +87,247 @@ class _Encoder:
             flat[p] = int(round(v)) if isinstance(self.space[p], Int) else float(v)
         return self.space.unflatten(flat)
 
-    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        flat = self.space.flatten(self.space.sample(rng))
-        for p, (lo, hi) in self.bounds.items():
-            param = self.space[p]
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``n`` random legal configs inside the bounds, drawn as PBT's prior draws them (each
+        number uniform on its scale, each choice uniform), as GP inputs (one row each) and
+        the values of each parameter (:meth:`decode` builds row ``i``'s config)."""
+        columns: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for path, param in self.params:
+            if isinstance(param, Choice):
+                k = len(param.options)
+                idx = rng.integers(k, size=n)
+                values.append(idx)
+                if param.ordered:
+                    columns.append(((idx + 0.5) / k)[:, None])
+                else:
+                    columns.append(np.eye(k)[idx])
+                continue
+            assert isinstance(param, (Float, Int))
+            lo, hi = self.bounds.get(path, (param.low, param.high))
             a, b = param.to_unit(lo), param.to_unit(hi)
-            flat[p] = param.from_unit(a + (b - a) * float(rng.random()))
+            u = a + (b - a) * rng.random(n)
             if isinstance(param, Int):
-                flat[p] = int(min(max(flat[p], math.ceil(lo)), math.floor(hi)))
+                low, high = math.ceil(lo), math.floor(hi)
+                ints = np.array([min(max(param.from_unit(v), low), high) for v in u], dtype=int)
+                values.append(ints)
+                columns.append(np.array([param.to_unit(int(v)) for v in ints])[:, None])
             else:
-                flat[p] = float(min(max(flat[p], lo), hi))
+                values.append(u)
+                columns.append(u[:, None])
+        return np.hstack(columns), values
+
+    def decode(self, base: Mapping[str, Any], values: list[np.ndarray], i: int) -> dict[str, Any]:
+        """Row ``i`` of :meth:`sample`'s values as a config (constants from ``base``)."""
+        flat = self.space.flatten(base)
+        for (path, param), vals in zip(self.params, values):
+            if isinstance(param, Choice):
+                flat[path] = param.options[int(vals[i])]
+            elif isinstance(param, Int):
+                flat[path] = int(vals[i])
+            else:
+                assert isinstance(param, Float)
+                lo, hi = self.bounds.get(path, (param.low, param.high))
+                flat[path] = float(min(max(param.from_unit(float(vals[i])), lo), hi))
         return self.space.unflatten(flat)
 
 
-_KERNEL_CLS: Any = None
+#: one observation: (interval key, t, y0, x, dy)
+_Obs = tuple[tuple[int, int, int, int], int, float, np.ndarray, float]
+
+#: L-BFGS-B iterations of one tuning at most
+_ITERATIONS = 25
+
+_SCIPY: Any = None
 
 
-def _sklearn() -> Any:
-    try:
-        from sklearn.gaussian_process import GaussianProcessRegressor, kernels
-    except ImportError:
-        raise ImportError(
-            "the pb2 explore strategy needs scikit-learn: pip install 'hyperpop[pb2]'"
-        ) from None
-    global _KERNEL_CLS
-    if _KERNEL_CLS is None:
-
-        class Dims(kernels.Kernel):
-            """Applies ``kernel`` to the columns ``dims`` of the inputs only."""
-
-            def __init__(self, kernel: Any, dims: tuple[int, ...]):
-                self.kernel = kernel
-                self.dims = tuple(dims)
-
-            def get_params(self, deep: bool = True) -> dict[str, Any]:
-                params = {"kernel": self.kernel, "dims": self.dims}
-                if deep:
-                    params.update(("kernel__" + k, v) for k, v in self.kernel.get_params().items())
-                return params
-
-            @property
-            def hyperparameters(self) -> list[Any]:
-                return [
-                    kernels.Hyperparameter(
-                        "kernel__" + h.name, h.value_type, h.bounds, h.n_elements, h.fixed
-                    )
-                    for h in self.kernel.hyperparameters
-                ]
-
-            @property
-            def theta(self) -> np.ndarray:
-                return self.kernel.theta
-
-            @theta.setter
-            def theta(self, theta: np.ndarray) -> None:
-                self.kernel.theta = theta
-
-            @property
-            def bounds(self) -> np.ndarray:
-                return self.kernel.bounds
-
-            def __eq__(self, other: object) -> bool:
-                return (
-                    type(self) is type(other)
-                    and self.dims == other.dims
-                    and self.kernel == other.kernel
-                )
-
-            def __call__(self, X: Any, Y: Any = None, eval_gradient: bool = False) -> Any:
-                cols = list(self.dims)
-                X = np.asarray(X)[:, cols]
-                if Y is not None:
-                    Y = np.asarray(Y)[:, cols]
-                return self.kernel(X, Y, eval_gradient=eval_gradient)
-
-            def diag(self, X: Any) -> np.ndarray:
-                return self.kernel.diag(np.asarray(X)[:, list(self.dims)])
-
-            def is_stationary(self) -> bool:
-                return self.kernel.is_stationary()
-
-            def __repr__(self) -> str:
-                return f"{self.kernel!r}[dims={list(self.dims)}]"
-
-        _KERNEL_CLS = Dims
-    return GaussianProcessRegressor, kernels, _KERNEL_CLS
+def _scipy() -> Any:
+    """SciPy's LAPACK, triangular solve and L-BFGS-B, imported when PB2 is first bound."""
+    global _SCIPY
+    if _SCIPY is None:
+        try:
+            from scipy.linalg import lapack, solve_triangular
+            from scipy.optimize import minimize
+        except ImportError:
+            raise ImportError(
+                "the pb2 explore strategy needs SciPy: pip install 'hyperpop[pb2]'"
+            ) from None
+        _SCIPY = (lapack, solve_triangular, minimize)
+    return _SCIPY
 
 
-def _lbfgs(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray) -> tuple[Any, float]:
-    """sklearn's default optimiser with a cap on iterations (a decision must stay cheap)."""
-    from scipy.optimize import minimize
+_BLAS: Any = None
 
+
+def _one_blas_thread() -> Any:
+    """A context in which BLAS runs on one thread: the GP's matrices are at most a few hundred
+    wide, where a second thread saves little on a quiet machine and can take ten times as long
+    on a loaded one (threads waiting for a core another process holds). Needs threadpoolctl
+    (installed with scikit-learn); without it, BLAS keeps its own setting."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            _BLAS = importlib.import_module("threadpoolctl").ThreadpoolController()
+        except Exception:  # noqa: BLE001 - absent or unable to inspect: leave BLAS alone
+            _BLAS = False
+    if _BLAS is False:
+        return contextlib.nullcontext()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+#: kernel hyperparameters, in this order, as logs: signal variance, time length scale, one
+#: length scale per dimension of (y0, x), noise; bounds and starting values of the tuning
+_BOUNDS_SIGNAL, _BOUNDS_TIME, _BOUNDS_DIM = (1e-3, 1e3), (1e-2, 1e3), (1e-2, 1e2)
+_BOUNDS_NOISE = (1e-5, 1e1)
+_JITTER = 1e-10  # added to the diagonal, as scikit-learn's GaussianProcessRegressor does
+
+
+def _start(dims: int) -> np.ndarray:
+    """The default kernel every tuning starts from: unit signal and length scales, noise 0.01."""
+    return np.log(np.r_[1.0, 1.0, np.ones(dims), 1e-2])
+
+
+def _bounds(dims: int) -> list[tuple[float, float]]:
+    pairs = [_BOUNDS_SIGNAL, _BOUNDS_TIME] + [_BOUNDS_DIM] * dims + [_BOUNDS_NOISE]
+    return [(math.log(lo), math.log(hi)) for lo, hi in pairs]
+
+
+def _cov(theta: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The kernel without its noise: ``s * exp(-|t-t'|/l_t) * exp(-|z-z'|^2/2)`` with ``z`` the
+    inputs ``(y0, x)`` over their length scales; column 0 of ``a`` and ``b`` is the time."""
+    ls = np.exp(theta[2:-1])
+    za, zb = a[:, 1:] / ls, b[:, 1:] / ls
+    d2 = (za * za).sum(1)[:, None] + (zb * zb).sum(1)[None, :] - 2.0 * (za @ zb.T)
+    dt = np.abs(a[:, :1] - b[:, :1].T)
+    return math.exp(theta[0]) * np.exp(-dt / math.exp(theta[1]) - 0.5 * np.maximum(d2, 0.0))
+
+
+def _chol(k: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of ``k``, with growing jitter if rounding made it indefinite."""
+    lapack, _, _ = _scipy()
+    jitter = 0.0
+    for _ in range(6):
+        low, info = lapack.dpotrf(k + jitter * np.eye(len(k)) if jitter else k, lower=1, clean=1)
+        if info == 0:
+            return low
+        jitter = max(jitter * 100.0, 1e-9 * max(float(np.mean(np.diag(k))), 1e-12))
+    raise np.linalg.LinAlgError("PB2: the GP's covariance is not positive definite")
+
+
+class _Likelihood:
+    """Minus the log marginal likelihood of standardised targets ``y`` at inputs ``x``, and its
+    gradient in the log hyperparameters: ``-log p = y'a/2 + sum(log diag L) + n log(2 pi)/2``
+    with ``K = LL'`` and ``a = K^-1 y``; ``d(-log p)/dθ = -tr((aa' - K^-1) dK/dθ)/2``. The
+    pairwise distances are computed once, so one evaluation is a Cholesky factor, its inverse
+    and a few elementwise products."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.y, n = y, len(y)
+        self.dt = np.abs(x[:, :1] - x[:, :1].T)
+        diff = x[:, None, 1:] - x[None, :, 1:]
+        #: squared differences per input dimension, one column per dimension
+        self.sq = (diff * diff).reshape(n * n, -1)
+        # work arrays, reused by every evaluation (fresh ones cost page faults)
+        self._kf, self._k, self._w = np.empty((n, n)), np.empty((n, n)), np.empty((n, n))
+        self._diag = np.arange(n) * (n + 1)
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        lapack, _, _ = _scipy()
+        y, n, kf, k, w = self.y, len(self.y), self._kf, self._k, self._w
+        inv_ls2 = np.exp(-2.0 * theta[2:-1])
+        np.matmul(self.sq, -0.5 * inv_ls2, out=kf.reshape(-1))
+        np.multiply(self.dt, math.exp(-theta[1]), out=k)
+        kf -= k
+        np.exp(kf, out=kf)
+        kf *= math.exp(theta[0])
+        noise = math.exp(theta[-1])
+        np.copyto(k, kf)
+        k.reshape(-1)[self._diag] += noise + _JITTER
+        low, info = lapack.dpotrf(k, lower=1, clean=1, overwrite_a=1)
+        if info != 0:  # not positive definite at these hyperparameters: steer away
+            return 1e25, np.zeros_like(theta)
+        alpha, _ = lapack.dpotrs(low, y, lower=1)
+        value = 0.5 * float(y @ alpha) + float(np.log(np.diag(low)).sum())
+        inv, _ = lapack.dpotri(low, lower=1, overwrite_c=1)  # the lower triangle of K^-1
+        np.outer(alpha, alpha, out=w)
+        w -= inv
+        w -= inv.T
+        w.reshape(-1)[self._diag] += np.diag(inv)
+        grad = np.empty_like(theta)
+        grad[-1] = noise * float(np.trace(w))
+        w *= kf  # tr(W dK/dθ) = sum(W * dK/dθ) for a symmetric W
+        grad[0] = w.sum()
+        grad[1] = float(np.vdot(w, self.dt)) * math.exp(-theta[1])
+        grad[2:-1] = (w.reshape(-1) @ self.sq) * inv_ls2
+        return value + 0.5 * n * math.log(2.0 * math.pi), -0.5 * grad
+
+
+def _tune(x: np.ndarray, y: np.ndarray, iterations: int) -> np.ndarray:
+    """The kernel hyperparameters that maximise the marginal likelihood (L-BFGS-B from the
+    default kernel, at most ``iterations`` iterations: a decision must stay cheap)."""
+    _, _, minimize = _scipy()
+    dims = x.shape[1] - 1
     res = minimize(
-        obj_func,
-        initial_theta,
+        _Likelihood(x, y),
+        _start(dims),
         method="L-BFGS-B",
         jac=True,
-        bounds=bounds,
-        options={"maxiter": 25},
+        bounds=_bounds(dims),
+        options={"maxiter": iterations},
     )
-    return res.x, float(res.fun)
+    return np.asarray(res.x, dtype=float)
+
+
+class _Posterior:
+    """An exact GP regression of standardised targets on inputs ``x`` with hyperparameters
+    ``theta``: the Cholesky factor of the training covariance is computed once, so each
+    prediction costs two products and one triangular solve."""
+
+    def __init__(self, theta: np.ndarray, x: np.ndarray, dy: np.ndarray):
+        lapack, _, _ = _scipy()
+        self.theta, self.x = theta, x
+        self.y_mean = float(np.mean(dy))
+        std = float(np.std(dy))
+        self.y_std = std if std > 0.0 else 1.0
+        y = (dy - self.y_mean) / self.y_std
+        k = _cov(theta, x, x)
+        k[np.diag_indices(len(x))] += self.noise + _JITTER
+        self.low = _chol(k)
+        self.alpha, _ = lapack.dpotrs(self.low, y, lower=1)
+
+    @property
+    def noise(self) -> float:
+        return math.exp(float(self.theta[-1]))
+
+    @property
+    def prior_var(self) -> float:
+        """The predictive variance far from all data (signal plus noise)."""
+        return math.exp(float(self.theta[0])) + self.noise
+
+    def predict(
+        self, q: np.ndarray, pending: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of the predicted target at the rows of ``q``; with
+        ``pending`` rows, the standard deviation once those are observed too (GP-BUCB: the
+        round's earlier picks, hallucinated at their predicted mean, which leaves the mean
+        unchanged)."""
+        _, solve_triangular, _ = _scipy()
+        ks = _cov(self.theta, self.x, q)
+        mean = ks.T @ self.alpha
+        v = solve_triangular(self.low, ks, lower=True, check_finite=False)
+        var = self.prior_var - (v * v).sum(0)
+        if pending is not None and len(pending):
+            # the joint factor of (training, pending) by blocks: only the pending block is new
+            kp = _cov(self.theta, self.x, pending)
+            vp = solve_triangular(self.low, kp, lower=True, check_finite=False)
+            s = _cov(self.theta, pending, pending) - vp.T @ vp
+            s[np.diag_indices(len(pending))] += self.noise + _JITTER
+            u = solve_triangular(
+                _chol(s), _cov(self.theta, pending, q) - vp.T @ v, lower=True, check_finite=False
+            )
+            var = var - (u * u).sum(0)
+        std = np.sqrt(np.maximum(var, 0.0))
+        return mean * self.y_std + self.y_mean, std * self.y_std
 
 
 class PB2(ExploreStrategy):
@@ -192,11 +344,12 @@ class PB2(ExploreStrategy):
         max_history: the GP is fitted on at most this many observations, the most recent.
         candidates: random configs scored per decision (plus perturbations of the donor's).
         min_data: below this many observations PB2 perturbs like PBT.
-        refit: tune the kernel's hyperparameters on every ``refit``-th new observation (and
-            whenever the data grew by half), on the data as it stood then; in between only the
-            data is updated. 1 (default): on all the data at every fit. The tune points depend
-            on the data alone, so a resumed run fits the same GP.
-        seed: seed of the GP's optimiser restarts (the candidates use the controller's rng).
+        refit: tune the kernel's hyperparameters when the data has grown by a tenth, and at
+            least on every ``refit``-th new observation, on the data as it stood then; in
+            between the tuned kernel is conditioned on the newest data. 1: tune at every fit.
+            The tune points depend on the data alone, so a resumed run fits the same GP.
+        seed: kept for the settings of earlier runs (the tuning starts from the default kernel
+            and has no random restarts; the candidates use the controller's rng).
     """
 
     name = "pb2"
@@ -209,7 +362,7 @@ class PB2(ExploreStrategy):
         max_history: int = 200,
         candidates: int = 256,
         min_data: int = 8,
-        refit: int = 1,
+        refit: int = 20,
         seed: int = 0,
     ):
         self.bounds: dict[str, tuple[float, float]] = {}
@@ -245,18 +398,29 @@ class PB2(ExploreStrategy):
         self.decision_seconds: deque[float] = deque(maxlen=10_000)
         #: how many GP fits were made (a round whose data did not change reuses the fit)
         self.fits = 0
-        #: how many of them also fitted the kernel's hyperparameters
+        #: how many of them also tuned the kernel's hyperparameters
         self.tunes = 0
         self._space: Space | None = None
         self._encoder: _Encoder | None = None
         #: one entry per interval of the population's log (None: not an observation)
-        self._obs: list[tuple[tuple[int, int, int, int], int, float, np.ndarray, float] | None]
-        self._obs = []
-        self._valid = 0
+        self._obs: list[_Obs | None] = []
+        #: the observations' (t, key, index in _obs), in (t, key) order
+        self._order: list[tuple[int, tuple[int, int, int, int], int]] = []
         self._fit_key: Any = None
-        self._gp: Any = None
-        self._tuned: tuple[int, Any] | None = None  # (tune point, fitted kernel)
+        self._gp: _Posterior | None = None
+        #: the last tuning: the keys of its data, its hyperparameters in the data's own units
+        self._tuned: tuple[Any, np.ndarray] | None = None
         self._norm: tuple[float, float, float] = (1.0, 0.0, 1.0)
+
+    @property
+    def observations(self) -> int:
+        """How many observations PB2 has learnt from so far (intervals with a known start and
+        end score)."""
+        return len(self._order)
+
+    @property
+    def _valid(self) -> int:
+        return len(self._order)
 
     # --- setup ---------------------------------------------------------------------------
     def bind(self, space: Space) -> None:
@@ -284,7 +448,7 @@ class PB2(ExploreStrategy):
             raise SpaceError("PB2 needs at least one searchable parameter in the space")
         self._space = space
         self._encoder = _Encoder(space, self.bounds)
-        _sklearn()  # fail at the start of a run, not at the first decision
+        _scipy()  # fail at the start of a run, not at the first decision
 
     # --- data ----------------------------------------------------------------------------
     def _collect(self, ctx: Context) -> None:
@@ -294,7 +458,7 @@ class PB2(ExploreStrategy):
         assert self._encoder is not None
         intervals = ctx.population.intervals
         if len(intervals) < len(self._obs):  # another population: start over
-            self._obs, self._valid, self._tuned, self._fit_key = [], 0, None, None
+            self._obs, self._order, self._tuned, self._fit_key = [], [], None, None
         for iv in intervals[len(self._obs) :]:
             obs = None
             if iv.score_start is not None and iv.score_end is not None and iv.end > iv.start:
@@ -302,76 +466,75 @@ class PB2(ExploreStrategy):
                 if math.isfinite(y0) and math.isfinite(y1):
                     x = self._encoder.encode(iv.config)
                     obs = (iv.key, iv.start, y0, x, (y1 - y0) / (iv.end - iv.start))
-                    self._valid += 1
+                    bisect.insort(self._order, (iv.start, iv.key, len(self._obs)))
             self._obs.append(obs)
 
-    def _items(self, valid: int) -> list[tuple[tuple[int, int, int, int], int, float, Any, float]]:
+    def _items(self, valid: int) -> list[_Obs]:
         """The newest ``max_history`` of the first ``valid`` observations in (t, key) order:
         a function of the set of observations, not of the order intervals happened to finish
-        in (so a resumed or repeated synchronous run fits the same data)."""
-        items = sorted((o for o in self._obs if o is not None), key=lambda o: (o[1], o[0]))
-        return items[:valid][-self.max_history :]
+        in (so a resumed or repeated synchronous run fits the same data); its cost does not
+        grow with the run."""
+        window = self._order[max(0, valid - self.max_history) : valid]
+        return [self._obs[i] for _, _, i in window]  # type: ignore[misc]
 
     def _tune_point(self, valid: int) -> int:
-        """Observations the kernel was last tuned on: tuning happens when the data has grown
-        by half, and at least every ``refit`` observations (a function of the data alone, so
-        resume tunes on the same data)."""
+        """How many observations the kernel is tuned on: tuning happens when the data has
+        grown by a tenth, and at least every ``refit`` observations (a function of the data
+        alone, so a resumed run tunes on the same data)."""
         point = self.min_data
         while True:
-            nxt = max(point + 1, min(math.ceil(1.5 * point), point + self.refit))
-            if nxt > valid:
+            step = max(1, min(point // 10, self.refit))
+            if step == self.refit:  # from here on every step is ``refit``: jump
+                return point + self.refit * max(0, (valid - point) // self.refit)
+            if point + step > valid:
                 return point
-            point = nxt
+            point += step
+
+    @staticmethod
+    def _arrays(items: list[_Obs]) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+        """GP inputs, targets and the units of the inputs (time and start-score scales)."""
+        t = np.array([o[1] for o in items], dtype=float)
+        y0 = np.array([o[2] for o in items], dtype=float)
+        t_scale = max(float(t.max()), 1.0)
+        y_lo = float(y0.min())
+        norm = (t_scale, y_lo, max(float(y0.max()) - y_lo, 1e-12))
+        x = np.column_stack([t / norm[0], (y0 - y_lo) / norm[2], np.stack([o[3] for o in items])])
+        return x, np.array([o[4] for o in items], dtype=float), norm
 
     def _fit(self, ctx: Context) -> bool:
-        items = self._items(self._valid)
+        """Condition the GP on the newest observations, tuning its kernel first where the
+        tuning data (:meth:`_tune_point`) changed. Both depend on the observations alone."""
+        valid = self._valid
+        items = self._items(valid)
         if len(items) < self.min_data:
             return False
         fit_key = tuple(o[0] for o in items)
         if fit_key == self._fit_key:
             return True
-        gpr_cls, _, _ = _sklearn()
-        point = self._tune_point(self._valid)
-        t_max = max(max(float(o[1]) for o in items), 1.0)
-        y = [o[2] for o in items]
-        self._norm = (t_max, min(y), max(max(y) - min(y), 1e-12))
-        if self._tuned is None or self._tuned[0] != point:
-            # fitting the kernel's hyperparameters is the expensive part: from the default
-            # kernel, on the data as it stood at the tune point
-            tuned = self._gp_fit(self._items(point), self._default_kernel(items), tune=True)
-            self._tuned = (point, tuned.kernel_)
+        point = self._tune_point(valid)
+        tune_items = items if point == valid else self._items(point)
+        tune_key = fit_key if point == valid else tuple(o[0] for o in tune_items)
+        x, dy, norm = self._arrays(items)
+        if self._tuned is None or self._tuned[0] != tune_key:
+            tx, tdy, tnorm = (x, dy, norm) if tune_items is items else self._arrays(tune_items)
+            std = float(np.std(tdy))
+            theta = _tune(tx, (tdy - np.mean(tdy)) / (std if std > 0 else 1.0), _ITERATIONS)
+            # in the data's own units, so that later fits on other data can use them
+            self._tuned = (tune_key, theta + self._unit_shift(tnorm))
             self.tunes += 1
-        self._gp = self._gp_fit(items, self._tuned[1], tune=False)
+        self._norm = norm
+        self._gp = _Posterior(self._tuned[1] - self._unit_shift(norm), x, dy)
         self._fit_key = fit_key
         self.fits += 1
         return True
 
-    def _default_kernel(self, items: list[Any]) -> Any:
-        _, kernels, dims_cls = _sklearn()
-        d = 2 + len(items[0][3])
-        return kernels.ConstantKernel(1.0, (1e-3, 1e3)) * dims_cls(
-            kernels.Matern(length_scale=1.0, length_scale_bounds=(1e-2, 1e3), nu=0.5), (0,)
-        ) * dims_cls(
-            kernels.RBF(length_scale=np.ones(d - 1), length_scale_bounds=(1e-2, 1e2)),
-            tuple(range(1, d)),
-        ) + kernels.WhiteKernel(1e-2, (1e-5, 1e1))
-
-    def _gp_fit(self, items: list[Any], kernel: Any, *, tune: bool) -> Any:
-        gpr_cls, _, _ = _sklearn()
-        t = np.array([o[1] for o in items], dtype=float)
-        y0 = np.array([o[2] for o in items], dtype=float)
-        x = np.stack([o[3] for o in items])
-        dy = np.array([o[4] for o in items], dtype=float)
-        gp = gpr_cls(
-            kernel=kernel,
-            normalize_y=True,
-            random_state=self.seed,
-            optimizer=_lbfgs if tune else None,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gp.fit(self._inputs(t, y0, x), dy)
-        return gp
+    def _unit_shift(self, norm: tuple[float, float, float]) -> np.ndarray:
+        """What the log length scales of time and start score gain when the inputs go from
+        ``norm``'s units back to steps and scores."""
+        assert self._encoder is not None
+        shift = np.zeros(4 + self._encoder.dims)
+        shift[1], shift[2] = math.log(norm[0]), math.log(norm[2])
+        return shift
 
     def _inputs(self, t: np.ndarray, y0: np.ndarray, x: np.ndarray) -> np.ndarray:
         t_scale, y_lo, y_range = self._norm
@@ -393,43 +556,32 @@ class PB2(ExploreStrategy):
         enc = self._encoder
         assert enc is not None
         self._collect(ctx)
-        if not self._fit(ctx):
-            return enc.clip(ctx.space.perturb(config, ctx.rng))
-        gp = self._gp
-        configs = [enc.sample(ctx.rng) for _ in range(self.n_candidates)]
-        configs += [ctx.space.perturb(config, ctx.rng) for _ in range(self.n_candidates // 4)]
-        configs.append(config)
-        configs = [c for c in configs if enc.inside(c)] or [enc.clip(config)]
-        t0 = float(donor.checkpoint_step)
-        y0 = ctx.oriented(donor.ready_score) if donor.ready_score is not None else -math.inf
-        if not math.isfinite(y0):
-            y0 = self._norm[1]
-        xc = np.stack([enc.encode(c) for c in configs])
-        n = len(configs)
-        q = self._inputs(np.full(n, t0), np.full(n, y0), xc)
-        mean, std = gp.predict(q, return_std=True)
-        pending = [c for c in ctx.batch if enc.inside(c)]
-        if pending:
-            std = self._batch_std(q, pending, t0, y0)
-        ucb = mean + self.kappa * std
-        return configs[int(np.argmax(ucb))]
-
-    def _batch_std(
-        self, q: np.ndarray, pending: list[dict[str, Any]], t0: float, y0: float
-    ) -> np.ndarray:
-        """GP-BUCB: the posterior std once the round's earlier picks are hallucinated in."""
-        assert self._encoder is not None
-        gp = self._gp
-        xp = np.stack([self._encoder.encode(c) for c in pending])
-        qp = self._inputs(np.full(len(pending), t0), np.full(len(pending), y0), xp)
-        X = np.vstack([gp.X_train_, qp])
-        K = gp.kernel_(X)
-        K[np.diag_indices_from(K)] += gp.alpha
-        L = np.linalg.cholesky(K)
-        Ks = gp.kernel_(q, X)
-        v = np.linalg.solve(L, Ks.T)
-        var = gp.kernel_.diag(q) - np.einsum("ij,ij->j", v, v)
-        return np.sqrt(np.maximum(var, 0.0)) * float(np.atleast_1d(gp._y_train_std)[0])
+        with _one_blas_thread():
+            if not self._fit(ctx):
+                return enc.clip(ctx.space.perturb(config, ctx.rng))
+            gp = self._gp
+            assert gp is not None
+            # candidates: random legal configs, perturbations of the donor's, the donor's own
+            sampled, values = enc.sample(ctx.rng, self.n_candidates)
+            others = [ctx.space.perturb(config, ctx.rng) for _ in range(self.n_candidates // 4)]
+            others = [c for c in others + [config] if enc.inside(c)]
+            xc = np.vstack([sampled] + [enc.encode(c)[None, :] for c in others])
+            t0 = float(donor.checkpoint_step)
+            y0 = ctx.oriented(donor.ready_score) if donor.ready_score is not None else -math.inf
+            if not math.isfinite(y0):
+                y0 = self._norm[1]
+            n = len(xc)
+            q = self._inputs(np.full(n, t0), np.full(n, y0), xc)
+            pending = [enc.encode(c) for c in ctx.batch if enc.inside(c)]
+            qp = None
+            if pending:
+                k = len(pending)
+                qp = self._inputs(np.full(k, t0), np.full(k, y0), np.stack(pending))
+            mean, std = gp.predict(q, qp)
+            best = int(np.argmax(mean + self.kappa * std))
+        if best < len(sampled):
+            return enc.decode(config, values, best)
+        return copy.deepcopy(others[best - len(sampled)])
 
     def describe(self) -> dict[str, Any]:
         return {
