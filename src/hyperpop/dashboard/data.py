@@ -25,6 +25,7 @@ from typing import Any, cast
 from hyperpop.population import Population
 from hyperpop.space import flatten_config
 from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, StoreError
 from hyperpop.summary import Report, RunData, json_safe, member_rows, num, run_status, summary
@@ -171,8 +172,9 @@ class RunView(RunData):
             self.touched[int(e.member)] = self._at
             if m is not None and k != ev.PROGRESS:
                 self._settle(m.id)
-        if k == ev.EXPLOITED and m is not None:
-            at = e.data.get("at", m.step)
+        exploited = e.payload
+        if isinstance(exploited, voc.Exploited) and m is not None:
+            at = exploited.at
             before = m.last_score
             super().apply(e)
             score = num(m.ready_score)
@@ -189,7 +191,7 @@ class RunView(RunData):
                     "score": score,
                     "before": num(before),
                     "time": e.time,
-                    "by": e.data.get("by") or "pbt",
+                    "by": exploited.by or "pbt",
                     "report": report,
                 }
             )
