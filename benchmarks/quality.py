@@ -9,6 +9,10 @@ and the same initial configs:
 * ``resample``: asynchronous, truncation exploit + resample explore (fresh configs);
 * ``mfpbt``: asynchronous multiple-frequencies PBT (``exploit="mfpbt"``: sub-populations judged
   every 1 and every 4 ready points, asymmetric migration) + perturb explore;
+* ``firepbt``: asynchronous FIRE-PBT (``exploit="firepbt"``: per 8 ids, 3 greedy members, 3
+  parents judged by how fast their offspring improve, 2 evaluators) + perturb explore; its
+  result (and its anytime curve) comes from the greedy members only, and the evaluators'
+  training counts as compute;
 * ``random``: random search at the same compute (the same configs, no exploit, no explore);
 * ``ray``: Ray Tune's asynchronous ``PopulationBasedTraining`` (``synch=False``) on the *same*
   Trainable class through one generic adapter (``_raytune.py``), with the same settings:
@@ -63,7 +67,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -111,6 +115,7 @@ METHODS: dict[str, dict[str, Any] | None] = {
     "pb2": {"exploit": "truncation", "explore": "pb2", "synchronous": False},
     "resample": {"exploit": "truncation", "explore": "resample", "synchronous": False},
     "mfpbt": {"exploit": "mfpbt", "explore": "perturb", "synchronous": False},
+    "firepbt": {"exploit": "firepbt", "explore": "perturb", "synchronous": False},
     "random": {"exploit": None, "explore": None, "synchronous": False},
     "ray": None,
 }
@@ -129,6 +134,12 @@ COMPARISONS = [
     ("mfpbt", "ray"),
     ("random", "mfpbt"),
     ("async", "mfpbt"),
+    ("firepbt", "random"),
+    ("random", "firepbt"),
+    ("firepbt", "async"),
+    ("async", "firepbt"),
+    ("firepbt", "mfpbt"),
+    ("mfpbt", "firepbt"),
 ]
 SCORE = {
     "toy": "Q",
@@ -204,9 +215,16 @@ def simulated_backend(seed: int, workers: int) -> Any:
 CURVE_POINTS = 100
 
 
-def anytime(records: Sequence[dict[str, Any]], mode: str, nominal: int) -> list[float]:
+def anytime(
+    records: Sequence[dict[str, Any]],
+    mode: str,
+    nominal: int,
+    eligible: Callable[[int], bool] | None = None,
+) -> list[float]:
     """The score of the member selection would pick (the best by its latest report) after each
     ``nominal / CURVE_POINTS`` training steps executed, in the order the log recorded them.
+    With ``eligible``, only members it accepts may be picked (FIRE-PBT: the greedy ones), while
+    every member's reports count as executed steps.
 
     Entry ``i`` is the pick after ``(i + 1) * nominal / CURVE_POINTS`` executed steps (the
     last entries repeat the final pick when the run executed fewer steps). Every report is one
@@ -220,12 +238,13 @@ def anytime(records: Sequence[dict[str, Any]], mode: str, nominal: int) -> list[
     j = 0
     for n, r in enumerate(records, start=1):
         score = float(r["score"])
-        latest[int(r["member"])] = score if math.isfinite(score) else -sign * math.inf
-        while j < len(marks) and n >= marks[j]:
+        if eligible is None or eligible(int(r["member"])):
+            latest[int(r["member"])] = score if math.isfinite(score) else -sign * math.inf
+        while j < len(marks) and n >= marks[j] and latest:
             best = max(latest.values(), key=lambda v: sign * v)
             out.append(best)
             j += 1
-    if records:
+    if latest:
         best = max(latest.values(), key=lambda v: sign * v)
     out += [best] * (CURVE_POINTS - len(out))
     return out
@@ -299,6 +318,7 @@ def one(task: str, method: str, seed: int, size: dict[str, Any], workers: int) -
         score = held_out(mod, res.load_checkpoint("best"), val)
         summary = res.summary()
         records = res.records() if cheap else []
+        eligible = res.population.in_result
     out = {
         **row,
         "score": _finite(score, mode),
@@ -308,7 +328,8 @@ def one(task: str, method: str, seed: int, size: dict[str, Any], workers: int) -
         "executed": int(summary["reports"]),
     }
     if cheap:
-        out["curve"] = [_finite(x, mode) for x in anytime(records, mode, nominal)]
+        curve = anytime(records, mode, nominal, eligible)
+        out["curve"] = [_finite(x, mode) for x in curve]
     return out
 
 

@@ -31,6 +31,7 @@ from hyperpop.space import (
 )
 from hyperpop.steer import Answer, Steer, SteerError, steer
 from hyperpop.strategies import (
+    FIREPBT,
     MFPBT,
     PB2,
     Context,
@@ -63,6 +64,7 @@ __all__ = [
     "Context",
     "ExploitStrategy",
     "ExploreStrategy",
+    "FIREPBT",
     "FunctionTrainable",
     "MFPBT",
     "MemberResult",

@@ -7,6 +7,7 @@ from typing import Any
 from hyperpop.strategies.base import Context, ExploitStrategy, ExploreStrategy
 from hyperpop.strategies.exploit import NoExploit, Tournament, Truncation
 from hyperpop.strategies.explore import NoExplore, Perturb, Resample
+from hyperpop.strategies.firepbt import FIREPBT
 from hyperpop.strategies.mfpbt import MFPBT
 from hyperpop.strategies.pb2 import PB2
 from hyperpop.strategies.ttest import WelchTTest
@@ -15,6 +16,7 @@ __all__ = [
     "Context",
     "ExploitStrategy",
     "ExploreStrategy",
+    "FIREPBT",
     "MFPBT",
     "NoExploit",
     "NoExplore",
@@ -34,6 +36,7 @@ EXPLOIT: dict[str, Any] = {
     "tournament": Tournament,
     "ttest": WelchTTest,
     "mfpbt": MFPBT,
+    "firepbt": FIREPBT,
     "none": NoExploit,
 }
 EXPLORE: dict[str, Any] = {"perturb": Perturb, "resample": Resample, "pb2": PB2, "none": NoExplore}
@@ -86,7 +89,7 @@ def _make(spec: Any, table: dict[str, Any], base: type, kind: str) -> Any:
 
 def make_exploit(spec: str | ExploitStrategy | None) -> ExploitStrategy:
     """An exploit strategy from a name (``truncation``, ``tournament``, ``ttest``, ``mfpbt``,
-    ``none`` or a registered one), an instance, or None (never copy)."""
+    ``firepbt``, ``none`` or a registered one), an instance, or None (never copy)."""
     return _make(spec, EXPLOIT, ExploitStrategy, "exploit")
 
 
