@@ -172,8 +172,9 @@ def test_every_stored_object_of_todays_shape_is_written_back_as_it_was(tmp_path:
 
 
 #: modules that read and write event payloads only through the vocabulary (still on the
-#: stored objects: controller.py's decision_events and steer.py)
+#: stored objects: steer.py, the request client)
 TYPED = [
+    "controller.py",
     "dashboard/data.py",
     "population.py",
     "summary.py",

@@ -11,23 +11,30 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
 from hyperpop.population import MemberState, Population
 from hyperpop.space import Space
-from hyperpop.store import events as ev
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 from hyperpop.strategies import Context, ExploitStrategy, ExploreStrategy
 
 __all__ = [
     "Budget",
     "Rejuvenate",
+    "Continue",
     "Controller",
     "Decision",
+    "Exploit",
+    "Explore",
+    "Finish",
     "Interval",
     "Kind",
+    "Queue",
+    "Reset",
+    "Wait",
     "Ready",
     "Steps",
     "Target",
@@ -200,26 +207,78 @@ class Kind(str, Enum):
         return self.value
 
 
+# The controller's verdicts on one member at a ready point: one class per kind (``kind`` names
+# it, and compares equal to its string).
 @dataclass(frozen=True)
-class Decision:
-    """The controller's verdict on one member at a ready point.
-
-    ``kind`` is one of ``continue``, ``exploit`` (copy ``checkpoint`` of ``donor`` at ``step``,
-    then train with ``config``), ``explore`` (keep the weights, train with ``config``),
-    ``rejuvenate`` (reset the weights as ``how`` says, train with ``config``), ``finish``,
-    ``wait`` (synchronous mode: the generation is not complete) and ``queue`` (asynchronous
-    mode: the member waits for a worker, and :meth:`Controller.decide` decides for it when it
-    gets one).
-    """
+class Continue:
+    """Train on as it is."""
 
     member: int
-    kind: Kind
-    donor: int | None = None
-    checkpoint: str | None = None
-    step: int | None = None
-    config: dict[str, Any] | None = None
-    reason: str | None = None
-    how: str | None = None
+    kind: ClassVar[Kind] = Kind.CONTINUE
+
+
+@dataclass(frozen=True)
+class Exploit:
+    """Copy ``checkpoint`` of ``donor`` (its weights of ``step``), then train with ``config``
+    (``how``: the strategy that chose it)."""
+
+    member: int
+    donor: int
+    checkpoint: str
+    step: int
+    config: dict[str, Any]
+    how: str
+    kind: ClassVar[Kind] = Kind.EXPLOIT
+
+
+@dataclass(frozen=True)
+class Explore:
+    """Keep the weights, train with ``config``."""
+
+    member: int
+    config: dict[str, Any]
+    how: str
+    kind: ClassVar[Kind] = Kind.EXPLORE
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Rejuvenate: reset the weights as ``how`` says, train with ``config``."""
+
+    member: int
+    config: dict[str, Any]
+    how: str
+    kind: ClassVar[Kind] = Kind.REJUVENATE
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The member is done (``reason``)."""
+
+    member: int
+    reason: str
+    kind: ClassVar[Kind] = Kind.FINISH
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Synchronous mode: the generation is not complete."""
+
+    member: int
+    kind: ClassVar[Kind] = Kind.WAIT
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Asynchronous mode: the member waits for a worker, and :meth:`Controller.decide` decides
+    for it when it gets one."""
+
+    member: int
+    kind: ClassVar[Kind] = Kind.QUEUE
+
+
+#: a decision: one of the kinds above
+Decision = Continue | Exploit | Explore | Reset | Finish | Wait | Queue
 
 
 def decision_events(decisions: Sequence[Decision], pop: Population, now: float) -> list[Event]:
@@ -234,23 +293,16 @@ def decision_events(decisions: Sequence[Decision], pop: Population, now: float) 
     for d in decisions:
         m = pop.members[d.member]
         old = m.config
-        if d.kind is Kind.EXPLOIT:
-            old = pop.blobs[d.checkpoint].config  # type: ignore[index]  # set on an exploit
-            data: dict[str, Any] = {
-                "donor": d.donor,
-                "step": d.step,
-                "checkpoint": d.checkpoint,
-                "at": m.step,
-            }
-            out.append(Event(ev.EXPLOITED, d.member, data, now))
-        if d.kind in (Kind.EXPLOIT, Kind.EXPLORE) and d.config != old:
-            data = {"config": d.config, "old_config": old, "how": d.how}
-            out.append(Event(ev.EXPLORED, d.member, data, now))
-        elif d.kind is Kind.REJUVENATE:
-            data = {"config": d.config, "old_config": old, "at": m.step, "reset": d.how}
-            out.append(Event(ev.REJUVENATED, d.member, data, now))
-        elif d.kind is Kind.FINISH:
-            out.append(Event(ev.FINISHED, d.member, {"step": m.step, "reason": d.reason}, now))
+        if isinstance(d, Exploit):
+            old = pop.blobs[d.checkpoint].config
+            exploited = voc.Exploited(d.donor, d.step, d.checkpoint, m.step)
+            out.append(Event.of(exploited, d.member, now))
+        if isinstance(d, (Exploit, Explore)) and d.config != old:
+            out.append(Event.of(voc.Explored(d.config, old, d.how), d.member, now))
+        elif isinstance(d, Reset):
+            out.append(Event.of(voc.Rejuvenated(d.config, old, m.step, d.how), d.member, now))
+        elif isinstance(d, Finish):
+            out.append(Event.of(voc.Finished(m.step, d.reason), d.member, now))
     return out
 
 
@@ -396,16 +448,14 @@ class Controller:
         if not self.synchronous:
             if self._done(m):
                 self._undecided.discard(m.id)
-                return [Decision(m.id, Kind.FINISH, reason="step budget reached")]
+                return [Finish(m.id, "step budget reached")]
             self._undecided.add(m.id)
-            return [Decision(m.id, Kind.QUEUE)]
+            return [Queue(m.id)]
         if self._done(m):
-            return [Decision(m.id, Kind.FINISH, reason="step budget reached")] + self.release(
-                pop, now, leaving=m.id
-            )
+            return [Finish(m.id, "step budget reached"), *self.release(pop, now, leaving=m.id)]
         self._waiting.add(m.id)
         released = self.release(pop, now)
-        return released or [Decision(m.id, Kind.WAIT)]
+        return released or [Wait(m.id)]
 
     def decide(self, pop: Population, member: int, now: float) -> list[Decision]:
         """Asynchronous mode: the decision for a queued ``member`` about to get a worker (an
@@ -539,16 +589,16 @@ class Controller:
         self, pop: Population, m: MemberState, now: float, batch: list[dict[str, Any]]
     ) -> Decision:
         if self._done(m):
-            return Decision(m.id, Kind.FINISH, reason="step budget reached")
+            return Finish(m.id, "step budget reached")
         if m.pinned or m.decided:
             # pinned by a person (never copies, never reset, never explored), or a person
             # already decided this ready point (set its hyperparameters, made it copy)
-            return Decision(m.id, Kind.CONTINUE)
+            return Continue(m.id)
         if m.step < self.ready.burn_in:
-            return Decision(m.id, Kind.CONTINUE)
+            return Continue(m.id)
         rj = self.rejuvenate
         if rj is not None and m.reset_step is not None and m.ready_since_reset <= rj.grace:
-            return Decision(m.id, Kind.CONTINUE)  # a fresh start gets its chance
+            return Continue(m.id)  # a fresh start gets its chance
         if rj is not None and m.stall >= rj.patience and not self._leads(pop, m):
             rng = self._rng(m)
             if rj.config == "resample":
@@ -558,7 +608,7 @@ class Controller:
             else:
                 config = self.space.perturb(m.config, rng)
             batch.append(config)
-            return Decision(m.id, Kind.REJUVENATE, config=config, how=rj.reset)
+            return Reset(m.id, config, rj.reset)
         ids, scores = self.comparable(pop, m)
         ctx = Context(
             mode=self.mode,
@@ -572,13 +622,13 @@ class Controller:
         )
         donor = self.exploit.select(m, ctx)
         if donor is None:
-            return Decision(m.id, Kind.CONTINUE)
+            return Continue(m.id)
         if donor.id == m.id:
             config = self.explore.explore(m.config, m, m, ctx)
             batch.append(config)
             if config == m.config:
-                return Decision(m.id, Kind.CONTINUE)
-            return Decision(m.id, Kind.EXPLORE, config=config, how=self.explore.name)
+                return Continue(m.id)
+            return Explore(m.id, config, self.explore.name)
         assert donor.checkpoint is not None
         info = pop.blobs[donor.checkpoint]
         # the exploit strategy may choose the hyperparameters itself (MF-PBT's migrations);
@@ -589,15 +639,7 @@ class Controller:
         else:
             config, how = chosen, self.exploit.name
         batch.append(config)
-        return Decision(
-            m.id,
-            Kind.EXPLOIT,
-            donor=donor.id,
-            checkpoint=donor.checkpoint,
-            step=donor.checkpoint_step,
-            config=config,
-            how=how,
-        )
+        return Exploit(m.id, donor.id, donor.checkpoint, donor.checkpoint_step, config, how)
 
 
 class _Copies:

@@ -17,12 +17,7 @@ from typing import Any
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.callbacks import CallbackList
 from hyperpop.checkpoints import CheckpointStore, full_disk_error
-from hyperpop.controller import (
-    Controller,
-    Decision,
-    Kind,
-    decision_events,
-)
+from hyperpop.controller import Controller, Decision, Finish, Wait, decision_events
 from hyperpop.errors import MetricError, RunError
 from hyperpop.population import Population
 from hyperpop.settings import RunSettings
@@ -383,9 +378,9 @@ class Driver:
 
     def _after(self, decisions: list[Decision]) -> None:
         for d in decisions:
-            if d.kind is Kind.FINISH:
+            if isinstance(d, Finish):
                 self.backend.forget(d.member)
-            elif d.kind is not Kind.WAIT:
+            elif not isinstance(d, Wait):
                 self.queue.append(d.member)
 
     def _failed(self, r: TaskResult, now: float) -> None:
