@@ -570,6 +570,38 @@ def big_page_data(members: int, steps: int, ready: int = 4) -> dict[str, Any]:
     }
 
 
+def test_downsampling_keeps_spikes_and_zooming_brings_back_every_point(
+    tmp_path: Path, page: Any
+) -> None:
+    """Past its point budget a plot keeps each member's lowest and highest point per bucket:
+    one member's spike survives; zoomed in, the visible range is drawn point for point."""
+    from hyperpop.dashboard.report import page as page_html
+
+    data = big_page_data(48, 1000)  # 48,000 points: more than a plot draws without a GPU
+    data["series"]["y"]["acc"][500] = 50.0  # member 0, step 501
+    report = tmp_path / "big.html"
+    report.write_text(page_html(title="big", subtitle="big", config={"view": data}, inline=True))
+    page.goto(report.as_uri())
+    page.wait_for_function(RENDERED)
+    member0 = """() => { const t = document.getElementById('plot-scores')._fullData
+      .find((t) => t.meta.kind === 'member' && t.meta.member === 0);
+      return {x: Array.from(t.x), y: Array.from(t.y), points: t.meta.points}; }"""
+    drawn = page.evaluate(member0)
+    total = page.evaluate(
+        "document.getElementById('plot-scores')._fullData"
+        ".filter((t) => t.meta.kind === 'member').reduce((a, t) => a + t.x.length, 0)"
+    )
+    assert drawn["points"] == 1000 and len(drawn["x"]) < 1000 and total <= 30_000
+    assert max(drawn["y"]) == 50.0 and drawn["x"][drawn["y"].index(50.0)] == 501
+    full = data["series"]["y"]["acc"][:1000]
+    assert min(drawn["y"]) == min(full)  # the dips survive too
+    page.evaluate("Plotly.relayout('plot-scores', {'xaxis.range': [400, 600]})")
+    page.wait_for_function("document.body.dataset.scoreRange === '400,600'")
+    zoomed = page.evaluate(member0)
+    shown = [(x, y) for x, y in zip(zoomed["x"], zoomed["y"]) if x is not None and 400 <= x <= 600]
+    assert shown == [(s, full[s - 1]) for s in range(400, 601)]
+
+
 def test_a_thousand_members_render_within_five_seconds(tmp_path: Path, browser: Any) -> None:
     """Issue 21: 1,024 members x 1,000 reports, from navigation to every plot and the table
     drawn, in headless Chromium (no GPU): the page, plotly.js and the data served as files, a

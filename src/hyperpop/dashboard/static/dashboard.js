@@ -155,7 +155,24 @@
   }
   // each of `lines` ([xs, ys]) as drawn: whole if the plot's points fit the budget, else with
   // at most two points per bucket, `cols` buckets across the visible x range
+  // the points of a line in the x range r, with a neighbour on each side so the line reaches
+  // the plot's edges (a break where points were left out)
+  function visible(l, r) {
+    var xs = l[0], ys = l[1], ox = [], oy = [], n = xs.length, skipped = false;
+    function inside(i) { var x = xs[i]; return x !== null && x !== undefined && x >= r[0] && x <= r[1]; }
+    for (var i = 0; i < n; i++) {
+      if (inside(i) || (i > 0 && inside(i - 1)) || (i + 1 < n && inside(i + 1))) {
+        if (skipped && ox.length) { ox.push(null); oy.push(null); }
+        skipped = false;
+        ox.push(xs[i]); oy.push(ys[i]);
+      } else {
+        skipped = true;
+      }
+    }
+    return [ox, oy];
+  }
   function fit(lines, id, range) {
+    if (range) lines = lines.map(function (l) { return visible(l, range); });
     var total = lines.reduce(function (a, l) { return a + l[0].length; }, 0);
     var width = plotWidth(id);
     var cols = Math.max(2, Math.min(width, Math.floor(BUDGET / (2 * Math.max(1, lines.length)))));
@@ -710,7 +727,9 @@
     state.xrange = r;
     var f = scoresFigure();
     if (r) f.layout.xaxis.range = r;
-    Plotly.react($("plot-scores"), f.data, f.layout, PLOT);
+    Plotly.react($("plot-scores"), f.data, f.layout, PLOT).then(function () {
+      document.body.dataset.scoreRange = r ? r.join(",") : "";
+    });
   }
 
   function mark(name) { (window.hyperpopTimes = window.hyperpopTimes || []).push([name, Math.round(performance.now() - t0)]); }
