@@ -105,6 +105,7 @@
     ["epoch", "seq", "summary", "metric", "metrics", "mode", "params", "log_params", "clock",
      "lineage", "best"].forEach(function (k) { D[k] = d[k]; });
     perMember(D.lines, d.series, ["step", "t"], "y");
+    if (!d.series.t) D.times = false;  // wall times not kept up to date: fetched again if asked
     var ex = d.exploits;
     ["member", "donor", "step", "text", "t"].forEach(function (f) { if (ex[f]) cut(D.exploits[f], ex.start, ex[f]); });
     Object.keys(ex.y).forEach(function (m) { D.exploits.y[m] = cut(D.exploits.y[m] || [], ex.start, ex.y[m]); });
