@@ -7,6 +7,7 @@ condition with a timeout (Playwright's ``wait_for_function``), never a sleep.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -605,7 +606,8 @@ def test_downsampling_keeps_spikes_and_zooming_brings_back_every_point(
 def test_a_thousand_members_render_within_five_seconds(tmp_path: Path, browser: Any) -> None:
     """Issue 21: 1,024 members x 1,000 reports, from navigation to every plot and the table
     drawn, in headless Chromium (no GPU): the page, plotly.js and the data served as files, a
-    first visit (nothing cached). The better of two visits counts: this machine is shared."""
+    first visit (nothing cached). A second visit is made if the first was slower (the better
+    counts: this machine is shared)."""
     import functools
     import json
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -634,7 +636,7 @@ def test_a_thousand_members_render_within_five_seconds(tmp_path: Path, browser: 
     times = []
     errors: list[str] = []
     try:
-        for _ in range(2):
+        while len(times) < 2 and min(times, default=math.inf) >= 5.0:
             context = browser.new_context(viewport={"width": 1300, "height": 900})  # no cache
             page = context.new_page()
             page.on("pageerror", lambda e: errors.append(str(e)))
