@@ -349,6 +349,13 @@ def test_report_is_one_offline_file(db: Path, tmp_path: Path) -> None:
     rest = text.replace(plotly_js(), "").replace('<link rel="icon" href="data:,">', "")
     assert "<script src=" not in rest and "<link" not in rest and "http" not in rest
     assert "Plotly" in text and '"series"' in text
+    # the page's data, once: every metric's values and the wall times beside one copy of the steps
+    start = text.index("window.HYPERPOP = ") + len("window.HYPERPOP = ")
+    config, _ = json.JSONDecoder().raw_decode(text[start:].replace("<\\/", "</"))
+    view = RunView(Result.load(db).events)
+    assert config["view"] == json.loads(json.dumps(payload(view, False)))
+    assert list(config["view"]["series"]["y"]) == view.metric_names()
+    assert text.count('"step":[1,2,3,4,5,6,7,8]') == 1
     assert write_report(db) == db.with_suffix(".html")  # default: beside the store
 
 
@@ -541,6 +548,7 @@ def test_api_answers_what_changed_since_the_pages_event(tmp_path: Path) -> None:
         assert again["since"] == -1 and len(again["members"]) == 3
         unknown = client.get(f"/api/view?{same}&metric=nope&series_since=-1").json()["view"]
         assert list(unknown["series"]["y"]) == ["acc"]  # the optimised one, not an error
+        assert client.get("/api/view?since=abc").json()["view"]["since"] == -1
     store.close()
 
 
