@@ -236,7 +236,6 @@
     if (f.length < 2 || f[0] === f[f.length - 1]) return null;
     return f[f.length - 1] > f[0] ? "max" : "min";
   }
-  function exploitLabels() { return D.exploits.text; }
   function scoresFigure() {
     var metric = state.metric, main = D.metric, time = state.x === "time";
     var c = clock(), unit = c[0];
@@ -289,7 +288,7 @@
         meta: Object.assign({ kind: "lineage", member: lin.member, steps: lin.step.length }, meta),
       });
     }
-    var ex = D.exploits, exX = time ? ex.t.map(tx) : ex.step, exY = ex.y[metric] || [], exT = exploitLabels();
+    var ex = D.exploits, exX = time ? ex.t.map(tx) : ex.step, exY = ex.y[metric] || [], exT = ex.text;
     var log = state.y === "log" || (state.y === "auto" && logAxis(values));
     if (ex.member.length > MAX_EXPLOITS) {  // marks on the same pixels drawn once
       var xr = extent([exX]), yr = extent([exY]), seen = {}, kx = [], ky = [], kt = [];
@@ -337,7 +336,6 @@
   }
 
   // --- the schedules ------------------------------------------------------------------------
-  function value(v) { return v; }
   function scheduleFigure() {
     var params = D.params.length ? D.params : ["(no hyperparameters)"];
     var n = params.length, gap = n > 1 ? 0.06 : 0, height = (1 - gap * (n - 1)) / n;
@@ -350,7 +348,7 @@
         var c = D.configs[mid];
         if (!c.step.length) return;
         var row = D.rows[mid], vals = c.values[p] || [];
-        var xs = c.step.slice(), ys = c.step.map(function (_, i) { return vals[i] === undefined ? null : value(vals[i]); });
+        var xs = c.step.slice(), ys = c.step.map(function (_, i) { return vals[i] === undefined ? null : vals[i]; });
         xs.push(row ? row.step : xs[xs.length - 1]);
         ys.push(ys[ys.length - 1]);
         pieces.push([xs, ys, p, mid]);
@@ -465,7 +463,7 @@
         showlegend: false, meta: { kind: "nodes", members: ids.length },
       });
     }
-    var ex = D.exploits, labels = exploitLabels(), exX = [], exY = [], exT = [];
+    var ex = D.exploits, labels = ex.text, exX = [], exY = [], exT = [];
     if (ex.member.length > MAX_EXPLOITS) {
       // vertical edges in one pixel column drawn as the union of their spans
       var width = plotWidth("plot-lineage"), xr = extent([ex.step]), scale = width / ((xr[1] - xr[0]) || 1);
@@ -733,7 +731,11 @@
     });
   }
 
-  function mark(name) { (window.hyperpopTimes = window.hyperpopTimes || []).push([name, Math.round(performance.now() - t0)]); }
+  // the first draw's steps, in ms since the script started (window.hyperpopTimes)
+  function mark(name) {
+    if (state.renders > 1) return;
+    (window.hyperpopTimes = window.hyperpopTimes || []).push([name, Math.round(performance.now() - t0)]);
+  }
   function render() {
     mark("render");
     widths = {};
