@@ -287,29 +287,29 @@ def test_a_fresh_pb2_fits_what_the_running_one_fits_after_a_late_interval():
     kept the stale tuning before, and a resumed run then fitted another GP."""
     p = Pop([{"x": (i + 0.5) / 10} for i in range(10)], lambda c: c["x"])
     for i in range(1, 10):
-        p.train(i, 6 if i < 9 else 4)  # 8 members x 5 observations + 3, at steps 2..10
+        p.train(i, 6 if i < 9 else 2)  # 8 members x 5 observations + 1, at steps 2..10
     p.train(0, 1)  # member 0 is slow: no observation yet
-    pb = PB2(refit=4, kappa=0.5)
+    pb = PB2(refit=4, max_history=20, kappa=0.5)
     pb.bind(X)
     d = p.pop.members[9]
     pb.explore(d.config, d, d, p.ctx(X))
-    assert pb._valid == 43 and pb._tune_point(43) == 42 == pb._tune_point(44)
+    assert pb._valid == 41 and pb._tune_point(41) == 40 == pb._tune_point(42)
     tunes = pb.tunes
-    p.train(0, 1)  # its first observation starts at step 2, before 34 others
+    p.train(0, 1)  # its first observation starts at step 2, before 32 others
     running = pb.explore(d.config, d, d, p.ctx(X))
     assert pb.tunes == tunes + 1
-    fresh = PB2(refit=4, kappa=0.5)
+    fresh = PB2(refit=4, max_history=20, kappa=0.5)
     fresh.bind(X)
     assert fresh.explore(d.config, d, d, p.ctx(X)) == running
     np.testing.assert_array_equal(fresh._gp.theta, pb._gp.theta)
     np.testing.assert_array_equal(fresh._gp.alpha, pb._gp.alpha)
 
 
-def test_the_kernel_is_tuned_as_the_data_grows_and_kept_in_between():
+def test_the_kernel_is_tuned_at_every_fit_then_every_refit_observations():
     p = Pop([{"x": (i + 0.5) / 5} for i in range(5)], lambda c: c["x"])
     for i in range(5):
         p.train(i, 1)  # no observation yet: a first interval has no start score
-    pb = PB2(refit=5)
+    pb = PB2(refit=5, max_history=20)
     pb.bind(X)
     d = p.pop.members[4]
     time_scales = []
@@ -320,11 +320,10 @@ def test_the_kernel_is_tuned_as_the_data_grows_and_kept_in_between():
             # the time length scale in steps: kept between tunings although the unit changes
             time_scales.append((pb.tunes, pb._gp.theta[1] + np.log(pb._norm[0])))
     assert pb._valid == 40 and pb.fits == 33
-    # tuned at 8, 9, ..., 20 observations (each new one is a tenth or more), then 22, 24, 26,
-    # 28, 30, 33, 36, 39 (a tenth of the data, at most refit)
-    assert pb.tunes == 21
+    # tuned at every fit up to 20 observations (the history), then at 25, 30, 35 and 40
+    assert pb.tunes == 13 + 4
     kept = [(a, b) for (ta, a), (tb, b) in zip(time_scales, time_scales[1:]) if ta == tb]
-    assert len(kept) == 33 - 21
+    assert len(kept) == 33 - 17
     for a, b in kept:
         assert a == pytest.approx(b, rel=1e-12)
 

@@ -24,8 +24,9 @@ so a decision costs the same at step 10 and step 10,000.
 Cost: the GP is a small exact implementation on numpy and SciPy's LAPACK (its matrices are at most
 ``max_history`` wide). Conditioning on new data is one Cholesky factor; what costs is tuning the
 kernel's hyperparameters (maximising the marginal likelihood with L-BFGS-B, from the default
-kernel), so that happens only when the data has grown by a tenth or by ``refit`` observations, on
-the data as it stood then; in between the GP conditions the last tuned kernel on the newest data.
+kernel): at every fit while the observations fit in ``max_history``, then only on every ``refit``-th
+new observation, on the data as it stood then; in between the GP conditions the last tuned kernel
+on the newest data.
 What is tuned on and what is conditioned on are functions of the set of observations alone (a
 tuning is reused only for exactly the data it saw), so a resumed run fits the same GP.
 
@@ -344,10 +345,11 @@ class PB2(ExploreStrategy):
         max_history: the GP is fitted on at most this many observations, the most recent.
         candidates: random configs scored per decision (plus perturbations of the donor's).
         min_data: below this many observations PB2 perturbs like PBT.
-        refit: tune the kernel's hyperparameters when the data has grown by a tenth, and at
-            least on every ``refit``-th new observation, on the data as it stood then; in
-            between the tuned kernel is conditioned on the newest data. 1: tune at every fit.
-            The tune points depend on the data alone, so a resumed run fits the same GP.
+        refit: once there are more than ``max_history`` observations, tune the kernel's
+            hyperparameters on every ``refit``-th new one only, on the data as it stood then;
+            in between the tuned kernel is conditioned on the newest data (before, every fit
+            tunes). 1: tune at every fit. The tune points depend on the data alone, so a
+            resumed run fits the same GP.
         seed: kept for the settings of earlier runs (the tuning starts from the default kernel
             and has no random restarts; the candidates use the controller's rng).
     """
@@ -478,17 +480,14 @@ class PB2(ExploreStrategy):
         return [self._obs[i] for _, _, i in window]  # type: ignore[misc]
 
     def _tune_point(self, valid: int) -> int:
-        """How many observations the kernel is tuned on: tuning happens when the data has
-        grown by a tenth, and at least every ``refit`` observations (a function of the data
-        alone, so a resumed run tunes on the same data)."""
-        point = self.min_data
-        while True:
-            step = max(1, min(point // 10, self.refit))
-            if step == self.refit:  # from here on every step is ``refit``: jump
-                return point + self.refit * max(0, (valid - point) // self.refit)
-            if point + step > valid:
-                return point
-            point += step
+        """How many observations the kernel is tuned on: all of them at every fit until they
+        fill the history (``max_history``: while the data is small, each new observation is a
+        large part of it, and a tuning is cheap), then those up to the last multiple of
+        ``refit`` new observations since (a function of the data alone, so a resumed run tunes
+        on the same data)."""
+        if valid <= self.max_history:
+            return valid
+        return self.max_history + self.refit * ((valid - self.max_history) // self.refit)
 
     @staticmethod
     def _arrays(items: list[_Obs]) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -509,11 +508,11 @@ class PB2(ExploreStrategy):
         if len(items) < self.min_data:
             return False
         fit_key = tuple(o[0] for o in items)
-        if fit_key == self._fit_key:
-            return True
         point = self._tune_point(valid)
         tune_items = items if point == valid else self._items(point)
         tune_key = fit_key if point == valid else tuple(o[0] for o in tune_items)
+        if (fit_key, tune_key) == self._fit_key:  # the same data to tune on and condition on
+            return True
         x, dy, norm = self._arrays(items)
         if self._tuned is None or self._tuned[0] != tune_key:
             tx, tdy, tnorm = (x, dy, norm) if tune_items is items else self._arrays(tune_items)
@@ -524,7 +523,7 @@ class PB2(ExploreStrategy):
             self.tunes += 1
         self._norm = norm
         self._gp = _Posterior(self._tuned[1] - self._unit_shift(norm), x, dy)
-        self._fit_key = fit_key
+        self._fit_key = (fit_key, tune_key)
         self.fits += 1
         return True
 
