@@ -518,7 +518,7 @@ class Population:
         self.ended = e.time
 
     def _run_stopped(self, e: Event, p: voc.RunStopped, _: None) -> None:
-        self.stopped = p.reason or voc.RunStopped.reason
+        self.stopped = p.reason or voc.STOPPED_ON_REQUEST
         self.ended = e.time
         self._intervene(e, p.request, "stop", self.stopped)
 

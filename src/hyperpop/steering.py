@@ -236,7 +236,7 @@ class Steering:
             )
         self.stop_request = r
         self.host.commit(
-            [Event.of(voc.RunStopped("stopped on request", voc.USER, r.id), None, now)]
+            [Event.of(voc.RunStopped(voc.STOPPED_ON_REQUEST, voc.USER, r.id), None, now)]
         )
         return "the run stopped (resume it)"
 

@@ -35,6 +35,7 @@ __all__ = [
     "RunResumed",
     "RunStarted",
     "RunStopped",
+    "STOPPED_ON_REQUEST",
     "USER",
     "VOCABULARY",
     "from_data",
@@ -45,9 +46,11 @@ Json = dict[str, Any]
 
 #: ``by`` of an event a person's request caused (PBT's own decisions name no ``by``)
 USER = "user"
+#: why a run stopped on a person's request (what an older ``run_stopped`` without one means)
+STOPPED_ON_REQUEST = "stopped on request"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Payload:
     """What an event says; each kind of event is a subclass."""
 
@@ -61,7 +64,7 @@ class Payload:
 
 
 # --- run-level events ---------------------------------------------------------------------
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
 class RunStarted(Payload):
     """A new run: its settings, space, trainable source and version."""
 
@@ -76,7 +79,7 @@ class RunStarted(Payload):
     pid: int | None = None  # None: a log from before the driver's pid was written
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunResumed(Payload):
     """A resume: the driver's pid, version and workers, and the members given up before that
     it retries."""
@@ -90,7 +93,7 @@ class RunResumed(Payload):
     retry: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunFinished(Payload):
     """The run ended (budget, target, error, interrupt)."""
 
@@ -101,19 +104,19 @@ class RunFinished(Payload):
     reason: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunStopped(Payload):
     """The run stopped on a person's request: it stays resumable."""
 
     kind: ClassVar[str] = "run_stopped"
     about_member: ClassVar[bool] = False
 
-    reason: str = "stopped on request"
+    reason: str = STOPPED_ON_REQUEST
     by: str | None = None
     request: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestHandled(Payload):
     """The driver's answer to a request: ``done`` or ``refused``, with the reason."""
 
@@ -128,7 +131,7 @@ class RequestHandled(Payload):
     reason: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BudgetChanged(Payload):
     """A person replaced the budget (each item a budget's ``to_dict``)."""
 
@@ -143,7 +146,7 @@ class BudgetChanged(Payload):
 
 
 # --- member events ------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberCreated(Payload):
     """A member joined with ``config`` (``by="user"``: added by a person)."""
 
@@ -154,7 +157,7 @@ class MemberCreated(Payload):
     request: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reported(Payload):
     """One training step's metrics and the score ranked on."""
 
@@ -166,7 +169,7 @@ class Reported(Payload):
     metrics: Json = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Progress(Payload):
     """A running interval reached ``step`` (counted, not folded further)."""
 
@@ -175,7 +178,7 @@ class Progress(Payload):
     step: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Checkpointed(Payload):
     """An interval ended at ``step`` with its weights saved as blob ``checkpoint``."""
 
@@ -185,7 +188,7 @@ class Checkpointed(Payload):
     checkpoint: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Exploited(Payload):
     """The member copied ``donor``'s ``checkpoint`` of ``step`` at its ready point ``at``."""
 
@@ -199,7 +202,7 @@ class Exploited(Payload):
     request: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Explored(Payload):
     """The member trains with ``config`` from now on (``how``: the explore strategy, or
     ``"user"``)."""
@@ -214,7 +217,7 @@ class Explored(Payload):
     request: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Rejuvenated(Payload):
     """The member's weights were reset (``reset``: ``"full"`` or a partial reset) at its ready
     point ``at``; it trains with ``config``."""
@@ -228,7 +231,7 @@ class Rejuvenated(Payload):
     reset: str | None = None  # None: a log from before resets (a fresh model at step 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failed(Payload):
     """An interval failed (``fatal``: the member is given up)."""
 
@@ -241,7 +244,7 @@ class Failed(Payload):
     fatal: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finished(Payload):
     """The member finished training (``by="user"``: stopped by a person)."""
 
@@ -254,7 +257,7 @@ class Finished(Payload):
     request: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pinned(Payload):
     """A person pinned (or unpinned) the member."""
 
@@ -302,23 +305,67 @@ _OLDER: dict[type[Payload], Callable[[dict[str, Any]], None]] = {Exploited: _old
 
 
 def _int(v: Any) -> int:
+    if type(v) is int:
+        return v
     if isinstance(v, bool) or not isinstance(v, (int, float, str)):
         raise TypeError(f"expected an integer, got {v!r}")
     return int(v)
 
 
-def _read(annotation: str, v: Any) -> Any:
-    """A stored value as the field's type (the conversions the fold always made)."""
-    if v is None and annotation.endswith("| None"):
-        return None
-    if annotation in ("int", "int | None"):
-        return _int(v)
-    if annotation == "bool":
-        return bool(v)
-    if annotation.startswith("tuple["):
-        item = _int if annotation == "tuple[int, ...]" else dict
-        return tuple(item(x) for x in v or ())
-    return v
+def _ints(v: Any) -> tuple[int, ...]:
+    return tuple(_int(x) for x in v or ())
+
+
+def _objects(v: Any) -> tuple[Json, ...]:
+    return tuple(dict(x) for x in v or ())
+
+
+#: how a stored value becomes the field's type, by annotation (the conversions the fold always
+#: made); a type not named here is taken as it is
+_READERS: dict[str, Callable[[Any], Any]] = {
+    "int": _int,
+    "bool": bool,
+    "tuple[int, ...]": _ints,
+    "tuple[Json, ...]": _objects,
+}
+
+
+def _nullable(read: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else read(v)
+
+
+@dataclass(frozen=True)
+class _Field:
+    """How the codec reads one field (worked out once per class)."""
+
+    key: str
+    read: Callable[[Any], Any] | None
+    #: None: a required field; else what a missing one gets (built anew each time)
+    default: Callable[[], Any] | None
+
+
+def _default(f: Any) -> Callable[[], Any] | None:
+    if f.default_factory is not MISSING:
+        factory: Callable[[], Any] = f.default_factory
+        return factory
+    if f.default is not MISSING:
+        value = f.default
+        return lambda: value
+    return None
+
+
+def _plan(cls: type[Payload]) -> tuple[_Field, ...]:
+    out = []
+    for f in fields(cls):
+        annotation = str(f.type)
+        read = _READERS.get(annotation.removesuffix(" | None"))
+        if read is not None and annotation.endswith(" | None"):
+            read = _nullable(read)
+        out.append(_Field(_RENAMED.get(f.name, f.name), read, _default(f)))
+    return tuple(out)
+
+
+_PLANS = {cls: _plan(cls) for cls in VOCABULARY.values()}
 
 
 def from_data(kind: str, data: Mapping[str, Any]) -> Payload:
@@ -330,22 +377,26 @@ def from_data(kind: str, data: Mapping[str, Any]) -> Payload:
     cls = VOCABULARY.get(kind)
     if cls is None:
         raise ValueError(f"unknown event kind {kind!r}")
-    given = dict(data)
     older = _OLDER.get(cls)
     if older is not None:
-        older(given)
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        key = _RENAMED.get(f.name, f.name)
-        if key not in given:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ValueError(f"a {kind} event lacks {key!r}")
+        data = dict(data)
+        older(data)
+    values: list[Any] = []
+    for f in _PLANS[cls]:
+        if f.key not in data:
+            if f.default is None:
+                raise ValueError(f"a {kind} event lacks {f.key!r}")
+            values.append(f.default())
             continue
-        try:
-            values[f.name] = _read(str(f.type), given[key])
-        except (TypeError, ValueError):
-            raise ValueError(f"a {kind} event's {key!r} is {given[key]!r}") from None
-    return cls(**values)
+        v = data[f.key]
+        if f.read is not None:
+            try:
+                v = f.read(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"a {kind} event's {f.key!r} is {v!r}") from None
+        values.append(v)
+    # positionally: the fold decodes every event, and a keyword call costs twice as much
+    return cls(*values)
 
 
 def to_data(payload: Payload) -> dict[str, Any]:
