@@ -133,4 +133,5 @@ def encode_data(data: dict[str, Any]) -> str:
 
 def decode_data(text: str) -> dict[str, Any]:
     """Inverse of :func:`encode_data`."""
-    return _restore(json.loads(text))
+    data: dict[str, Any] = _restore(json.loads(text))
+    return data

@@ -181,7 +181,7 @@ class WriterLock:
             pass
         os.close(fd)
 
-    def holder(self) -> dict | None:
+    def holder(self) -> dict[str, Any] | None:
         """What the current or last holder wrote (pid, host, since), if anything."""
         try:
             raw = self.path.read_bytes()
