@@ -14,7 +14,7 @@ FLOORS = [
     {"__init__"},
     {"run", "replay"},
     {"driver"},
-    {"settings", "steering"},
+    {"settings", "steering", "scheduling", "written"},
     {"controller", "live", "integrations"},
     {"strategies", "results", "backends", "torch", "vectorized", "callbacks"},
     {"dashboard"},
