@@ -447,7 +447,7 @@ def test_class_defaults_in_the_docs_tables_are_the_codes():
     assert len(spans) >= 4  # the strategies' tables
     wrong = [f"{where}: {span}: {w}" for where, span in spans for w in wrong_defaults(span)]
     assert not wrong, "\n".join(wrong)
-    assert wrong_defaults("PB2(kappa=1.5, refit=20)") == ["refit=20, code: 1"]
+    assert wrong_defaults("PB2(kappa=1.5, refit=1)") == ["refit=1, code: 20"]
 
 
 def test_the_run_arguments_table_matches_hp_run():
