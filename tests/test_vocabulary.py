@@ -171,29 +171,20 @@ def test_every_stored_object_of_todays_shape_is_written_back_as_it_was(tmp_path:
         assert voc.from_data(e.kind, voc.to_data(e.payload)) == e.payload
 
 
-#: modules that read and write event payloads only through the vocabulary (still on the
-#: stored objects: steer.py, the request client)
-TYPED = [
-    "controller.py",
-    "dashboard/data.py",
-    "population.py",
-    "summary.py",
-    "results.py",
-    "driver.py",
-    "steering.py",
-    "run.py",
-    "live.py",
-    "replay.py",
-    "callbacks/_tracker.py",
-]
+#: every module but the codec reads and writes event payloads through the vocabulary
+TYPED = sorted(
+    str(p.relative_to(SRC))
+    for p in SRC.rglob("*.py")
+    if p.relative_to(SRC).as_posix() not in ("store/events.py", "store/vocabulary.py")
+)
 #: a payload taken apart by key (``e.data["x"]``, ``e.data.get("x")``, ``d = e.data``), or an
 #: event built from a dict (``Event(ev.X, ...)``)
 _UNTYPED = re.compile(r"""\.data\[|\.data\.get\(|=\s*\w+\.data$|\bEvent\((ev\.|["'])""", re.M)
 
 
-@pytest.mark.parametrize("name", TYPED)
-def test_migrated_modules_take_no_payload_apart_by_string_key(name: str) -> None:
-    assert not _UNTYPED.findall((SRC / name).read_text())
+def test_no_module_takes_a_payload_apart_by_string_key() -> None:
+    assert len(TYPED) > 50
+    assert [name for name in TYPED if _UNTYPED.search((SRC / name).read_text())] == []
 
 
 def test_payload_fields_are_all_json_keys() -> None:

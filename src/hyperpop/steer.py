@@ -29,6 +29,7 @@ from typing import Any
 from hyperpop.space import Space
 from hyperpop.store import events as ev
 from hyperpop.store import requests as rq
+from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import decode_data
 from hyperpop.store.requests import Request, RequestLog
 from hyperpop.store.sqlite import SQLiteStore, StoreError, WriterLock
@@ -200,14 +201,12 @@ class Steer:
             while True:
                 for e in store.read(seen):
                     seen = e.seq or seen
-                    if e.kind == ev.REQUEST_HANDLED and e.data.get("id") == request:
+                    answer = e.payload if e.kind == ev.REQUEST_HANDLED else None
+                    if isinstance(answer, voc.RequestHandled) and answer.id == request:
                         a = Answer(
-                            request,
-                            kind or e.data.get("kind", ""),
-                            e.data["status"],
-                            e.data.get("reason", ""),
+                            request, kind or answer.request_kind, answer.status, answer.reason
                         )
-                        if stopping and a.ok and e.data.get("member") is None:
+                        if stopping and a.ok and answer.member is None:
                             while lock.held() and time.monotonic() < deadline:
                                 time.sleep(0.05)
                         return a
