@@ -185,7 +185,7 @@ def test_the_error_reaches_hp_run_before_any_worker_starts(tmp_path):
             GpuReporter,
             {"x": hp.uniform(0, 1)},
             metric="score",
-            population=2,
+            population=4,
             workers=3,
             budget=hp.Steps(1),
             backend_options={"gpus": ["0"]},
