@@ -96,3 +96,20 @@ def test_hyperpops_views_are_views_and_a_callable_is_wrapped() -> None:
     view.close()
     assert calls == [pop]
     assert isinstance(LogProgress(), View)
+
+
+def test_the_controller_says_who_finishes_after_a_budget_change() -> None:
+    from test_controller import Pop, controller
+
+    from hyperpop.controller import Steps
+
+    p = Pop(4)
+    p.interval(0, [1.0, 2.0, 3.0, 4.0])  # 4 steps
+    p.interval(1, [1.0, 2.0])  # 2 steps
+    p.interval(2, [1.0, 2.0, 3.0, 4.0])  # 4 steps, but training now
+    c = controller(budget=[Steps(3)])
+    assert c.after_budget_change(p.pop, busy={2}) == ([0], [1, 3])
+    c.set_budget([Steps(10)])
+    assert c.after_budget_change(p.pop, busy=set()) == ([], [0, 1, 2, 3])
+    config = c.new_config()
+    assert 0.0 <= config["lr"] <= 1.0 and c.new_config() != config  # the run's generator

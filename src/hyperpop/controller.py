@@ -8,7 +8,7 @@ reached a ready point; it returns :class:`Decision` objects that the driver turn
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, cast
@@ -375,6 +375,25 @@ class Controller:
         self.max_steps = min((b.n for b in self.budget if isinstance(b, Steps)), default=None)
         self.targets = [b.score for b in self.budget if isinstance(b, Target)]
         self.wall = min((b.seconds for b in self.budget if isinstance(b, WallTime)), default=None)
+
+    def after_budget_change(
+        self, pop: Population, busy: Collection[int]
+    ) -> tuple[list[int], list[int]]:
+        """Once the budget changed: the live members neither training (``busy``) nor waiting at
+        a ready point, as those that must finish (no steps left) and those that train on (the
+        others are decided at their ready point)."""
+        finish: list[int] = []
+        train: list[int] = []
+        for m in pop.alive():
+            if m.id in busy or m.id in self.waiting:
+                continue
+            (finish if self._done(m) else train).append(m.id)
+        return finish, train
+
+    def new_config(self) -> dict[str, Any]:
+        """A config for a member added to the running population, drawn from the space (with
+        the generator kept for draws outside decisions)."""
+        return self.space.sample(self.rng)
 
     # --- what to train next ----------------------------------------------------------------
     def interval(self, m: MemberState) -> Interval:

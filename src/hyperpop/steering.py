@@ -278,7 +278,7 @@ class Steering:
         configs = []
         for c in action.configs:
             try:
-                configs.append(self._merge(controller.space.sample(controller.rng), c))
+                configs.append(self._merge(controller.new_config(), c))
             except _Refused as e:
                 raise _Refused(f"config {c!r}: {e}") from None
         first = max(pop.members, default=-1) + 1
@@ -301,13 +301,12 @@ class Steering:
         controller.set_budget(budget)
         changed = voc.BudgetChanged(tuple(b.to_dict() for b in budget), old, voc.USER, request)
         h.commit([Event.of(changed, None, now)])  # revives members with steps
-        for m in pop.alive():
-            if m.id in h.inflight or m.id in controller.waiting:
-                continue  # decided at its ready point (finished there if over the budget)
-            if controller.max_steps is not None and m.step >= controller.max_steps:
-                h.finish(m.id, "step budget reached", now)
-            elif m.id not in h.queue:
-                h.queue.append(m.id)  # finished for lack of steps, and now has some
+        finish, train = controller.after_budget_change(pop, h.inflight)
+        for member in finish:
+            h.finish(member, "step budget reached", now)
+        for member in train:
+            if member not in h.queue:
+                h.queue.append(member)  # finished for lack of steps, and now has some
         return "budget changed"
 
     def _requeue(self, member: int) -> None:
