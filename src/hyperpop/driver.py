@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.backends.simulated import SimulatedClock
 from hyperpop.callbacks import CallbackList
 from hyperpop.checkpoints import CheckpointStore, full_disk_error
 from hyperpop.controller import Controller, Decision, Finish, Wait, decision_events
@@ -56,9 +57,7 @@ class Driver:
         #: handle results in the order of a simulated clock (each interval takes its number of
         #: steps), not in the order they arrive: the same decisions whatever the timing
         self.deterministic = settings.deterministic
-        self._sim_clock = 0.0
-        self._sim_order = 0
-        self._sim_end: dict[int, tuple[float, int]] = {}
+        self._sim = SimulatedClock()
         self._arrived: dict[int, TaskResult] = {}
         self.controller, self.backend = controller, backend
         self.checkpoints = checkpoints
@@ -176,8 +175,7 @@ class Driver:
             self.inflight[member] = task
             picked.append((task, slot))
             if self.deterministic:
-                self._sim_order += 1
-                self._sim_end[member] = (self._sim_clock + (task.steps or 1), self._sim_order)
+                self._sim.start(member, task.steps or 1)
         if decided:
             self.flush()
         for task, slot in picked:
@@ -194,13 +192,11 @@ class Driver:
         member = self._next_arrived()
         if member is None:
             return []
-        self._sim_clock = max(self._sim_clock, self._sim_end.pop(member)[0])
+        self._sim.end(member)
         return [self._arrived.pop(member)]
 
     def _next_arrived(self) -> int | None:
-        if not self._sim_end:
-            return None
-        member = min(self._sim_end, key=self._sim_end.__getitem__)
+        member = self._sim.next()
         return member if member in self._arrived else None
 
     # --- results -------------------------------------------------------------------------

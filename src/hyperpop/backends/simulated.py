@@ -10,7 +10,6 @@ seconds (by default one per step trained), so members of different speeds can be
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
 from typing import Any
 
@@ -19,13 +18,45 @@ from hyperpop.backends.worker import WorkerCore
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
-__all__ = ["SimulatedBackend"]
+__all__ = ["SimulatedBackend", "SimulatedClock"]
 
 Duration = Callable[[Task, list[dict[str, Any]]], float]
 
 
 def _steps(task: Task, reports: list[dict[str, Any]]) -> float:
     return float(len(reports))
+
+
+class SimulatedClock:
+    """The one ordering rule of a simulation, shared by this backend and the driver's
+    deterministic mode: an interval that starts when the clock reads ``t`` and lasts ``d`` ends
+    at ``t + d``; intervals end in the order (end, start), ties by which started first, and the
+    clock moves to each end as it is reached. One interval per member at a time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._started = 0
+        self._ends: dict[int, tuple[float, int]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._ends)
+
+    def start(self, member: int, duration: float) -> None:
+        """``member``'s interval starts now and lasts ``duration``."""
+        self._started += 1
+        self._ends[member] = (self.now + duration, self._started)
+
+    def next(self) -> int | None:
+        """The member whose interval ends first (None: none is running)."""
+        return min(self._ends, key=self._ends.__getitem__) if self._ends else None
+
+    def end(self, member: int) -> None:
+        """``member``'s interval ended: the clock moves on to its end."""
+        self.now = max(self.now, self._ends.pop(member)[0])
+
+    def clear(self) -> None:
+        """Forget every running interval (the clock keeps its time)."""
+        self._ends.clear()
 
 
 class SimulatedBackend(Backend):
@@ -45,11 +76,10 @@ class SimulatedBackend(Backend):
             raise ValueError(f"SimulatedBackend needs workers >= 1, got {workers!r}")
         self.workers = workers
         self.duration = duration or _steps
-        #: the simulated time (seconds since the start)
-        self.clock = 0.0
+        #: the simulated time (``clock.now``: seconds since the start)
+        self.clock = SimulatedClock()
         self._core: WorkerCore | None = None
-        self._running: list[tuple[float, int, TaskResult]] = []
-        self._order = 0
+        self._running: dict[int, TaskResult] = {}
 
     @property
     def capacity(self) -> int:
@@ -58,7 +88,7 @@ class SimulatedBackend(Backend):
     def simulated_seconds(self) -> float:
         """Simulated seconds since the start: the driver's clock runs on them, so event times
         and wall-time budgets follow the simulation, not the machine."""
-        return self.clock
+        return self.clock.now
 
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         self._core = WorkerCore(factory, checkpoints, name="simulated")
@@ -67,16 +97,15 @@ class SimulatedBackend(Backend):
         if self._core is None:
             raise RuntimeError("SimulatedBackend.submit before start")
         result = self._core.run(task)
-        self._order += 1
-        end = self.clock + float(self.duration(task, result.reports))
-        heapq.heappush(self._running, (end, self._order, result))
+        self.clock.start(task.member, float(self.duration(task, result.reports)))
+        self._running[task.member] = result
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
-        if not self._running:
+        member = self.clock.next()
+        if member is None:
             return []
-        end, _, result = heapq.heappop(self._running)
-        self.clock = max(self.clock, end)
-        return [result]
+        self.clock.end(member)
+        return [self._running.pop(member)]
 
     def forget(self, member: int) -> None:
         if self._core is not None:
@@ -87,3 +116,4 @@ class SimulatedBackend(Backend):
             for member in list(self._core.held):
                 self._core.forget(member)
         self._running.clear()
+        self.clock.clear()
