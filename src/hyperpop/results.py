@@ -20,7 +20,7 @@ from hyperpop.checkpoints import CheckpointStore
 from hyperpop.population import MemberState, Population
 from hyperpop.space import flatten_config as _flat
 from hyperpop.store.events import Event
-from hyperpop.summary import RunData, fmt, summary
+from hyperpop.summary import RunData, fmt, group_of, has_groups, summary
 
 __all__ = ["MemberResult", "Result", "ScheduleEntry"]
 
@@ -107,6 +107,8 @@ class MemberResult:
         seq: for an earlier state of the member (``Result.best`` when the best weights were
             saved before the member's current ones), the event that recorded it; None for
             the member as it is now.
+        group: its sub-population or role under a strategy that splits the population
+            (``"mf 1/2 (every 1)"``, ``"greedy"``, ``"parent"``, ``"evaluator"``); None otherwise.
     """
 
     id: int
@@ -121,6 +123,7 @@ class MemberResult:
     failures: int = 0
     last_error: str | None = None
     seq: int | None = None
+    group: str | None = None
 
     @classmethod
     def of(cls, m: MemberState) -> MemberResult:
@@ -227,7 +230,15 @@ class Result:
     @property
     def members(self) -> list[MemberResult]:
         """Every member, by id."""
-        return [MemberResult.of(m) for m in sorted(self.population.members.values(), key=_id)]
+        return [
+            self._grouped(MemberResult.of(m))
+            for m in sorted(self.population.members.values(), key=_id)
+        ]
+
+    def _grouped(self, m: MemberResult) -> MemberResult:
+        """``m`` with its group (see :func:`hyperpop.summary.group_of`)."""
+        m.group = group_of(self.population.settings, m.id)
+        return m
 
     @property
     def best(self) -> MemberResult:
@@ -240,11 +251,11 @@ class Result:
             raise ValueError("no member has reported a score yet")
         blob = pop.best_checkpoint
         if blob is None or blob not in pop.blobs or blob == m.checkpoint:
-            return MemberResult.of(m)
+            return self._grouped(MemberResult.of(m))
         mine = m.ready_score
         if mine is None or not _better_or_equal(mine, pop.best_score, pop.mode):
-            return MemberResult.of_checkpoint(pop, blob)
-        return MemberResult.of(m)
+            return self._grouped(MemberResult.of_checkpoint(pop, blob))
+        return self._grouped(MemberResult.of(m))
 
     #: the best checkpoint's state, when the run kept no store (``storage=None``)
     best_state: Any = None
@@ -254,7 +265,7 @@ class Result:
         if member == "best":
             return self.best
         try:
-            return MemberResult.of(self.population.members[int(member)])
+            return self._grouped(MemberResult.of(self.population.members[int(member)]))
         except (KeyError, ValueError):
             raise KeyError(f"no member {member!r} in this run") from None
 
@@ -274,16 +285,25 @@ class Result:
         return self.data.records()
 
     def table(self) -> Any:
-        """:meth:`records` as a pandas DataFrame (needs pandas)."""
+        """:meth:`records` as a pandas DataFrame (needs pandas); with a strategy that splits the
+        population, its ``group`` column colours or facets a plot by sub-population."""
         pd = _pandas()
         return pd.DataFrame(self.records())
 
     def lineage(self) -> list[dict[str, Any]]:
         """Who copied whom, and when: one row per exploit, with ``member``, ``donor``, ``step``
         (the donor's step copied), ``at`` (the receiver's step before copying), ``time``,
-        ``seq``, ``kind`` (``"exploit"``) and ``by`` (``"pbt"`` or ``"user"``). Rejuvenations
-        copy nobody: see :meth:`rejuvenations`."""
-        return [e.to_dict() for e in self.population.edges if e.kind == "exploit"]
+        ``seq``, ``kind`` (``"exploit"``) and ``by`` (``"pbt"`` or ``"user"``); with a strategy
+        that splits the population, ``group`` and ``donor_group`` too (see
+        :func:`hyperpop.summary.group_of`). Rejuvenations copy nobody: see
+        :meth:`rejuvenations`."""
+        rows = [e.to_dict() for e in self.population.edges if e.kind == "exploit"]
+        settings = self.population.settings
+        if has_groups(settings):
+            for row in rows:
+                row["group"] = group_of(settings, row["member"])
+                row["donor_group"] = group_of(settings, row["donor"])
+        return rows
 
     def rejuvenations(self) -> list[dict[str, Any]]:
         """Members whose weights were reset: one row each, with ``member``, ``step`` (where

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,12 +22,16 @@ from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
 
 __all__ = [
+    "GROUP_RULES",
     "ProgressView",
     "Report",
     "RunData",
     "RunState",
     "exploit_count",
     "fmt",
+    "group_of",
+    "groups",
+    "has_groups",
     "json_safe",
     "member_rows",
     "num",
@@ -106,6 +110,37 @@ def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# --- sub-populations -------------------------------------------------------------------------
+#: a member's group (its sub-population or role) by exploit strategy name: ``rule(settings,
+#: member)`` returns its label. Filled in by the strategies, which sit above the read side: an
+#: ExploitStrategy that overrides ``group_label`` registers a rule that asks the strategy
+#: rebuilt from the recorded settings. A strategy with no rule has no groups.
+GROUP_RULES: dict[str, Callable[[Mapping[str, Any], int], str | None]] = {}
+
+
+def group_of(settings: Mapping[str, Any], member: int) -> str | None:
+    """Member ``member``'s group label under the exploit strategy recorded in ``settings``
+    (``"mf 1/2 (every 1)"``, ``"greedy"``, ``"parent"``, ``"evaluator"``), or None for a
+    strategy without groups."""
+    exploit = settings.get("exploit")
+    rule = GROUP_RULES.get(str(exploit.get("name"))) if isinstance(exploit, Mapping) else None
+    return None if rule is None else rule(settings, member)
+
+
+def has_groups(settings: Mapping[str, Any]) -> bool:
+    """Whether the run's exploit strategy splits the population into groups."""
+    exploit = settings.get("exploit")
+    return isinstance(exploit, Mapping) and str(exploit.get("name")) in GROUP_RULES
+
+
+def groups(pop: Population) -> dict[int, str]:
+    """Each member's group label by id (empty for a strategy without groups)."""
+    if not has_groups(pop.settings):
+        return {}
+    labels = {i: group_of(pop.settings, i) for i in sorted(pop.members)}
+    return {i: g for i, g in labels.items() if g is not None}
+
+
 # --- the population now ----------------------------------------------------------------------
 def run_status(pop: Population, alive: bool | None) -> str:
     """``finished``, ``running``, ``interrupted`` or, when the driver runs on another host,
@@ -142,10 +177,15 @@ def summary(
         ``resumes``, ``elapsed`` (seconds), ``best_member``, ``best_score`` (its last report),
         ``max_step``, ``seq`` (the last event read), ``version``, ``unrecorded_reports``
         (reports of intervals still running), ``pinned`` (member ids) and ``interventions``
-        (the latest :data:`RECENT_INTERVENTIONS` things people did, oldest first).
+        (the latest :data:`RECENT_INTERVENTIONS` things people did, oldest first), and
+        ``groups``: members per group (see :func:`group_of`) in order of their first member,
+        empty for a strategy without groups.
     """
     status = run_status(pop, alive)
     best = pop.best()
+    per_group: dict[str, int] = {}
+    for label in groups(pop).values():
+        per_group[label] = per_group.get(label, 0) + 1
     statuses: dict[str, int] = {}
     for m in pop.members.values():
         # plain words; with no driver, a member that was training is interrupted
@@ -183,6 +223,7 @@ def summary(
         ),
         "pinned": sorted(m.id for m in pop.members.values() if m.pinned),
         "interventions": [dict(i) for i in pop.interventions[-RECENT_INTERVENTIONS:]],
+        "groups": per_group,
     }
 
 
@@ -210,8 +251,10 @@ def member_rows(
     (flat, ``a/b`` keys), ``parent``, ``exploits``, ``rejuvenations``, ``last_edge`` (its last
     exploit as ``(donor, step)``, or ``(None, step)`` for a rejuvenation; None), ``pinned``,
     ``live_step`` (the step of an interval still running), ``failures`` and ``error`` (the last
-    line of its last error).
+    line of its last error) and ``group`` (its sub-population or role, see :func:`group_of`;
+    None for a strategy without groups).
     """
+    settings = pop.settings
     last_edge = {e.member: (e.donor, e.step) for e in pop.edges}  # later edges win
     order = sorted(pop.members.values(), key=_best_first(pop)) if best_first else None
     members = order if order is not None else [pop.members[i] for i in sorted(pop.members)]
@@ -230,6 +273,7 @@ def member_rows(
             "live_step": m.progress_step if m.alive else None,
             "failures": m.failures,
             "error": _last_line(m.last_error),
+            "group": group_of(settings, m.id),
         }
         for m in members[:limit]
     ]
@@ -275,7 +319,7 @@ class _Level:
 
 
 #: columns of :meth:`RunData.records` that hyperpop fills itself
-_OWN_COLUMNS = frozenset({"member", "step", "time", "score"})
+_OWN_COLUMNS = frozenset({"member", "group", "step", "time", "score"})
 
 
 def metric_column(name: str) -> str:
@@ -391,11 +435,17 @@ class RunData:
     def records(self) -> list[dict[str, Any]]:
         """One row per report: ``member``, ``step``, ``time``, ``score``, every metric (see
         :func:`metric_column`) and the config as ``config/<name>`` columns (the optimised
-        metric, if it is named ``score``, is the ``score`` column itself)."""
+        metric, if it is named ``score``, is the ``score`` column itself); with an exploit
+        strategy that splits the population, a ``group`` column after ``member`` (see
+        :func:`group_of`)."""
         metric = self.pop.metric or "score"
+        labels = groups(self.pop) if has_groups(self.pop.settings) else None
         rows = []
         for r in self.reports:
-            row = {"member": r.member, "step": r.step, "time": r.time, "score": r.score}
+            row: dict[str, Any] = {"member": r.member}
+            if labels is not None:
+                row["group"] = labels.get(r.member)
+            row.update(step=r.step, time=r.time, score=r.score)
             for k, v in r.metrics.items():
                 if k == "score" and k == metric:
                     continue  # the same value as hyperpop's score

@@ -71,6 +71,8 @@ def status(db: str, as_json: bool) -> None:
             f"{'in flight':>13}: {s['unrecorded_reports']} reports of running intervals "
             "(recorded at their members' next ready point)"
         )
+    if s["groups"]:
+        click.echo(f"{'groups':>13}: {', '.join(f'{n} {g}' for g, n in s['groups'].items())}")
     if s["pinned"]:
         click.echo(f"{'pinned':>13}: {', '.join(map(str, s['pinned']))}")
     view = LiveView()

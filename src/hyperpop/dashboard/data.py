@@ -256,6 +256,7 @@ class RunView(RunData):
             members={m: self.pop.members[m] for m in ids},
             edges=[self._last_edge[m] for m in ids if m in self._last_edge],
             mode=self.pop.mode,
+            settings=self.pop.settings,
         )
         return json_safe(member_rows(cast(Population, part)))
 
@@ -278,6 +279,7 @@ class _Rows:
     members: dict[int, Any]
     edges: list[Any]
     mode: str
+    settings: dict[str, Any]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

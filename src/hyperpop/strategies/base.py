@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from hyperpop.population import MemberState, Population
 from hyperpop.space import Space
+from hyperpop.summary import GROUP_RULES
 
 __all__ = ["Context", "ExploitStrategy", "ExploreStrategy"]
 
@@ -119,6 +122,40 @@ class ExploitStrategy(ABC):
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable settings (recorded in the store)."""
         return {"name": self.name}
+
+    def group_label(self, member: int, population: int | None = None) -> str | None:
+        """The name of member ``member``'s sub-population or role in a run whose initial
+        population is ``population`` (None: unknown), or None (the default) for a strategy
+        that does not split the population. Must be a pure function of the id and the
+        settings: the read side asks a strategy rebuilt from the recorded ones."""
+        return None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # a strategy with groups tells the read side (which sits below it) how to label members
+        if "name" in vars(cls) and cls.group_label is not ExploitStrategy.group_label:
+            GROUP_RULES[cls.name] = cls._recorded_group
+
+    @classmethod
+    def _recorded_group(cls, settings: Mapping[str, Any], member: int) -> str | None:
+        """:meth:`group_label` of the strategy recorded in a run's ``settings``, rebuilt from
+        its ``describe()`` as a resume does (None when the recorded settings no longer build)."""
+        described = dict(settings.get("exploit") or {})
+        described.pop("name", None)
+        key = (cls, json.dumps(described, sort_keys=True, default=str))
+        strategy = _RECORDED.get(key)
+        if strategy is None:
+            try:
+                strategy = _RECORDED[key] = cls(**described)
+            except (TypeError, ValueError):
+                return None
+        n = settings.get("population")
+        population = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+        return strategy.group_label(int(member), population)
+
+
+#: strategies rebuilt from recorded settings, for :meth:`ExploitStrategy.group_label`
+_RECORDED: dict[tuple[type, str], ExploitStrategy] = {}
 
 
 class ExploreStrategy(ABC):

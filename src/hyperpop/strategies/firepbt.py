@@ -140,6 +140,10 @@ class FIREPBT(ExploitStrategy):
             return GREEDY
         return PARENT if pos < self.greedy + self.parents else EVALUATOR
 
+    def group_label(self, member: int, population: int | None = None) -> str:
+        """Member ``member``'s role: ``"greedy"``, ``"parent"`` or ``"evaluator"``."""
+        return self.role(member, population)
+
     @staticmethod
     def in_result(settings: Mapping[str, Any], member: int) -> bool:
         """Whether a member's models may be the run's result (its greedy sub-population only,

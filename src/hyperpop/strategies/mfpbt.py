@@ -91,6 +91,13 @@ class MFPBT(ExploitStrategy):
         ``population``)."""
         return int(member) % len(self.used(population))
 
+    def group_label(self, member: int, population: int | None = None) -> str:
+        """``"mf 2/3 (every 4)"``: member ``member``'s sub-population (counted from 1, of how
+        many) and the ready points between its decisions."""
+        used = self.used(population)
+        k = int(member) % len(used)
+        return f"mf {k + 1}/{len(used)} (every {used[k]})"
+
     def frequency(self, member: int, population: int | None = None) -> int:
         """Ready points between the decisions of member ``member``'s sub-population."""
         used = self.used(population)

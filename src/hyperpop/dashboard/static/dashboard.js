@@ -69,6 +69,15 @@
   function isNum(v) { return typeof v === "number" && isFinite(v); }
   function num(v) { return isNum(v) ? Number(v.toPrecision(7)) : null; }
   function colour(m) { return "hsl(" + ((m * 137.508) % 360).toFixed(0) + ",65%,42%)"; }
+  // sub-populations or roles (MF-PBT, FIRE-PBT): the summary's groups, in order of their first
+  // member; a member's lines take its group's colour
+  var GROUP_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
+  function groupNames() { return D.summary && D.summary.groups ? Object.keys(D.summary.groups) : []; }
+  function groupOf(mid) { var r = D.rows[mid]; return r && r.group ? r.group : null; }
+  function lineColour(mid, names) {
+    var g = groupOf(mid), i = g === null ? -1 : names.indexOf(g);
+    return i < 0 ? colour(mid) : GROUP_COLOURS[i % GROUP_COLOURS.length];
+  }
 
   // --- merging the server's data ------------------------------------------------------------
   function cut(arr, start, add) {
@@ -250,32 +259,44 @@
     });
     var values = [].concat.apply([], lines.map(function (l) { return l[1]; }));
     var drawn = fit(lines, "plot-scores", state.xrange), data;
+    var names = groupNames(), legend = {};
+    function named(mid) { var g = groupOf(mid); return "member " + mid + (g === null ? "" : " (" + g + ")"); }
     if (ids.length <= MAX_TRACES) {
       data = ids.map(function (mid, k) {
+        var g = groupOf(mid), first = g !== null && !legend[g];
+        if (first) legend[g] = true;
         return {
-          type: LINES, mode: "lines", x: drawn[k][0], y: drawn[k][1], name: "member " + mid,
-          line: { width: 1.2, color: colour(mid) }, opacity: 0.75, showlegend: false,
-          hovertemplate: "member " + mid + "<br>" + hover + "<extra></extra>",
-          meta: Object.assign({ kind: "member", member: mid, points: lines[k][0].length }, meta),
+          type: LINES, mode: "lines", x: drawn[k][0], y: drawn[k][1], name: first ? g : named(mid),
+          line: { width: 1.2, color: lineColour(mid, names) }, opacity: 0.75, showlegend: first,
+          legendgroup: g === null ? undefined : g,
+          hovertemplate: named(mid) + "<br>" + hover + "<extra></extra>",
+          meta: Object.assign({ kind: "member", member: mid, group: g, points: lines[k][0].length }, meta),
         };
       });
-    } else {  // members k, k + MAX_TRACES, ... share a trace (and a colour)
+    } else {  // members share a trace (and a colour): one per group, else k, k + MAX_TRACES, ...
       data = [];
-      for (var g = 0; g < MAX_TRACES; g++) {
+      var buckets = [];
+      ids.forEach(function (mid, k) {
+        var b = names.length ? Math.max(0, names.indexOf(groupOf(mid))) : k % MAX_TRACES;
+        (buckets[b] = buckets[b] || []).push(k);
+      });
+      buckets.forEach(function (ks, b) {
         var gx = [], gy = [], gt = [], gm = [], pts = 0;
-        for (var k = g; k < ids.length; k += MAX_TRACES) {
-          var label = "member " + ids[k], dx = drawn[k][0], dy = drawn[k][1];
+        ks.forEach(function (k) {
+          var label = named(ids[k]), dx = drawn[k][0], dy = drawn[k][1];
           for (var i = 0; i < dx.length; i++) { gx.push(dx[i]); gy.push(dy[i]); gt.push(label); }
           gx.push(null); gy.push(null); gt.push(null);
           gm.push(ids[k]); pts += lines[k][0].length;
-        }
-        data.push({
-          type: LINES, mode: "lines", x: gx, y: gy, text: gt, name: "members " + gm[0] + ", " + (gm[1] === undefined ? "" : gm[1] + ", …"),
-          line: { width: 1.2, color: colour(ids[g]) }, opacity: 0.75, showlegend: false,
-          hovertemplate: "%{text}<br>" + hover + "<extra></extra>",
-          meta: Object.assign({ kind: "members", members: gm, points: pts }, meta),
         });
-      }
+        var g = names.length ? names[b] : null;
+        data.push({
+          type: LINES, mode: "lines", x: gx, y: gy, text: gt,
+          name: g !== null ? g : "members " + gm[0] + ", " + (gm[1] === undefined ? "" : gm[1] + ", …"),
+          line: { width: 1.2, color: lineColour(gm[0], names) }, opacity: 0.75, showlegend: g !== null,
+          hovertemplate: "%{text}<br>" + hover + "<extra></extra>",
+          meta: Object.assign({ kind: "members", members: gm, group: g, points: pts }, meta),
+        });
+      });
     }
     var lin = D.lineage, lineageY = [];
     if (lin) {
@@ -553,6 +574,10 @@
     if (s.pinned && s.pinned.length) cards.push(["pinned", esc(s.pinned.join(", "))]);
     if (s.rejuvenations) cards.splice(5, 0, ["rejuvenations", fmt(s.rejuvenations)]);
     if (s.resumes) cards.push(["resumes", fmt(s.resumes)]);
+    var groups = s.groups || {};
+    if (Object.keys(groups).length) {
+      cards.push(["groups", Object.keys(groups).map(function (g) { return fmt(groups[g]) + " " + esc(g); }).join(", ")]);
+    }
     $("summary").innerHTML = cards.map(function (c) {
       return '<div class="card" data-key="' + esc(c[0].split(" ")[0]) + '"><div class="k">' + c[0] +
         '</div><div class="v">' + c[1] + "</div></div>";
@@ -627,7 +652,7 @@
   }
 
   function columns() {
-    return ["member", "status", "step", "score"].concat(D.params.map(function (p) { return "config/" + p; }),
+    return ["member"].concat(groupNames().length ? ["group"] : [], ["status", "step", "score"], D.params.map(function (p) { return "config/" + p; }),
       ["parent", "exploits", "failures", "error"], cfg.api ? ["log"] : []);
   }
   function cell(r, c) { return c.indexOf("config/") === 0 ? r.config[c.slice(7)] : r[c]; }
