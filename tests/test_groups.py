@@ -145,3 +145,54 @@ def test_a_strategy_without_groups_shows_none(tmp_path):
     assert "groups:" not in cli("status", tmp_path / "plain.db")
     rows = page_data(RunView(res.events))["members"]
     assert rows and all(r["group"] is None for r in rows)
+
+
+#: what the page drew of the groups: each member line's colour and legend entry, the table's
+#: group cells and the groups card
+DRAWN = """() => {
+  const data = document.getElementById('plot-scores')._fullData;
+  const lines = data.filter((t) => t.meta.kind === 'member');
+  const card = document.querySelector('#summary .card[data-key="groups"] .v');
+  return {
+    lines: lines.map((t) => [t.meta.member, t.meta.group, t.line.color, t.showlegend, t.name]),
+    cells: Array.from(document.querySelectorAll('#members tbody tr')).map(
+      (r) => [Number(r.dataset.member), r.querySelector('td.group').textContent]),
+    card: card ? card.textContent : null,
+  };
+}"""
+
+
+@pytest.mark.parametrize("run", ["fire"], indirect=True)  # a browser once: three groups
+def test_the_page_colours_members_by_group(run, tmp_path):
+    pytest.importorskip("plotly")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("/usr/bin/chromium is absent (apt-get install chromium)")
+    name, db, _ = run
+    out = tmp_path / "report.html"
+    cli("report", db, "-o", out)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(out.as_uri())
+            page.wait_for_function("Number(document.body.dataset.renders || 0) >= 1")
+            shown = page.evaluate(DRAWN)
+        finally:
+            browser.close()
+    assert not errors, errors
+    colours: dict[str, set[str]] = {}
+    for member, group, colour, legend, label in shown["lines"]:
+        assert group == _label(name, member)
+        colours.setdefault(group, set()).add(colour)
+        assert label == (group if legend else f"member {member} ({group})")
+    assert all(len(c) == 1 for c in colours.values())  # one colour per group
+    assert len(set().union(*colours.values())) == len(colours)  # and a different one each
+    assert sum(legend for *_, legend, _ in shown["lines"]) == len(colours)  # one legend entry each
+    assert sorted(shown["cells"]) == [[i, _label(name, i)] for i in range(8)]
+    want = f"4 {MF[0]}, 4 {MF[1]}" if name == "mf" else "3 greedy, 3 parent, 2 evaluator"
+    assert shown["card"] == want
