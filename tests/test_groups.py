@@ -158,6 +158,8 @@ DRAWN = """() => {
     cells: Array.from(document.querySelectorAll('#members tbody tr')).map(
       (r) => [Number(r.dataset.member), r.querySelector('td.group').textContent]),
     card: card ? card.textContent : null,
+    legend: Array.from(document.querySelectorAll('#plot-scores .legendtext'))
+      .map((t) => t.textContent),
   };
 }"""
 
@@ -193,6 +195,7 @@ def test_the_page_colours_members_by_group(run, tmp_path):
     assert all(len(c) == 1 for c in colours.values())  # one colour per group
     assert len(set().union(*colours.values())) == len(colours)  # and a different one each
     assert sum(legend for *_, legend, _ in shown["lines"]) == len(colours)  # one legend entry each
+    assert set(colours) <= set(shown["legend"])
     assert sorted(shown["cells"]) == [[i, _label(name, i)] for i in range(8)]
     want = f"4 {MF[0]}, 4 {MF[1]}" if name == "mf" else "3 greedy, 3 parent, 2 evaluator"
     assert shown["card"] == want
