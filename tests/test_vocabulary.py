@@ -3,6 +3,7 @@ and a store written by an earlier release opens and folds to the state that rele
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import math
@@ -120,6 +121,48 @@ def test_a_malformed_event_is_one_line_naming_the_kind_and_key() -> None:
         voc.from_data("reported", {"step": "x"})
     with pytest.raises(ValueError, match="unknown event kind 'nope'"):
         voc.from_data("nope", {})
+
+
+def test_a_report_reads_the_same_on_the_quick_path_and_the_general_one() -> None:
+    # most events are reports: an int step takes the quick path, anything else the plan
+    assert voc.from_data("reported", {"step": 3}) == voc.Reported(3, None, {})
+    assert voc.from_data("reported", {"step": "3", "score": 0.5}) == voc.Reported(3, 0.5, {})
+    assert voc.from_data("reported", {"step": 2.0, "metrics": {"a": 1}}) == voc.Reported(
+        2, None, {"a": 1}
+    )
+    with pytest.raises(ValueError, match=r"a reported event's 'step' is True"):
+        voc.from_data("reported", {"step": True})
+    with pytest.raises(ValueError, match=r"a reported event lacks 'step'"):
+        voc.from_data("reported", {"score": 1.0})
+
+
+def test_decoding_restores_only_marked_values_and_rejects_trailing_text() -> None:
+    plain = {"step": 1, "metrics": {"name": "__float__ is just text"}, "x": [1, {"y": None}]}
+    assert decode_data(encode_data(plain)) == plain
+    marked = {"a": [float("inf"), {"b": (1, 2)}]}
+    assert decode_data(encode_data(marked)) == marked
+    assert decode_data(' {"a": 1}') == {"a": 1}
+    with pytest.raises(ValueError, match="Extra data"):
+        decode_data('{"a": 1} x')
+
+
+def test_a_fold_leaves_the_garbage_collector_as_it_found_it() -> None:
+    events = [
+        Event.of(voc.RunStarted(), None, 1.0, 1),
+        Event.of(voc.MemberCreated({"lr": 0.1}), 0, 1.0, 2),
+        Event.of(voc.Reported(1, 0.5), 0, 2.0, 3),
+    ]
+    was = gc.isenabled()
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            assert Population.from_events(events).reports == 1
+            assert gc.isenabled() is enabled
+            with pytest.raises(ValueError, match="names unknown member 7"):
+                Population.from_events([*events, Event.of(voc.Reported(2), 7, 3.0, 4)])
+            assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_every_kind_has_a_fold_handler() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hyperpop.store import vocabulary as voc
-from hyperpop.store.events import Event
+from hyperpop.store.events import Event, gc_paused
 
 __all__ = [
     "RESULT_RULES",
@@ -404,9 +404,12 @@ class Population:
         return pop
 
     def extend(self, events: Iterable[Event]) -> None:
-        """Apply events in order."""
-        for e in events:
-            self.apply(e)
+        """Apply events in order (with the garbage collector paused: see
+        :func:`~hyperpop.store.events.gc_paused`)."""
+        apply = self.apply
+        with gc_paused():
+            for e in events:
+                apply(e)
 
     def alive(self) -> list[MemberState]:
         """Members still training."""
@@ -453,20 +456,21 @@ class Population:
         (:data:`_HANDLERS`); member events are checked to name a known member."""
         self.last_seq = e.seq or self.last_seq
         previous_time = self.last_time
-        self.last_time = max(self.last_time, e.time)
+        if e.time > previous_time:
+            self.last_time = e.time
         p = e.payload
-        if isinstance(p, voc.RunResumed):
-            # time between the last event of a session and the resume is downtime
-            self.active_seconds_before += max(0.0, previous_time - self._session_start)
-        handler = _HANDLERS[type(p)]
-        if p.about_member and not isinstance(p, voc.MemberCreated):
+        handler, about_member, indexed = _DISPATCH[type(p)]
+        if about_member:
             m = self.members.get(e.member) if e.member is not None else None
             if m is None:
                 raise ValueError(f"event {e.seq} ({e.kind}) names unknown member {e.member}")
             handler(self, e, p, m)
-            if isinstance(p, _INDEXED):
+            if indexed:
                 self.index.update(m)
         else:
+            if type(p) is voc.RunResumed:
+                # time between the last event of a session and the resume is downtime
+                self.active_seconds_before += max(0.0, previous_time - self._session_start)
             handler(self, e, p, None)
 
     # --- run-level events ------------------------------------------------------------------
@@ -529,8 +533,11 @@ class Population:
         m.history.append((m.step, score))
         m.last_score = score
         m.last_metrics = p.metrics
-        m.recent.append(score)
-        del m.recent[: -self.score_window]
+        recent = m.recent
+        recent.append(score)
+        window = self.score_window
+        if len(recent) > window:
+            del recent[:-window]
         self.reports += 1
 
     def _progress(self, e: Event, p: voc.Progress, m: MemberState) -> None:
@@ -752,4 +759,17 @@ _HANDLERS: dict[type[voc.Payload], Callable[[Population, Event, Any, Any], None]
     voc.Rejuvenated: Population._rejuvenated,
     voc.Failed: Population._failed,
     voc.Finished: Population._finished,
+}
+
+#: by payload class: its handler, whether it is given the member it names (member events but
+#: ``member_created``), and whether the ready index follows it
+_DISPATCH: dict[
+    type[voc.Payload], tuple[Callable[[Population, Event, Any, Any], None], bool, bool]
+] = {
+    cls: (
+        handler,
+        cls.about_member and cls is not voc.MemberCreated,
+        issubclass(cls, _INDEXED),
+    )
+    for cls, handler in _HANDLERS.items()
 }

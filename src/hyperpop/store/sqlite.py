@@ -23,7 +23,7 @@ from typing import Any
 from hyperpop._version import __version__
 from hyperpop.errors import StoreError, StoreFullError, StoreLockedError, StoreVersionError
 from hyperpop.store.base import Store, number
-from hyperpop.store.events import Event, decode_data, encode_data
+from hyperpop.store.events import Event, decode_data, encode_data, gc_paused
 from hyperpop.store.requests import Request, create_table, read_requests
 
 __all__ = [
@@ -436,11 +436,12 @@ class SQLiteStore(Store):
             except sqlite3.DatabaseError as e:
                 raise StoreError(f"cannot read events from {self.path}: {e}") from None
         out = []
-        for seq, t, kind, member, data in rows:
-            try:
-                out.append(Event(kind, member, decode_data(data), t, seq))
-            except ValueError as e:
-                raise StoreError(f"{self.path}: event {seq} is unreadable ({e})") from None
+        with gc_paused():
+            for seq, t, kind, member, data in rows:
+                try:
+                    out.append(Event(kind, member, decode_data(data), t, seq))
+                except ValueError as e:
+                    raise StoreError(f"{self.path}: event {seq} is unreadable ({e})") from None
         return out
 
     def read_requests(self, after: int = 0) -> list[Request]:

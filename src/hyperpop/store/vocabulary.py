@@ -366,6 +366,11 @@ def _plan(cls: type[Payload]) -> tuple[_Field, ...]:
 
 
 _PLANS = {cls: _plan(cls) for cls in VOCABULARY.values()}
+#: the same plans as (key, read, default) tuples, by kind: what from_data walks
+_STEPS = {
+    cls.kind: (cls, tuple((f.key, f.read, f.default) for f in plan)) for cls, plan in _PLANS.items()
+}
+_ABSENT = object()
 
 
 def from_data(kind: str, data: Mapping[str, Any]) -> Payload:
@@ -374,26 +379,33 @@ def from_data(kind: str, data: Mapping[str, Any]) -> Payload:
     Raises:
         ValueError: an unknown kind, or a required field missing or of the wrong type.
     """
-    cls = VOCABULARY.get(kind)
-    if cls is None:
+    if kind == "reported":  # most events of a log: read without walking the plan
+        step = data.get("step", _ABSENT)
+        if type(step) is int:
+            score = data.get("score")
+            metrics = data.get("metrics", _ABSENT)
+            return Reported(step, score, {} if metrics is _ABSENT else metrics)
+    known = _STEPS.get(kind)
+    if known is None:
         raise ValueError(f"unknown event kind {kind!r}")
+    cls, steps = known
     older = _OLDER.get(cls)
     if older is not None:
         data = dict(data)
         older(data)
     values: list[Any] = []
-    for f in _PLANS[cls]:
-        if f.key not in data:
-            if f.default is None:
-                raise ValueError(f"a {kind} event lacks {f.key!r}")
-            values.append(f.default())
+    for key, read, default in steps:
+        v = data.get(key, _ABSENT)
+        if v is _ABSENT:
+            if default is None:
+                raise ValueError(f"a {kind} event lacks {key!r}")
+            values.append(default())
             continue
-        v = data[f.key]
-        if f.read is not None:
+        if read is not None:
             try:
-                v = f.read(v)
+                v = read(v)
             except (TypeError, ValueError):
-                raise ValueError(f"a {kind} event's {f.key!r} is {v!r}") from None
+                raise ValueError(f"a {kind} event's {key!r} is {v!r}") from None
         values.append(v)
     # positionally: the fold decodes every event, and a keyword call costs twice as much
     return cls(*values)
