@@ -15,7 +15,7 @@ on a CPU 16 MiB of activations, past which a step is compute-bound, so the whole
 small MLP fits and a small CNN trains in chunks. It times one batch on a thread per core and on
 one thread and keeps the faster (threads spin waiting for each other on a busy machine), and
 where a chunk still trains a member clearly faster than half of it (a rollout of many tiny
-steps), it tries larger chunks while they keep gaining. The choice is logged, kept in
+steps), it tries the largest chunk the memory allows. The choice is logged, kept in
 :attr:`VectorizedBackend.choice`, and recorded in every checkpoint the backend saves
 (``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
 without measuring again.
@@ -56,8 +56,11 @@ BATCHES = 4
 #: :data:`MEASURE_SECONDS` (the untimed batch then counts)
 STOP = 2.0
 MEASURE_SECONDS = 0.5
-#: a chunk grows past the memory budget only while doubling it trains a member this much faster
+#: a chunk grows past the memory budget only if it trains a member this much faster than half
+#: of it
 GAIN = 1.3
+#: thread counts are timed on at most this many members
+PROBE = 8
 #: on a CPU, one chunk's activations stay under this by default: past a few MiB a step is
 #: compute-bound (more members at once save no per-call overhead, they only take memory)
 WORKING_SET = 16 * 2**20
@@ -222,13 +225,14 @@ def choose(
 
     1. The chunk size is ``chunk`` if given, else :func:`chunk_for` the measured activations
        and ``budget``.
-    2. The thread counts are timed, in order, at that chunk size; the fastest is kept (the
-       first of equals).
-    3. Without a given chunk, and if the population does not fit at once: half the chunk is
-       timed too, and if the chunk trains a member at least :data:`GAIN` times faster than its
-       half (the step is still bound by per-call overhead, e.g. a rollout of many tiny steps),
-       the chunk doubles (in equal chunks, up to the population and within ``cap``) for as long
-       as each doubling gains as much again.
+    2. The thread counts are timed, in order, at that chunk size or :data:`PROBE` members if
+       fewer (one batch of many members on threads that spin can take seconds); the fastest is
+       kept (the first of equals).
+    3. Without a given chunk, and if the population does not fit at once: the chunk and its
+       half are timed, and if the chunk trains a member at least :data:`GAIN` times faster than
+       its half (the step is bound by per-call overhead, e.g. a rollout of many tiny steps), the
+       largest chunk within ``cap`` (the population if it fits) is timed and kept if it is no
+       slower per member.
 
     Args:
         population: members to train.
@@ -250,22 +254,20 @@ def choose(
         return seconds
 
     chosen = options[0]
-    current: float | None = None
+    probe = min(size, PROBE)
+    known: dict[int, float] = {}
     if len(options) > 1:
-        per = [timed(size, t) for t in options]
+        per = [timed(probe, t) for t in options]
         best = min(range(len(options)), key=lambda i: (per[i], i))
-        chosen, current = options[best], per[best]
+        chosen, known[probe] = options[best], per[best]
     if not chunk and 1 < size < population:
-        current = timed(size, chosen) if current is None else current
-        if timed(max(1, size // 2), chosen) >= GAIN * current:
-            while size < population:
-                larger = chunk_for(population, 1, 2 * size)
-                if larger <= size or (cap is not None and larger * per_member_bytes > cap):
-                    break
-                faster = timed(larger, chosen)
-                if current < GAIN * faster:
-                    break
-                size, current = larger, faster
+        current = known[size] if size in known else timed(size, chosen)
+        half = max(1, size // 2)
+        if (known[half] if half in known else timed(half, chosen)) >= GAIN * current:
+            # bound by per-call overhead: the most members the cap allows, if not slower
+            larger = chunk_for(population, per_member_bytes, cap)
+            if larger > size and timed(larger, chosen) <= current:
+                size = larger
     source = "measured" if timings or not chunk else "given"
     return ChunkChoice(size, chosen, source, tuple(timings), 0.0, per_member_bytes)
 
