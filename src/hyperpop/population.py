@@ -279,12 +279,14 @@ class ReadyIndex:
         self._score[i] = np.nan if s is None else s
         self._step[i] = m.step
         self._ok[i] = s is not None and m.checkpoint is not None and m.status != "failed"
-        k = min(len(m.ready_steps), self.HISTORY)
-        self._hist_step[i] = -1
-        self._hist_score[i] = np.nan
+        h = self.HISTORY
+        k = min(len(m.ready_steps), h)
+        if k < h:  # a short history: the rest of the row says "none"
+            self._hist_step[i] = -1
+            self._hist_score[i] = np.nan
         if k:
-            self._hist_step[i, self.HISTORY - k :] = m.ready_steps[-k:]
-            self._hist_score[i, self.HISTORY - k :] = m.ready_scores[-k:]
+            self._hist_step[i, h - k :] = m.ready_steps[-k:]
+            self._hist_score[i, h - k :] = m.ready_scores[-k:]
 
     @property
     def ids(self) -> np.ndarray:
@@ -550,7 +552,8 @@ class Population:
     def _checkpointed(self, e: Event, p: voc.Checkpointed, m: MemberState) -> None:
         old = m.checkpoint
         start = m.checkpoint_step
-        start_score = m.ready_scores[-1] if m.ready_steps[-1:] == [start] else None
+        steps = m.ready_steps
+        start_score = m.ready_scores[-1] if steps and steps[-1] == start else None
         m.checkpoint = p.checkpoint
         self._ref(m.checkpoint)
         self._unref(old)
