@@ -12,12 +12,12 @@ checkpoint store.
 first training step the backend measures what one batch's activations take per member (on
 scratch copies of the real members) and trains as many members at once as fit a memory budget:
 on a CPU 16 MiB of activations, past which a step is compute-bound, so the whole population of a
-small MLP fits and a small CNN trains in chunks. It times one batch on a thread per core and on
-one thread and keeps the faster (threads spin waiting for each other on a busy machine), and
-where a chunk still trains a member clearly faster than half of it (a rollout of many tiny
-steps), it tries the largest chunk the memory allows. The choice is logged, kept in
-:attr:`VectorizedBackend.choice`, and recorded in every checkpoint the backend saves
-(``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
+small MLP fits and a small CNN trains in chunks. Where a chunk trains a member clearly faster
+than half of it (a rollout of many tiny steps), it tries the largest chunk the memory allows;
+otherwise it times one batch on one thread and on a thread per core, and takes the threads only
+if they are clearly faster (threads spin waiting for each other on a busy machine). The choice
+is logged, kept in :attr:`VectorizedBackend.choice`, and recorded in every checkpoint the backend
+saves (``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
 without measuring again.
 
 The trainable must be :class:`Stackable`, as :class:`hyperpop.vectorized.VectorizedTrainable` is:
@@ -61,6 +61,9 @@ MEASURE_SECONDS = 0.5
 GAIN = 1.3
 #: thread counts are timed on at most this many members
 PROBE = 8
+#: more threads only if they train a member this much faster: spinning threads on a busy
+#: machine cost 2-15x, more threads on a quiet one gained at most 1.6x here
+THREADS_GAIN = 1.5
 #: on a CPU, one chunk's activations stay under this by default: past a few MiB a step is
 #: compute-bound (more members at once save no per-call overhead, they only take memory)
 WORKING_SET = 16 * 2**20
@@ -225,21 +228,23 @@ def choose(
 
     1. The chunk size is ``chunk`` if given, else :func:`chunk_for` the measured activations
        and ``budget``.
-    2. The thread counts are timed, in order, at that chunk size or :data:`PROBE` members if
-       fewer (one batch of many members on threads that spin can take seconds); the fastest is
-       kept (the first of equals).
-    3. Without a given chunk, and if the population does not fit at once: the chunk and its
-       half are timed, and if the chunk trains a member at least :data:`GAIN` times faster than
-       its half (the step is bound by per-call overhead, e.g. a rollout of many tiny steps), the
-       largest chunk within ``cap`` (the population if it fits) is timed and kept if it is no
-       slower per member.
+    2. Without a given chunk, and if the population does not fit at once: the chunk and its
+       half are timed on the first thread count, and if the chunk trains a member at least
+       :data:`GAIN` times faster than its half (the step is bound by per-call overhead, e.g. a
+       rollout of many tiny steps), the largest chunk within ``cap`` (the population if it
+       fits) is timed and kept if it is no slower per member.
+    3. Unless the step is bound by per-call overhead (tiny calls gain nothing from more
+       threads, and spinning threads can make one batch of a rollout take seconds), the thread
+       counts are timed on the chunk or :data:`PROBE` members if fewer; a later one replaces
+       the one kept only if it is :data:`THREADS_GAIN` times faster (more threads risk much
+       more on a busy machine than they gain on a quiet one).
 
     Args:
         population: members to train.
         measure: ``measure(chunk, threads)``: seconds per member and batch of training
             ``chunk`` members at once on ``threads`` threads.
         chunk: a given chunk size.
-        threads: the thread counts to choose from (one: nothing to time).
+        threads: the thread counts to choose from, the default first (one: nothing to time).
         per_member_bytes: what one batch's activations take per member.
         budget: bytes one chunk's activations should take (None: no limit).
         cap: bytes one chunk's activations may take at most when larger chunks are faster.
@@ -247,27 +252,30 @@ def choose(
     size = int(chunk) if chunk else chunk_for(population, per_member_bytes, budget)
     options = list(threads) or [None]
     timings: list[tuple[int, int | None, float]] = []
+    known: dict[tuple[int, int | None], float] = {}
 
     def timed(c: int, t: int | None) -> float:
-        seconds = float(measure(c, t))
-        timings.append((c, t, seconds))
-        return seconds
+        if (c, t) not in known:
+            known[c, t] = float(measure(c, t))
+            timings.append((c, t, known[c, t]))
+        return known[c, t]
 
     chosen = options[0]
-    probe = min(size, PROBE)
-    known: dict[int, float] = {}
-    if len(options) > 1:
-        per = [timed(probe, t) for t in options]
-        best = min(range(len(options)), key=lambda i: (per[i], i))
-        chosen, known[probe] = options[best], per[best]
+    overhead_bound = False
     if not chunk and 1 < size < population:
-        current = known[size] if size in known else timed(size, chosen)
-        half = max(1, size // 2)
-        if (known[half] if half in known else timed(half, chosen)) >= GAIN * current:
+        current = timed(size, chosen)
+        if timed(max(1, size // 2), chosen) >= GAIN * current:
             # bound by per-call overhead: the most members the cap allows, if not slower
+            overhead_bound = True
             larger = chunk_for(population, per_member_bytes, cap)
             if larger > size and timed(larger, chosen) <= current:
                 size = larger
+    if len(options) > 1 and not overhead_bound:  # tiny calls gain nothing from more threads
+        probe = min(size, PROBE)
+        best = timed(probe, chosen)
+        for t in options[1:]:
+            if timed(probe, t) * THREADS_GAIN <= best:
+                chosen, best = t, known[probe, t]
     source = "measured" if timings or not chunk else "given"
     return ChunkChoice(size, chosen, source, tuple(timings), 0.0, per_member_bytes)
 
