@@ -33,7 +33,6 @@ def test_scale_smoke(capsys):
 def test_quality_smoke(capsys, tmp_path):
     # toy and nqm need no PyTorch; Ray Tune's rows only where it imports
     pytest.importorskip("scipy")  # the Wilcoxon test and the nqm ceiling's refinement
-    pytest.importorskip("sklearn")  # PB2's Gaussian process
     bench = _load("quality")
     out = tmp_path / "quality.json"
     rows = bench.main(["--smoke", "--out", str(out)])

@@ -164,7 +164,7 @@ def _one_blas_thread() -> Any:
     """A context in which BLAS runs on one thread: the GP's matrices are at most a few hundred
     wide, where a second thread saves little on a quiet machine and can take ten times as long
     on a loaded one (threads waiting for a core another process holds). Needs threadpoolctl
-    (installed with scikit-learn); without it, BLAS keeps its own setting."""
+    (in the pb2 extra); without it, BLAS keeps its own setting."""
     global _BLAS
     if _BLAS is None:
         try:
