@@ -22,16 +22,16 @@ def remove_run(path: str | os.PathLike[str], *, lock: WriterLock | None = None) 
     """Delete a stored run: its SQLite file (with its WAL files), checkpoint folder and logs
     (an older layout's shared ``x.ckpt`` folder is left alone: it may hold another store's blobs).
 
-        Deletes under the writer lease (the lock file ``<path>.lock`` stays), so a run that a live
-        driver writes is never deleted and two removals (two ``--overwrite`` starts) never race.
+    Deletes under the writer lease (the lock file ``<path>.lock`` stays), so a run that a live
+    driver writes is never deleted and two removals (two ``--overwrite`` starts) never race.
 
-        Args:
-            path: the run's SQLite file.
-            lock: the lease, already held by the caller, who keeps it (e.g. to create a new run
-                there); by default it is taken and released here.
+    Args:
+        path: the run's SQLite file.
+        lock: the lease, already held by the caller, who keeps it (e.g. to create a new run
+            there); by default it is taken and released here.
 
-        Raises:
-            StoreLockedError: a live driver is writing the run.
+    Raises:
+        StoreLockedError: a live driver is writing the run.
     """
     path = Path(path)
     held = lock if lock is not None else WriterLock(path).acquire()
