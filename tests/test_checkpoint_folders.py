@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from cli_jobs import counter_job
 from click.testing import CliRunner
 
 import hyperpop as hp
@@ -208,37 +209,8 @@ def test_collection_deletes_nothing_in_a_folder_another_run_claimed(tmp_path):
         CheckpointStore(tmp_path / "c").claim("run-c", new=False)
 
 
-JOB = """
-import hyperpop as hp
-
-class Counter(hp.Trainable):
-    def setup(self, config):
-        self.total = 0.0
-        self.apply(config)
-
-    def apply(self, config):
-        self.lr = config["lr"]
-
-    def train(self):
-        self.total += self.lr
-        return {"score": self.total}
-
-    def save(self):
-        return {"total": self.total}
-
-    def load(self, state):
-        self.total = state["total"]
-
-trainable = Counter
-space = {"lr": hp.uniform(0.1, 1.0)}
-settings = dict(metric="score", population=2, workers=2, ready=2, budget=8, backend="simulated")
-"""
-
-
 def _job(tmp_path: Path) -> Path:
-    path = tmp_path / "job.py"
-    path.write_text(JOB)
-    return path
+    return counter_job(tmp_path, budget=8)
 
 
 @pytest.mark.parametrize("name", ["x.ckpt", "x.db-ckpt"])

@@ -8,43 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_jobs import counter_job
 from click.testing import CliRunner, Result
 
 from hyperpop.cli import main
 
-JOB = """
-import hyperpop as hp
-
-class Counter(hp.Trainable):
-    def setup(self, config):
-        self.total = 0.0
-        self.apply(config)
-
-    def apply(self, config):
-        self.lr = config["lr"]
-
-    def train(self):
-        self.total += self.lr
-        return {"score": self.total}
-
-    def save(self):
-        return {"total": self.total}
-
-    def load(self, state):
-        self.total = state["total"]
-
-trainable = Counter
-space = {"lr": hp.uniform(0.1, 1.0)}
-settings = dict(
-    metric="score", population=2, workers=2, ready=2, budget=4, backend="simulated"EXTRA
-)
-"""
-
 
 def job(tmp_path: Path, extra: str = "", name: str = "job") -> Path:
-    path = tmp_path / f"{name}.py"
-    path.write_text(JOB.replace("EXTRA", extra))
-    return path
+    return counter_job(tmp_path, extra=extra, name=name)
 
 
 def cli(*args: object) -> Result:
