@@ -7,6 +7,7 @@ import copy
 from pathlib import Path
 
 import pytest
+from sim_backends import Interrupted
 
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
@@ -173,21 +174,6 @@ def test_deterministic_asynchronous_runs_repeat():
     assert [(e.member, e.donor, e.step) for e in a.population.edges] == [
         (e.member, e.donor, e.step) for e in b.population.edges
     ]
-
-
-class Interrupted(SimulatedBackend):
-    """Stopped as by Ctrl-C once ``after`` reports came back (the crossing result is lost)."""
-
-    def __init__(self, after: int):
-        super().__init__(workers=2)
-        self.after, self.reports = after, 0
-
-    def poll(self, timeout):
-        out = super().poll(timeout)
-        self.reports += sum(len(r.reports) for r in out)
-        if self.reports >= self.after:
-            raise KeyboardInterrupt
-        return out
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
