@@ -404,6 +404,7 @@ def run(
     seed: int | None = 0,
     gpus: int | str | Sequence[int | str] | None = None,
     gpus_per_member: float | None = None,
+    processes_per_member: int = 1,
     progress: Progress | bool | None = None,
     callbacks: Sequence[Callback] | None = None,
 ) -> Result:
@@ -463,6 +464,10 @@ def run(
         gpus_per_member: each member's share of a GPU: 1, a fraction such as 0.5 (two members
             train on one GPU at once) or a whole number of GPUs. On Ray it becomes the
             actors' ``num_gpus``.
+        processes_per_member: processes that train each member together, as the ranks of
+            one DDP/FSDP job with the environment ``torchrun`` gives (``RANK``,
+            ``WORLD_SIZE``, ``MASTER_ADDR``...); a member's GPUs are split over its ranks.
+            Rank 0 reports and saves; every rank loads. See docs/distributed.md.
         progress: shown by default: a live view with elapsed time, ETA and members training,
             queued, finished and failed when standard output is a terminal, else a plain line
             every 10 s (files, pipes, job logs); False for none, or a callable that gets the
@@ -500,6 +505,7 @@ def run(
             backend=backend.name if isinstance(backend, Backend) else str(backend),
             gpus=gpus,
             gpus_per_member=gpus_per_member,
+            processes_per_member=processes_per_member,
         )
         space = Space(space)
         controller = _controller(settings, space)
@@ -578,6 +584,7 @@ def resume(
     step_timeout: float | None = None,
     exploit: ExploitStrategy | None = None,
     explore: ExploreStrategy | None = None,
+    processes_per_member: int | None = None,
     progress: Progress | bool | None = None,
     callbacks: Sequence[Callback] | None = None,
 ) -> Result:
@@ -595,6 +602,7 @@ def resume(
         step_timeout: seconds one interval may take (see :func:`run`; default: as recorded).
         exploit: a custom exploit strategy instance, if the run used one.
         explore: a custom explore strategy instance, if the run used one.
+        processes_per_member: processes per member (see :func:`run`; default: as recorded).
         progress: as in :func:`run` (shown by default; False for none).
         callbacks: as in :func:`run` (they are not recorded: pass them again).
     """
@@ -621,6 +629,8 @@ def resume(
         with _settings():
             if step_timeout is not None:
                 settings = settings.replace(step_timeout=step_timeout)
+            if processes_per_member is not None:
+                settings = settings.replace(processes_per_member=processes_per_member)
             make_backend = _backend_spec(
                 backend or settings.backend,
                 # the recorded count only for the recorded backend (4096 vectorized slots are

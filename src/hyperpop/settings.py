@@ -125,6 +125,7 @@ class RunSettings:
     backend: str = "local"
     gpus: int | str | tuple[int | str, ...] | None = None
     gpus_per_member: float | None = None
+    processes_per_member: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
@@ -189,6 +190,17 @@ class RunSettings:
             )  # fmt: skip
         if self.gpus is not None and not isinstance(self.gpus, (int, str, tuple)):
             raise _must("gpus", "None, 'all', a count or a list of device ids", self.gpus)
+        if not _positive_int(self.processes_per_member):
+            raise _must(
+                "processes_per_member", "a positive int (processes that train one member "
+                "together, as DDP ranks)", self.processes_per_member, "leave it out for 1",
+            )  # fmt: skip
+        if self.processes_per_member > 1 and self.backend in ("vectorized", "simulated"):
+            raise SettingsError(
+                f"the {self.backend!r} backend trains members without processes of their own, not "
+                f"with processes_per_member={self.processes_per_member}: use backend='local' "
+                "or 'ray', or leave processes_per_member out"
+            )
 
     @classmethod
     def create(
@@ -249,6 +261,7 @@ class RunSettings:
             "backend": self.backend,
             "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
             "gpus_per_member": self.gpus_per_member,
+            "processes_per_member": self.processes_per_member,
         }
 
     @classmethod
@@ -288,25 +301,29 @@ class RunSettings:
             backend=d.get("backend", "local"),
             gpus=_gpus(d.get("gpus")),
             gpus_per_member=d.get("gpus_per_member"),
+            processes_per_member=int(d.get("processes_per_member", 1)),
         )
 
     def backend_options(self) -> dict[str, Any]:
         """The GPU settings as the named backend takes them: ``gpus`` and
         ``gpus_per_member`` for the local backend, ``num_gpus`` for Ray (which places actors
-        itself, so it takes no device list).
+        itself, so it takes no device list); ``processes_per_member`` when it is not 1.
 
         Raises:
             SettingsError: GPUs are asked for on a backend that cannot place them.
         """
+        out: dict[str, Any] = {}
+        if self.processes_per_member != 1:
+            out["processes_per_member"] = self.processes_per_member
         if self.gpus is None and self.gpus_per_member is None:
-            return {}
+            return out
         if self.backend == "local":
-            out: dict[str, Any] = {"gpus": self.gpus}
+            out["gpus"] = self.gpus
             if self.gpus_per_member is not None:
                 out["gpus_per_member"] = self.gpus_per_member
             return out
         if self.backend == "ray" and self.gpus is None:
-            return {"num_gpus": float(self.gpus_per_member or 1.0)}
+            return {**out, "num_gpus": float(self.gpus_per_member or 1.0)}
         raise SettingsError(
             f"the {self.backend!r} backend cannot place members on GPUs by gpus="
             f"{self.gpus!r}: use backend='local', or on Ray gpus_per_member alone (Ray "

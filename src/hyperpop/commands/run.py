@@ -122,6 +122,9 @@ def _check_settings(file: str, settings: dict[str, Any]) -> None:
     type=float,
     help="Seconds one interval may take before its worker is killed and it is retried.",
 )
+@click.option(
+    "--processes-per-member", type=int, help="Processes (DDP ranks) that train each member."
+)
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store at the path first.")
 @_tracker_options
@@ -136,6 +139,7 @@ def run(
     backend: str | None,
     address: str | None,
     step_timeout: float | None,
+    processes_per_member: int | None,
     quiet: bool,
     overwrite: bool,
     tensorboard_dir: str | None,
@@ -158,6 +162,7 @@ def run(
         ("synchronous", synchronous),
         ("backend", backend),
         ("step_timeout", step_timeout),
+        ("processes_per_member", processes_per_member),
     ):
         if value is not None:
             kw[key] = value
@@ -199,6 +204,7 @@ def run(
 @click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
 @click.option("--address", help="Ray cluster address.")
 @click.option("--step-timeout", type=float, help="Seconds one interval may take (default: as run).")
+@click.option("--processes-per-member", type=int, help="Processes per member (default: as run).")
 @click.option(
     "--trainable",
     "spec",
@@ -212,6 +218,7 @@ def resume(
     backend: str | None,
     address: str | None,
     step_timeout: float | None,
+    processes_per_member: int | None,
     spec: str | None,
     quiet: bool,
     tensorboard_dir: str | None,
@@ -235,6 +242,7 @@ def resume(
         backend=backend,
         backend_options=opts,
         step_timeout=step_timeout,
+        processes_per_member=processes_per_member,
         progress=_progress(quiet),
         callbacks=_trackers(tensorboard_dir, mlflow_uri, wandb_project),
     )
