@@ -40,6 +40,7 @@ SAMPLES: list[voc.Payload] = [
     voc.BudgetChanged(
         budget=({"type": "steps", "n": 9},), old_budget=({"type": "steps", "n": 4},), by="user"
     ),
+    voc.WorkersChanged(workers=3, old_workers=1, by="user", request=9),
     voc.MemberCreated(config={"lr": 0.5, "pair": (1, 2)}, by="user", request=3),
     voc.Reported(step=3, score=math.inf, metrics={"score": math.inf, "loss": [1, 2]}),
     voc.Progress(step=12),
@@ -51,6 +52,10 @@ SAMPLES: list[voc.Payload] = [
     voc.Finished(step=9, reason="stopped by user", by="user", request=6),
     voc.Pinned(pinned=False, by="user", request=8),
 ]
+
+
+#: kinds added after the release that wrote tests/data/old_store.sql
+NEWER_KINDS = frozenset({voc.WorkersChanged.kind})
 
 
 def _same(a: object, b: object) -> bool:
@@ -193,7 +198,8 @@ def test_a_store_written_by_an_earlier_release_folds_to_the_same_state(tmp_path:
     finally:
         store.close()
     assert len(events) == expected["events"]
-    assert sorted({e.kind for e in events}) == expected["kinds"] == sorted(KINDS)
+    # every kind of its day (kinds added since then: NEWER_KINDS)
+    assert sorted({e.kind for e in events}) == expected["kinds"] == sorted(KINDS - NEWER_KINDS)
     pop = Population()
     for e in events:
         pop.apply(e)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from hyperpop.commands import dashboard, logs, replay, report, results, run, status, steer
+from hyperpop.commands import dashboard, logs, replay, report, results, run, status, steer, workers
 
 __all__ = ["main"]
 
@@ -64,6 +64,7 @@ for _command in (
     steer.copy,
     steer.add,
     steer.budget,
+    workers.workers,
     logs.command,
     replay.command,
     report.command,

@@ -721,6 +721,11 @@ class Population:
             what += f" (members {revived} train on)"
         self._intervene(e, p.request, "budget", what)
 
+    def _workers(self, e: Event, p: voc.WorkersChanged, _: None) -> None:
+        """A new number of workers: a resume starts with it."""
+        self.settings["workers"] = p.workers
+        self._intervene(e, p.request, "workers", f"{p.old_workers} -> {p.workers} workers")
+
 
 def _describe_budget(b: dict[str, Any]) -> str:
     t = b.get("type")
@@ -753,6 +758,7 @@ _HANDLERS: dict[type[voc.Payload], Callable[[Population, Event, Any, Any], None]
     voc.RunFinished: Population._run_finished,
     voc.RunStopped: Population._run_stopped,
     voc.BudgetChanged: Population._budget,
+    voc.WorkersChanged: Population._workers,
     voc.Reported: Population._reported,
     voc.Progress: Population._progress,
     voc.Pinned: Population._pinned,

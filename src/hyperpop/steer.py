@@ -1,5 +1,5 @@
 """Steer a running run from another process: stop it, pin, stop, edit or copy members, add
-members, change the budget.
+members, change the budget or the number of workers.
 
 Each call appends a request to the run's store (:mod:`hyperpop.store.requests`); the driver reads
 it within a second, acts, and records what it did in the event log. By default a call waits for
@@ -13,6 +13,7 @@ that answer and returns it::
     s.copy(2, donor=3)          # member 2 copies member 3's weights and hyperparameters now
     s.add(4)                    # four more members, sampled from the space
     s.budget(hp.Steps(400))     # train longer
+    s.workers(4)                # train four members at once from now on
     s.stop()                    # stop the run (resume it later)
 """
 
@@ -47,7 +48,8 @@ class Answer:
 
     Attributes:
         id: the request's id.
-        kind: what was asked (``stop``, ``pin``, ``set_config``, ``copy``, ``add``, ``budget``).
+        kind: what was asked (``stop``, ``pin``, ``set_config``, ``copy``, ``add``, ``budget``,
+            ``workers``).
         status: ``done``, ``refused``, or ``pending`` (no answer yet when the wait ended).
         reason: what the driver did, or why not.
     """
@@ -143,6 +145,12 @@ class Steer:
         if not items:
             raise SteerError("budget() needs at least one of hp.Steps, hp.WallTime, hp.Target")
         return self.request(rq.BUDGET, None, {"budget": items}, wait=wait)
+
+    def workers(self, workers: int, *, wait: bool = True) -> Answer:
+        """Train ``workers`` members at once from now on (at most one per member). More
+        workers start at once; with fewer, the intervals running end first. A resume starts
+        with the last number asked for."""
+        return self.request(rq.WORKERS, None, {"workers": _integral(workers)}, wait=wait)
 
     # --- the channel ----------------------------------------------------------------------
     def request(

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from hyperpop.backends.base import Backend
 from hyperpop.controller import Controller, budget_from_dict
 from hyperpop.population import MemberState, Population
 from hyperpop.space import SpaceError
@@ -46,6 +47,10 @@ class Host(Protocol):
     @property
     def store(self) -> Store:
         """Where the requests are read."""
+
+    @property
+    def backend(self) -> Backend:
+        """Runs the members (a ``workers`` request resizes it)."""
 
     @property
     def queue(self) -> _Queue:
@@ -223,6 +228,8 @@ class Steering:
             return self._copy(action, now, r.id)
         if isinstance(action, rq.Add):
             return self._add(action, now, r.id)
+        if isinstance(action, rq.Workers):
+            return self._workers(action, now, r.id)
         return self._budget(action, now, r.id)
 
     def _stop(self, r: Request, action: rq.Stop, now: float) -> str:
@@ -308,6 +315,36 @@ class Steering:
             if member not in h.queue:
                 h.queue.append(member)  # finished for lack of steps, and now has some
         return "budget changed"
+
+    def _workers(self, action: rq.Workers, now: float, request: int | None) -> str:
+        """Resize the backend: at most one worker per member (more would have nothing to
+        train); intervals running on a surplus worker end as they would have."""
+        h = self.host
+        members = len(h.pop.members)
+        workers = min(action.workers, max(members, 1))
+        old = h.backend.capacity
+        try:
+            h.backend.resize(workers)
+        except ValueError as e:
+            raise _Refused(str(e)) from None
+        changed = voc.WorkersChanged(workers, old, voc.USER, request)
+        h.commit([Event.of(changed, None, now)])
+        what = f"{workers} worker{'' if workers == 1 else 's'} (was {old})"
+        if workers < action.workers:
+            log.warning(
+                "workers=%d asked for, but the population has %d member%s: %d workers",
+                action.workers,
+                members,
+                "" if members == 1 else "s",
+                workers,
+            )
+            what += (
+                f"; {action.workers} asked for, but the population has {members} member"
+                f"{'' if members == 1 else 's'} (one worker each at most)"
+            )
+        if workers < old and len(h.inflight) > workers:
+            what += "; the intervals running now end first"
+        return what
 
     def _requeue(self, member: int) -> None:
         """A member whose weights or progress a person changed: its place in the queue follows

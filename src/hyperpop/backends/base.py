@@ -11,7 +11,7 @@ from typing import Any
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
-__all__ = ["Backend", "Task", "TaskResult"]
+__all__ = ["Backend", "Task", "TaskResult", "check_workers"]
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,27 @@ class Backend(ABC):
         """Slots with no task running (a scheduling hint)."""
         return []
 
+    def resize(self, workers: int) -> None:
+        """Train ``workers`` tasks at once from now on (a person's ``workers`` request, or a
+        cluster that grew or shrank).
+
+        The contract: :attr:`capacity` is the new number as soon as this returns (a backend
+        whose new workers must first be placed somewhere, such as Ray's actors, counts each
+        one once it has started, as it counts a replacement); growing adds slots at once;
+        shrinking never stops a running interval: the surplus slots retire as their current
+        intervals end (the driver never submits beyond :attr:`capacity`), and
+        :meth:`free_slots` never names a retired slot.
+
+        Raises:
+            ValueError: ``workers`` is not an int of at least 1, or the backend cannot change
+                its number of workers (the message names the backend).
+        """
+        check_workers(workers)
+        raise ValueError(
+            f"the {self.name!r} backend cannot change its number of workers while it runs; "
+            "stop the run and resume it with workers=N instead"
+        )
+
     def set_step_timeout(self, seconds: float | None) -> None:
         """Fail a task that runs longer than ``seconds`` (None: no limit), replacing the worker
         that ran it. A backend that cannot enforce a limit refuses one."""
@@ -156,3 +177,14 @@ class Backend(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stop every worker."""
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` as a number of workers (an int of at least 1).
+
+    Raises:
+        ValueError: anything else, naming it.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int of at least 1, got {workers!r}")
+    return workers

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
 from hyperpop.backends.worker import WorkerCore
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
@@ -85,6 +85,11 @@ class SimulatedBackend(Backend):
     def capacity(self) -> int:
         return self.workers
 
+    def resize(self, workers: int) -> None:
+        """``workers`` simulated workers from now on: more start at once; with fewer, the
+        intervals running go on to their end (the driver submits no more than ``workers``)."""
+        self.workers = check_workers(workers)
+
     def simulated_seconds(self) -> float:
         """Simulated seconds since the start: the driver's clock runs on them, so event times
         and wall-time budgets follow the simulation, not the machine."""
@@ -96,6 +101,11 @@ class SimulatedBackend(Backend):
     def submit(self, task: Task, slot: int | None = None) -> None:
         if self._core is None:
             raise RuntimeError("SimulatedBackend.submit before start")
+        if len(self._running) >= self.workers:
+            raise RuntimeError(
+                f"SimulatedBackend: a task submitted while {len(self._running)} run on "
+                f"{self.workers} workers (the driver submitted beyond capacity)"
+            )
         result = self._core.run(task)
         self.clock.start(task.member, float(self.duration(task, result.reports)))
         self._running[task.member] = result

@@ -9,10 +9,11 @@ same transaction. A request is never changed or deleted: its answer lives in the
 
 A request row holds whatever its writer put there; :func:`parse` turns it into one typed, frozen
 action per kind (:class:`Stop`, :class:`Pin`, :class:`SetConfig`, :class:`Copy`, :class:`Add`,
-:class:`SetBudget`) or raises :class:`RequestError` naming what is wrong and how to write it. The
-rules live there alone: the writers (:mod:`hyperpop.steer`, the command line, the dashboard) check
-with it before they write, and the driver checks every request it reads with it again (a store
-may hold a request written by anything), refusing a malformed one with that reason.
+:class:`SetBudget`, :class:`Workers`) or raises :class:`RequestError` naming what is wrong and
+how to write it. The rules live there alone: the writers (:mod:`hyperpop.steer`, the command
+line, the dashboard) check with it before they write, and the driver checks every request it
+reads with it again (a store may hold a request written by anything), refusing a malformed one
+with that reason.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "SetBudget",
     "SetConfig",
     "Stop",
+    "Workers",
     "create_table",
     "has_table",
     "parse",
@@ -52,11 +54,14 @@ SET_CONFIG = "set_config"  # data: config (a partial config is completed from th
 COPY = "copy"  # data: donor
 ADD = "add"  # data: count, or configs (list of partial configs; missing values are sampled)
 BUDGET = "budget"  # data: budget (list of Budget.to_dict())
+WORKERS = "workers"  # data: workers (members training at once)
 
-KINDS = frozenset({STOP, PIN, SET_CONFIG, COPY, ADD, BUDGET})
+KINDS = frozenset({STOP, PIN, SET_CONFIG, COPY, ADD, BUDGET, WORKERS})
 
 #: the most members one ``add`` request may add
 MAX_ADD = 1000
+#: the most workers a ``workers`` request may ask for
+MAX_WORKERS = 100_000
 #: the largest int a request may hold (a member id, a count of steps): JSON readers in a
 #: browser hold ints exactly up to here, and SQLite's integers are 64-bit
 MAX_INT = 2**53
@@ -121,8 +126,18 @@ class SetBudget:
     member: None = None
 
 
+@dataclass(frozen=True)
+class Workers:
+    """Train ``workers`` members at once from now on (capped at the population by the
+    driver); a resume starts with the last number asked for."""
+
+    KIND: ClassVar[str] = WORKERS
+    workers: int
+    member: None = None
+
+
 #: what a well-formed request asks for
-Action = Stop | Pin | SetConfig | Copy | Add | SetBudget
+Action = Stop | Pin | SetConfig | Copy | Add | SetBudget | Workers
 
 #: each kind's data keys (all of them required, except where one of several is asked for)
 _KEYS: dict[str, frozenset[str]] = {
@@ -132,6 +147,7 @@ _KEYS: dict[str, frozenset[str]] = {
     COPY: frozenset({"donor"}),
     ADD: frozenset({"count", "configs"}),
     BUDGET: frozenset({"budget"}),
+    WORKERS: frozenset({"workers"}),
 }
 _EXAMPLE = {
     STOP: "{}",
@@ -140,6 +156,7 @@ _EXAMPLE = {
     COPY: '{"donor": 3}',
     ADD: '{"count": 2} or {"configs": [{"lr": 0.01}]}',
     BUDGET: '{"budget": [{"type": "steps", "n": 400}]}',
+    WORKERS: '{"workers": 4}',
 }
 #: each budget type's one field, and whether it must be an int, and positive
 _BUDGETS: dict[str, tuple[str, bool, bool]] = {
@@ -235,7 +252,7 @@ def parse(kind: Any, member: Any, data: Any) -> Action:
             f"{_a(kind)} request takes no {', '.join(repr(k) for k in unknown)} (its data: "
             f"{takes}; e.g. {_EXAMPLE[kind]})"
         )
-    if kind in (ADD, BUDGET) and member is not None:
+    if kind in (ADD, BUDGET, WORKERS) and member is not None:
         raise RequestError(f"{_a(kind)} request is for the whole run: give no member")
     if kind in (PIN, SET_CONFIG, COPY) and member is None:
         raise RequestError(f"{_a(kind)} request needs a member (the id of the member to change)")
@@ -247,7 +264,11 @@ def parse(kind: Any, member: Any, data: Any) -> Action:
         )
     if kind == STOP:
         return Stop(member)
-    assert member is not None or kind in (ADD, BUDGET)
+    assert member is not None or kind in (ADD, BUDGET, WORKERS)
+    if kind == WORKERS:
+        return Workers(
+            _int(d["workers"], "workers (members training at once)", low=1, high=MAX_WORKERS)
+        )
     if kind == PIN:
         pinned = d["pinned"]
         if not isinstance(pinned, bool):

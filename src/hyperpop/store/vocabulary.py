@@ -38,6 +38,7 @@ __all__ = [
     "STOPPED_ON_REQUEST",
     "USER",
     "VOCABULARY",
+    "WorkersChanged",
     "from_data",
     "to_data",
 ]
@@ -141,6 +142,21 @@ class BudgetChanged(Payload):
 
     budget: tuple[Json, ...] = ()
     old_budget: tuple[Json, ...] = ()
+    by: str | None = None
+    request: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersChanged(Payload):
+    """The number of members training at once changed from ``old_workers`` to ``workers``
+    (``by="user"``: a person's request). A resume starts with the last number."""
+
+    kind: ClassVar[str] = "workers_changed"
+    about_member: ClassVar[bool] = False
+    keep: ClassVar[frozenset[str]] = frozenset({"old_workers"})
+
+    workers: int
+    old_workers: int | None = None
     by: str | None = None
     request: int | None = None
 
@@ -278,6 +294,7 @@ VOCABULARY: dict[str, type[Payload]] = {
         RunStopped,
         RequestHandled,
         BudgetChanged,
+        WorkersChanged,
         MemberCreated,
         Reported,
         Progress,

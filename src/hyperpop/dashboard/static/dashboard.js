@@ -633,6 +633,7 @@
       }
       else if (kind === "copy") body = { kind: "copy", member: member(), data: { donor: wholeNumber("steer-donor", "the member to copy from", 0) } };
       else if (kind === "add") body = { kind: "add", data: { count: wholeNumber("steer-count", "how many members to add", 1) } };
+      else if (kind === "workers") body = { kind: "workers", data: { workers: wholeNumber("steer-workers", "how many members train at once", 1) } };
       else if (kind === "budget") body = { kind: "budget", data: { budget: [{ type: "steps", n: wholeNumber("steer-steps", "the step budget", 1) }] } };
     } catch (e) {
       out.className = "small refused";

@@ -1,0 +1,181 @@
+"""Elastic workers (issue 22, item 4): a running run changes how many members train at once on
+request, answered like every request, and a resume starts with the last number asked for."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from reliability_trainables import Walker
+
+import hyperpop as hp
+from hyperpop.backends.base import Backend
+from hyperpop.backends.simulated import SimulatedBackend
+from hyperpop.cli import main
+from hyperpop.steer import SteerError
+from hyperpop.store import requests as rq
+from hyperpop.store import vocabulary as voc
+from hyperpop.store.requests import RequestLog
+
+SPACE = {"lr": hp.uniform(0.1, 1.0)}
+
+
+def _run(db: Path, backend: Backend, **kw):
+    args = dict(metric="score", population=3, budget=12, ready=2, seed=1, progress=False)
+    return hp.run(Walker, SPACE, storage=db, backend=backend, **{**args, **kw})
+
+
+class Asks(SimulatedBackend):
+    """Simulated workers that ask for other numbers of workers through ``hp.steer`` as the
+    run reaches a number of reports (a person watching the run), and keep, for each interval
+    started, (reports so far, workers, intervals running with it)."""
+
+    def __init__(self, db: Path, plan: dict[int, int], workers: int = 1):
+        super().__init__(workers=workers)
+        self.db, self.plan, self.reports = db, dict(plan), 0
+        self.started: list[tuple[int, int, int]] = []
+
+    def submit(self, task, slot=None):
+        super().submit(task, slot)
+        self.started.append((self.reports, self.workers, len(self._running)))
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.reports += sum(len(r.reports) for r in out)
+        for at in sorted(a for a in self.plan if a <= self.reports):
+            hp.steer(self.db, timeout=None).workers(self.plan.pop(at), wait=False)
+        return out
+
+
+def _changes(result) -> list[voc.WorkersChanged]:
+    return [e.payload for e in result.events if isinstance(e.payload, voc.WorkersChanged)]
+
+
+def test_a_live_run_goes_from_one_to_two_to_one_worker_on_request(tmp_path):
+    db = tmp_path / "run.db"
+    backend = Asks(db, {6: 2, 18: 1})
+    result = _run(db, backend)
+    assert [(c.old_workers, c.workers, c.by) for c in _changes(result)] == [
+        (1, 2, "user"),
+        (2, 1, "user"),
+    ]
+    answers = [h for h in result.population.handled.values() if h["kind"] == "workers"]
+    assert [a["status"] for a in answers] == ["done", "done"], answers
+    one, two, back = (
+        [
+            running
+            for reports, workers, running in backend.started
+            if workers == n and lo <= reports < hi
+        ]
+        for n, lo, hi in ((1, 0, 6), (2, 6, 18), (1, 18, 99))
+    )
+    assert one and max(one) == 1  # one at a time
+    assert max(two) == 2  # two at once once asked
+    # fewer: the interval running on the surplus worker ended before the next one started
+    assert back and set(back) == {1}
+    assert result.population.settings["workers"] == 1
+    assert {i["kind"] for i in result.interventions()} == {"workers"}
+    assert all(m.status == "finished" and m.step == 12 for m in result.members)
+
+
+class DiesAfter(Asks):
+    """:class:`Asks`, and the driver stops (as by Ctrl-C) once ``reports`` came back."""
+
+    def __init__(self, db: Path, plan: dict[int, int], reports: int):
+        super().__init__(db, plan)
+        self.left = reports
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        if self.reports >= self.left:
+            raise KeyboardInterrupt
+        return out
+
+
+def test_more_workers_than_members_are_capped_and_a_resume_starts_with_the_last_number(tmp_path):
+    db = tmp_path / "run.db"
+    with pytest.raises(KeyboardInterrupt):
+        _run(db, DiesAfter(db, {2: 8}, reports=10))
+    (changed,) = _changes(hp.load(db))
+    assert (changed.old_workers, changed.workers) == (1, 3)  # one per member at most
+    (answer,) = hp.load(db).population.handled.values()
+    assert answer["status"] == "done" and "8 asked for" in answer["reason"], answer
+    result = hp.resume(db, progress=False)
+    resumed = next(e.payload for e in result.events if isinstance(e.payload, voc.RunResumed))
+    assert resumed.workers == 3
+    assert all(m.status == "finished" and m.step == 12 for m in result.members)
+
+
+def test_a_backend_that_cannot_resize_refuses_naming_itself(tmp_path):
+    class Fixed(Asks):
+        name = "fixed"
+        resize = Backend.resize
+
+    db = tmp_path / "run.db"
+    result = _run(db, Fixed(db, {2: 2}))
+    (answer,) = result.population.handled.values()
+    assert answer["status"] == "refused" and "'fixed' backend cannot change" in answer["reason"]
+    assert not _changes(result)
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        ({"workers": 0}, "from 1 to"),
+        ({"workers": "2"}, "without quotes"),
+        ({"workers": True}, "must be an int"),
+        ({"workers": 2.0}, "must be an int"),
+        ({}, "needs 'workers'"),
+        ({"workers": 2, "n": 1}, "takes no 'n'"),
+    ],
+)
+def test_a_malformed_workers_request_is_refused_naming_the_fix(data, why):
+    with pytest.raises(rq.RequestError, match=why):
+        rq.parse("workers", None, data)
+
+
+class Holds(SimulatedBackend):
+    """One simulated worker that, after the first results, keeps the driver polling (it
+    answers requests meanwhile) until the test lets it go on."""
+
+    def __init__(self):
+        super().__init__(workers=1)
+        self.go, self.held = threading.Event(), threading.Event()
+
+    def poll(self, timeout):
+        if self.clock.now >= 2 and not self.go.is_set():
+            self.held.set()
+            self.go.wait(timeout or 0.05)
+            self.clock.now += 0.5  # time passes while it waits (the driver reads requests)
+            return []
+        return super().poll(timeout)
+
+
+def test_the_command_line_and_hp_steer_change_the_workers_and_print_the_answer(tmp_path):
+    db = tmp_path / "run.db"
+    backend = Holds()
+    out: dict[str, object] = {}
+    driver = threading.Thread(target=lambda: out.setdefault("result", _run(db, backend)))
+    driver.start()
+    try:
+        assert backend.held.wait(30), "the run never reached its first results"
+        runner = CliRunner()
+        ok = runner.invoke(main, ["workers", str(db), "2"])
+        assert ok.exit_code == 0, ok.output
+        assert "(workers) done: 2 workers (was 1)" in ok.output
+        rows = len(RequestLog(db).read())
+        bad = runner.invoke(main, ["workers", str(db), "0"])
+        assert bad.exit_code == 1 and "from 1 to" in bad.output and "Traceback" not in bad.output
+        assert len(RequestLog(db).read()) == rows  # refused before anything was written
+        with pytest.raises(SteerError, match="must be an int"):
+            hp.steer(db).workers("3")  # type: ignore[arg-type]
+        answer = hp.steer(db).workers(1)
+        assert answer.ok and answer.reason.startswith("1 worker (was 2)"), answer
+        assert backend.capacity == 1
+    finally:
+        backend.go.set()
+        driver.join(60)
+    result = out["result"]
+    assert [(c.old_workers, c.workers) for c in _changes(result)] == [(1, 2), (2, 1)]
