@@ -16,12 +16,12 @@ FLOORS = [
     {"driver"},
     {"settings", "steering", "scheduling", "written"},
     {"controller", "live", "integrations"},
-    {"strategies", "results", "backends", "torch", "vectorized", "callbacks"},
+    {"strategies", "decisions", "results", "backends", "torch", "vectorized", "callbacks"},
     {"dashboard"},
     {"summary"},  # the read side: one fold for Result, the live view, dashboard and CLI
     {"population", "userfile", "steer", "runfiles"},
-    {"space", "store", "trainable", "checkpoints"},
-    {"errors", "_version"},
+    {"space", "store", "trainable", "checkpoints", "members"},
+    {"errors", "_version", "ranking", "criteria"},
 ]
 
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from hyperpop.population import MemberState, Population
+from hyperpop.ranking import Ranking
 from hyperpop.space import Space
 from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event
@@ -342,8 +343,8 @@ class Controller:
         max_lead: int | None = 4,
         seed: int | None = 0,
     ):
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        #: which scores are better (raises ValueError for a mode other than max or min)
+        self.ranking = Ranking(mode)
         if max_lead is not None and (
             isinstance(max_lead, bool) or not isinstance(max_lead, int) or max_lead < 1
         ):
@@ -422,10 +423,7 @@ class Controller:
             return f"wall time of {self.wall:g}s reached"
         for target in self.targets:
             for m in pop.members.values():
-                s = m.ready_score
-                if s is None or math.isnan(s):
-                    continue
-                if (s >= target) if self.mode == "max" else (s <= target):
+                if self.ranking.reached(m.ready_score, target):
                     return f"member {m.id} reached the target score {target:g}"
         if pop.members and not pop.alive():
             return "every member finished"
@@ -509,7 +507,7 @@ class Controller:
         mine = m.ready_score
         if mine is None or math.isnan(mine):
             return False
-        sign = 1.0 if self.mode == "max" else -1.0
+        sign = self.ranking.sign
         scores = pop.index.score[pop.index.ok]  # members with a ready score, not failed
         return not np.any(sign * scores > sign * mine)  # NaN compares False
 
@@ -577,7 +575,8 @@ class Controller:
         mine = m.ready_score
         behind = np.flatnonzero(step < s)
         if len(behind) and mine is not None and not math.isnan(mine):
-            sign = 1.0 if self.mode == "max" else -1.0
+            ranking = self.ranking
+            sign = ranking.sign
             steps_m = np.asarray(m.ready_steps, dtype=np.int64)
             scores_m = np.asarray(m.ready_scores, dtype=float)
             at = np.searchsorted(steps_m, step[behind], side="right") - 1
@@ -585,7 +584,7 @@ class Controller:
             theirs = value[behind]
             better = sign * theirs > sign * then
             moved = theirs + (mine - then)
-            up, down = np.nextafter(mine, sign * np.inf), np.nextafter(mine, -sign * np.inf)
+            up, down = ranking.toward_better(mine), ranking.toward_worse(mine)
             moved = np.where(better & ~(sign * moved > sign * mine), up, moved)
             moved = np.where(~better & ~(sign * moved < sign * mine), down, moved)
             comparable = np.isfinite(then) & ~np.isnan(theirs)
@@ -595,7 +594,7 @@ class Controller:
             # a candidate ahead that ties m at equal progress ranks above it: copying it is
             # progress for free (and two members tied forever would never exploit)
             tie = ahead[value[ahead] == mine]
-            value[tie] = np.nextafter(mine, np.inf if self.mode == "max" else -np.inf)
+            value[tie] = self.ranking.toward_better(mine)
         keep = ~np.isnan(value) | np.isnan(score)  # NaN ready scores stay (ranked worst)
         ids = np.append(ids[keep], m.id)
         value = np.append(value[keep], np.nan if mine is None else mine)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hyperpop.ranking import Ranking
 from hyperpop.store import vocabulary as voc
 from hyperpop.store.events import Event, gc_paused
 
@@ -207,14 +208,6 @@ class MemberState:
         return self.ready_scores[i - 1] if i else None
 
 
-def _better(a: float, b: float | None, mode: str) -> bool:
-    if b is None or (isinstance(b, float) and math.isnan(b)):
-        return not math.isnan(a)
-    if math.isnan(a):
-        return False
-    return a > b if mode == "max" else a < b
-
-
 #: how many ready scores each member keeps for selection statistics
 READY_WINDOW = 32
 
@@ -223,6 +216,12 @@ READY_WINDOW = 32
 #: sub-populations: the paper's result comes from its greedy sub-population). Filled in by the
 #: strategies, which sit above the fold; a strategy with no rule: every member.
 RESULT_RULES: dict[str, Callable[[dict[str, Any], int], bool]] = {}
+
+
+def _ranking_score(m: MemberState) -> float | None:
+    """What a member is ranked by: its ready score, or its last report before any ready
+    point."""
+    return m.ready_score if m.ready_score is not None else m.last_score
 
 
 def _mean(values: list[float]) -> float:
@@ -394,6 +393,11 @@ class Population:
         return self.settings.get("mode", "max")
 
     @property
+    def ranking(self) -> Ranking:
+        """Which scores are better, by the run's :attr:`mode`."""
+        return Ranking.of(self.settings.get("mode", "max"))
+
+    @property
     def metric(self) -> str | None:
         """The metric being optimised."""
         return self.settings.get("metric")
@@ -427,15 +431,8 @@ class Population:
         lineage's last ``score_window`` reports; NaN never wins), among the members whose models
         may be the run's result (:meth:`in_result`). Members that never reached a ready point
         are ranked by their last report."""
-        best = None
-        best_score: float | None = None
-        for m in self.members.values():
-            s = m.ready_score if m.ready_score is not None else m.last_score
-            if s is None or not self.in_result(m.id):
-                continue
-            if best is None or _better(s, best_score, self.mode):
-                best, best_score = m, s
-        return best
+        eligible = (m for m in self.members.values() if self.in_result(m.id))
+        return self.ranking.best_of(eligible, _ranking_score)
 
     def in_result(self, member: int) -> bool:
         """Whether member ``member``'s models may be the run's best (see
@@ -565,12 +562,13 @@ class Population:
         m.decided = False
         score = _mean(m.recent) if m.recent else m.last_score
         m.ready_score = score
+        ranking = self.ranking
         if score is not None:
             m.ready_scores.append(score)
             m.ready_steps.append(m.step)
             del m.ready_scores[:-READY_WINDOW]
             del m.ready_steps[:-READY_WINDOW]
-            if _better(score, m.best_score, self.mode):
+            if ranking.better(score, m.best_score):
                 m.best_score = score
                 m.stall = 0
             else:
@@ -587,11 +585,7 @@ class Population:
             score,
             e.seq,
         )
-        if (
-            score is not None
-            and _better(score, self.best_score, self.mode)
-            and self.in_result(m.id)
-        ):
+        if score is not None and ranking.better(score, self.best_score) and self.in_result(m.id):
             # the best weights seen so far are kept to the end, whatever happens to the
             # member that holds them
             self._ref(m.checkpoint)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,14 +76,6 @@ def _holds_tensors(state: Any) -> bool:
         elif isinstance(x, (list, tuple)):
             stack.extend(x)
     return False
-
-
-def _better_or_equal(a: float, b: float | None, mode: str) -> bool:
-    if b is None or math.isnan(b):
-        return True
-    if math.isnan(a):
-        return False
-    return a >= b if mode == "max" else a <= b
 
 
 @dataclass
@@ -255,7 +246,7 @@ class Result:
         if blob is None or blob not in pop.blobs or blob == m.checkpoint:
             return self._grouped(MemberResult.of(m))
         mine = m.ready_score
-        if mine is None or not _better_or_equal(mine, pop.best_score, pop.mode):
+        if mine is None or not pop.ranking.at_least(mine, pop.best_score):
             return self._grouped(MemberResult.of_checkpoint(pop, blob))
         return self._grouped(MemberResult.of(m))
 

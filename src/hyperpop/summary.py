@@ -227,12 +227,12 @@ def summary(
     }
 
 
-def _best_first(pop: Population) -> Any:
-    def key(m: MemberState) -> tuple:
-        s = m.last_score
-        if s is None or math.isnan(s):
-            return (1, 0.0, m.id)
-        return (0, -s if pop.mode == "max" else s, m.id)
+def _best_first(pop: Population) -> Callable[[MemberState], tuple[int, float, int]]:
+    """A sort key: the best last report first (None and NaN last), then by id."""
+    ranking = pop.ranking
+
+    def key(m: MemberState) -> tuple[int, float, int]:
+        return (*ranking.key(m.last_score), m.id)
 
     return key
 

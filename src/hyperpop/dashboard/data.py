@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hyperpop.population import Population
+from hyperpop.ranking import Ranking
 from hyperpop.space import flatten_config
 from hyperpop.store import events as ev
 from hyperpop.store import vocabulary as voc
@@ -255,7 +256,7 @@ class RunView(RunData):
         part = _Rows(
             members={m: self.pop.members[m] for m in ids},
             edges=[self._last_edge[m] for m in ids if m in self._last_edge],
-            mode=self.pop.mode,
+            ranking=self.pop.ranking,
             settings=self.pop.settings,
         )
         return json_safe(member_rows(cast(Population, part)))
@@ -278,7 +279,7 @@ class _Rows:
 
     members: dict[int, Any]
     edges: list[Any]
-    mode: str
+    ranking: Ranking
     settings: dict[str, Any]
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from hyperpop.population import MemberState, Population
+from hyperpop.ranking import Ranking
 from hyperpop.space import Space
 from hyperpop.summary import GROUP_RULES
 
@@ -37,8 +37,9 @@ class Context:
         now: the current time as the driver sees it.
         batch: configs already chosen by other members deciding in the same round (for batch
             strategies such as PB2 that must spread their picks).
-        candidates: must be None; accepted while the controller still passes it (the
-            candidates' states are the :attr:`candidates` property).
+
+    The candidates' states are the :attr:`candidates` property; :attr:`ranking` says which
+    scores are better.
     """
 
     def __init__(
@@ -61,6 +62,8 @@ class Context:
                 f"{ids.shape} and {scores.shape}"
             )
         self.mode, self.rng, self.population, self.space = mode, rng, population, space
+        #: which scores are better (:attr:`mode` as a :class:`~hyperpop.ranking.Ranking`)
+        self.ranking = Ranking.of(mode)
         self.candidate_ids, self.candidate_scores = ids, scores
         self.now = now
         self.batch: list[dict[str, Any]] = [] if batch is None else batch
@@ -77,8 +80,7 @@ class Context:
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Candidates' ids and their scores oriented so that higher is better (NaN is
         ``-inf``), as numpy arrays in candidate order."""
-        values = self.candidate_scores if self.mode == "max" else -self.candidate_scores
-        return self.candidate_ids, np.where(np.isnan(values), -math.inf, values)
+        return self.candidate_ids, self.ranking.oriented_array(self.candidate_scores)
 
     def member(self, member_id: int) -> MemberState:
         """A member of the population by id."""
@@ -92,9 +94,7 @@ class Context:
 
     def oriented(self, score: float | None) -> float:
         """A raw score oriented so that higher is better (None and NaN are worst)."""
-        if score is None or math.isnan(score):
-            return -math.inf
-        return score if self.mode == "max" else -score
+        return self.ranking.oriented(score)
 
 
 class ExploitStrategy(ABC):
