@@ -14,7 +14,7 @@ FLOORS = [
     {"__init__"},
     {"run", "replay"},
     {"driver"},
-    {"settings", "steering", "scheduling", "written"},
+    {"settings", "steering", "scheduling", "journal", "monitor", "metric"},
     {"controller", "live", "integrations"},
     {"strategies", "decisions", "results", "backends", "torch", "vectorized", "callbacks"},
     {"dashboard"},

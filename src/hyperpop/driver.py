@@ -10,31 +10,28 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from hyperpop.backends.base import Backend, Task, TaskResult
-from hyperpop.backends.simulated import SimulatedClock
 from hyperpop.callbacks import CallbackList
 from hyperpop.checkpoints import CheckpointStore, full_disk_error
 from hyperpop.controller import Controller, Decision, Finish, Wait, decision_events
-from hyperpop.errors import MetricError, RunError
+from hyperpop.errors import RunError
+from hyperpop.journal import Journal, WrittenRefs
+from hyperpop.metric import check_diverged, score_of
+from hyperpop.monitor import Progress, ProgressMonitor
 from hyperpop.population import Population
-from hyperpop.scheduling import RunQueue
+from hyperpop.scheduling import ResultOrder, RunQueue
 from hyperpop.settings import RunSettings
 from hyperpop.steering import Steering, unanswered
 from hyperpop.store import vocabulary as voc
 from hyperpop.store.base import Store
 from hyperpop.store.events import Event
-from hyperpop.summary import ProgressView, RunState
-from hyperpop.written import WrittenRefs
+from hyperpop.summary import ProgressView
 
 __all__ = ["Driver", "Progress", "RunQueue", "WrittenRefs", "unanswered"]
 
 log = logging.getLogger("hyperpop")
-
-
-Progress = Callable[[Population], None]
 
 
 class Driver:
@@ -54,83 +51,60 @@ class Driver:
         clock: Callable[[], float] = time.time,
     ):
         self.store, self.pop = store, pop
-        #: handle results in the order of a simulated clock (each interval takes its number of
-        #: steps), not in the order they arrive: the same decisions whatever the timing
-        self.deterministic = settings.deterministic
-        self._sim = SimulatedClock()
-        self._arrived: dict[int, TaskResult] = {}
+        #: the order results are handled in: as they arrive, or deterministic
+        self.order = ResultOrder(backend, settings.deterministic)
         self.controller, self.backend = controller, backend
-        self.checkpoints = checkpoints
         self.metric, self.max_failures = settings.metric, settings.max_failures
-        self.progress = progress
         self.callbacks = callbacks if callbacks is not None else CallbackList()
+        #: events move to the fold, then to the store in one transaction per poll
+        self.journal = Journal(store, pop, checkpoints, backend, self.callbacks)
         #: the time of events and of the wall-time budget (a simulated one in tests)
         self.clock = clock
-        #: callbacks hear of events once the session has started (they see the run's opening
-        #: events in the population they get at the start)
-        self._started = False
         #: the end of the session is written: the fold and the log agree
         self.recorded = False
-        #: what the written log names (set when the session starts)
-        self.written: WrittenRefs | None = None
         self.session_start = clock()
         #: members waiting for a worker; the one furthest behind trains next
         self.queue = RunQueue(lambda member: self.pop.members[member].step)
         self.inflight: dict[int, Task] = {}
         self.attempts: dict[int, int] = {}
-        self.user_seconds = 0.0
-        self.worker_seconds = 0.0
-        #: events folded in but not yet written (written together after each poll)
-        self.pending: list[Event] = []
+        self.user_seconds = self.worker_seconds = 0.0
         #: members given up before that this session retries (a resume's ``retry``)
         self.retrying: set[int] = set()
         #: the requests of this session (hyperpop.store.requests)
         self.steering = Steering(self)
-        #: member -> (step, time) of its last progress event
-        self._progress_seen: dict[int, tuple[int, float]] = {}
+        #: records and shows progress between ready points
+        self.monitor = ProgressMonitor(progress, self)
 
-    # --- events --------------------------------------------------------------------------
+    # --- events (the journal) --------------------------------------------------------------
     def commit(self, events: list[Event]) -> None:
-        """Number events, queue them for the next write and fold them into the population
-        (queued first: the fold never runs ahead of what will be written). The store checks
-        that the numbers follow on from what it holds."""
-        self.pending.extend(self._fold(events))
-
-    def _fold(self, events: list[Event]) -> list[Event]:
-        """Number events after the last one folded, and fold them in (not queued: the caller
-        queues a unit of folded events together, or none of it if something raises)."""
-        seq = self.pop.last_seq
-        for e in events:
-            seq += 1
-            e.seq = seq
-        self.pop.extend(events)
-        return events
+        """Number events, fold them in and queue them for the next write (:class:`Journal`)."""
+        self.journal.commit(events)
 
     def flush(self, *, collect: bool = True) -> None:
-        """Write every queued event in one transaction, then delete the checkpoints they made
-        unreachable (never before: a crash in between must not leave the log pointing at a
-        deleted blob).
+        """Write what is queued in one transaction, then collect dead checkpoints."""
+        self.journal.flush(collect=collect)
 
-        Args:
-            collect: delete unreachable checkpoints. Pass False while an exception unwinds: the
-                fold may then hold events that were never queued (a decision cut short), so
-                the blobs it calls dead may still be named by the written log. Whatever is
-                left behind is collected by the next resume.
-        """
-        written = self.written
-        if self.pending:
-            self.store.append(self.pending)
-            if written is not None:
-                written.written(self.pending)
-            events, self.pending = self.pending, []
-            if self._started:
-                self.callbacks.on_events(events, self.pop)
-        if not collect:
-            return
-        for blob in self.pop.drain_dead():
-            if written is None or not written.names(blob):
-                self.checkpoints.delete(blob)
-                self.backend.release(blob)
+    @property
+    def written(self) -> WrittenRefs | None:
+        """What the written log names (set when the session starts)."""
+        return self.journal.written
+
+    @written.setter
+    def written(self, refs: WrittenRefs | None) -> None:
+        self.journal.written = refs
+
+    def _decide_with(
+        self, events: list[Event], decide: Callable[[Population, float], list[Decision]], now: float
+    ) -> None:
+        """Fold ``events``, let the controller ``decide`` over the population with them folded
+        in, then queue the events and the decisions as one unit: if anything raises in between,
+        none of it is queued (and the loop's flush then deletes no checkpoint: the fold is
+        ahead of the log)."""
+        self.journal.fold(events)
+        decisions = decide(self.pop, now)
+        decided = self.journal.fold(decision_events(decisions, self.pop, now))
+        self.journal.queue(events + decided)
+        self._after(decisions)
 
     def elapsed(self) -> float:
         return self.pop.active_seconds_before + (self.clock() - self.session_start)
@@ -150,7 +124,9 @@ class Driver:
                 if self.queue.head() - behind >= limit:
                     break  # every queued member is too far ahead: wait for the one behind
             slot = free.pop(0) if free else None
-            member = self.queue.pick(None if self.deterministic else slot, self.backend.affinity)
+            member = self.queue.pick(
+                None if self.order.deterministic else slot, self.backend.affinity
+            )
             m = self.pop.members[member]
             decisions = self.controller.decide(self.pop, member, self.clock()) if m.alive else []
             if decisions:
@@ -174,30 +150,11 @@ class Driver:
             )
             self.inflight[member] = task
             picked.append((task, slot))
-            if self.deterministic:
-                self._sim.start(member, task.steps or 1)
+            self.order.started(task)
         if decided:
             self.flush()
         for task, slot in picked:
             self.backend.submit(task, slot)
-
-    def _poll(self) -> list[TaskResult]:
-        """Finished intervals to handle now: as they arrive, or in deterministic mode one at a
-        time in simulated-clock order (the next by (end, submission) once it has arrived),
-        which is the order ``backend="simulated"`` produces."""
-        if not self.deterministic:
-            return self.backend.poll(timeout=0.5)
-        for r in self.backend.poll(timeout=0.0 if self._next_arrived() else 0.5):
-            self._arrived[r.member] = r
-        member = self._next_arrived()
-        if member is None:
-            return []
-        self._sim.end(member)
-        return [self._arrived.pop(member)]
-
-    def _next_arrived(self) -> int | None:
-        member = self._sim.next()
-        return member if member in self._arrived else None
 
     # --- results -------------------------------------------------------------------------
     def handle(self, r: TaskResult) -> None:
@@ -211,46 +168,16 @@ class Driver:
             return
         self.attempts.pop(r.member, None)
         events = [
-            Event.of(voc.Reported(r.task.step + i + 1, self._score(metrics, r), metrics), m.id, now)
-            for i, metrics in enumerate(r.reports)
+            Event.of(voc.Reported(step, score_of(metrics, self.metric, m.id), metrics), m.id, now)
+            for step, metrics in enumerate(r.reports, r.task.step + 1)
         ]
         if r.checkpoint is None:  # a backend's defect: only a failed interval saves none
             raise RunError(f"member {m.id}'s interval ended without a checkpoint")
         events.append(Event.of(voc.Checkpointed(r.end_step, r.checkpoint), m.id, now))
-        # Decide over the population with this interval folded in, then queue the interval and
-        # its decisions as one unit: if anything raises in between, none of it is queued (and
-        # the loop's flush then deletes no checkpoint: the fold is ahead of the log).
-        self._fold(events)
-        decisions = self.controller.on_ready(self.pop, r.member, now)
-        decided = self._fold(decision_events(decisions, self.pop, now))
-        self.pending.extend(events + decided)
-        self._after(decisions)
+        # decide over the population with this interval folded in: one unit (_decide_with)
+        self._decide_with(events, lambda pop, t: self.controller.on_ready(pop, r.member, t), now)
         if math.isnan(m.ready_score if m.ready_score is not None else 0.0):
-            self._check_all_nan()
-
-    def _score(self, metrics: Mapping[str, Any], r: TaskResult) -> float:
-        if self.metric not in metrics:
-            raise MetricError(
-                f"the trainable reported {sorted(metrics)} but not the metric {self.metric!r} "
-                f"(member {r.member}); return it from train() or pass metric= one of those keys"
-            )
-        value = metrics[self.metric]
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise MetricError(
-                f"metric {self.metric!r} must be a number, got {value!r} (member {r.member})"
-            ) from None
-
-    def _check_all_nan(self) -> None:
-        members = [m for m in self.pop.members.values() if m.status != "failed"]
-        scored = [m.ready_score for m in members if m.ready_score is not None]
-        if members and len(scored) == len(members) and all(math.isnan(s) for s in scored):
-            raise RunError(
-                f"every member reports NaN for {self.metric!r}: training diverged "
-                "everywhere. Narrow the search space (e.g. lower learning rates) or clip "
-                "gradients; what was recorded so far is kept in the store"
-            )
+            check_diverged(self.pop, self.metric)
 
     def _after(self, decisions: list[Decision]) -> None:
         for d in decisions:
@@ -280,13 +207,9 @@ class Driver:
             self.commit([failed])
             self.queue.append(r.member)
             return
-        # the failure and the decisions it releases are queued as one unit (see handle)
-        self._fold([failed])
-        decisions = self.controller.release(self.pop, now)
-        decided = self._fold(decision_events(decisions, self.pop, now))
-        self.pending.extend([failed, *decided])
+        # the failure and the decisions it releases are queued as one unit
+        self._decide_with([failed], self.controller.release, now)
         self.backend.forget(r.member)
-        self._after(decisions)
         if r.fatal and r.member not in self.retrying:
             raise RunError(f"member {m.id} failed with an error a retry cannot fix:\n{r.error}")
         if r.fatal:  # given up before, retried by this resume: given up again, the run goes on
@@ -298,7 +221,6 @@ class Driver:
         for m in sorted(self.pop.alive(), key=lambda m: (m.step, m.id)):
             if m.id not in waiting:
                 self.queue.append(m.id)
-        last_progress = 0.0
         while True:
             self.steering.serve()
             if self.steering.stop_request is not None:
@@ -317,18 +239,16 @@ class Driver:
             # every result of one poll is written in one transaction, before any worker is
             # told what to do next
             try:
-                for r in self._poll():
+                for r in self.order.poll():
                     self.handle(r)
             except BaseException:
                 # keep every whole result already queued, but delete nothing: what raised may
                 # have folded events that will never be written
                 self.flush(collect=False)
                 raise
-            self.record_progress()
+            self.commit(self.monitor.record())
             self.flush()
-            if self.progress is not None and time.time() - last_progress > 0.2:
-                self.show_progress()
-                last_progress = time.time()
+            self.monitor.show()
 
     def goes_on_after_answering(self, reason: str) -> bool:
         """The run is about to finish for ``reason``: answer every request still waiting
@@ -337,45 +257,6 @@ class Driver:
         if self.controller.stop_reason(self.pop, self.elapsed()) is not None:
             return False
         return bool(self.queue or self.inflight)
-
-    #: seconds between two progress events of one member (reports of a running interval)
-    PROGRESS_INTERVAL = 1.0
-
-    def record_progress(self) -> None:
-        """Count the reports of intervals still running (from backends that tell), as
-        ``progress`` events: readers see a run move between ready points. Counted only: the
-        reports themselves are recorded with the interval's checkpoint, as before."""
-        steps = self.backend.progress()
-        if not steps:
-            return
-        now = self.clock()
-        events = []
-        for member, n in steps.items():
-            task = self.inflight.get(member)
-            if task is None or n <= 0:
-                continue
-            step = task.step + n
-            last = self._progress_seen.get(member)
-            if last is not None and (last[0] >= step or now - last[1] < self.PROGRESS_INTERVAL):
-                continue
-            self._progress_seen[member] = (step, now)
-            events.append(Event.of(voc.Progress(step), member, now))
-        if events:
-            self.commit(events)
-
-    def state(self) -> RunState:
-        """Who trains now, who waits for a worker, and for how long the run has been active."""
-        return RunState(
-            running=frozenset(self.inflight),
-            queued=frozenset(self.queue),
-            elapsed=self.elapsed(),
-            max_steps=self.controller.max_steps,
-        )
-
-    def show_progress(self) -> None:
-        """Hand the population and the run's state to the progress display."""
-        if self.progress is not None:
-            self.progress(self.pop, self.state())
 
     # --- a member leaves -------------------------------------------------------------------
     def finish(self, member: int, reason: str, now: float, request: int | None = None) -> None:
@@ -387,22 +268,7 @@ class Driver:
         step = self.pop.members[member].step
         by = None if request is None else "user"
         finished = Event.of(voc.Finished(step, reason, by, request), member, now)
-        self._fold([finished])
-        decisions = self.controller.release(self.pop, now)
-        decided = self._fold(decision_events(decisions, self.pop, now))
-        self.pending.extend([finished, *decided])
-        self._after(decisions)
-
-    def best_state(self) -> Any:
-        """The state of the run's best checkpoint, or None."""
-        blob = self.pop.best_checkpoint
-        if blob is None:
-            return None
-        try:
-            return self.checkpoints.load(blob)
-        except Exception as e:  # noqa: BLE001 - the run's outcome matters more
-            log.warning("could not keep the best checkpoint %s: %s", blob, e)
-            return None
+        self._decide_with([finished], self.controller.release, now)
 
     def open(self, events: list[Event]) -> None:
         """Write the session's opening events (``run_started`` and the first members, or
@@ -429,10 +295,8 @@ class Driver:
         """
         pop = self.pop
         self.session_start = self.clock()
-        #: what the written log names (the fold and the log agree here: nothing is pending)
-        self.written = WrittenRefs(pop) if not self.pending else None
+        self.journal.start()
         reason = "error"
-        self._started = True
         self.callbacks.on_start(pop, self.store.path)
         try:
             reason = self.loop()
@@ -460,20 +324,13 @@ class Driver:
                 raise RunError(
                     f"every member failed; member {first.id}'s last error:\n{first.last_error}"
                 )
-            if self.progress is not None:
-                self.show_progress()
+            self.monitor.show(now=True)
         finally:
             self.callbacks.on_end(pop, reason)
-            if self.progress is not None:
-                self.progress.close()
+            self.monitor.close()
 
     def collect_leftovers(self) -> None:
         """Once no worker writes any more (the backend is shut down): delete the blobs the log
-        does not name (saved by a worker killed before its result arrived, half-written
-        files). Only after the end is recorded: the fold and the log agree then."""
-        if not self.recorded:
-            return
-        keep = self.pop.live_checkpoints()
-        if self.written is not None:
-            keep |= set(self.written.count)
-        self.checkpoints.collect(keep, temporaries=True)
+        does not name (:meth:`Journal.collect_leftovers`), once the end is recorded."""
+        if self.recorded:
+            self.journal.collect_leftovers()

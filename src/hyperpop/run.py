@@ -291,12 +291,24 @@ def _session(
         if driver is not None:
             driver.collect_leftovers()
     result = Result(store.read(), path=storage)
-    result.best_state = driver.best_state() if keep_best else None
+    result.best_state = _best_state(pop, checkpoints) if keep_best else None
     result.overhead = {
         "user_seconds": driver.user_seconds,
         "worker_seconds": driver.worker_seconds,
     }
     return result
+
+
+def _best_state(pop: Population, checkpoints: CheckpointStore) -> Any:
+    """The state of the run's best checkpoint, or None."""
+    blob = pop.best_checkpoint
+    if blob is None:
+        return None
+    try:
+        return checkpoints.load(blob)
+    except Exception as e:  # noqa: BLE001 - the run's outcome matters more
+        log.warning("could not keep the best checkpoint %s: %s", blob, e)
+        return None
 
 
 # --- run ---------------------------------------------------------------------------------

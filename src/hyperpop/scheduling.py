@@ -1,11 +1,15 @@
-"""Scheduling: which waiting member a free worker trains next."""
+"""Scheduling: which waiting member a free worker trains next (:class:`RunQueue`), and in which
+order finished intervals are handled (:class:`ResultOrder`)."""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
 
-__all__ = ["RunQueue"]
+from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.backends.simulated import SimulatedClock
+
+__all__ = ["ResultOrder", "RunQueue"]
 
 
 class RunQueue:
@@ -85,3 +89,43 @@ class RunQueue:
                 heapq.heappush(self._heap, entry)
         del self._queued[chosen[2]]
         return chosen[2]
+
+
+class ResultOrder:
+    """The order in which the driver handles finished intervals: as they arrive, or (in
+    deterministic mode) one at a time in the order of a simulated clock on which each interval
+    takes its number of steps, the order ``backend="simulated"`` produces (one rule,
+    :class:`~hyperpop.backends.simulated.SimulatedClock`): the same decisions whatever the
+    timing.
+
+    Args:
+        backend: polled for finished intervals.
+        deterministic: handle them in simulated-clock order.
+    """
+
+    def __init__(self, backend: Backend, deterministic: bool):
+        self.backend, self.deterministic = backend, deterministic
+        self._sim = SimulatedClock()
+        self._arrived: dict[int, TaskResult] = {}
+
+    def started(self, task: Task) -> None:
+        """``task`` was handed to a worker: on the simulated clock it lasts its steps."""
+        if self.deterministic:
+            self._sim.start(task.member, task.steps or 1)
+
+    def poll(self) -> list[TaskResult]:
+        """Finished intervals to handle now: as they arrive, or in deterministic mode the next
+        by (end, submission) on the simulated clock, once it has arrived."""
+        if not self.deterministic:
+            return self.backend.poll(timeout=0.5)
+        for r in self.backend.poll(timeout=0.0 if self._next_arrived() else 0.5):
+            self._arrived[r.member] = r
+        member = self._next_arrived()
+        if member is None:
+            return []
+        self._sim.end(member)
+        return [self._arrived.pop(member)]
+
+    def _next_arrived(self) -> int | None:
+        member = self._sim.next()
+        return member if member in self._arrived else None
