@@ -195,6 +195,12 @@ class RunSettings:
                 "processes_per_member", "a positive int (processes that train one member "
                 "together, as DDP ranks)", self.processes_per_member, "leave it out for 1",
             )  # fmt: skip
+        if self.processes_per_member > 1 and self.ready.seconds is not None:
+            raise SettingsError(
+                f"ready=hp.Ready(seconds=...) is not with processes_per_member="
+                f"{self.processes_per_member}: its ranks would stop at different steps; give "
+                "ready in steps"
+            )
         if self.processes_per_member > 1 and self.backend in ("vectorized", "simulated"):
             raise SettingsError(
                 f"the {self.backend!r} backend trains members without processes of their own, not "

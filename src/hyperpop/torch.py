@@ -37,6 +37,7 @@ from torch.utils.data import (
     TensorDataset,
 )
 
+from hyperpop.distributed import *  # noqa: F403 - DDP/FSDP in a member of several processes
 from hyperpop.trainable import Trainable
 
 __all__ = [

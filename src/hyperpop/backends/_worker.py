@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve tasks over the socket the driver passed (see the module docstring)."""
     args = sys.argv[1:] if argv is None else argv
     fd, parent = int(args[0]), int(args[1])
-    from hyperpop.backends.local import _die_with_parent, _worker_main
+    from hyperpop.backends.processes import _die_with_parent, _worker_main
 
     _die_with_parent(parent)  # first: a driver that dies now takes this worker with it
     conn = Connection(fd)
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         parent,
         init.get("log_dir"),
         init.get("cache_bytes"),
+        init.get("rank", 0),
     )
 
 

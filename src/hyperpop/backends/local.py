@@ -8,7 +8,13 @@ members it trains in memory. Tasks and results travel
 over a pipe per worker; checkpoints travel as blob ids, never as copies. A worker process that
 dies is replaced: busy, its task is reported as a failure of its member; idle, the members whose
 state it held load their checkpoints when they train next. With a step timeout, a task that runs
-longer is failed and its worker killed and replaced.
+longer is failed and its worker killed and replaced. The worker processes themselves are in
+:mod:`hyperpop.backends.processes`.
+
+With ``processes_per_member=N`` each worker is a group of N processes, the ranks of one
+DDP/FSDP job (:mod:`hyperpop.backends.process_group`): they train a member's interval
+together, and one that dies, raises or hangs fails the interval and the whole group is
+replaced. :meth:`LocalBackend.resize` changes the number of workers of a running backend.
 
 With GPUs (``gpus=``, ``gpus_per_member=``) each worker gets its device(s) through its own
 ``CUDA_VISIBLE_DEVICES``, set before it starts (so before user code imports PyTorch), and a
@@ -18,16 +24,10 @@ saved-state size (``cache_bytes``, by default a share of the worker's GPU or hos
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from multiprocessing.connection import Connection, wait
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
 from typing import Any
 
 import cloudpickle
@@ -35,192 +35,17 @@ import cloudpickle
 from hyperpop.backends.base import Backend, Task, TaskResult
 from hyperpop.backends.cache import FALLBACK_COUNT, ByteBudget, auto_budget, parse_bytes
 from hyperpop.backends.gpus import GpuSpec, gpu_memory, placement
+from hyperpop.backends.process_group import ProcessGroup
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
 __all__ = ["LocalBackend"]
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: the kernel kills this worker when the driver dies (even by ``kill -9``), so no
-    orphan keeps training, or writes checkpoints, after its driver is gone."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the driver died before prctl took effect
-        os._exit(1)
-
-
-@contextlib.contextmanager
-def _output_to(path: str | None) -> Iterator[None]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2: prints and C libraries'
-    output alike) to ``path`` while the block runs (None: leave them)."""
-    if path is None:
-        yield
-        return
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    saved = os.dup(1), os.dup(2)
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        yield
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
-
-
-#: seconds between two progress messages of a worker
-PROGRESS_EVERY = 0.5
-
-
-def _worker_main(
-    conn: Connection,
-    factory_bytes: bytes,
-    root: str,
-    name: str,
-    cache,
-    threads,
-    parent: int,
-    log_dir: str | None = None,
-    cache_bytes: int | None = None,
-):
-    _die_with_parent(parent)
-    # Ctrl-C in a terminal reaches the whole process group: the driver decides, workers ignore.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Before the user's code imports numerical libraries: one core's worth of threads each.
-    for var in _THREAD_VARS:
-        os.environ.setdefault(var, str(threads))
-    from hyperpop.backends.worker import WorkerCore
-
-    try:
-        factory = pickle.loads(factory_bytes)
-    except Exception as e:  # noqa: BLE001 - reported to the driver
-        conn.send(("fatal", f"cannot load the trainable in a worker process: {e!r}"))
-        return
-    try:  # PyTorch ignores OMP_NUM_THREADS if it was imported before we set it
-        import sys
-
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
-    except Exception:  # noqa: BLE001
-        pass
-    core = WorkerCore(
-        factory, CheckpointStore(root), name=name, cache_size=cache, cache_bytes=cache_bytes
-    )
-    devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    where = name if devices is None else f"{name}, CUDA_VISIBLE_DEVICES={devices}"
-    conn.send(("ready", None))
-    while True:
-        try:
-            msg, arg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg == "task":
-            last = [time.monotonic()]
-
-            def step(n: int, member: int = arg.member, last: list[float] = last) -> None:
-                if time.monotonic() - last[0] >= PROGRESS_EVERY:
-                    last[0] = time.monotonic()
-                    conn.send(("progress", (member, n)))
-
-            log = None
-            if log_dir is not None:
-                log = os.path.join(log_dir, f"member-{arg.member}.log")
-            with _output_to(log):
-                if log is not None:
-                    print(
-                        f"[hyperpop] {time.strftime('%Y-%m-%d %H:%M:%S')} member {arg.member}: "
-                        f"from step {arg.step}, config {arg.config} ({where}"
-                        + (f", attempt {arg.attempt + 1})" if arg.attempt else ")"),
-                        flush=True,
-                    )
-                result = core.run(arg, on_step=step)
-            evicted = core.take_evicted()
-            if evicted:  # before the result: the driver's record of who is held here
-                conn.send(("evicted", evicted))
-            conn.send(("result", result))
-        elif msg == "forget":
-            core.forget(arg)
-        elif msg == "stop":
-            for member in list(core.held):
-                core.forget(member)
-            return
-
-
-def _start_failure(slot: Any) -> str:
-    """Why a worker process exited before it was ready (its own error is on stderr)."""
-    slot.proc.join(timeout=5)
-    return (
-        f"worker process {slot.index} exited at start (exit code {slot.proc.exitcode}); "
-        "its error is printed above"
-    )
-
-
-class _Process:
-    """A worker process started as a fresh interpreter, with the few methods of
-    :class:`multiprocessing.Process` the backend uses. Its ``sentinel`` is a pidfd (Linux),
-    readable once the process has exited."""
-
-    def __init__(self, popen: subprocess.Popen, conn_fd: int):
-        self._popen = popen
-        self.pid = popen.pid
-        self._pidfd: int | None = None
-        try:
-            # Linux only: other platforms' stubs have no pidfd_open
-            self._pidfd = os.pidfd_open(popen.pid)  # type: ignore[attr-defined, unused-ignore]
-        except (AttributeError, OSError):
-            pass
-        #: readable when the process has exited (a pidfd), or, without pidfds, its connection
-        self.sentinel = self._pidfd if self._pidfd is not None else conn_fd
-
-    def is_alive(self) -> bool:
-        return self._popen.poll() is None
-
-    @property
-    def exitcode(self) -> int | None:
-        return self._popen.poll()
-
-    def join(self, timeout: float | None = None) -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(timeout)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self._popen.kill()
-
-    def terminate(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self._popen.terminate()
-
-    def close(self) -> None:
-        """Release the pidfd (the process must be gone or given up)."""
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-
 
 class _Slot:
     def __init__(self, index: int):
         self.index = index
-        self.proc: Any = None
-        self.conn: Connection | None = None
+        self.group: ProcessGroup | None = None  # its worker process(es)
         self.task: Task | None = None
         self.since = 0.0  # when the task was sent (time.monotonic())
         self.members: set[int] = set()  # members whose latest state this worker holds
@@ -228,6 +53,12 @@ class _Slot:
         self.devices: tuple[str, ...] | None = None  # its GPUs (CUDA_VISIBLE_DEVICES)
         self.cache_bytes: int | None = None  # its worker's byte budget for held members
         self.cache_size: int | None = None  # its worker's count limit for held members
+        self.retiring = False  # resize() shrank the backend: the slot goes once idle
+
+    @property
+    def proc(self) -> Any:
+        """Its worker process (rank 0 of a group; None before it starts)."""
+        return self.group.procs[0] if self.group is not None and self.group.procs else None
 
 
 class LocalBackend(Backend):
@@ -254,6 +85,10 @@ class LocalBackend(Backend):
             per worker). Each worker sees only its device(s), through ``CUDA_VISIBLE_DEVICES``.
         gpu_discovery: returns the visible GPU ids (default: ``CUDA_VISIBLE_DEVICES``, else
             ``nvidia-smi -L``; PyTorch is never imported in the driver). For tests.
+        processes_per_member: each worker is a group of this many processes that train a
+            member's intervals together, as the ranks of one DDP/FSDP job
+            (:mod:`hyperpop.backends.process_group`); a worker's GPUs are split over its
+            ranks (default with ``gpus``: one GPU per rank).
 
     Raises:
         ValueError: GPUs are asked for and none is visible, ``workers`` do not fit on them, or
@@ -272,6 +107,7 @@ class LocalBackend(Backend):
         gpus: GpuSpec = None,
         gpus_per_member: float | None = None,
         gpu_discovery: Callable[[], Sequence[str]] | None = None,
+        processes_per_member: int = 1,
     ):
         cores = os.cpu_count() or 1
         if workers is not None and (
@@ -285,14 +121,26 @@ class LocalBackend(Backend):
                 f"cache_size must be a number of members >= 0 or None (no count limit), got "
                 f"{cache_size!r}"
             )
+        n = processes_per_member
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"processes_per_member must be a positive int, got {n!r}")
+        self.processes_per_member = n
+        if gpus_per_member is None and gpus is not None and n > 1:
+            gpus_per_member = n  # one GPU per rank
         self.devices = placement(gpus, gpus_per_member, workers, gpu_discovery)
         self.gpus_per_member = None if self.devices is None else (gpus_per_member or 1.0)
+        if self.devices is not None and n > 1 and (self.gpus_per_member or 1) % n:
+            raise ValueError(
+                f"gpus_per_member={self.gpus_per_member:g} does not split over "
+                f"processes_per_member={n} ranks: give each rank whole GPUs "
+                f"(gpus_per_member={n} for one each)"
+            )
         self.workers = len(self.devices) if self.devices is not None else int(workers or cores)
         self.cache_size = cache_size
         if not (isinstance(cache_bytes, str) and cache_bytes == "auto"):
             parse_bytes(cache_bytes)  # a bad value fails here, not in start()
         self.cache_bytes = cache_bytes
-        self.threads = threads_per_worker or max(1, cores // self.workers)
+        self.threads = threads_per_worker or max(1, cores // (self.workers * n))
         self._slots: list[_Slot] = []
         self._factory: bytes = b""
         self._root = ""
@@ -347,34 +195,10 @@ class LocalBackend(Backend):
             os.makedirs(self.log_dir, exist_ok=True)
 
     def _spawn(self, slot: _Slot) -> None:
-        """Start a fresh interpreter for ``slot`` and send it what it needs (by value)."""
-        if slot.proc is not None and hasattr(slot.proc, "close"):
-            slot.proc.close()
-        ours, theirs = socket.socketpair()
-        env = dict(os.environ)
-        for var in _THREAD_VARS:  # before the worker imports numerical libraries
-            env.setdefault(var, str(self.threads))
-        if slot.devices is not None:  # the worker sees only its GPUs, numbered as nvidia-smi
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(slot.devices)
-            env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-        try:
-            popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hyperpop.backends._worker",
-                    str(theirs.fileno()),
-                    str(os.getpid()),
-                ],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            theirs.close()
-        conn = Connection(ours.detach())
+        """Start fresh worker process(es) for ``slot`` and send them what they need."""
+        if slot.group is not None:
+            slot.group.close()
         init = {
-            "path": list(sys.path),
             "factory": self._factory,
             "root": self._root,
             "name": f"local-{slot.index}",
@@ -383,51 +207,39 @@ class LocalBackend(Backend):
             "threads": self.threads,
             "log_dir": self.log_dir,
         }
-        slot.proc, slot.conn, slot.task = _Process(popen, conn.fileno()), conn, None
-        slot.members, slot.evicted = set(), set()
-        self._send(slot, ("init", init))  # a worker dead at once is found by _await_ready
+        slot.group = ProcessGroup(
+            self.processes_per_member,
+            init,
+            devices=slot.devices,
+            dist_timeout=self.step_timeout,
+            threads=self.threads,
+        )
+        slot.group.spawn()  # a worker dead at once is found by _await_ready
+        slot.task, slot.members, slot.evicted = None, set(), set()
 
     def set_step_timeout(self, seconds: float | None) -> None:
-        """Kill a worker whose task runs longer than ``seconds`` and report the task failed."""
+        """Kill a worker whose task runs longer than ``seconds`` and report the task failed
+        (a member of several processes: its whole group)."""
         if seconds is not None and not seconds > 0:
             raise ValueError(f"step_timeout must be a positive number of seconds, got {seconds!r}")
         self.step_timeout = seconds
 
     def _replace(self, slot: _Slot) -> None:
-        """Start a fresh worker in place of the dead (or killed) one in ``slot``."""
-        if slot.proc is not None:
-            slot.proc.join(timeout=5)
-        if slot.conn is not None:
-            slot.conn.close()
+        """Start fresh worker process(es) in place of the dead (or killed) ones in ``slot``."""
         self._spawn(slot)
         self._await_ready(slot)
 
-    def _send(self, slot: _Slot, msg: tuple[str, Any]) -> bool:
-        """Send to a worker; False if it is dead (the caller decides what that means)."""
-        assert slot.conn is not None
-        try:
-            slot.conn.send(msg)
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
-            return False
-        return True
-
     def _await_ready(self, slot: _Slot, restarts: int = 3) -> None:
-        assert slot.conn is not None
+        assert slot.group is not None
         try:
-            kind, arg = slot.conn.recv()
-        except (EOFError, OSError):  # OSError: a socket reset by a killed worker
-            slot.proc.join(timeout=5)
-            code = slot.proc.exitcode
-            if code is not None and code < 0 and restarts > 0:
-                # killed by a signal while starting, not a failure of its own: start another
-                slot.conn.close()
+            while not slot.group.await_ready():  # killed as it started: start another
+                if restarts <= 0:
+                    raise RuntimeError(f"worker process {slot.index} was killed at start")
+                restarts -= 1
                 self._spawn(slot)
-                self._await_ready(slot, restarts - 1)
-                return
-            raise RuntimeError(_start_failure(slot)) from None
-        if kind == "fatal":
+        except RuntimeError:
             self.shutdown()
-            raise RuntimeError(arg)
+            raise
 
     def progress(self) -> dict[int, int]:
         """Steps each running task has trained so far (as its worker last said)."""
@@ -435,16 +247,16 @@ class LocalBackend(Backend):
         return {m: n for m, n in self._progress.items() if m in busy}
 
     def free_slots(self) -> list[int]:
-        return [s.index for s in self._slots if s.task is None]
+        return [s.index for s in self._slots if s.task is None and not s.retiring]
 
     def affinity(self, member: int) -> int | None:
         for s in self._slots:
-            if member in s.members:
+            if member in s.members and not s.retiring:
                 return s.index
         return None
 
     def submit(self, task: Task, slot: int | None = None) -> None:
-        free = [s for s in self._slots if s.task is None]
+        free = [s for s in self._slots if s.task is None and not s.retiring]
         if not free:
             raise RuntimeError("no free worker: the driver submitted beyond capacity")
         chosen = next((s for s in free if s.index == slot), None)
@@ -454,115 +266,98 @@ class LocalBackend(Backend):
             if s is not chosen and task.member in s.members:
                 s.members.discard(task.member)  # its copy is stale once another worker trains
                 self._send(s, ("forget", task.member))  # a dead one is replaced by poll
+        assert chosen.group is not None
         chosen.task, chosen.since = task, time.monotonic()
         chosen.evicted = set()
-        if not self._send(chosen, ("task", task)):
-            # the worker died while idle: replace it and hand the task to the new one
+        if not chosen.group.submit(task):
+            # a worker died while idle: replace the group and hand the task to the new one
             self._replace(chosen)
+            assert chosen.group is not None
             chosen.task, chosen.since = task, time.monotonic()
-            if not self._send(chosen, ("task", task)):
-                chosen.task = None
-                self._results.append(self._died(chosen, task))
-                self._replace(chosen)
+            if not chosen.group.submit(task):
+                self._results.append(self._lost(chosen, task))
 
-    def _died(self, slot: _Slot, task: Task) -> TaskResult:
-        if slot.proc is not None:
-            slot.proc.join(timeout=5)
-        code = slot.proc.exitcode if slot.proc is not None else None
-        return TaskResult(
-            task=task,
-            error=(
-                f"worker process {slot.index} died while training member {task.member} "
-                f"(exit code {code}); the member restarts from its last checkpoint"
-            ),
-            worker=f"local-{slot.index}",
-        )
+    def _send(self, slot: _Slot, msg: tuple[str, Any]) -> None:
+        if slot.group is not None:
+            slot.group.send(msg)
 
-    def _timed_out(self, slot: _Slot, task: Task) -> TaskResult:
-        """Kill the worker of a task past the step timeout; the task's failure."""
-        if slot.proc is not None and slot.proc.is_alive():
-            slot.proc.kill()
-        return TaskResult(
-            task=task,
-            error=(
-                f"member {task.member}'s interval exceeded step_timeout={self.step_timeout:g}s "
-                f"(from step {task.step}); its worker process {slot.index} was killed and "
-                "replaced, and the member restarts from its last checkpoint (if an interval "
-                "can take longer, raise step_timeout)"
-            ),
-            worker=f"local-{slot.index}",
-        )
+    def _lost(self, slot: _Slot, task: Task) -> TaskResult:
+        """The failure of a task whose worker died as it was handed over; a fresh one waits."""
+        assert slot.group is not None
+        failed = [arg for kind, arg in slot.group.read() if kind == "failed"]
+        slot.task = None
+        self._replace(slot)
+        return failed[0] if failed else TaskResult(task=task, error="worker died", worker="")
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
         out, self._results = self._results, []
+        self._retire()
         for s in self._slots:  # a worker that died while idle: replace it
-            if s.task is None and s.proc is not None and not s.proc.is_alive():
+            if s.task is None and s.group is not None and not s.group.alive():
                 self._replace(s)
-        # keyed by what multiprocessing's wait() takes and returns: connections, descriptors
-        busy: dict[Any, _Slot] = {s.conn: s for s in self._slots if s.task is not None}
+        busy = [s for s in self._slots if s.task is not None]
         if not busy:
             return out
-        sentinels = {s.proc.sentinel: s for s in self._slots}
+        # keyed by what multiprocessing's wait() takes and returns: connections, descriptors
+        keys: dict[Any, _Slot] = {}
+        for s in self._slots:
+            assert s.group is not None
+            keys.update((w, s) for w in s.group.waitables())
         wait_for = 0.0 if out else timeout
         if self.step_timeout is not None:
-            first = min(s.since for s in busy.values()) + self.step_timeout
+            first = min(s.since for s in busy) + self.step_timeout
             left = max(0.0, first - time.monotonic())
             wait_for = left if wait_for is None else min(wait_for, left)
-        ready = wait(list(busy) + list(sentinels), wait_for)
         done: set[int] = set()
-        for r in ready:
-            slot = busy.get(r) or sentinels.get(r)
-            if slot is None or slot.index in done:
+        for r in wait(list(keys), wait_for):
+            slot = keys[r]
+            if slot.index in done:
                 continue
             done.add(slot.index)
-            task = slot.task
-            if task is None:  # an idle worker died
-                self._replace(slot)
-                continue
-            conn = slot.conn
-            assert conn is not None  # a worker at work has its connection
-            try:
-                alive = False
-                while conn.poll():
-                    kind, result = conn.recv()
-                    if kind == "progress":  # steps trained so far: still at work
-                        self._progress[result[0]] = result[1]
-                        alive = True
-                        continue
-                    if kind == "evicted":  # dropped from its memory to stay within budget
-                        slot.members.difference_update(result)
-                        slot.evicted.update(result)
-                        alive = True
-                        continue
-                    if kind == "result":
-                        slot.task = None
-                        self._progress.pop(task.member, None)
-                        if result.checkpoint is not None and task.member not in slot.evicted:
-                            slot.members.add(task.member)
-                        else:
-                            slot.members.discard(task.member)
-                        out.append(result)
-                        break
-                if slot.task is None or (alive and slot.proc.is_alive()):
-                    continue
-            except (EOFError, OSError):
-                pass
-            # the process died mid-task: report it and start a replacement
-            slot.task = None
-            self._progress.pop(task.member, None)
-            out.append(self._died(slot, task))
-            self._replace(slot)
+            out.extend(self._read(slot))
         if self.step_timeout is not None:
             now = time.monotonic()
             for slot in self._slots:
                 task = slot.task
                 if task is None or now - slot.since <= self.step_timeout:
                     continue
-                if slot.conn is not None and slot.conn.poll():
+                assert slot.group is not None
+                if slot.group.pending():
                     continue  # it finished while this poll replaced another worker: read next
                 slot.task = None
                 self._progress.pop(task.member, None)
-                out.append(self._timed_out(slot, task))
+                out.append(slot.group.timed_out(task, self.step_timeout))
+                self._replace(slot)
+        self._retire()
+        return out
+
+    def _read(self, slot: _Slot) -> list[TaskResult]:
+        """Act on what a slot's worker(s) said: progress, evictions, the task's end."""
+        assert slot.group is not None
+        task = slot.task
+        if task is None:  # an idle worker died
+            if not slot.group.alive():
+                self._replace(slot)
+            return []
+        out = []
+        for kind, arg in slot.group.read():
+            if kind == "progress":  # steps trained so far: still at work
+                self._progress[arg[0]] = arg[1]
+            elif kind == "evicted":  # dropped from its memory to stay within budget
+                slot.members.difference_update(arg)
+                slot.evicted.update(arg)
+            elif kind == "result":
+                slot.task = None
+                self._progress.pop(task.member, None)
+                if arg.checkpoint is not None and task.member not in slot.evicted:
+                    slot.members.add(task.member)
+                else:
+                    slot.members.discard(task.member)
+                out.append(arg)
+            elif kind == "failed":  # a worker died (or a rank raised): a fresh group
+                slot.task = None
+                self._progress.pop(task.member, None)
+                out.append(arg)
                 self._replace(slot)
         return out
 
@@ -570,34 +365,52 @@ class LocalBackend(Backend):
         for s in self._slots:
             if member in s.members:
                 s.members.discard(member)
-                if s.conn is not None:
-                    self._send(s, ("forget", member))  # a dead one is replaced by poll
+                self._send(s, ("forget", member))  # a dead one is replaced by poll
 
     def pids(self) -> list[int]:
-        """Process ids of the workers (for tests and monitoring)."""
-        return [s.proc.pid for s in self._slots if s.proc is not None]
+        """Process ids of the workers, every rank of each slot (for tests and monitoring)."""
+        return [pid for s in self._slots if s.group is not None for pid in s.group.pids()]
+
+    def resize(self, workers: int) -> None:
+        """Change the number of slots of a running backend: :attr:`capacity` is ``workers``
+        at once; new slots start their worker process(es) now; surplus slots retire when
+        their running interval ends (none is killed), and are never free meanwhile."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        if self.devices is not None and workers != self.workers:
+            raise ValueError(
+                "a backend with GPU placement keeps its workers (each has its own devices); "
+                "restart the run with other gpus= or gpus_per_member= to change them"
+            )
+        self.workers = workers
+        if not self._slots:  # not started: start() makes them
+            return
+        keep = sorted(self._slots, key=lambda s: (s.task is None, s.index))[:workers]
+        for s in self._slots:
+            s.retiring = s not in keep
+        budget = self._budgets()[0]
+        index = max(s.index for s in self._slots) + 1
+        while len(keep) < workers:
+            slot = _Slot(index)
+            slot.cache_bytes, slot.cache_size = budget, self.cache_size
+            if budget is None and self.cache_bytes == "auto" and self.cache_size is None:
+                slot.cache_size = FALLBACK_COUNT
+            self._slots.append(slot)
+            keep.append(slot)
+            self._spawn(slot)
+            self._await_ready(slot)
+            index += 1
+        self._retire()
+
+    def _retire(self) -> None:
+        """Stop the worker(s) of retiring slots that have no task running."""
+        for s in [s for s in self._slots if s.retiring and s.task is None]:
+            if s.group is not None:
+                s.group.stop()
+            self._slots.remove(s)
 
     def shutdown(self) -> None:
         for s in self._slots:
-            if s.conn is not None and s.proc is not None and s.proc.is_alive():
-                if s.task is not None:
-                    # its interval will never be recorded: do not wait for it (a stop, Ctrl-C)
-                    s.proc.terminate()
-                    continue
-                try:
-                    s.conn.send(("stop", None))
-                except (OSError, BrokenPipeError):
-                    pass
-        for s in self._slots:
-            if s.proc is not None:
-                s.proc.join(timeout=5)
-                if s.proc.is_alive():
-                    s.proc.terminate()
-                    s.proc.join(timeout=5)
-                if s.proc.is_alive():
-                    s.proc.kill()
-                    s.proc.join(timeout=5)
-                s.proc.close()
-            if s.conn is not None:
-                s.conn.close()
+            if s.group is not None:
+                s.group.stop()
         self._slots = []
