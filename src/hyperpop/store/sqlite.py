@@ -47,27 +47,36 @@ class MemoryStore(Store):
     """An event log held in memory (the :class:`~hyperpop.store.base.Store` contract)."""
 
     def __init__(self) -> None:
-        self._events: list[Event] = []
+        # each event as stored on disk (its payload as JSON text): a reader gets its own copy
+        self._events: list[tuple[str, int | None, str, float, int]] = []
         self._requests: list[Request] = []
         self._lock = threading.Lock()
 
     def append(self, events: Sequence[Event]) -> list[Event]:
         """Append events atomically; checks or assigns ``seq``, assigns ``time`` (if unset)."""
         with self._lock:
-            now = number(events, len(self._events), "the in-memory store")
+            given = [(e.seq, e.time) for e in events]
+            try:
+                now = number(events, len(self._events), "the in-memory store")
+                rows = [
+                    (e.kind, e.member, encode_data(e.data), e.time or now, i)
+                    for i, e in enumerate(events, start=len(self._events) + 1)
+                ]
+            except BaseException:
+                for e, (seq, t) in zip(events, given):  # nothing written: as they came
+                    e.seq, e.time = seq, t
+                raise
+            self._events.extend(rows)
             for e in events:
                 e.time = e.time or now
-                self._events.append(
-                    Event(e.kind, e.member, decode_data(encode_data(e.data)), e.time, e.seq)
-                )
         return list(events)
 
     def read(self, after: int = 0) -> list[Event]:
-        """Events with ``seq > after``, in order."""
+        """Events with ``seq > after``, in order (copies: changing one changes no other)."""
         with self._lock:
-            return [
-                Event(e.kind, e.member, dict(e.data), e.time, e.seq) for e in self._events[after:]
-            ]
+            rows = self._events[max(after, 0) :]
+        with gc_paused():
+            return [Event(k, m, decode_data(d), t, s) for k, m, d, t, s in rows]
 
     def add_request(self, request: Request) -> Request:
         """Append a request (the in-memory twin of :class:`~hyperpop.store.requests.RequestLog`)."""
