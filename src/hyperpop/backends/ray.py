@@ -14,21 +14,21 @@ a lost object (a dead node) is re-sent from there. An actor that dies (killed pr
 is reported as a failed task for its member, exactly like a dead local worker process: the
 interval's reports were never recorded, the member restarts from its last checkpoint on a new
 actor that Ray places wherever resources are free.
+
+The number of actors can change while a run goes on: :meth:`RayBackend.resize` (a person's
+``workers`` request), or ``workers="auto"``, which follows the cluster as nodes join and leave
+(:class:`~hyperpop.backends.ray_cluster.ClusterFollower`). The actor class is in
+:mod:`hyperpop.backends.ray_actor`, the slots' bookkeeping in :mod:`hyperpop.backends.ray_slots`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
-import sys
-import sysconfig
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlparse
 
 try:
     import ray
@@ -36,11 +36,20 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})") from None
 
-import cloudpickle
-
-from hyperpop.backends.base import Backend, Task, TaskResult
-from hyperpop.backends.transfer import DEFAULT_THRESHOLD, SharedStorage, Transfer, WorkerStore
-from hyperpop.checkpoints import CheckpointError, CheckpointStore
+from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
+from hyperpop.backends.ray_actor import RayActor, dumps_factory
+from hyperpop.backends.ray_blobs import RayBlobs
+from hyperpop.backends.ray_cluster import (
+    ClusterFollower,
+    RayClusterError,
+    cluster_actors,
+    connect,
+    job,
+    kill,
+)
+from hyperpop.backends.ray_slots import RaySlot, SlotPool, await_started, end_sessions
+from hyperpop.backends.transfer import DEFAULT_THRESHOLD, Transfer
+from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
 __all__ = ["RayBackend", "RayClusterError"]
@@ -48,177 +57,15 @@ __all__ = ["RayBackend", "RayClusterError"]
 log = logging.getLogger("hyperpop")
 
 
-class RayClusterError(ConnectionError):
-    """The Ray cluster cannot be reached, or cannot host the requested workers."""
-
-
-class _Actor:
-    """A worker on the cluster (wrapped with ``ray.remote`` when the backend starts).
-
-    The process outlives a run when the backend keeps its actors warm: each run opens a
-    session with :meth:`begin` (its trainable, storage and a key naming the run and the
-    session), which drops everything the previous session held, and every task names its
-    session, so no member's state or blob ever crosses from one run to another.
-    """
-
-    def __init__(self, threads: int):
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, str(threads))
-        self.threads = threads
-        self.session: str | None = None
-        self.error: str | None = None
-        self.core: Any = None
-        self.store: WorkerStore | None = None
-
-    def begin(
-        self,
-        session: str,
-        factory_bytes: bytes,
-        name: str,
-        cache_size: int | None,
-        shared: str | None,
-        probe: str | None,
-        transfer: Transfer,
-        threshold: int,
-    ) -> dict[str, Any]:
-        """Start a session: forget the previous one's members, load this run's trainable;
-        returns who and where this actor is, whether it loaded the trainable, and how long
-        that took."""
-        t0 = time.perf_counter()
-        self.end()
-        from hyperpop.backends.worker import WorkerCore
-
-        self.error = None
-        storage = SharedStorage(shared) if shared else None
-        sees = bool(storage is not None and probe and storage.sees(probe))
-        self.store = WorkerStore(storage, sees_shared=sees, transfer=transfer, threshold=threshold)
-        try:
-            factory = cloudpickle.loads(factory_bytes)
-        except Exception as e:  # noqa: BLE001 - reported to the driver
-            self.error = f"cannot load the trainable in a Ray actor: {e!r}"
-            factory = None
-        if "torch" in sys.modules:  # PyTorch ignores OMP_NUM_THREADS once imported
-            try:
-                sys.modules["torch"].set_num_threads(self.threads)
-            except Exception:  # noqa: BLE001
-                pass
-        self.core = WorkerCore(factory, self.store, name=name, cache_size=cache_size)
-        self.session = session
-        return {
-            "error": self.error,
-            "pid": os.getpid(),
-            "node": ray.get_runtime_context().get_node_id(),
-            "sees_shared": sees,
-            "setup_seconds": time.perf_counter() - t0,
-        }
-
-    def run(
-        self, session: str, task: Task, data: bytes | None
-    ) -> tuple[tuple[TaskResult, dict, str], Any]:
-        """Train one interval; returns (result, held members, where the blob went), bytes."""
-        if session != self.session or self.core is None or self.store is None:
-            # never train on another session's state (a task sent before the actor moved on)
-            error = f"Ray actor session {self.session!r} got a task of session {session!r}"
-            return (TaskResult(task=task, error=error), {}, ""), None
-        store = self.store
-        store.incoming = {task.checkpoint: data} if data is not None and task.checkpoint else {}
-        result = self.core.run(task)
-        store.incoming = {}
-        where = store.written.get(result.checkpoint or "", "")
-        out = store.outgoing.get(result.checkpoint or "") if where == "object" else None
-        store.outgoing.clear()
-        store.written.clear()
-        held = {m: h.blob for m, h in self.core.held.items()}
-        return (result, held, where), out
-
-    def forget(self, session: str, member: int) -> None:
-        """Drop a member's in-memory state."""
-        if session == self.session and self.core is not None:
-            self.core.forget(member)
-
-    def end(self) -> None:
-        """End the session: release every member's trainable (``cleanup``) and the trainable
-        itself; the process stays, ready for another :meth:`begin`."""
-        if self.core is not None:
-            for member in list(self.core.held):
-                self.core.forget(member)
-        self.core, self.store, self.session = None, None, None
-
-
-class _Slot:
-    def __init__(self, index: int):
-        self.index = index
-        self.generation = 0
-        self.actor: Any = None
-        self.name = ""
-        self.info: dict[str, Any] | None = None  # from ready(), once known
-        self.ready_ref: Any = None
-        self.task: Task | None = None
-        self.refs: tuple[Any, Any] | None = None
-        self.held: dict[int, str | None] = {}  # member -> blob it holds in memory
-
-
-def _installed(module: Any) -> bool:
-    """Whether a module comes from an installed package (importable on every node alike)."""
-    top = (getattr(module, "__name__", "") or "").split(".")[0]
-    if top == "hyperpop":
-        return True
-    path = getattr(module, "__file__", None)
-    if not path:
-        return True  # built-in
-    path = os.path.realpath(path)
-    roots = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
-    roots |= {sys.prefix, sys.base_prefix}
-    return any(path.startswith(os.path.realpath(r) + os.sep) for r in roots if r)
-
-
-def _dumps_factory(factory: Callable[[], Trainable], by_value: bool | None) -> bytes:
-    """Pickle the factory; the user's own module travels by value unless it is installed."""
-    target = getattr(factory, "cls", None) or getattr(factory, "fn", None) or factory
-    module = sys.modules.get(getattr(target, "__module__", "") or "")
-    register = (
-        module is not None
-        and module.__name__ != "__main__"
-        and (by_value if by_value is not None else not _installed(module))
-    )
-    if register:
-        try:
-            cloudpickle.register_pickle_by_value(module)
-        except ValueError:  # already registered (a run file)
-            register = False
-    try:
-        return cloudpickle.dumps(factory)
-    finally:
-        if register:
-            cloudpickle.unregister_pickle_by_value(module)
-
-
-def _probe_address(address: str, timeout: float) -> None:
-    """Fail fast (within ``timeout``) when nothing listens at a Ray address."""
-    if address in ("auto", "local"):
-        return
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    host, port = parsed.hostname, parsed.port
-    if not host or not port:
-        return
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as e:
-        raise RayClusterError(
-            f"cannot reach the Ray cluster at {address}: {e}. Start one with `ray start --head` "
-            "(a client connects to ray://HEAD:10001, a process on a node uses address='auto'), "
-            "or check the address and firewall"
-        ) from None
-
-
 class RayBackend(Backend):
     """Members train in Ray actors on a Ray cluster.
 
     Args:
         workers: actors, i.e. members training at once (default: as many as the cluster's
-            resources hold with ``num_cpus``/``num_gpus`` each). The population may be larger:
-            members take turns, as on the local backend.
+            resources hold with ``num_cpus``/``num_gpus`` each, counted at the start). The
+            population may be larger: members take turns, as on the local backend.
+            ``"auto"``: as many as the cluster holds while it runs, following nodes that join
+            and leave (every ``follow_seconds``; at most ``max_workers``).
         address: the cluster (``"auto"``, ``"HOST:6379"`` or ``"ray://HEAD:10001"``); None
             uses the running Ray session, ``RAY_ADDRESS``, or starts a local cluster.
         num_cpus: CPUs per actor (fractions allowed).
@@ -239,6 +86,9 @@ class RayBackend(Backend):
         connect_timeout: seconds to wait for the cluster's address to answer.
         start_timeout: seconds to wait for the actors to be placed and started.
         init_options: more keyword arguments for ``ray.init``.
+        max_workers: under ``workers="auto"``, the most actors (None: no limit; a run
+            started by :func:`hyperpop.run` needs no more than its population).
+        follow_seconds: under ``workers="auto"``, seconds between two looks at the cluster.
         keep_actors: keep the actors (and a Ray session this backend started) after a run,
             for the next run or resume given this same backend instance: they start the next
             run at once, with nothing of the last run's members in them. :meth:`close` (or
@@ -257,7 +107,7 @@ class RayBackend(Backend):
 
     def __init__(
         self,
-        workers: int | None = None,
+        workers: int | str | None = None,
         *,
         address: str | None = None,
         num_cpus: float = 1.0,
@@ -273,6 +123,8 @@ class RayBackend(Backend):
         start_timeout: float = 300.0,
         init_options: Mapping[str, Any] | None = None,
         keep_actors: bool = False,
+        max_workers: int | None = None,
+        follow_seconds: float = 2.0,
     ):
         if transfer not in ("auto", "object", "shared"):
             raise ValueError(f"transfer must be 'auto', 'object' or 'shared', got {transfer!r}")
@@ -297,26 +149,25 @@ class RayBackend(Backend):
         self._session = ""
         self.timings: dict[str, float] = {}
         self._connect_seconds = 0.0
-        if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
-            raise ValueError(f"workers must be >= 1, got {workers!r}")
-        self._requested = int(workers) if workers else None
-        #: actors to start: as asked, or the cluster's slots (known once connected)
+        #: whether the actors follow the cluster (``workers="auto"``; a resize stops it)
+        self.auto = workers == "auto"
+        self._requested = None if workers is None or self.auto else check_workers(workers)
+        self.max_workers = None if max_workers is None else check_workers(max_workers)
+        self.follow_seconds = float(follow_seconds)
+        self._follower: ClusterFollower | None = None
+        #: actors to have: as asked, or the cluster's slots (known once connected)
         self.workers = 0
-        self._slots: list[_Slot] = []
-        self._refs: dict[str, Any] = {}  # blob -> ObjectRef of its bytes (owned by the driver)
-        self._checkpoints: CheckpointStore | None = None
-        self._shared: SharedStorage | None = None
-        self._shared_is_local = False
-        self._probe: str | None = None
+        self._slots = SlotPool()
+        self._blobs = RayBlobs(self.transfer, self.shared_location)
         self._factory = b""
         self._remote: Any = None
-        #: actors replaced after they died (for monitoring and tests)
+        #: actors replaced after they died, and each change of the number of actors while a
+        #: run went on, (from, to) (for monitoring and tests)
         self.replaced = 0
-        #: blobs saved through each path ("object", "shared")
-        self.saved: Counter[str] = Counter()
-        #: starting blobs sent with a task through each path ("object", "shared"); "cached"
-        #: counts tasks whose actor already held the member's state in memory
-        self.sent: Counter[str] = Counter()
+        self.resized: list[tuple[int, int]] = []
+        #: blobs saved through each path ("object", "shared"), and starting blobs sent with a
+        #: task ("object", "shared", or "cached": the actor held the member in memory)
+        self.saved, self.sent = self._blobs.saved, self._blobs.sent
 
     # --- the cluster ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -327,44 +178,16 @@ class RayBackend(Backend):
             return
         self._warm = []  # Ray was shut down under a kept backend: its actors are gone
         t0 = time.perf_counter()
-        self._connect()
+        if connect(self.address, self.connect_timeout, self.init_options):
+            self._owns_ray = True
         self._connect_seconds = time.perf_counter() - t0
-        self.workers = self._requested or self._cluster_slots()
+        self.workers = self._requested or cluster_actors(self._need())
+        if self.auto and self.max_workers is not None:
+            self.workers = min(self.workers, self.max_workers)
 
-    def _connect(self) -> None:
-        if self.address:
-            _probe_address(self.address, self.connect_timeout)
-        if ray.is_initialized():
-            return  # a session the caller started (e.g. ray.init in a notebook)
-        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
-        if self.address:
-            kwargs["address"] = self.address
-        kwargs.update(self.init_options)
-        try:
-            ray.init(**kwargs)
-        except Exception as e:  # noqa: BLE001 - Ray raises several kinds
-            raise RayClusterError(
-                f"cannot connect to the Ray cluster at {self.address or 'RAY_ADDRESS/local'}: {e}"
-            ) from None
-        self._owns_ray = True
-
-    def _cluster_slots(self) -> int:
-        total = ray.cluster_resources()
-        fits = []
-        if self.num_cpus > 0:
-            fits.append(total.get("CPU", 0.0) / self.num_cpus)
-        if self.num_gpus > 0:
-            fits.append(total.get("GPU", 0.0) / self.num_gpus)
-        for k, v in self.resources.items():
-            if v > 0:
-                fits.append(total.get(k, 0.0) / v)
-        n = int(min(fits) + 1e-9) if fits else int(total.get("CPU", 1))
-        if n < 1:
-            raise RayClusterError(
-                f"the Ray cluster ({dict(total)}) cannot hold one actor with num_cpus="
-                f"{self.num_cpus}, num_gpus={self.num_gpus}, resources={self.resources}"
-            )
-        return n
+    def _need(self) -> dict[str, float]:
+        """One actor's resources, as Ray names them."""
+        return {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
 
     @property
     def capacity(self) -> int:
@@ -374,13 +197,53 @@ class RayBackend(Backend):
         if not self._slots:
             self.connect()
             return self.workers
-        n = sum(1 for s in self._slots if s.task is not None or self._started(s))
+        self._follow()
+        active = self._slots.active()
+        n = sum(1 for s in active if s.task is not None or self._started(s))
         if n == 0:  # every actor waits to be placed: wait a little instead of spinning
-            ray.wait([s.ready_ref for s in self._slots], num_returns=1, timeout=0.5)
-            n = sum(1 for s in self._slots if self._started(s))
+            ray.wait([s.ready_ref for s in active], num_returns=1, timeout=0.5)
+            n = sum(1 for s in self._slots.active() if self._started(s))
         return n
 
-    def _started(self, slot: _Slot) -> bool:
+    def resize(self, workers: int) -> None:
+        """Have ``workers`` actors from now on (a person's request: the actors no longer
+        follow the cluster). New actors count in :attr:`capacity` once Ray has placed and
+        started them; with fewer, idle actors stop at once and busy ones when their interval
+        ends."""
+        self.auto = False
+        self._resize(check_workers(workers))
+
+    def _resize(self, workers: int) -> None:
+        self._requested = workers
+        if not self._slots:  # not started: the next start starts this many
+            self.workers = workers
+            return
+        add, stop = self._slots.resize(workers)
+        for slot in stop:
+            self._retire(slot)
+        for _ in range(add):
+            self._spawn(self._slots.add())
+        self.resized.append((self.workers, workers))
+        self.workers = workers
+
+    def _retire(self, slot: RaySlot) -> None:
+        """Stop a slot's actor for good (the members it held have their checkpoints)."""
+        if slot in self._slots.slots:
+            self._slots.remove(slot)
+        kill(slot.actor)
+
+    def _follow(self) -> None:
+        """Under ``workers="auto"``: every ``follow_seconds``, as many actors as the cluster
+        holds (more once resources are free for them, fewer once its nodes hold fewer)."""
+        follower = self._follower
+        if not self.auto or follower is None or not follower.due():
+            return
+        target = follower.target(self.workers)
+        if target != self.workers:
+            follower.moved(self.workers, target)
+            self._resize(target)
+
+    def _started(self, slot: RaySlot) -> bool:
         """Whether the slot's actor has started (never blocks)."""
         if slot.info is not None:
             return True
@@ -399,18 +262,11 @@ class RayBackend(Backend):
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         self.connect()
         t0 = time.perf_counter()
-        self._factory = _dumps_factory(factory, self.pickle_by_value)
-        self._checkpoints = checkpoints
+        self._factory = dumps_factory(factory, self.pickle_by_value)
         # the run's id (the checkpoint folder's owner) and a fresh token: a warm actor keys
         # everything it holds by this, so no state crosses between runs or sessions
         self._session = f"{checkpoints.owner or checkpoints.root}#{uuid.uuid4().hex[:12]}"
-        if self.transfer != "object":
-            location = self.shared_location or str(checkpoints.root.resolve())
-            self._shared = SharedStorage(location)
-            self._shared_is_local = not self._shared.is_url and os.path.realpath(
-                self._shared._root
-            ) == os.path.realpath(checkpoints.root)
-            self._probe = self._shared.make_probe()
+        self._blobs.open(checkpoints)
         if self._remote is None:
             options: dict[str, Any] = {
                 "num_cpus": self.num_cpus,
@@ -422,13 +278,17 @@ class RayBackend(Backend):
                 options["resources"] = self.resources
             if self.runtime_env:
                 options["runtime_env"] = self.runtime_env
-            self._remote = ray.remote(_Actor).options(**options)
+            self._remote = ray.remote(RayActor).options(**options)
         warm, self._warm = self._warm, []
-        if warm and self._warm_job != _job():  # Ray was restarted since: they are gone
+        if warm and self._warm_job != job():  # Ray was restarted since: they are gone
             warm = []
         for actor in warm[self.workers :]:
-            _kill(actor)
-        self._slots = [_Slot(i) for i in range(self.workers)]
+            kill(actor)
+        self._slots = SlotPool()
+        for _ in range(self.workers):
+            self._slots.add()
+        if self.auto:
+            self._follower = ClusterFollower(self._need(), self.follow_seconds, self.max_workers)
         prepared = time.perf_counter()
         for slot, actor in zip(self._slots, warm):
             slot.actor = actor
@@ -437,7 +297,7 @@ class RayBackend(Backend):
                 self._begin(slot)
             except Exception:  # noqa: BLE001 - gone with a session Ray cannot find: a new one
                 self._spawn(slot)
-        for slot in self._slots[len(warm) :]:
+        for slot in self._slots.slots[len(warm) :]:
             self._spawn(slot)
         self.timings = {
             "connect": self._connect_seconds,
@@ -445,38 +305,19 @@ class RayBackend(Backend):
             "reused": float(min(len(warm), self.workers)),
         }
         self._connect_seconds = 0.0
-        refs = [slot.ready_ref for slot in self._slots]
-        done, pending = ray.wait(refs, num_returns=len(refs), timeout=self.start_timeout)
         try:
-            if pending:
-                raise RayClusterError(
-                    f"only {len(done)} of {len(refs)} Ray actors started within "
-                    f"{self.start_timeout:.0f}s; each needs num_cpus={self.num_cpus}, "
-                    f"num_gpus={self.num_gpus}, resources={self.resources} and the cluster "
-                    f"has {ray.cluster_resources()}. Lower workers= or the per-member resources"
-                )
-            for slot in self._slots:
-                for attempt in range(self.START_ATTEMPTS):
-                    try:
-                        slot.info = ray.get(slot.ready_ref, timeout=self.start_timeout)
-                        break
-                    except ray_errors.RayError as e:
-                        # an actor that dies before it ran (a worker process that could not
-                        # register in time on a loaded node, or a warm one that died between
-                        # runs) is started again, like a local worker killed while it starts
-                        if attempt + 1 == self.START_ATTEMPTS:
-                            raise RuntimeError(
-                                f"a Ray actor failed to start {self.START_ATTEMPTS} times: {e}"
-                            ) from None
-                        self._replace(slot)
+            need = f"num_cpus={self.num_cpus}, num_gpus={self.num_gpus}, resources={self.resources}"
+            for slot in await_started(
+                self._slots.slots, self.start_timeout, self.START_ATTEMPTS, self._replace, need
+            ):
                 info = slot.info
-                assert info is not None  # the loop above set it or raised
+                assert info is not None  # await_started set it or raised
                 if info["error"]:
                     raise RuntimeError(info["error"])
                 if self.transfer == "shared" and not info["sees_shared"]:
                     raise RayClusterError(
                         f"transfer='shared' but the actor on node {info['node']} cannot see "
-                        f"the shared storage {self._shared.location if self._shared else None}; "
+                        f"the shared storage {self._blobs.location}; "
                         "pass shared_storage= a folder every node mounts or an fsspec URL"
                     )
         except BaseException:
@@ -501,13 +342,13 @@ class RayBackend(Backend):
     #: tries to start each actor before the run gives up
     START_ATTEMPTS = 3
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: RaySlot) -> None:
         slot.generation += 1
         slot.name = f"ray-{slot.index}" + (f".{slot.generation - 1}" if slot.generation > 1 else "")
         slot.actor = self._remote.remote(max(1, int(self.num_cpus)))
         self._begin(slot)
 
-    def _begin(self, slot: _Slot) -> None:
+    def _begin(self, slot: RaySlot) -> None:
         """Open this run's session on the slot's actor (new or warm); its answer is the
         slot's ``ready_ref``."""
         slot.ready_ref = slot.actor.begin.remote(
@@ -515,82 +356,38 @@ class RayBackend(Backend):
             self._factory,
             slot.name,
             self.cache_size,
-            self._shared.location if self._shared else None,
-            self._probe,
+            self._blobs.location,
+            self._blobs.probe,
             self.transfer,
             self.threshold,
         )
         slot.info, slot.task, slot.refs, slot.held = None, None, None, {}
 
-    def _replace(self, slot: _Slot) -> None:
-        _kill(slot.actor)
+    def _replace(self, slot: RaySlot) -> None:
+        kill(slot.actor)
         self.replaced += 1
         self._spawn(slot)
 
     # --- state transfer ------------------------------------------------------------------
     def release(self, blob: str) -> None:
         """The driver collected ``blob``: free its object and its shared copy."""
-        self._refs.pop(blob, None)
-        if self._shared is not None and not self._shared_is_local:
-            try:
-                self._shared.delete(blob)
-            except Exception as e:  # noqa: BLE001 - garbage left behind, not an error
-                log.debug("cannot delete %s from %s: %s", blob, self._shared.location, e)
+        self._blobs.release(blob)
 
-    def _in_shared(self, blob: str) -> bool:
-        if self._shared is None:
-            return False
-        if self._shared_is_local:
-            assert self._checkpoints is not None
-            return self._checkpoints.exists(blob)
-        try:
-            return self._shared.exists(blob)
-        except Exception:  # noqa: BLE001
-            return False
-
-    def _data_for(self, task: Task, slot: _Slot) -> Any:
-        """What to send with a task: None (cached, or read from shared storage) or an ObjectRef."""
-        blob = task.checkpoint
-        if blob is None:
-            return None
-        if slot.held.get(task.member) == blob:
-            self.sent["cached"] += 1
-            return None
-        ref = self._refs.get(blob)
-        if ref is not None:
-            self.sent["object"] += 1
-            return ref
-        sees = slot.info["sees_shared"] if slot.info else False
-        if sees and self._in_shared(blob):
-            self.sent["shared"] += 1
-            return None
-        assert self._checkpoints is not None
-        try:
-            if self._checkpoints.exists(blob):
-                data = self._checkpoints.read(blob)
-            elif self._shared is not None:
-                data = self._shared.read(blob)
-            else:
-                return None  # the worker reports the missing checkpoint
-        except CheckpointError:
-            return None
-        ref = ray.put(data)
-        self._refs[blob] = ref
-        self.sent["object"] += 1
-        return ref
+    @property
+    def _refs(self) -> dict[str, Any]:
+        """Blob -> the ObjectRef of its bytes, for the blobs the driver holds in Ray."""
+        return self._blobs.refs
 
     # --- tasks ---------------------------------------------------------------------------
     def free_slots(self) -> list[int]:
-        return [s.index for s in self._slots if s.task is None and self._started(s)]
+        return [s.index for s in self._slots.free(self._started)]
 
     def affinity(self, member: int) -> int | None:
-        for s in self._slots:
-            if member in s.held:
-                return s.index
-        return None
+        holder = self._slots.holder(member)
+        return None if holder is None else holder.index
 
     def submit(self, task: Task, slot: int | None = None) -> None:
-        free = [s for s in self._slots if s.task is None and self._started(s)]
+        free = self._slots.free(self._started)
         if not free:
             raise RuntimeError("no free actor: the driver submitted beyond capacity")
         chosen = next((s for s in free if s.index == slot), None)
@@ -600,7 +397,9 @@ class RayBackend(Backend):
             if s is not chosen and task.member in s.held:
                 del s.held[task.member]  # its copy is stale once another actor trains
                 s.actor.forget.remote(self._session, task.member)
-        data = self._data_for(task, chosen)
+        held = chosen.held.get(task.member) == task.checkpoint
+        sees = bool(chosen.info and chosen.info["sees_shared"])
+        data = self._blobs.data_for(task.checkpoint, held, sees)
         meta, out = chosen.actor.run.options(num_returns=2).remote(self._session, task, data)
         chosen.task, chosen.refs = task, (meta, out)
 
@@ -614,7 +413,7 @@ class RayBackend(Backend):
         ready, _ = ray.wait(list(busy), num_returns=len(busy), timeout=0)
         return [self._collect(busy[ref]) for ref in ready]
 
-    def _collect(self, slot: _Slot) -> TaskResult:
+    def _collect(self, slot: RaySlot) -> TaskResult:
         task, refs = slot.task, slot.refs
         assert task is not None and refs is not None
         slot.task, slot.refs = None, None
@@ -623,13 +422,9 @@ class RayBackend(Backend):
             if slot.info is None:
                 slot.info = ray.get(slot.ready_ref)
             slot.held = held
-            if where:
-                self.saved[where] += 1
-            if result.checkpoint is not None and where == "object":
-                data = ray.get(refs[1])  # the driver keeps a durable copy for resume
-                assert self._checkpoints is not None
-                self._checkpoints.write(result.checkpoint, data)
-                self._refs[result.checkpoint] = refs[1]
+            self._blobs.saved_by_actor(result.checkpoint, where, refs[1])
+            if slot.retiring:  # the backend shrank: this actor's last interval
+                self._retire(slot)
             return result
         except ray_errors.RayActorError as e:
             why = str(e).strip().splitlines()
@@ -639,12 +434,14 @@ class RayBackend(Backend):
                 f"{why[0] if why else type(e).__name__}; the member restarts from its last "
                 "checkpoint on another actor"
             )
-            self._replace(slot)
+            if slot.retiring:
+                self._retire(slot)
+            else:
+                self._replace(slot)
         except ray_errors.RayError as e:
             # e.g. the object holding the starting blob was lost with its node: resend it from
             # the durable copy on the next try
-            if task.checkpoint is not None:
-                self._refs.pop(task.checkpoint, None)
+            self._blobs.lost(task.checkpoint)
             slot.held.pop(task.member, None)
             error = f"Ray could not run member {task.member}'s task on {slot.name}: {e}"
         return TaskResult(task=task, error=error, worker=slot.name)
@@ -662,31 +459,18 @@ class RayBackend(Backend):
         """End the run: with ``keep_actors``, idle actors end their session (every member's
         trainable released) and wait for the next run; otherwise, or for an actor still
         training, the actor is stopped."""
-        ends: list[tuple[_Slot, Any]] = []
-        for s in self._slots:
-            if s.info is not None and s.task is None:  # a busy actor is killed at once
-                try:
-                    ends.append((s, s.actor.end.remote()))
-                except Exception:  # noqa: BLE001
-                    pass
-        if ends:
-            refs = [ref for _, ref in ends]
-            # an actor kept for the next run is worth a longer wait than one stopped anyway
-            wait = 30 if self.keep_actors else 5
-            done, _ = ray.wait(refs, num_returns=len(refs), timeout=wait)
-            for s, ref in ends:
-                if self.keep_actors and ref in done and _ok(ref):
-                    self._warm.append(s.actor)  # ended cleanly: kept for the next run
-                    self._warm_job = _job()
-                    s.actor = None
+        # an actor kept for the next run is worth a longer wait than one stopped anyway
+        for s in end_sessions(self._slots.slots, 30 if self.keep_actors else 5):
+            if self.keep_actors:
+                self._warm.append(s.actor)  # ended cleanly: kept for the next run
+                self._warm_job = job()
+                s.actor = None
         for s in self._slots:
             if s.actor is not None:
-                _kill(s.actor)
-        self._slots = []
-        self._refs.clear()
-        if self._shared is not None and self._probe:
-            self._shared.remove_probe(self._probe)
-            self._probe = None
+                kill(s.actor)
+        self._slots.clear()
+        self._follower = None
+        self._blobs.close()
         if not self.keep_actors:
             self._release_ray()
 
@@ -695,7 +479,7 @@ class RayBackend(Backend):
         started; the backend can start again afterwards (cold)."""
         self.shutdown()
         for actor in self._warm:
-            _kill(actor)
+            kill(actor)
         self._warm = []
         self._release_ray()
 
@@ -710,27 +494,3 @@ class RayBackend(Backend):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _kill(actor: Any) -> None:
-    try:
-        ray.kill(actor, no_restart=True)
-    except Exception:  # noqa: BLE001 - already gone
-        pass
-
-
-def _job() -> str:
-    """This driver's Ray session: its cluster and job (another after each ``ray.init``)."""
-    if not ray.is_initialized():
-        return ""
-    context = ray.get_runtime_context()
-    return f"{context.gcs_address}/{context.get_job_id()}"
-
-
-def _ok(ref: Any) -> bool:
-    """Whether a finished call succeeded (its actor is alive and well)."""
-    try:
-        ray.get(ref, timeout=0)
-        return True
-    except Exception:  # noqa: BLE001
-        return False
