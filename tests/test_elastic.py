@@ -3,7 +3,9 @@ request, answered like every request, and a resume starts with the last number a
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from hyperpop.steer import SteerError
 from hyperpop.store import requests as rq
 from hyperpop.store import vocabulary as voc
 from hyperpop.store.requests import RequestLog
+from hyperpop.store.sqlite import SQLiteStore, StoreError, WriterLock
 
 SPACE = {"lr": hp.uniform(0.1, 1.0)}
 
@@ -179,3 +182,82 @@ def test_the_command_line_and_hp_steer_change_the_workers_and_print_the_answer(t
         driver.join(60)
     result = out["result"]
     assert [(c.old_workers, c.workers) for c in _changes(result)] == [(1, 2), (2, 1)]
+
+
+# --- the local backend, through the real request path -------------------------------------------
+class Clocked(Walker):
+    """:class:`Walker` that says which process trained each step, and when."""
+
+    def train(self):
+        t0 = time.time()
+        time.sleep(0.02)
+        return {**super().train(), "pid": os.getpid(), "t0": t0, "t1": time.time()}
+
+
+def _steps(db: Path) -> list[dict]:
+    try:
+        store = SQLiteStore(db)
+    except StoreError:  # the driver is creating it
+        return []
+    try:
+        return [e.data["metrics"] for e in store.read() if e.kind == "reported"]
+    finally:
+        store.close()
+
+
+def _until(what: str, condition, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def _overlap(steps: list[dict]) -> bool:
+    """Two processes trained at the same moment."""
+    return any(
+        a["pid"] != b["pid"] and a["t0"] < b["t1"] and b["t0"] < a["t1"]
+        for i, a in enumerate(steps)
+        for b in steps[i + 1 :]
+    )
+
+
+def _one_process_since_the_other_stopped(steps: list[dict]) -> bool:
+    """A process stopped training, and at least 12 steps were trained since, all by one other
+    process."""
+    for gone in {s["pid"] for s in steps}:
+        end = max(s["t1"] for s in steps if s["pid"] == gone)
+        after = [s for s in steps if s["t0"] > end]
+        if len(after) >= 12 and len({s["pid"] for s in after}) == 1:
+            return True
+    return False
+
+
+def test_a_live_local_run_goes_from_one_to_two_to_one_worker_on_request(tmp_path):
+    db = tmp_path / "run.db"
+    out: dict[str, object] = {}
+    space = {"lr": hp.uniform(0.1, 1.0)}
+    run = dict(metric="score", population=3, budget=100_000, ready=4, progress=False)
+
+    def driver() -> None:
+        out["result"] = hp.run(Clocked, space, storage=db, backend="local", workers=1, **run)
+
+    thread = threading.Thread(target=driver)
+    thread.start()
+    try:
+        _until("the run's first reports", lambda: WriterLock(db).held() and len(_steps(db)) >= 4)
+        s = hp.steer(db)
+        answer = s.workers(2)
+        assert answer.ok and answer.reason.startswith("2 workers (was 1)"), answer
+        _until("two processes training at once", lambda: _overlap(_steps(db)))
+        answer = s.workers(1)
+        assert answer.ok and answer.reason.startswith("1 worker (was 2)"), answer
+        _until("one process alone again", lambda: _one_process_since_the_other_stopped(_steps(db)))
+        assert s.stop().ok
+    finally:
+        if thread.is_alive() and WriterLock(db).held():
+            hp.steer(db).stop(wait=False)
+        thread.join(60)
+    result = out["result"]
+    assert [(c.old_workers, c.workers) for c in _changes(result)] == [(1, 2), (2, 1)]
+    assert not [e for e in result.events if e.kind == "failed"]  # no interval was cut short
