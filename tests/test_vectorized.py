@@ -368,7 +368,8 @@ def test_replay_matches_a_vectorized_member_to_float_tolerance_when_the_batches_
 def _timings(per_thread: dict[int, float], calls: list[tuple[int, int | None]]):
     """A timing function that answers from a table and records what it was asked."""
 
-    def measure(chunk: int, threads: int | None) -> float:
+    def measure(chunk: int, threads: int | None, parallel: int = 1) -> float:
+        assert parallel == 1, "no parallel chunks asked for here"
         calls.append((chunk, threads))
         return per_thread[threads]
 
@@ -397,12 +398,12 @@ def test_the_choice_is_deterministic_given_its_measurements():
         # the chunk that fits (16) and its half, no slower per member: the chunk stays; then
         # the thread counts on 8 members
         assert calls == [(16, 1), (8, 1), (8, 2)]
-        assert [(c, t) for c, t, _ in choice.timings] == calls
+        assert [(c, t) for c, t, _, _ in choice.timings] == calls
     # a step bound by per-call overhead (a rollout of tiny steps): more members at once, less
     # time per member, so the chunk grows past the budget to the population, or to the cap
     calls = []
 
-    def overhead(chunk: int, threads: int | None) -> float:
+    def overhead(chunk: int, threads: int | None, parallel: int = 1) -> float:
         calls.append((chunk, threads))
         return 1.0 / chunk
 
@@ -454,7 +455,7 @@ def _per_member_bytes() -> int:
 def test_the_backend_chooses_reports_and_records_its_chunk_size(monkeypatch, caplog):
     import hyperpop.backends.vectorized as vb
 
-    monkeypatch.setattr(vb, "_cores", lambda: 4)
+    monkeypatch.setattr(vb, "cores", lambda: 4)
     calls: list[tuple[int, int | None]] = []
     # room for the activations of 2 members: 6 members train in 3 chunks of 2
     backend = VectorizedBackend(
@@ -475,16 +476,17 @@ def test_the_backend_chooses_reports_and_records_its_chunk_size(monkeypatch, cap
     assert backend.choice is not None
     assert (backend.choice.chunk_size, backend.choice.threads) == (2, 1)
     assert calls == [(2, 1), (1, 1), (2, 4)]  # the chunk that fits, its half, then threads
-    assert Sized.sizes[0] == 4 and set(Sized.sizes[1:]) == {2}  # measured on 4, trained in 2s
+    # measured on 4 (the activations, whether a step draws global random numbers), trained in 2s
+    assert Sized.sizes[:2] == [4, 4] and set(Sized.sizes[2:]) == {2}
     assert {r["member"] for r in result.records()} == set(range(6))
     assert "vectorized backend: 2 members at once on 1 thread (measured" in caplog.text
     # every checkpoint records the choice (what a resume reads back)
     state = result.load_checkpoint()
-    assert state["extra"]["vectorized"] == {"chunk_size": 2, "threads": 1}
+    assert state["extra"]["vectorized"] == {"chunk_size": 2, "threads": 1, "parallel": 1}
 
 
 def test_an_explicit_chunk_size_wins_and_nothing_is_measured_when_all_is_given(tmp_path):
-    def boom(chunk: int, threads: int | None) -> float:
+    def boom(chunk: int, threads: int | None, parallel: int = 1) -> float:
         raise AssertionError("measured although everything was given")
 
     backend = VectorizedBackend(chunk_size=3, threads=1, measure=boom, memory_budget=1)
@@ -505,7 +507,7 @@ def test_an_explicit_chunk_size_wins_and_nothing_is_measured_when_all_is_given(t
 def test_a_resume_reuses_the_recorded_choice_without_measuring(tmp_path, monkeypatch, caplog):
     import hyperpop.backends.vectorized as vb
 
-    monkeypatch.setattr(vb, "_cores", lambda: 4)
+    monkeypatch.setattr(vb, "cores", lambda: 4)
     path = tmp_path / "run.db"
     cls = type("Interrupted", (Toy,), {"interrupt_at": 3})
     first = VectorizedBackend(
@@ -516,7 +518,7 @@ def test_a_resume_reuses_the_recorded_choice_without_measuring(tmp_path, monkeyp
         hp.run(cls, SPACE, storage=path, backend=first, **kw)
     assert first.choice is not None and first.choice.chunk_size == 2
 
-    def boom(chunk: int, threads: int | None) -> float:
+    def boom(chunk: int, threads: int | None, parallel: int = 1) -> float:
         raise AssertionError("a resume measured again")
 
     again = VectorizedBackend(measure=boom)

@@ -8,17 +8,19 @@ that starts from a blob another slot holds (an exploit) is an index copy between
 before anything is written, and a task that starts from a blob nobody holds loads it from the
 checkpoint store.
 
-**The chunk size and the threads choose themselves** unless given (:func:`choose`). Before the
-first training step the backend measures what one batch's activations take per member (on
-scratch copies of the real members) and trains as many members at once as fit a memory budget:
-on a CPU 16 MiB of activations, past which a step is compute-bound, so the whole population of a
-small MLP fits and a small CNN trains in chunks. Where a chunk trains a member clearly faster
-than half of it (a rollout of many tiny steps), it tries the largest chunk the memory allows;
-otherwise it times one batch on one thread and on a thread per core, and takes the threads only
-if they are clearly faster (threads spin waiting for each other on a busy machine). The choice
-is logged, kept in :attr:`VectorizedBackend.choice`, and recorded in every checkpoint the backend
-saves (``state["extra"]["vectorized"]``), so a resume trains in the same chunks on the same threads
-without measuring again.
+**The chunk size, the chunks in parallel and the threads choose themselves** unless given
+(:func:`hyperpop.backends.chunking.choose`). Before the first training step the backend
+measures what one batch's activations take per member (on scratch copies of the real members)
+and trains as many members at once as fit a memory budget: on a CPU 16 MiB of activations, past
+which a step is compute-bound, so the whole population of a small MLP fits and a small CNN
+trains in chunks. Where a chunk trains a member clearly faster than half of it (a rollout of
+many tiny steps), it tries the largest chunk the memory allows; otherwise it times one batch
+one chunk at a time on one thread, a chunk per core at once (each in a Python thread on one
+PyTorch thread: PyTorch releases the interpreter inside its ops), and one chunk on a thread per
+core, and takes what is clearly faster. The choice is logged, shown in the progress display
+(:meth:`VectorizedBackend.notes`), kept in :attr:`VectorizedBackend.choice`, and recorded in
+every checkpoint the backend saves (``state["extra"]["vectorized"]``), so a resume trains the
+same way without measuring again.
 
 The trainable must be :class:`Stackable`, as :class:`hyperpop.vectorized.VectorizedTrainable` is:
 this module reaches it and its engine (``hyperpop.vectorized.StackedPopulation``) through the
@@ -29,14 +31,23 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any, Protocol, runtime_checkable
 
 from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.backends.chunking import (
+    ChunkChoice,
+    Measure,
+    available_memory,
+    choose,
+    chunk_for,
+    cores,
+)
 from hyperpop.checkpoints import CheckpointError, CheckpointStore
 from hyperpop.trainable import Trainable, TrainableError
 
@@ -56,14 +67,6 @@ BATCHES = 4
 #: :data:`MEASURE_SECONDS` (the untimed batch then counts)
 STOP = 2.0
 MEASURE_SECONDS = 0.5
-#: a chunk grows past the memory budget only if it trains a member this much faster than half
-#: of it
-GAIN = 1.3
-#: thread counts are timed on at most this many members
-PROBE = 8
-#: more threads only if they train a member this much faster: spinning threads on a busy
-#: machine cost 2-15x, more threads on a quiet one gained at most 1.6x here
-THREADS_GAIN = 1.5
 #: on a CPU, one chunk's activations stay under this by default: past a few MiB a step is
 #: compute-bound (more members at once save no per-call overhead, they only take memory)
 WORKING_SET = 16 * 2**20
@@ -71,36 +74,17 @@ WORKING_SET = 16 * 2**20
 MEMORY_FRACTION = 0.25
 #: the key under a checkpoint's ``extra`` that records the choice
 RECORD_KEY = "vectorized"
-
-
-def _cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _available_memory(device: str) -> int | None:
-    """Bytes free for new tensors on ``device`` (None: unknown)."""
-    if str(device).startswith("cuda"):
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(torch.device(device))
-        return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+#: why chunks train one at a time although they could train in parallel
+SERIAL_RANDOM = (
+    "chunks one at a time: a step draws from PyTorch's global random generator (dropout?), "
+    "whose draws parallel chunks would interleave in no fixed order"
+)
 
 
 class Engine(Protocol):
     """What the backend trains with: every held member's state stacked in slots
-    (``hyperpop.vectorized.StackedPopulation``)."""
+    (``hyperpop.vectorized.StackedPopulation``). Slots of different chunks may train at the
+    same time, each chunk in its own thread and lane (:meth:`lanes`)."""
 
     def check_configs(self, configs: Sequence[Mapping[str, Any]]) -> None:
         """Refuse configs that differ in a key that cannot differ between stacked members."""
@@ -124,24 +108,38 @@ class Engine(Protocol):
     def load(self, slot: int, state: Mapping[str, Any]) -> None:
         """Write a plain trainable's state into ``slot``."""
 
+    def lanes(self, count: int) -> None:
+        """Make ``count`` lanes: each may train one chunk while the others train theirs."""
+
     def train(
         self,
         slots: Sequence[int],
         steps: Sequence[int | None],
         seconds: Sequence[float | None],
         seed: int,
+        lane: int = 0,
     ) -> list[list[dict[str, float]]]:
-        """Train ``slots`` together; each slot's metrics, one dict per step trained."""
+        """Train ``slots`` together in ``lane``; each slot's metrics, one dict per step."""
         ...
 
     def measure(
-        self, slots: Sequence[int], size: int, batches: int = 3, limit: float | None = None
+        self,
+        slots: Sequence[int],
+        size: int,
+        batches: int = 3,
+        limit: float | None = None,
+        parallel: int = 1,
     ) -> float:
-        """Seconds per member and batch of training ``size`` members at once (scratch copies)."""
+        """Seconds per member and batch of training ``parallel`` chunks of ``size`` members
+        at once (scratch copies)."""
         ...
 
     def activation_bytes(self, slots: Sequence[int], size: int) -> int:
         """Bytes one batch's forward keeps for the backward pass, per member."""
+        ...
+
+    def draws_global_random(self, slots: Sequence[int]) -> bool:
+        """Whether a training step draws from PyTorch's global random generator."""
         ...
 
 
@@ -153,131 +151,6 @@ class Stackable(Protocol):
     def stacked(self, config: dict[str, Any], device: str) -> Engine:
         """The engine, with shapes taken from ``config``, its tensors on ``device``."""
         ...
-
-
-@dataclass(frozen=True)
-class ChunkChoice:
-    """How many members train at once, on how many threads, and how that was decided.
-
-    Attributes:
-        chunk_size: members trained at once.
-        threads: ``torch.set_num_threads`` while training (None: left as it is, off the CPU).
-        source: ``"measured"``, ``"given"`` (nothing left to measure) or ``"recorded"`` (read
-            from the checkpoints of the run being resumed).
-        timings: ``(chunk, threads, seconds per member and batch)`` of each measurement, in the
-            order taken.
-        seconds: what timing the threads took (after the model's first batch, whose
-            first-use costs the training would pay anyway).
-        activation_bytes: what one batch's activations take per member (0: not measured).
-    """
-
-    chunk_size: int
-    threads: int | None
-    source: str = "measured"
-    timings: tuple[tuple[int, int | None, float], ...] = field(default=())
-    seconds: float = 0.0
-    activation_bytes: int = 0
-
-    def record(self) -> dict[str, Any]:
-        """What a checkpoint keeps: enough for a resume to train the same way."""
-        return {"chunk_size": self.chunk_size, "threads": self.threads}
-
-    def describe(self) -> str:
-        """One line for the log, e.g. ``16 members at once on 1 thread (measured: ...)``."""
-        threads = "" if self.threads is None else f" on {self.threads} thread"
-        threads += "s" if self.threads not in (None, 1) else ""
-        line = f"{self.chunk_size} members at once{threads} ({self.source}"
-        if self.timings:
-            ms = ", ".join(
-                f"{c}{'' if t is None else f' on {t}'}: {s * 1e3:.3g}" for c, t, s in self.timings
-            )
-            line += f"; ms per member and batch, members at once on threads: {ms}"
-        if self.activation_bytes:
-            kib = self.activation_bytes / 2**10
-            size = f"{kib / 2**10:.2f} MiB" if kib >= 1024 else f"{kib:.0f} KiB"
-            line += f"; activations {size} per member and batch"
-        if self.timings:
-            line += f"; timing took {self.seconds:.1f} s"
-        return line + ")"
-
-
-def chunk_for(population: int, per_member_bytes: int = 0, budget: int | None = None) -> int:
-    """Members to train at once: the whole ``population`` if its activations
-    (``per_member_bytes`` each) fit ``budget``, else as many as fit, in chunks of equal size
-    (64 members of which 20 fit: 4 chunks of 16, not 20, 20, 20 and 4)."""
-    population = max(1, int(population))
-    if budget is None or per_member_bytes <= 0:
-        return population
-    fit = max(1, int(budget) // int(per_member_bytes))
-    if fit >= population:
-        return population
-    return math.ceil(population / math.ceil(population / fit))
-
-
-def choose(
-    population: int,
-    measure: Callable[[int, int | None], float],
-    *,
-    chunk: int | None = None,
-    threads: Sequence[int | None] = (None,),
-    per_member_bytes: int = 0,
-    budget: int | None = None,
-    cap: int | None = None,
-) -> ChunkChoice:
-    """Choose the chunk size and the thread count: deterministic given the measurements.
-
-    1. The chunk size is ``chunk`` if given, else :func:`chunk_for` the measured activations
-       and ``budget``.
-    2. Without a given chunk, and if the population does not fit at once: the chunk and its
-       half are timed on the first thread count, and if the chunk trains a member at least
-       :data:`GAIN` times faster than its half (the step is bound by per-call overhead, e.g. a
-       rollout of many tiny steps), the largest chunk within ``cap`` (the population if it
-       fits) is timed and kept if it is no slower per member.
-    3. Unless the step is bound by per-call overhead (tiny calls gain nothing from more
-       threads, and spinning threads can make one batch of a rollout take seconds), the thread
-       counts are timed on the chunk or :data:`PROBE` members if fewer; a later one replaces
-       the one kept only if it is :data:`THREADS_GAIN` times faster (more threads risk much
-       more on a busy machine than they gain on a quiet one).
-
-    Args:
-        population: members to train.
-        measure: ``measure(chunk, threads)``: seconds per member and batch of training
-            ``chunk`` members at once on ``threads`` threads.
-        chunk: a given chunk size.
-        threads: the thread counts to choose from, the default first (one: nothing to time).
-        per_member_bytes: what one batch's activations take per member.
-        budget: bytes one chunk's activations should take (None: no limit).
-        cap: bytes one chunk's activations may take at most when larger chunks are faster.
-    """
-    size = int(chunk) if chunk else chunk_for(population, per_member_bytes, budget)
-    options = list(threads) or [None]
-    timings: list[tuple[int, int | None, float]] = []
-    known: dict[tuple[int, int | None], float] = {}
-
-    def timed(c: int, t: int | None) -> float:
-        if (c, t) not in known:
-            known[c, t] = float(measure(c, t))
-            timings.append((c, t, known[c, t]))
-        return known[c, t]
-
-    chosen = options[0]
-    overhead_bound = False
-    if not chunk and 1 < size < population:
-        current = timed(size, chosen)
-        if timed(max(1, size // 2), chosen) >= GAIN * current:
-            # bound by per-call overhead: the most members the cap allows, if not slower
-            overhead_bound = True
-            larger = chunk_for(population, per_member_bytes, cap)
-            if larger > size and timed(larger, chosen) <= current:
-                size = larger
-    if len(options) > 1 and not overhead_bound:  # tiny calls gain nothing from more threads
-        probe = min(size, PROBE)
-        best = timed(probe, chosen)
-        for t in options[1:]:
-            if timed(probe, t) * THREADS_GAIN <= best:
-                chosen, best = t, known[probe, t]
-    source = "measured" if timings or not chunk else "given"
-    return ChunkChoice(size, chosen, source, tuple(timings), 0.0, per_member_bytes)
 
 
 class VectorizedBackend(Backend):
@@ -294,12 +167,12 @@ class VectorizedBackend(Backend):
         threads: ``torch.set_num_threads`` while the run trains (restored at shutdown).
             Default on a CPU: chosen by measuring, a thread per core or one (a machine whose
             cores other jobs keep busy is often faster on one: threads spin waiting for each
-            other).
+            other), with a chunk per core training at once where that measures faster.
         memory_budget: bytes one chunk's activations may take (default: on a CPU
             :data:`WORKING_SET`, 16 MiB, or up to a quarter of the available memory where
             larger chunks measure clearly faster; on a GPU a quarter of its free memory).
-        measure: ``measure(chunk, threads) -> seconds per member and batch``, to replace the
-            timing (tests); None: time the real model.
+        measure: ``measure(chunk, threads, parallel) -> seconds per member and batch``, to
+            replace the timing (tests); None: time the real model.
     """
 
     name = "vectorized"
@@ -312,7 +185,7 @@ class VectorizedBackend(Backend):
         device: str = "cpu",
         threads: int | None = None,
         memory_budget: int | None = None,
-        measure: Callable[[int, int | None], float] | None = None,
+        measure: Measure | None = None,
     ):
         chunk = chunk_size or (None if workers == DEFAULT_CHUNK else workers)
         if chunk is not None and int(chunk) < 1:
@@ -325,8 +198,9 @@ class VectorizedBackend(Backend):
         self.threads = threads
         self.memory_budget = memory_budget
         self._measure = measure
-        #: the chunk size and threads in use, once the first poll decided them
+        #: the chunk size, chunks in parallel and threads in use, once the first poll decided
         self.choice: ChunkChoice | None = None
+        self._notes: list[str] = []
         self._spec: Stackable | None = None
         self._engine: Engine | None = None
         self._checkpoints: CheckpointStore | None = None
@@ -355,7 +229,7 @@ class VectorizedBackend(Backend):
             )
         self._spec = spec
         self._checkpoints = checkpoints
-        threads = self.threads or (_cores() if self._on_cpu() else None)
+        threads = self.threads or (cores() if self._on_cpu() else None)
         if threads:
             self._set_threads(int(threads))
 
@@ -374,6 +248,11 @@ class VectorizedBackend(Backend):
 
     def free_slots(self) -> list[int]:
         return []
+
+    def notes(self) -> list[str]:
+        """What it chose, once (the progress display shows it)."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def affinity(self, member: int) -> int | None:
         return None
@@ -445,52 +324,60 @@ class VectorizedBackend(Backend):
     def _choose(
         self, tasks: list[Task], slots: list[int], recorded: Mapping[str, Any] | None
     ) -> ChunkChoice:
-        """The chunk size and threads: given, else as the resumed run recorded, else measured
-        on scratch copies of ``slots``."""
+        """The chunk size, chunks in parallel and threads: given, else as the resumed run
+        recorded, else measured on scratch copies of ``slots``."""
         engine = self._engine
         assert engine is not None
         chunk = self.chunk_size
         threads: int | None = self.threads
+        on_cpu = self._on_cpu()
         if recorded:
             chunk = chunk or _positive(recorded.get("chunk_size"))
             threads = threads or _positive(recorded.get("threads"))
-            if chunk is not None and (threads is not None or not self._on_cpu()):
-                return ChunkChoice(chunk, threads, "recorded")
-        if threads is not None or not self._on_cpu():
-            options: list[int | None] = [threads]
-        else:
-            options = [*sorted({1, _cores()})]
+            if chunk is not None and (threads is not None or not on_cpu):
+                parallel = _positive(recorded.get("parallel")) or 1
+                return ChunkChoice(chunk, threads, "recorded", parallel=parallel)
+        options: list[int | None] = [threads] if threads is not None or not on_cpu else []
+        options = options or [*sorted({1, cores()})]
+        # parallel chunks: only where the backend takes the whole population (a given chunk
+        # size is its capacity: one chunk a poll), on a CPU, one PyTorch thread each
+        parallel = cores() if on_cpu and chunk is None and threads in (None, 1) else 1
         measure = self._measure
         if measure is None:
             best: list[float] = []
 
-            def measure(c: int, t: int | None) -> float:
+            def measure(c: int, t: int | None, p: int) -> float:
                 if t is not None:
                     self._set_threads(t)
                 # an option already STOP times slower than the best is not timed to the end
                 limit = min(MEASURE_SECONDS, STOP * min(best) * c * BATCHES if best else math.inf)
-                seconds = float(engine.measure(slots, c, BATCHES - 1, limit))
+                seconds = float(engine.measure(slots, c, BATCHES - 1, limit, p))
                 best.append(seconds)
                 return seconds
 
         # the model's first batch (which also pays PyTorch's first-use costs) measures the
         # activations; the timings come after it
         per_member = int(engine.activation_bytes(slots, min(len(slots), MIN_CANDIDATE)))
+        note = ""
+        if parallel > 1 and engine.draws_global_random(slots[:MIN_CANDIDATE]):
+            parallel, note = 1, SERIAL_RANDOM
         self._first_use = time.perf_counter()
         budget = cap = self.memory_budget
         if chunk is None and budget is None:
-            available = _available_memory(self.device)
+            available = available_memory(self.device)
             cap = None if available is None else int(available * MEMORY_FRACTION)
-            budget = min(WORKING_SET, cap or WORKING_SET) if self._on_cpu() else cap
-        return choose(
+            budget = min(WORKING_SET, cap or WORKING_SET) if on_cpu else cap
+        choice = choose(
             len(tasks),
             measure,
             chunk=chunk,
             threads=options,
+            parallel=parallel,
             per_member_bytes=0 if chunk else per_member,
             budget=budget,
             cap=cap,
         )
+        return replace(choice, note=note)
 
     def _train(self, tasks: list[Task]) -> list[TaskResult]:
         assert self._checkpoints is not None and self._spec is not None
@@ -532,32 +419,65 @@ class VectorizedBackend(Backend):
             choice = self._choose(tasks, slots, recorded)
             self.choice = replace(choice, seconds=time.perf_counter() - self._first_use)
             log.info("vectorized backend: %s", self.choice.describe())
+            self._notes.append(self.choice.headline())
         if self.choice.threads is not None:
             self._set_threads(self.choice.threads)
         order = sorted(range(len(tasks)), key=lambda i: slots[i])
         size = self.choice.chunk_size
-        results: list[TaskResult | None] = [None] * len(tasks)
-        for a in range(0, len(order), size):
-            chunk = order[a : a + size]
-            seed = min(tasks[i].step for i in chunk) * 7919 + len(chunk)
-            reports = engine.train(
-                [slots[i] for i in chunk],
-                [tasks[i].steps for i in chunk],
-                [tasks[i].seconds for i in chunk],
-                seed,
-            )
-            for j, i in enumerate(chunk):
-                task, slot = tasks[i], slots[i]
-                result = TaskResult(task=task, reports=reports[j], worker="vectorized")
-                result.restored = restored[i]
-                state = engine.save(slot)
-                state["extra"][RECORD_KEY] = self.choice.record()
-                blob = self._checkpoints.save(task.member, result.end_step, state)
-                result.checkpoint = blob
-                self._blob[slot] = blob
-                self._held[blob] = slot
-                results[i] = result
-        return [r for r in results if r is not None]
+        chunks = [order[a : a + size] for a in range(0, len(order), size)]
+        reports = self._train_chunks(tasks, slots, chunks, self.choice.parallel)
+        results: list[TaskResult] = []
+        for i, task in enumerate(tasks):
+            slot = slots[i]
+            result = TaskResult(task=task, reports=reports[i], worker="vectorized")
+            result.restored = restored[i]
+            state = engine.save(slot)
+            state["extra"][RECORD_KEY] = self.choice.record()
+            blob = self._checkpoints.save(task.member, result.end_step, state)
+            result.checkpoint = blob
+            self._blob[slot] = blob
+            self._held[blob] = slot
+            results.append(result)
+        return results
+
+    def _train_chunks(
+        self, tasks: list[Task], slots: list[int], chunks: list[list[int]], parallel: int
+    ) -> dict[int, list[dict[str, float]]]:
+        """Train each chunk of task indices; each task's reports. With ``parallel`` > 1 that
+        many chunks train at once, a thread and a lane of the engine each (lane ``j`` takes
+        chunks ``j``, ``j + parallel``...); the results are the same as one at a time."""
+        engine = self._engine
+        assert engine is not None
+        reports: dict[int, list[dict[str, float]]] = {}
+        stop = threading.Event()
+
+        def lane(j: int) -> None:
+            for chunk in chunks[j::parallel]:
+                if stop.is_set():
+                    return
+                seed = min(tasks[i].step for i in chunk) * 7919 + len(chunk)
+                out = engine.train(
+                    [slots[i] for i in chunk],
+                    [tasks[i].steps for i in chunk],
+                    [tasks[i].seconds for i in chunk],
+                    seed,
+                    j,
+                )
+                reports.update(zip(chunk, out))
+
+        parallel = min(parallel, len(chunks))
+        if parallel <= 1:
+            lane(0)
+            return reports
+        engine.lanes(parallel)
+        with ThreadPoolExecutor(parallel, thread_name_prefix="hyperpop-lane") as pool:
+            futures = [pool.submit(lane, j) for j in range(parallel)]
+            try:
+                for future in futures:
+                    future.result()
+            finally:  # a lane that failed (or an interrupt) stops the others after their chunk
+                stop.set()
+        return reports
 
 
 def _positive(value: Any) -> int | None:

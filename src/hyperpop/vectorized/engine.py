@@ -1,32 +1,29 @@
 """The stacked engine: every held member's parameters, buffers, optimiser state and
-hyperparameters stacked along a leading member dimension, trained at once (``torch.func.vmap``
-over ``functional_call``), copied slot to slot (an exploit), and converted to and from the plain
-trainable's state (a checkpoint)."""
+hyperparameters stacked along a leading member dimension, trained a chunk of slots at once (on a
+:class:`~hyperpop.vectorized.lane.Lane`: ``torch.func.vmap`` over ``functional_call``; chunks on
+different lanes may train at the same time), copied slot to slot (an exploit), and converted to
+and from the plain trainable's state (a checkpoint). The measurements the backend chooses its
+chunks from are in :mod:`~hyperpop.vectorized.probe`."""
 
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import stack_module_state
 
 from hyperpop.trainable import TrainableError
-from hyperpop.vectorized.optim import (
-    DEFAULTS,
-    OPTIMIZER_KEYS,
-    OPTIMIZERS,
-    group_template,
-    step,
-)
+from hyperpop.vectorized import probe
+from hyperpop.vectorized.lane import Lane
+from hyperpop.vectorized.optim import DEFAULTS, OPTIMIZER_KEYS, OPTIMIZERS, group_template
 from hyperpop.vectorized.trainable import (
     INIT_ONLY,
-    Members,
     ShapeError,
     VectorizedTrainable,
-    split_loss,
     step_seed,
 )
 
@@ -72,9 +69,9 @@ class StackedPopulation:
         self.hp: dict[str, torch.Tensor] = {}
         self.train_steps = torch.zeros(0, dtype=torch.long)
         self.shared = {k: v for k, v in config.items() if k not in self.per_member_keys()}
-        self._vloss = vmap(self._member_loss, randomness="different")
-        self._veval = vmap(self._member_eval, randomness="different")
-        self._vforward = vmap(self._member_forward, randomness="different")
+        #: lane 0 runs ``module``; more lanes (:meth:`lanes`) train chunks at the same time
+        self._lanes = [Lane(spec, template, self.kind)]
+        self._lanes_lock = threading.Lock()
 
     def per_member_keys(self) -> set[str]:
         """Config keys that may differ between stacked members."""
@@ -243,21 +240,16 @@ class StackedPopulation:
             self.train_steps[slot] = int(state.get("extra", {}).get("steps", 0))
 
     # --- training --------------------------------------------------------------------------
-    def _member_loss(self, p: Any, b: Any, batch: Any, hp: Any) -> Any:
-        def model(*args: Any, **kwargs: Any) -> Any:
-            return functional_call(self.module, (p, b), args, kwargs)
+    def lanes(self, count: int) -> None:
+        """Make at least ``count`` lanes, so that ``count`` chunks can train at the same time
+        (each in its own thread, on lanes ``0 .. count - 1``)."""
+        with self._lanes_lock:
+            while len(self._lanes) < count:
+                self._lanes.append(self._lanes[0].copy())
 
-        loss, aux = split_loss(self.spec.loss(model, batch, hp))
-        return loss, aux
-
-    def _member_eval(self, p: Any, b: Any, hp: Any) -> Any:
-        def model(*args: Any, **kwargs: Any) -> Any:
-            return functional_call(self.module, (p, b), args, kwargs)
-
-        return {k: torch.as_tensor(v) for k, v in self.spec.evaluate(model, hp).items()}
-
-    def _member_forward(self, p: Any, b: Any, *inputs: Any) -> Any:
-        return functional_call(self.module, (p, b), inputs)
+    def lane(self, index: int) -> Lane:
+        """Lane ``index`` (made by :meth:`lanes`)."""
+        return self._lanes[index]
 
     def train(
         self,
@@ -265,13 +257,17 @@ class StackedPopulation:
         steps: Sequence[int | None],
         seconds: Sequence[float | None],
         seed: int,
+        lane: int = 0,
     ) -> list[list[dict[str, float]]]:
-        """Train ``slots`` together: slot ``i`` for ``steps[i]`` steps (or ``seconds[i]``).
+        """Train ``slots`` together on ``lane``: slot ``i`` for ``steps[i]`` steps (or
+        ``seconds[i]``).
 
         ``seed`` (with the step) seeds the data order. Returns each slot's metrics, one dict per
-        step trained.
+        step trained. Chunks of different slots may train on different lanes at the same time:
+        each reads and writes only its own slots.
         """
         k = len(slots)
+        runner = self._lanes[lane]
         full = list(slots) == list(range(self.size))
         idx = torch.tensor(list(slots), device=self.device)
         with torch.no_grad():
@@ -304,7 +300,7 @@ class StackedPopulation:
                 active = torch.tensor([not d for d in done], device=self.device)
                 mask = None if bool(active.all()) else active
                 g.manual_seed(step_seed(self.spec.seed, seed + step))
-                metrics = self._one_step(
+                metrics = runner.step(
                     params, buffers, state, opt_steps, hp, opt_hp, g, mask, first + step
                 )
                 metrics_list = {n: v.tolist() for n, v in metrics.items()}
@@ -335,194 +331,25 @@ class StackedPopulation:
                 self.train_steps[idx.cpu()] += counts
         return reports
 
-    def _one_step(
-        self,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        state: dict[str, dict[str, torch.Tensor]],
-        opt_steps: torch.Tensor,
-        hp: dict[str, torch.Tensor],
-        opt_hp: dict[str, torch.Tensor],
-        g: torch.Generator,
-        mask: torch.Tensor | None,
-        step: int,
-    ) -> dict[str, torch.Tensor]:
-        k = opt_steps.shape[0]
-        names = list(params)
-        tensors = [params[n] for n in names]
-
-        def forward(*inputs: torch.Tensor) -> Any:
-            return self._vforward(params, buffers, *inputs)
-
-        members = Members(k, hp, g, forward, step)
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        self.module.train()
-        for batch in self.spec.batches(members):
-            loss, aux = self._vloss(params, buffers, batch, hp)
-            grads = torch.autograd.grad(loss.sum(), tensors, allow_unused=True)
-            with torch.no_grad():
-                grads_ = [
-                    torch.zeros_like(t) if gr is None else gr for t, gr in zip(tensors, grads)
-                ]
-                self.step_optimizer(
-                    tensors, grads_, [state[n] for n in names], opt_steps, opt_hp, mask
-                )
-                for name, value in {"loss": loss, **aux}.items():
-                    value = value.detach().to(torch.float64)
-                    sums[name] = sums[name] + value if name in sums else value
-            count += 1
-        metrics = {n: v / max(count, 1) for n, v in sums.items()}
-        evaluated: dict[str, torch.Tensor] = {}
-        if type(self.spec).evaluate is not VectorizedTrainable.evaluate:
-            self.module.eval()
-            try:
-                with torch.no_grad():
-                    evaluated = self._evaluate(params, buffers, hp, k)
-            finally:
-                self.module.train()
-        metrics.update({n: v.detach().to(torch.float64).reshape(k) for n, v in evaluated.items()})
-        return metrics
-
-    # --- measuring (the backend's automatic chunk size) ------------------------------------
+    # --- measuring (the backend's automatic chunks): hyperpop.vectorized.probe -------------
     def measure(
         self,
         slots: Sequence[int],
         size: int,
         batches: int = 3,
         limit: float | None = None,
+        parallel: int = 1,
     ) -> float:
-        """Seconds per member and batch of training ``size`` members at once: the median of
-        ``batches`` timed batches (drawing the batch, forward, backward and the optimiser step)
-        after one untimed, on scratch copies of ``slots`` (repeated to fill ``size``).
-
-        Nothing held changes, and the global random state is restored, so a run trains the
-        same whatever was measured before it. ``limit``: stop after the batch that takes the
-        measurement past this many seconds (the first batch's time counts if it is the only one).
-        """
-        times: list[float] = []
-
-        def timed(step: Callable[[], None]) -> bool:
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-            return limit is None or sum(times) < limit
-
-        self._scratch_steps(slots, size, batches + 1, timed)
-        kept = sorted(times[1:] or times)
-        return kept[len(kept) // 2] / size
+        """Seconds per member and batch of training ``parallel`` chunks of ``size`` members at
+        once, on scratch copies of ``slots`` (:func:`hyperpop.vectorized.probe.measure`)."""
+        return probe.measure(self, slots, size, batches, limit, parallel)
 
     def activation_bytes(self, slots: Sequence[int], size: int) -> int:
-        """Bytes that one batch's forward keeps for the backward pass, per member, measured on
-        ``size`` members at once (scratch copies of ``slots``, as :meth:`measure`)."""
-        seen: dict[tuple[int, int], int] = {}
+        """Bytes that one batch's forward keeps for the backward pass, per member
+        (:func:`hyperpop.vectorized.probe.activation_bytes`)."""
+        return probe.activation_bytes(self, slots, size)
 
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            try:
-                storage = t.untyped_storage()
-                seen[(storage.data_ptr(), t.device.index or 0)] = storage.nbytes()
-            except (
-                RuntimeError,
-                NotImplementedError,
-            ):  # no plain storage (a tensor subclass)
-                pass
-            return t
-
-        def hooked(step: Callable[[], None]) -> bool:
-            with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                step()
-            return True
-
-        self._scratch_steps(slots, size, 1, hooked)
-        return sum(seen.values()) // max(size, 1)
-
-    def _scratch_steps(
-        self,
-        slots: Sequence[int],
-        size: int,
-        count: int,
-        wrap: Callable[[Callable[[], None]], bool],
-    ) -> None:
-        """Up to ``count`` training steps of one batch each on scratch copies of ``slots``, each
-        run through ``wrap`` (False: stop there); the global random state is put back after."""
-        if not slots:
-            raise ValueError("measuring needs at least one slot to copy")
-        idx = torch.tensor([slots[i % len(slots)] for i in range(size)], device=self.device)
-        with torch.no_grad():
-            params = {n: v[idx] for n, v in self.params.items()}
-            buffers = {n: v[idx] for n, v in self.buffers.items()}
-            state = {n: {s: v[idx] for s, v in d.items()} for n, d in self.state.items()}
-            opt_steps = self.opt_steps[idx]
-            hp = {n: self.hp[n][idx].to(torch.float32) for n in self.hp_keys}
-            opt_hp = {n: self.hp[n][idx] for n in self.opt_keys}
-        names = list(params)
-        tensors = [params[n].requires_grad_(True) for n in names]
-        states = [state[n] for n in names]
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None
-
-        def forward(*inputs: torch.Tensor) -> Any:
-            return self._vforward(params, buffers, *inputs)
-
-        members = Members(size, hp, torch.Generator().manual_seed(0), forward, 0)
-        batches: Iterator[Any] = iter(())
-        self.module.train()
-        try:
-            for _ in range(count):
-
-                def step() -> None:
-                    nonlocal batches
-                    batch = next(batches, None)
-                    if batch is None:  # the step's batches ran out: a new pass
-                        batches = iter(self.spec.batches(members))
-                        batch = next(batches)
-                    loss, _ = self._vloss(params, buffers, batch, hp)
-                    grads = torch.autograd.grad(loss.sum(), tensors, allow_unused=True)
-                    with torch.no_grad():
-                        grads_ = [
-                            torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)
-                        ]
-                        self.step_optimizer(tensors, grads_, states, opt_steps, opt_hp)
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-
-                if not wrap(step):
-                    break
-        finally:
-            torch.set_rng_state(cpu_rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-
-    def _evaluate(
-        self,
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        hp: dict[str, torch.Tensor],
-        k: int,
-    ) -> dict[str, torch.Tensor]:
-        # a few members per call: evaluation data is often larger than a training batch, and
-        # its activations for every member at once would set the process's peak memory
-        chunk = max(1, int(self.spec.evaluate_members or k))
-        parts: list[dict[str, torch.Tensor]] = []
-        for a in range(0, k, chunk):
-            b = min(k, a + chunk)
-            part = self._veval(
-                {n: v[a:b] for n, v in params.items()},
-                {n: v[a:b] for n, v in buffers.items()},
-                {n: v[a:b] for n, v in hp.items()},
-            )
-            parts.append({n: v.detach().to(torch.float64).reshape(b - a) for n, v in part.items()})
-        return {n: torch.cat([p[n] for p in parts]) for n in parts[0]} if parts else {}
-
-    def step_optimizer(
-        self,
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        states: list[dict[str, torch.Tensor]],
-        opt_steps: torch.Tensor,
-        hp: dict[str, torch.Tensor],
-        mask: torch.Tensor | None = None,
-    ) -> None:
-        """One optimiser step for every member at once, in place (``torch.optim`` semantics):
-        :func:`hyperpop.vectorized.optim.step` with this population's optimiser."""
-        step(self.kind, self.spec.nesterov, params, grads, states, opt_steps, hp, mask)
+    def draws_global_random(self, slots: Sequence[int]) -> bool:
+        """Whether a training step draws from PyTorch's global random generator
+        (:func:`hyperpop.vectorized.probe.draws_global_random`)."""
+        return probe.draws_global_random(self, slots)
