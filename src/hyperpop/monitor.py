@@ -116,6 +116,8 @@ class ProgressMonitor:
         :attr:`SHOW_EVERY` seconds, or ``now``."""
         if self.view is None or (not now and time.time() - self._shown <= self.SHOW_EVERY):
             return
+        for text in self.session.backend.notes():  # what the backend chose, said once
+            self.view.note(text)
         self.view(self.session.pop, self.state())
         self._shown = time.time()
 

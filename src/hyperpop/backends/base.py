@@ -136,6 +136,10 @@ class Backend(ABC):
         people can follow between ready points; the reports come with the task's result)."""
         return {}
 
+    def notes(self) -> list[str]:
+        """Lines for the progress display, each returned once (e.g. what the backend chose)."""
+        return []
+
     def affinity(self, member: int) -> int | None:
         """The slot that holds the member's state in memory, if any (a scheduling hint)."""
         return None
