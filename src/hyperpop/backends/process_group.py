@@ -5,8 +5,9 @@ ranks of one data-parallel job (DDP, FSDP), each started with the environment ``
 gives: ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``
 (127.0.0.1) and ``MASTER_PORT`` (a free port per group, new for each fresh group), plus
 ``HYPERPOP_DIST_TIMEOUT``, the seconds a collective may wait before it fails (see
-:func:`hyperpop.torch.init_distributed`). Every rank sees the member's GPUs (rank ``r`` uses
-device ``r`` when there is one GPU per rank, as under ``torchrun``).
+:func:`hyperpop.torch.init_distributed`), and ``HYPERPOP_GROUP_ID``, unique to each group.
+Every rank sees the member's GPUs (rank ``r`` uses device ``r`` when there is one GPU per
+rank, as under ``torchrun``).
 
 Every rank builds the member's trainable, loads the checkpoint the task names (after an
 exploit, the donor's), applies the task's config and trains the same steps; every rank calls
@@ -26,6 +27,7 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -55,6 +57,7 @@ def rank_env(
     dist_timeout: float | None = None,
     threads: int | None = None,
     base: Mapping[str, str] | None = None,
+    group_id: str = "",
 ) -> dict[str, str]:
     """The environment of rank ``rank`` of a group of ``size`` on this machine (a group of 1
     gets no distributed variables: a single process is no process group)."""
@@ -75,6 +78,7 @@ def rank_env(
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(port),
             HYPERPOP_DIST_TIMEOUT=f"{dist_timeout or DEFAULT_DIST_TIMEOUT:g}",
+            HYPERPOP_GROUP_ID=group_id or f"{port}",
         )
     return env
 
@@ -122,6 +126,7 @@ class ProcessGroup:
         """Start the ranks (a fresh port for the group); :meth:`await_ready` waits for them."""
         self.close()
         port = free_port() if self.size > 1 else 0
+        group_id = f"{self.name}-{uuid.uuid4().hex[:8]}"
         for rank in range(self.size):
             env = rank_env(
                 rank,
@@ -131,6 +136,7 @@ class ProcessGroup:
                 dist_timeout=self.dist_timeout,
                 threads=self.threads,
                 base=self.env,
+                group_id=group_id,
             )
             proc, conn = spawn_worker({**self.init, "rank": rank}, env)
             self.procs.append(proc)
