@@ -249,13 +249,13 @@ class LogProgress(View):
         now = time.time()
         if now - self._last < self.every and pop.alive():
             return
-        best = pop.best()
+        best = pop.best_model()  # the best every view shows (Result.best, status, dashboard)
         steps = [m.step for m in pop.members.values()]
         text = (
             f"{len(pop.alive())}/{len(pop.members)} members alive, steps "
             f"{min(steps, default=0)}-{max(steps, default=0)}, {pop.reports} reports, "
             f"{exploit_count(pop)} exploits, best {pop.metric}="
-            f"{fmt(best.last_score) if best else '-'} (member {best.id if best else '-'})"
+            f"{fmt(best.score) if best else '-'} (member {best.member if best else '-'})"
         )
         if text == self._said:  # the end is shown once, however often it is handed over
             return
@@ -292,15 +292,14 @@ class PlainProgress(View):
     def line(self, pop: Population, state: RunState) -> str:
         """The progress line for ``pop`` in ``state``."""
         done, total, left = self._eta(pop, state)
-        best = pop.best()
+        best = pop.best_model()  # the best every view shows (Result.best, status, dashboard)
         parts = [f"hyperpop {_clock(state.elapsed)}"]
         if total:
             parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%), ETA {_clock(left)}")
         parts.append(f"members: {_members_line(counts(pop, state))}")
         parts.append(f"{pop.reports} reports, {exploit_count(pop)} exploits")
         if best is not None:
-            score = best.ready_score if best.ready_score is not None else best.last_score
-            parts.append(f"best {pop.metric}={fmt(score)} (member {best.id})")
+            parts.append(f"best {pop.metric}={fmt(best.score)} (member {best.member})")
         return " · ".join(parts)
 
     def _write(self, text: str) -> None:

@@ -21,6 +21,7 @@ from hyperpop.store.events import Event, gc_paused
 
 __all__ = [
     "RESULT_RULES",
+    "Best",
     "BlobInfo",
     "Edge",
     "EdgeKind",
@@ -121,6 +122,26 @@ class BlobInfo:
     def config(self) -> dict[str, Any]:
         """The config the weights were last trained with."""
         return self.schedule[-1].config
+
+
+@dataclass(frozen=True)
+class Best:
+    """The run's best model (see :meth:`Population.best_model`).
+
+    Attributes:
+        member: the member that holds the weights, or saved them.
+        score: their ranking score (the last report before any ready point).
+        step: their training steps.
+        checkpoint: the checkpoint holding them (None before the first).
+        seq: None when they are the member's weights now; else the event that recorded the
+            checkpoint of an earlier state of the member.
+    """
+
+    member: int
+    score: float | None
+    step: int
+    checkpoint: str | None
+    seq: int | None
 
 
 @dataclass(frozen=True)
@@ -426,13 +447,38 @@ class Population:
         """Reports averaged into a ranking score (1: the last report alone)."""
         return int(self.settings.get("score_window") or 1)
 
+    def best_model(self) -> Best | None:
+        """The run's best model: what :attr:`hyperpop.Result.best`, ``hyperpop status``, the live
+        views and the dashboard all show as "best" (None before any report).
+
+        It is the weights with the best ranking score at a ready point (the mean of the
+        lineage's last ``score_window`` reports; NaN never wins) among the members whose models
+        may be the run's result (:meth:`in_result`), the run's best so far: a member now, by its
+        latest ready score, unless a checkpoint the run keeps (:attr:`best_checkpoint`, never
+        collected) scored better, then that checkpoint as the member that saved it was then.
+        Before any ready point, the member with the best last report. Its score is the one it
+        is ranked by.
+        """
+        m = self.ranking.best_of(
+            (m for m in self.members.values() if self.in_result(m.id)), _ranking_score
+        )
+        if m is None:
+            return None
+        blob = self.best_checkpoint
+        info = self.blobs.get(blob) if blob is not None else None
+        if (
+            blob is None
+            or info is None
+            or blob == m.checkpoint
+            or self.ranking.at_least(m.ready_score, self.best_score)
+        ):
+            return Best(m.id, _ranking_score(m), m.step, m.checkpoint, None)
+        return Best(info.member, info.score, info.step, blob, info.seq)
+
     def best(self) -> MemberState | None:
-        """The member with the best ranking score at its last ready point (the mean of its
-        lineage's last ``score_window`` reports; NaN never wins), among the members whose models
-        may be the run's result (:meth:`in_result`). Members that never reached a ready point
-        are ranked by their last report."""
-        eligible = (m for m in self.members.values() if self.in_result(m.id))
-        return self.ranking.best_of(eligible, _ranking_score)
+        """The member that holds or saved the run's best model (see :meth:`best_model`)."""
+        b = self.best_model()
+        return None if b is None else self.members[b.member]
 
     def in_result(self, member: int) -> bool:
         """Whether member ``member``'s models may be the run's best (see

@@ -235,20 +235,19 @@ class Result:
 
     @property
     def best(self) -> MemberResult:
-        """The best model of the run: the checkpoint with the best ranking score seen (kept
-        to the end, never collected), as the member that saved it was then; or, before any
-        ready point, the member with the best last report."""
+        """The best model of the run (:meth:`hyperpop.population.Population.best_model`, the
+        best that ``hyperpop status``, the live view and the dashboard show): the weights with
+        the best ranking score seen, as the member held them then (a checkpoint kept to the
+        end, never collected) or holds them now; before any ready point, the member with the
+        best last report. Its ``score`` is that ranking score."""
         pop = self.population
-        m = pop.best()
-        if m is None:
+        b = pop.best_model()
+        if b is None:
             raise ValueError("no member has reported a score yet")
-        blob = pop.best_checkpoint
-        if blob is None or blob not in pop.blobs or blob == m.checkpoint:
-            return self._grouped(MemberResult.of(m))
-        mine = m.ready_score
-        if mine is None or not pop.ranking.at_least(mine, pop.best_score):
-            return self._grouped(MemberResult.of_checkpoint(pop, blob))
-        return self._grouped(MemberResult.of(m))
+        if b.seq is not None and b.checkpoint is not None:
+            return self._grouped(MemberResult.of_checkpoint(pop, b.checkpoint))
+        m = dataclasses.replace(MemberResult.of(pop.members[b.member]), score=b.score)
+        return self._grouped(m)
 
     #: the best checkpoint's state, when the run kept no store (``storage=None``)
     best_state: Any = None

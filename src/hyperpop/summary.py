@@ -174,7 +174,8 @@ def summary(
         (members by status, as words: ``running``, ``finished``, ``failed``, and
         ``interrupted`` for members of an interrupted run not yet finished), ``reports``,
         ``exploits``, ``rejuvenations``, ``failures``,
-        ``resumes``, ``elapsed`` (seconds), ``best_member``, ``best_score`` (its last report),
+        ``resumes``, ``elapsed`` (seconds), ``best_member``, ``best_score`` (the run's best model
+        and its score: see :meth:`~hyperpop.population.Population.best_model`),
         ``max_step``, ``seq`` (the last event read), ``version``, ``unrecorded_reports``
         (reports of intervals still running), ``pinned`` (member ids) and ``interventions``
         (the latest :data:`RECENT_INTERVENTIONS` things people did, oldest first), and
@@ -182,7 +183,7 @@ def summary(
         empty for a strategy without groups.
     """
     status = run_status(pop, alive)
-    best = pop.best()
+    best = pop.best_model()
     per_group: dict[str, int] = {}
     for label in groups(pop).values():
         per_group[label] = per_group.get(label, 0) + 1
@@ -211,8 +212,8 @@ def summary(
         "failures": pop.failures,
         "resumes": pop.resumes,
         "elapsed": elapsed,
-        "best_member": best.id if best else None,
-        "best_score": best.last_score if best else None,
+        "best_member": best.member if best else None,
+        "best_score": best.score if best else None,
         "max_step": max((m.step for m in pop.members.values()), default=0),
         "seq": pop.last_seq,
         "version": pop.version,

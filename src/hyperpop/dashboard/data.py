@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import gc
+import math
 import os
 import secrets
 import threading
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from hyperpop.population import Population
+from hyperpop.population import Population, Segment
 from hyperpop.ranking import Ranking
 from hyperpop.space import flatten_config
 from hyperpop.store import events as ev
@@ -262,15 +263,28 @@ class RunView(RunData):
         return json_safe(member_rows(cast(Population, part)))
 
     def best_lineage(self) -> list[dict[str, Any]]:
-        """The best member's schedule: ``{"step", "member", "config"}`` segments, oldest first,
-        ending at its current step (``end``)."""
-        best = self.pop.best()
+        """The schedule of the run's best model (:meth:`Population.best_model`, the best
+        every view shows): ``{"step", "member", "config"}`` segments, oldest first."""
+        best = self.pop.best_model()
         if best is None:
             return []
+        if best.seq is not None and best.checkpoint in self.pop.blobs:
+            schedule: Iterable[Segment] = self.pop.blobs[best.checkpoint].schedule
+        else:
+            schedule = self.pop.members[best.member].schedule
         return [
             {"step": s.step, "member": s.member, "config": flatten_config(s.config)}
-            for s in best.schedule
+            for s in schedule
         ]
+
+    def best_reports(self) -> list[Report]:
+        """The recorded report of each step of the run's best model (its lineage through
+        every copy, as :meth:`RunData.lineage_reports`), oldest first."""
+        best = self.pop.best_model()
+        if best is None:
+            return []
+        until = math.inf if best.seq is None else best.seq + 1
+        return list(self.lineage_reports(best.member, until).values())
 
 
 @dataclass
