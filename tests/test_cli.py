@@ -1,4 +1,5 @@
-"""The command line, as a user runs it (real subprocesses on the toy example)."""
+"""The command line, as a user runs it on the toy example: real subprocesses for one command of
+each kind (run, a view, the entry point), click's runner in this process for the rest."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from hyperpop.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def hyperpop(*args, cwd=None, check=True):
+    """``hyperpop ARGS`` in a real interpreter."""
     out = subprocess.run(
         [sys.executable, "-m", "hyperpop", *map(str, args)],
         capture_output=True,
@@ -27,6 +32,22 @@ def hyperpop(*args, cwd=None, check=True):
     if check:
         assert out.returncode == 0, out.stderr
     return out
+
+
+class Ran:
+    """What a command printed and returned, from click's runner (as :func:`hyperpop` gives)."""
+
+    def __init__(self, args, check=True):
+        res = CliRunner().invoke(main, [str(a) for a in args])
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
+        self.returncode, self.stdout, self.stderr = res.exit_code, res.stdout, res.stderr
+        if check:
+            assert self.returncode == 0, self.stderr
+
+
+def cli(*args, check=True):
+    """``hyperpop ARGS`` in this process."""
+    return Ran(args, check)
 
 
 @pytest.fixture(scope="module")
@@ -46,35 +67,33 @@ def test_status(toy_db):
 
 
 def test_best_and_schedule_in_json_and_csv(toy_db):
-    best = json.loads(hyperpop("best", toy_db).stdout)
+    best = json.loads(cli("best", toy_db).stdout)
     assert best["score"] > 1.18 and best["step"] == 200
     assert best["schedule"][0]["step"] == 0
-    rows = json.loads(hyperpop("schedule", toy_db).stdout)
+    rows = json.loads(cli("schedule", toy_db).stdout)
     assert [r["step"] for r in rows] == sorted(r["step"] for r in rows)
     assert {"step", "trained_by", "h0", "h1"} <= set(rows[0])
-    table = list(
-        csv.DictReader(io.StringIO(hyperpop("schedule", toy_db, "--format", "csv").stdout))
-    )
+    table = list(csv.DictReader(io.StringIO(cli("schedule", toy_db, "--format", "csv").stdout)))
     assert len(table) == len(rows) and float(table[0]["step"]) == 0
-    one = json.loads(hyperpop("best", toy_db).stdout)
-    member = json.loads(hyperpop("schedule", toy_db, "-m", one["member"]).stdout)
+    one = json.loads(cli("best", toy_db).stdout)
+    member = json.loads(cli("schedule", toy_db, "-m", one["member"]).stdout)
     assert member == rows
 
 
 def test_table_and_lineage(toy_db):
-    rows = list(csv.DictReader(io.StringIO(hyperpop("table", toy_db).stdout)))
+    rows = list(csv.DictReader(io.StringIO(cli("table", toy_db).stdout)))
     assert len(rows) == 400 and {"member", "step", "score", "config/h0"} <= set(rows[0])
-    edges = list(csv.DictReader(io.StringIO(hyperpop("lineage", toy_db).stdout)))
+    edges = list(csv.DictReader(io.StringIO(cli("lineage", toy_db).stdout)))
     assert edges and {"member", "donor", "step"} <= set(edges[0])
 
 
 def test_clear_errors_without_tracebacks(tmp_path):
-    out = hyperpop("status", tmp_path / "missing.db", check=False)
+    out = cli("status", tmp_path / "missing.db", check=False)
     assert out.returncode != 0 and "no hyperpop store" in out.stderr
     assert "Traceback" not in out.stderr
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"garbage" * 1000)
-    out = hyperpop("best", bad, check=False)
+    out = cli("best", bad, check=False)
     assert "not a hyperpop store" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -85,7 +104,7 @@ def test_a_store_from_a_newer_version_is_refused(toy_db, tmp_path):
     con.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     con.commit()
     con.close()
-    out = hyperpop("resume", copy, check=False)
+    out = cli("resume", copy, check=False)
     assert out.returncode != 0 and "schema version 99" in out.stderr
     assert "upgrade hyperpop" in out.stderr and "Traceback" not in out.stderr
 
@@ -93,14 +112,15 @@ def test_a_store_from_a_newer_version_is_refused(toy_db, tmp_path):
 def test_a_bad_run_file_is_explained(tmp_path):
     f = tmp_path / "job.py"
     f.write_text("import hyperpop as hp\nspace = {'lr': hp.uniform(1.0, 0.1)}\n")
-    out = hyperpop("run", f, check=False)
+    out = cli("run", f, check=False)
     assert "must define `trainable" in out.stderr
+    f = tmp_path / "job2.py"  # a new file: this process already imported job.py
     f.write_text(
         "import hyperpop as hp\n"
         "def trainable(config, checkpoint):\n    pass\n"
         "space = {'lr': hp.uniform(1.0, 0.1)}\nsettings = dict(metric='x')\n"
     )
-    out = hyperpop("run", f, "--storage", tmp_path / "x.db", check=False)
+    out = cli("run", f, "--storage", tmp_path / "x.db", check=False)
     assert "SpaceError" in out.stderr and "'lr'" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -110,10 +130,10 @@ def test_python_dash_m_and_version():
     assert "run" in hyperpop("--help").stdout
 
 
-def test_default_storage_is_runs_folder(tmp_path):
+def test_default_storage_is_runs_folder(tmp_path, monkeypatch):
     job = tmp_path / "tiny.py"
     job.write_text((ROOT / "examples" / "toy.py").read_text().replace('storage="runs/toy.db",', ""))
-    env_cwd = tmp_path
-    hyperpop("run", job, "--steps", "8", "-q", cwd=env_cwd)
+    monkeypatch.chdir(tmp_path)
+    cli("run", job, "--steps", "8", "-q")
     assert (tmp_path / "runs" / "tiny.db").exists()
     assert os.path.isdir(tmp_path / "runs" / "tiny.db-ckpt")

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner, Result
 
 import hyperpop as hp
+from hyperpop.cli import main
 from hyperpop.space import Space, SpaceError
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event, decode_data, encode_data
@@ -32,14 +34,26 @@ def hyperpop(*args, cwd=None, timeout=180):
     )
 
 
-def one_line_error(out: subprocess.CompletedProcess) -> str:
+def cli(*args: object) -> Result:
+    """``hyperpop ARGS`` in this process (click's runner): what a user sees, in milliseconds
+    (:func:`hyperpop` starts a real interpreter where that is the point)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(out: subprocess.CompletedProcess | Result) -> str:
     """The CLI failed with exactly one line on stderr and no traceback; returns that line."""
-    assert out.returncode != 0, out.stdout
-    assert "Traceback" not in out.stderr, out.stderr
-    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    if isinstance(out, Result):
+        assert out.exit_code != 0, out.output
+        assert out.exception is None or isinstance(out.exception, SystemExit), out.exc_info
+        code, stdout, stderr = out.exit_code, out.stdout, out.stderr
+    else:
+        code, stdout, stderr = out.returncode, out.stdout, out.stderr
+    assert code != 0, stdout
+    assert "Traceback" not in stderr, stderr
+    lines = [x for x in stderr.splitlines() if x.strip()]
     # the run's banner and its progress log (-q) are not errors
     lines = [x for x in lines if not x.startswith("hyperpop: running ") and " INFO " not in x]
-    assert len(lines) == 1, out.stderr
+    assert len(lines) == 1, stderr
     return lines[0]
 
 
@@ -241,7 +255,7 @@ def job(tmp_path, extra=""):
 )
 def test_bad_settings_are_one_line_on_the_command_line(tmp_path, extra, args, expect):
     db = tmp_path / "r.db"
-    line = one_line_error(hyperpop("run", job(tmp_path, extra), "-s", db, "-q", *args))
+    line = one_line_error(cli("run", job(tmp_path, extra), "-s", db, "-q", *args))
     assert expect in line
     assert not db.exists() and not (tmp_path / "r.db-ckpt").exists()
 
@@ -254,8 +268,8 @@ def test_workers_zero_is_refused_in_python_too():
 def test_a_stored_run_tells_cli_users_about_overwrite(tmp_path):
     db = tmp_path / "r.db"
     f = job(tmp_path)
-    assert hyperpop("run", f, "-s", db, "-q").returncode == 0
-    line = one_line_error(hyperpop("run", f, "-s", db, "-q"))
+    assert cli("run", f, "-s", db, "-q").exit_code == 0
+    line = one_line_error(cli("run", f, "-s", db, "-q"))
     assert "already holds a run" in line and "--overwrite" in line
     assert "overwrite=True" not in line and f"hyperpop resume {db}" in line
     with pytest.raises(StoreError, match="overwrite=True"):
@@ -273,7 +287,7 @@ def test_best_before_any_report_is_one_line(tmp_path):
     )
     store.close()
     for cmd in (["best"], ["schedule"], ["best", "--format", "csv"]):
-        line = one_line_error(hyperpop(*cmd, db))
+        line = one_line_error(cli(*cmd, db))
         assert "no member has reported" in line and f"hyperpop status {db}" in line
 
 
@@ -556,6 +570,6 @@ def test_chmod_read_only_store_and_folder_are_readable(tmp_path):
 
 def test_resume_with_zero_workers_is_refused(tmp_path):
     db = tmp_path / "r.db"
-    assert hyperpop("run", job(tmp_path), "-s", db, "-q").returncode == 0
-    line = one_line_error(hyperpop("resume", db, "-w", "0"))
+    assert cli("run", job(tmp_path), "-s", db, "-q").exit_code == 0
+    line = one_line_error(cli("resume", db, "-w", "0"))
     assert "workers must be a positive int" in line and "got 0" in line

@@ -1,6 +1,7 @@
 """Resume and replay from the command line a run started from Python (issue 11, item 4).
 
-Real driver processes killed mid-run, then ``hyperpop resume``/``replay`` as a user types them.
+Real driver processes killed mid-run, then ``hyperpop resume``/``replay`` as a user types them:
+in a real interpreter for the first script, through click's runner in this process after that.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from click.testing import CliRunner
+
 import hyperpop as hp
+from hyperpop.cli import main
 from hyperpop.store import events as ev
 from hyperpop.store.sqlite import SQLiteStore, StoreError
 
@@ -87,6 +91,20 @@ def _cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+class Ran:
+    """What a command printed and returned, from click's runner (as :func:`_cli` gives)."""
+
+    def __init__(self, args: tuple[object, ...]):
+        res = CliRunner().invoke(main, [str(a) for a in args])
+        assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
+        self.returncode, self.stdout, self.stderr = res.exit_code, res.stdout, res.stderr
+
+
+def _in_process(*args: object) -> Ran:
+    """``hyperpop ARGS`` in this process (the test folder is on its path, as _env() gives)."""
+    return Ran(args)
+
+
 def test_a_script_run_resumes_and_replays_from_the_command_line(tmp_path):
     db = tmp_path / "script.db"
     script = tmp_path / "train_script.py"
@@ -111,11 +129,11 @@ def test_a_run_from_python_c_needs_trainable_and_the_error_says_what_to_pass(tmp
     )
     _killed_midway([sys.executable, "-c", code], db, tmp_path)
     # the store names the module, so a plain resume works; a wrong spec says what to pass
-    out = _cli("resume", db, "--trainable", "reliability_trainables", "-q")
+    out = _in_process("resume", db, "--trainable", "reliability_trainables", "-q")
     assert out.returncode == 1 and "FILE.py:Name or module:Name" in out.stderr
-    out = _cli("resume", db, "--trainable", "reliability_trainables:Nope", "-q")
+    out = _in_process("resume", db, "--trainable", "reliability_trainables:Nope", "-q")
     assert out.returncode == 1 and "defines no 'Nope'" in out.stderr
-    out = _cli("resume", db, "--trainable", "reliability_trainables:Walker", "-q")
+    out = _in_process("resume", db, "--trainable", "reliability_trainables:Walker", "-q")
     assert out.returncode == 0, out.stderr
     assert all(m.step == 40 for m in hp.load(db).members)
 
@@ -145,9 +163,9 @@ def test_a_run_from_stdin_resumes_with_trainable_from_the_script(tmp_path):
         finally:
             proc.kill()
             proc.wait()
-    out = _cli("resume", db, "-q")
+    out = _in_process("resume", db, "-q")
     assert out.returncode == 1 and "--trainable" in out.stderr, out.stderr
-    out = _cli("resume", db, "--trainable", f"{script}:Climber", "-q")
+    out = _in_process("resume", db, "--trainable", f"{script}:Climber", "-q")
     assert out.returncode == 0, out.stderr
     assert all(m.step == 40 for m in hp.load(db).members)
     # the script's own hp.run(...) (storage=the same db) never started: it would have refused
