@@ -13,6 +13,7 @@ FLOORS = [
     {"commands"},  # the command line calls the public API
     {"__init__"},
     {"run", "replay", "testing"},
+    {"session"},  # one session assembled: the controller, the backend, the driver
     {"driver"},
     {"settings", "steering", "scheduling", "journal", "monitor", "metric"},
     {"controller", "live", "integrations"},

@@ -1,8 +1,8 @@
 """The public entry points: :func:`run` starts a PBT run, :func:`resume` continues one.
 
 Both check the user's input first (nothing is opened before it is valid), then open the store,
-and hand over to :func:`_session`, the one place that builds the controller, the backend and
-the driver, and that opens and closes everything a session uses.
+and hand over to :func:`hyperpop.session.run_session`, the one place that builds the
+controller, the backend and the driver, and that opens and closes everything a session uses.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,20 +20,23 @@ from typing import Any, ParamSpec, TypeVar
 import numpy as np
 
 from hyperpop._version import __version__
-from hyperpop.backends import Backend, backend_class, get_backend
+from hyperpop.backends import Backend
 from hyperpop.callbacks import Callback, CallbackList
-from hyperpop.checkpoints import (
-    CheckpointError,
-    CheckpointStore,
-    checkpoint_dir_for,
-    log_dir_for,
-)
-from hyperpop.controller import Budget, Controller, Ready, Rejuvenate
-from hyperpop.driver import Driver, Progress, unanswered
+from hyperpop.checkpoints import CheckpointError, CheckpointStore, checkpoint_dir_for
+from hyperpop.controller import Budget, Ready, Rejuvenate
+from hyperpop.driver import Progress, unanswered
 from hyperpop.errors import RunError, RunExistsError, SettingsError, StoreError
 from hyperpop.population import Population
 from hyperpop.results import Result
 from hyperpop.runfiles import remove_run
+from hyperpop.session import (
+    backend_spec,
+    build_backend,
+    controller_for,
+    recorded_timeout,
+    run_session,
+    settings_errors,
+)
 from hyperpop.settings import RunSettings
 from hyperpop.space import Space, SpaceError
 from hyperpop.store import vocabulary as voc
@@ -43,7 +44,6 @@ from hyperpop.store.base import Store
 from hyperpop.store.events import Event
 from hyperpop.store.sqlite import SQLiteStore, WriterLock, open_store
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy
-from hyperpop.summary import ProgressView
 from hyperpop.trainable import TrainableError, make_factory
 from hyperpop.userfile import load_trainable, source_of
 
@@ -82,18 +82,6 @@ def _public(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return call
 
 
-@contextmanager
-def _settings() -> Iterator[None]:
-    """Turn a ValueError or TypeError raised while checking the settings into a SettingsError
-    (one clear line on the command line); errors with a type of their own pass through."""
-    try:
-        yield
-    except (SpaceError, SettingsError):
-        raise
-    except (ValueError, TypeError) as e:
-        raise SettingsError(str(e)) from e
-
-
 def _refuse_in_worker_import() -> None:
     """A worker process (``spawn``) imports the user's script; a script that calls ``run`` at
     module level, with no main guard, would start a run again inside each worker. Stop it
@@ -109,206 +97,6 @@ def _refuse_in_worker_import() -> None:
             "hyperpop: hp.run() was called while a worker process imported the script that "
             'starts the run; put that call under `if __name__ == "__main__":`'
         )
-
-
-# --- backends ---------------------------------------------------------------------------
-def _backend_spec(
-    backend: str | Backend,
-    workers: int | None,
-    options: Mapping[str, Any] | None,
-    settings: RunSettings | None = None,
-    members: int | None = None,
-) -> Callable[[], Backend]:
-    """Check how the backend is asked for, and return what builds it (only once the store is
-    open and empty). ``settings`` brings the GPU settings, forwarded as backend options;
-    ``members`` (the population) caps the workers of a backend with a process or slot per
-    worker: more would never train."""
-    opts = dict(options or {})
-    if settings is not None and not isinstance(backend, Backend):
-        for key, value in settings.replace(backend=str(backend)).backend_options().items():
-            if key in opts and opts[key] != value:
-                raise SettingsError(
-                    f"{key} is given twice, as an argument and in backend_options "
-                    f"({value!r} vs {opts[key]!r}); give it once"
-                )
-            opts[key] = value
-    if isinstance(backend, Backend):
-        if opts:
-            raise SettingsError(
-                "backend_options are for a backend named by a string; a Backend instance is "
-                "used as it is: pass them to its constructor instead"
-            )
-        if workers is not None:
-            return lambda: _sized(backend, workers)
-        return lambda: backend
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise SettingsError(
-            f"workers must be a positive int (members training at once), got {workers!r}; "
-            "leave it out for one per CPU core"
-        )
-    try:
-        backend_class(backend)  # an unknown name, or a missing extra, is refused now
-    except ValueError as e:
-        raise SettingsError(str(e)) from None
-    count = workers
-    if members is not None and backend in ("local", "ray", "simulated"):
-        count = _capped(workers, members, backend, gpus="gpus" in opts)
-    return lambda: get_backend(backend, count, **opts)
-
-
-def _capped(workers: int | None, members: int, backend: str, *, gpus: bool) -> int | None:
-    """At most one worker per member (a worker with no member to train only costs memory and
-    start-up time): ``workers=8`` for 2 members starts 2, and says so. The local backend's
-    default (one per CPU core) is capped the same way, unless GPUs decide the count."""
-    if workers is None:
-        if backend != "local" or gpus:
-            return None
-        cores = os.cpu_count() or 1
-        return min(cores, members) if members < cores else None
-    if workers > members:
-        log.warning(
-            "workers=%d but the population has %d member%s: starting %d worker%s (one per "
-            "member; more would have nothing to train)",
-            workers,
-            members,
-            "" if members == 1 else "s",
-            members,
-            "" if members == 1 else "s",
-        )
-        return members
-    return workers
-
-
-def _sized(backend: Backend, workers: int) -> Backend:
-    """A Backend instance given with ``workers``: they must agree (nothing is ignored)."""
-    if backend.capacity != workers:
-        raise SettingsError(
-            f"workers={workers} but the {backend.name!r} backend instance has "
-            f"{backend.capacity} slots; leave workers out, or build the backend with {workers}"
-        )
-    return backend
-
-
-def _clock(backend: Backend, pop: Population) -> Callable[[], float] | None:
-    """The driver's clock for a backend that runs on simulated time (None: the real one). It
-    starts at the later of now and the log's last event, so times in the log never go back,
-    even across resumes of a simulation that ran ahead of the wall clock."""
-    if backend.simulated_seconds() is None:
-        return None
-    start = max(time.time(), pop.last_time)
-    return lambda: start + (backend.simulated_seconds() or 0.0)
-
-
-def _build_backend(make: Callable[[], Backend], step_timeout: float | None) -> Backend:
-    with _settings():
-        backend = make()
-        backend.set_step_timeout(step_timeout)
-    return backend
-
-
-# --- the one assembly path ---------------------------------------------------------------
-def _controller(settings: RunSettings, space: Space) -> Controller:
-    """The controller a run's settings describe (its strategies are checked against the
-    space here, before anything is opened)."""
-    return Controller(
-        space,
-        mode=settings.mode,
-        ready=settings.ready,
-        budget=list(settings.budget),
-        exploit=settings.exploit,
-        explore=settings.explore,
-        synchronous=settings.synchronous,
-        rejuvenate=settings.rejuvenate,
-        max_lead=settings.max_lead,
-        seed=settings.seed,  # decisions are keyed by member and ready point: same draws
-    )
-
-
-def _session(
-    *,
-    store: Store,
-    pop: Population,
-    settings: RunSettings,
-    controller: Controller,
-    trainable: Any,
-    make_backend: Callable[[], Backend],
-    storage: Path | None,
-    base: Path,
-    run_id: str,
-    opening: Callable[[Backend], list[Event]],
-    progress: Progress | bool | None,
-    callbacks: CallbackList,
-    keep_best: bool = False,
-) -> Result:
-    """Run one session of a run: restore the controller's state from the fold, build the
-    backend and the driver, start the backend, write the session's opening events
-    (``opening(backend)``, once the backend knows its size), run, and shut the backend down.
-    The caller built the controller (:func:`_controller`), opened the store, and closes it.
-
-    Args:
-        storage: the run's SQLite file (None: a run kept in a temporary folder).
-        base: where checkpoints go (``<base>-ckpt`` beside it).
-        run_id: the run's id: its checkpoint folder is claimed for it before anything is
-            written or collected there.
-        keep_best: keep the best checkpoint's state in the result (a run whose store and
-            checkpoints are deleted when it ends).
-    """
-    controller.restore(pop)
-    checkpoints = CheckpointStore.for_store(base)
-    checkpoints.claim(run_id, new=not pop.members)
-    if pop.members:  # a resumed run: drop what the log does not name, warn about what's gone
-        checkpoints.adopt(pop.live_checkpoints())  # out of a folder of the older layout
-        missing = [b for b in pop.live_checkpoints() if not checkpoints.exists(b)]
-        if missing:
-            log.warning("checkpoints missing from %s: %s", checkpoints.root, missing[:5])
-        checkpoints.collect(pop.live_checkpoints(), temporaries=True)
-    backend = make_backend()
-    checkpoints.fsync = backend.durable
-    driver: Driver | None = None
-    try:
-        shown = _progress(progress)
-        if storage is not None:
-            _member_logs(backend, storage, shown)
-        clock = _clock(backend, pop)
-        driver = Driver(
-            store=store,
-            pop=pop,
-            controller=controller,
-            backend=backend,
-            checkpoints=checkpoints,
-            settings=settings,
-            progress=shown,
-            callbacks=callbacks,
-            **({"clock": clock} if clock is not None else {}),
-        )
-        backend.start(make_factory(trainable), checkpoints)
-        driver.open(opening(backend))
-        driver.execute()
-    finally:
-        backend.shutdown()
-        if driver is not None:
-            driver.collect_leftovers()
-    result = Result(store.read(), path=storage)
-    result.best_state = _best_state(pop, checkpoints) if keep_best else None
-    result.overhead = {
-        "user_seconds": driver.user_seconds,
-        "worker_seconds": driver.worker_seconds,
-    }
-    return result
-
-
-def _best_state(pop: Population, checkpoints: CheckpointStore) -> Any:
-    """The state of the run's best checkpoint, or None."""
-    blob = pop.best_checkpoint
-    if blob is None:
-        return None
-    try:
-        return checkpoints.load(blob)
-    except Exception as e:  # noqa: BLE001 - the run's outcome matters more
-        log.warning("could not keep the best checkpoint %s: %s", blob, e)
-        return None
 
 
 # --- run ---------------------------------------------------------------------------------
@@ -495,7 +283,7 @@ def run(
         RunExistsError: ``storage`` already holds a run.
     """
     _refuse_in_worker_import()
-    with _settings():
+    with settings_errors():
         settings = RunSettings.create(
             metric=metric,
             mode=mode,
@@ -520,9 +308,9 @@ def run(
             processes_per_member=processes_per_member,
         )
         space = Space(space)
-        controller = _controller(settings, space)
+        controller = controller_for(settings, space)
         make_factory(trainable)  # a trainable that cannot be built is refused here
-        make_backend = _backend_spec(backend, workers, backend_options, settings, population)
+        make_backend = backend_spec(backend, workers, backend_options, settings, population)
         callbacks_ = CallbackList(callbacks)
         initial = _initial_configs(space, population, configs, seed)
     source = source_of(trainable)
@@ -543,13 +331,13 @@ def run(
         ]
 
     with _new_store(storage, overwrite, run_id) as (store, base):
-        return _session(
+        return run_session(
             store=store,
             pop=Population(),
             settings=settings,
             controller=controller,
             trainable=trainable,
-            make_backend=lambda: _build_backend(make_backend, settings.step_timeout),
+            make_backend=lambda: build_backend(make_backend, settings.step_timeout),
             storage=None if storage is None else Path(storage),
             base=base,
             run_id=run_id,
@@ -558,30 +346,6 @@ def run(
             callbacks=callbacks_,
             keep_best=storage is None,
         )
-
-
-def _member_logs(backend: Backend, storage: Path | str, progress: ProgressView | None) -> None:
-    """Members' stdout and stderr go to ``DB-logs/member-N.log`` beside the store; with a
-    progress display, one line says where (their prints no longer reach this terminal)."""
-    logs = log_dir_for(storage)
-    backend.set_log_dir(logs)
-    if backend.log_dir is None:
-        return
-    if progress is not None:
-        progress.note(f"members' output goes to {logs}/member-N.log (hyperpop logs {storage} -m N)")
-
-
-def _progress(progress: Progress | bool | None) -> ProgressView | None:
-    """The progress display: by default (None) or with True, a live view on a terminal and
-    plain periodic lines into a file or a pipe; False: none; one of hyperpop's views as it is;
-    or the caller's callable, handed the population."""
-    from hyperpop.live import FunctionView, LiveView, PlainProgress, View
-
-    if progress is True or progress is None:
-        return LiveView() if sys.stdout.isatty() else PlainProgress()
-    if progress is False:
-        return None
-    return progress if isinstance(progress, View) else FunctionView(progress)
 
 
 # --- resume ------------------------------------------------------------------------------
@@ -619,7 +383,7 @@ def resume(
         callbacks: as in :func:`run` (they are not recorded: pass them again).
     """
     _refuse_in_worker_import()
-    with _settings():
+    with settings_errors():
         if workers is not None and (
             isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
         ):
@@ -638,12 +402,12 @@ def resume(
         if pop.finished and not retry and not unanswered(store, pop):
             return Result(events, path=path)
         settings = RunSettings.from_dict(pop.settings, exploit=exploit, explore=explore)
-        with _settings():
+        with settings_errors():
             if step_timeout is not None:
                 settings = settings.replace(step_timeout=step_timeout)
             if processes_per_member is not None:
                 settings = settings.replace(processes_per_member=processes_per_member)
-            make_backend = _backend_spec(
+            make_backend = backend_spec(
                 backend or settings.backend,
                 # the recorded count only for the recorded backend (4096 vectorized slots are
                 # not 4096 local workers)
@@ -652,20 +416,20 @@ def resume(
                 settings,
                 len(pop.members),  # one worker per member at most
             )
-        controller = _controller(settings, Space.from_dict(pop.space))
+        controller = controller_for(settings, Space.from_dict(pop.space))
         if trainable is None:
             trainable = load_trainable(pop.trainable)
 
         def build() -> Backend:
-            backend_ = _build_backend(make_backend, None)
-            _recorded_timeout(backend_, settings.step_timeout, given=step_timeout is not None)
+            backend_ = build_backend(make_backend, None)
+            recorded_timeout(backend_, settings.step_timeout, given=step_timeout is not None)
             return backend_
 
         def opening(backend_: Backend) -> list[Event]:
             resumed = voc.RunResumed(os.getpid(), __version__, backend_.capacity, tuple(retry))
             return [Event.of(resumed)]
 
-        return _session(
+        return run_session(
             store=store,
             pop=pop,
             settings=settings,
@@ -680,21 +444,6 @@ def resume(
             progress=progress,
             callbacks=callbacks_,
         )
-
-
-def _recorded_timeout(backend: Backend, seconds: float | None, *, given: bool) -> None:
-    """Enforce the step timeout on a resumed run: one passed to resume is refused like in
-    :func:`run`; the run's own recorded value is dropped with a warning by a backend that
-    cannot enforce it (the run goes on)."""
-    if seconds is None:
-        return
-    try:
-        backend.set_step_timeout(seconds)
-    except ValueError as e:
-        if given:
-            backend.shutdown()
-            raise SettingsError(str(e)) from None
-        log.warning("the run's step_timeout=%ss is not enforced: %s", seconds, e)
 
 
 def _refuse_missing(storage: str | os.PathLike[str]) -> None:
