@@ -1,10 +1,12 @@
-"""The settings of a run: one frozen, validated object, recorded in its ``run_started`` event.
+"""The settings of a run, each declared once: one frozen, validated object, recorded in its
+``run_started`` event.
 
-:meth:`RunSettings.create` takes what a user passes to :func:`hyperpop.run` (ints for
-budgets and ready points, strategy names) and returns the normalised settings, or raises a
-:class:`~hyperpop.errors.SettingsError` with one line in one format: what is wrong, what was
-given, and what to do. :meth:`RunSettings.to_dict` is what the store records;
-:meth:`RunSettings.from_dict` is how :func:`hyperpop.resume` reads it back.
+Every field of :class:`RunSettings` carries its :class:`Setting` (what it must be, its help
+line, the shorthands a user may give, how it is recorded and read back, its command-line
+option). Validation, :meth:`RunSettings.to_dict` / :meth:`RunSettings.from_dict` (with every
+default an older log needs) and the options of ``hyperpop run`` and ``hyperpop resume`` all come
+from those declarations; :data:`TABLE` lists them by name. A bad value is a
+:class:`~hyperpop.errors.SettingsError` in one format: ``NAME must be EXPECTED, got VALUE; FIX``.
 """
 
 from __future__ import annotations
@@ -19,68 +21,166 @@ from hyperpop.controller import Budget, Ready, Rejuvenate, Steps, budget_from_di
 from hyperpop.errors import RunError, SettingsError
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, make_explore
 
-__all__ = ["DEFAULT_BUDGET", "RunSettings"]
+__all__ = ["DEFAULT_BUDGET", "TABLE", "Cli", "RunSettings", "Setting"]
 
 #: the budget of a run that names none: 100 training steps per member
 DEFAULT_BUDGET = Steps(100)
 
+_KEY = "hyperpop.setting"
+_FIELD_DEFAULT: Any = object()  # Setting.old's "as the field's default"
 
-def _must(name: str, expected: str, got: Any, fix: str = "") -> SettingsError:
+
+def must(name: str, expected: str, got: Any, fix: str = "") -> SettingsError:
     """The one format of a settings error: ``NAME must be EXPECTED, got GOT[; FIX]``."""
     return SettingsError(f"{name} must be {expected}, got {got!r}" + (f"; {fix}" if fix else ""))
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+@dataclass(frozen=True)
+class Cli:
+    """A setting's option on the command line (``hyperpop run``; also ``hyperpop resume`` with
+    ``resume``, for a setting a resumed run may change).
+
+    Attributes:
+        flags: the option's names (``("--population", "-p")``); a switch names both sides
+            (``("--synchronous/--asynchronous",)``) and has ``type`` bool.
+        type: int, float, str, bool, or a tuple of the values allowed.
+        to_value: what the option's value means in Python (``--steps 12``: ``hp.Steps(12)``);
+            None: the value itself.
+    """
+
+    flags: tuple[str, ...]
+    type: Any = str
+    metavar: str | None = None
+    to_value: Callable[[Any], Any] | None = None
+    resume: bool = False
+
+    def value(self, given: Any) -> Any:
+        """The setting's value for the option's ``given`` value."""
+        return given if self.to_value is None else self.to_value(given)
 
 
-def _budgets(budget: Any) -> tuple[Budget, ...]:
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once, in the metadata of its :class:`RunSettings` field.
+
+    Attributes:
+        expected: what a value must be, as the error line says it.
+        valid: whether a value (after ``given``) is one.
+        help: one line for ``--help`` and the docs.
+        fix: what to do, appended to the error line.
+        given: turns what a user may pass (an int budget, a strategy's name) into the value;
+            returns what it cannot turn as it is (then ``valid`` refuses it). It is applied to
+            values already turned too, so it leaves those as they are.
+        encode: the value as recorded in the ``run_started`` event (JSON).
+        decode: the recorded form back to the value.
+        old: the value of a log from before the setting was recorded (default: the field's
+            default); a recorded None that ``valid`` refuses reads the same.
+        cli: the command-line option; None for a setting given in Python only, with the
+            reason in ``api_only``.
+    """
+
+    expected: str
+    valid: Callable[[Any], bool]
+    help: str
+    fix: str = ""
+    given: Callable[[Any], Any] | None = None
+    encode: Callable[[Any], Any] | None = None
+    decode: Callable[[Any], Any] | None = None
+    old: Any = _FIELD_DEFAULT
+    cli: Cli | None = None
+    api_only: str = ""
+
+    def value(self, name: str, given: Any) -> Any:
+        """``given`` turned and checked: the setting's value, or one line saying what is wrong."""
+        value = self.given(given) if self.given is not None else given
+        if not self.valid(value):
+            raise must(name, self.expected, given, self.fix)
+        return value
+
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+def declare(
+    default: Any, expected: str, valid: Callable[[Any], bool], help: str, **more: Any
+) -> Any:
+    """A :class:`RunSettings` field with its :class:`Setting`; ``default`` is the value, what
+    makes it (a class or a function), or :data:`REQUIRED`."""
+    metadata = {_KEY: Setting(expected, valid, help, **more)}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# --- what values may be ----------------------------------------------------------------------
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(v: Any) -> bool:
+    return _int(v) and v >= 1
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+
+
+def _optional(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or valid(v)
+
+
+def _is(*types: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, types)
+
+
+def _checked(make: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``make``, whose own checks raise ValueError or TypeError, raising a SettingsError."""
+
+    def call(value: Any) -> Any:
+        try:
+            return make(value)
+        except (ValueError, TypeError) as e:
+            raise SettingsError(str(e)) from None
+
+    return call
+
+
+# --- shorthands and records of the richer settings ----------------------------------------
+def _budgets(budget: Any) -> Any:
     if budget is None:
         return (DEFAULT_BUDGET,)
-    if isinstance(budget, int) and not isinstance(budget, bool):
-        return (_checked(lambda: Steps(budget)),)
+    if _int(budget):
+        return (_checked(Steps)(budget),)
     if isinstance(budget, Budget):
         return (budget,)
     if isinstance(budget, (str, bytes)) or not isinstance(budget, Sequence):
-        raise _must("budget", "hp.Steps, hp.WallTime, hp.Target, an int or a list of them", budget)
+        return budget
     for b in budget:
         if not isinstance(b, Budget):
-            raise _must("budget entries", "hp.Steps, hp.WallTime or hp.Target", b)
+            raise must("budget entries", "hp.Steps, hp.WallTime or hp.Target", b)
     if not budget:
-        raise _must(
+        raise must(
             "budget", "at least one stopping criterion", budget, "leave it out for 100 steps"
         )
     return tuple(budget)
 
 
-def _ready(ready: Any, burn_in: int | None) -> Ready:
-    if burn_in is not None and (not isinstance(burn_in, int) or isinstance(burn_in, bool)):
-        raise _must("burn_in", "an int (steps) or None", burn_in)
-    if isinstance(ready, Ready):
-        return (
-            ready
-            if burn_in is None
-            else _checked(lambda: dataclasses.replace(ready, burn_in=burn_in))
-        )
-    if isinstance(ready, int) and not isinstance(ready, bool):
-        return _checked(lambda: Ready(steps=ready, burn_in=burn_in or 0))
-    raise _must("ready", "an int (steps) or hp.Ready(steps=..., seconds=..., burn_in=...)", ready)
+def _ready(ready: Any, burn_in: Any = None) -> Any:
+    """A ready point from steps or a ``Ready``; ``burn_in`` (an argument of hp.run) overrides
+    its burn-in."""
+    if burn_in is not None and not _int(burn_in):
+        raise must("burn_in", "an int (steps) or None", burn_in)
+    if _int(ready):
+        ready = _checked(lambda steps: Ready(steps=steps))(ready)
+    if isinstance(ready, Ready) and burn_in is not None:
+        return _checked(lambda r: dataclasses.replace(r, burn_in=burn_in))(ready)
+    return ready
 
 
-def _gpus(gpus: Any) -> int | str | tuple[int | str, ...] | None:
-    if gpus is None or isinstance(gpus, (int, str)) and not isinstance(gpus, bool):
-        return gpus
-    if isinstance(gpus, Sequence):
+def _gpus(gpus: Any) -> Any:
+    if isinstance(gpus, Sequence) and not isinstance(gpus, (str, bytes)):
         return tuple(gpus)
-    raise _must("gpus", "None, 'all', a count or a list of device ids", gpus)
-
-
-def _checked(make: Callable[[], Any]) -> Any:
-    """Build a value whose own checks raise ValueError, as a SettingsError."""
-    try:
-        return make()
-    except (ValueError, TypeError) as e:
-        raise SettingsError(str(e)) from None
+    return gpus
 
 
 def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:
@@ -97,104 +197,122 @@ def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:
     return type(obj)(**d) if d else obj
 
 
+def _steps(n: int) -> Steps:
+    """``--steps N``: a budget of N training steps per member."""
+    if n < 1:
+        raise must("--steps", "a positive number of training steps per member", n)
+    return Steps(n)
+
+
+# --- the settings ----------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class RunSettings:
     """Everything that decides how a run trains, validated, in one frozen object.
 
-    Build it with :meth:`create` from the arguments of :func:`hyperpop.run`; every field is
-    documented there. ``workers`` is None for "as many as the backend has" (one per CPU core
-    locally, the cluster's slots on Ray).
+    Build it with :meth:`create` from the arguments of :func:`hyperpop.run`, where every
+    setting is documented. ``workers`` is None for "as many as the backend has" (one per CPU
+    core locally, the cluster's slots on Ray).
     """
 
-    metric: str
-    mode: str = "max"
-    population: int = 8
-    workers: int | None = None
-    budget: tuple[Budget, ...] = (DEFAULT_BUDGET,)
-    ready: Ready = field(default_factory=Ready)
-    exploit: ExploitStrategy = field(default_factory=lambda: make_exploit("truncation"))
-    explore: ExploreStrategy = field(default_factory=lambda: make_explore("perturb"))
-    synchronous: bool = False
-    rejuvenate: Rejuvenate | None = None
-    score_window: int = 1
-    max_lead: int | None = 4
-    deterministic: bool = False
-    max_failures: int = 3
-    step_timeout: float | None = None
-    seed: int | None = 0
-    backend: str = "local"
-    gpus: int | str | tuple[int | str, ...] | None = None
-    gpus_per_member: float | None = None
-    processes_per_member: int = 1
+    metric: str = declare(REQUIRED,
+        "the name of a metric the trainable reports", lambda v: isinstance(v, str) and v != "",
+        "The reported metric to optimise.", cli=Cli(("--metric",)))  # fmt: skip
+    mode: str = declare("max",
+        "'max' or 'min'", lambda v: v in ("max", "min"), "Maximise or minimise the metric.",
+        cli=Cli(("--mode",), ("max", "min")))  # fmt: skip
+    population: int = declare(8,
+        "a positive int", _positive_int, "Number of members.",
+        cli=Cli(("--population", "-p"), int))  # fmt: skip
+    workers: int | None = declare(None,
+        "a positive int (members training at once)", _optional(_positive_int),
+        "Members training at once (default: one per CPU core).",
+        fix="leave it out for one per CPU core",
+        cli=Cli(("--workers", "-w"), int, resume=True))  # fmt: skip
+    budget: tuple[Budget, ...] = declare((DEFAULT_BUDGET,),
+        "hp.Steps, hp.WallTime, hp.Target, an int or a list of them",
+        lambda v: isinstance(v, tuple) and bool(v) and all(isinstance(b, Budget) for b in v),
+        "Training steps per member (hp.Steps; in Python also hp.WallTime, hp.Target).",
+        given=_budgets, encode=lambda v: [b.to_dict() for b in v],
+        decode=lambda d: tuple(budget_from_dict(b) for b in d),
+        cli=Cli(("--steps",), int, to_value=_steps))  # fmt: skip
+    ready: Ready = declare(Ready,
+        "an int (steps) or hp.Ready(steps=..., seconds=..., burn_in=...)", _is(Ready),
+        "Training steps between ready points.",
+        given=_ready, encode=Ready.to_dict, decode=lambda d: Ready(**d),
+        cli=Cli(("--ready",), int, "STEPS"))  # fmt: skip
+    exploit: ExploitStrategy = declare(lambda: make_exploit("truncation"),
+        "an exploit strategy's name or an ExploitStrategy", _is(ExploitStrategy),
+        "Exploit strategy: truncation, tournament, ttest, none...",
+        given=_checked(make_exploit), encode=lambda s: s.describe(),
+        decode=lambda d: _strategy(make_exploit, d),
+        cli=Cli(("--exploit",), metavar="NAME"))  # fmt: skip
+    explore: ExploreStrategy = declare(lambda: make_explore("perturb"),
+        "an explore strategy's name or an ExploreStrategy", _is(ExploreStrategy),
+        "Explore strategy: perturb, resample, pb2, none...",
+        given=_checked(make_explore), encode=lambda s: s.describe(),
+        decode=lambda d: _strategy(make_explore, d),
+        cli=Cli(("--explore",), metavar="NAME"))  # fmt: skip
+    synchronous: bool = declare(False,
+        "True or False", _is(bool), "Decide by generations, or asynchronously.",
+        cli=Cli(("--synchronous/--asynchronous",), bool))  # fmt: skip
+    rejuvenate: Rejuvenate | None = declare(None,
+        "hp.Rejuvenate(...), a patience or None", _optional(_is(Rejuvenate)),
+        "Reset a member's weights after this many ready points without improvement.",
+        given=_checked(Rejuvenate.of), encode=lambda r: r.to_dict() if r else None,
+        decode=Rejuvenate.of, cli=Cli(("--rejuvenate",), int, "PATIENCE"))  # fmt: skip
+    score_window: int = declare(1,
+        "a positive int (reports averaged into a score)", _positive_int,
+        "Rank members by the mean of their last N reports.",
+        cli=Cli(("--score-window",), int, "N"))  # fmt: skip
+    max_lead: int | None = declare(4,
+        "a positive int or None", _optional(_positive_int),
+        "Asynchronous: a member waits rather than run this many intervals ahead.",
+        cli=Cli(("--max-lead",), int, "N"))  # fmt: skip
+    deterministic: bool = declare(False,
+        "True or False", _is(bool),
+        "Asynchronous: handle intervals in a fixed order (a seeded run repeats itself).",
+        cli=Cli(("--deterministic/--as-they-arrive",), bool))  # fmt: skip
+    max_failures: int = declare(3,
+        "an int >= 0", lambda v: _int(v) and v >= 0,
+        "Retries of a member whose trainable raised.",
+        cli=Cli(("--max-failures",), int, "N"))  # fmt: skip
+    step_timeout: float | None = declare(None,
+        "a positive number of seconds", _optional(_positive_number),
+        "Seconds one interval may take before its worker is killed and it is retried.",
+        fix="or None: no limit",
+        cli=Cli(("--step-timeout",), float, "SECONDS", resume=True))  # fmt: skip
+    seed: int | None = declare(0,
+        "an int or None", _optional(_int), "Seed of the sampling and the decisions.",
+        old=None, cli=Cli(("--seed",), int))  # fmt: skip
+    backend: str = declare("local",
+        "a backend name", lambda v: isinstance(v, str) and v != "", "Where members train.",
+        cli=Cli(("--backend",), ("local", "ray"), resume=True))  # fmt: skip
+    gpus: int | str | tuple[int | str, ...] | None = declare(None,
+        "None, 'all', a count or a list of device ids", _optional(_is(int, str, tuple)),
+        "GPUs to train on: 'all' or device ids (0,1).",
+        given=_gpus, encode=lambda g: list(g) if isinstance(g, tuple) else g, decode=_gpus,
+        cli=Cli(("--gpus",), metavar="IDS"))  # fmt: skip
+    gpus_per_member: float | None = declare(None,
+        "a positive number (1, a fraction such as 0.5, or 2)", _optional(_positive_number),
+        "Each member's share of a GPU (0.5: two members per GPU).",
+        fix="or None: no GPU placement",
+        cli=Cli(("--gpus-per-member",), float, "SHARE"))  # fmt: skip
+    processes_per_member: int = declare(1,
+        "a positive int (processes that train one member together, as DDP ranks)",
+        _positive_int, "Processes (DDP ranks) that train each member.",
+        fix="leave it out for 1",
+        cli=Cli(("--processes-per-member",), int, "N", resume=True))  # fmt: skip
 
     def __post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric:
-            raise _must("metric", "the name of a metric the trainable reports", self.metric)
-        if self.mode not in ("max", "min"):
-            raise _must("mode", "'max' or 'min'", self.mode)
-        if not _positive_int(self.population):
-            raise _must("population", "a positive int", self.population)
-        if self.workers is not None and not _positive_int(self.workers):
-            raise _must(
-                "workers", "a positive int (members training at once)", self.workers,
-                "leave it out for one per CPU core",
-            )  # fmt: skip
-        if not self.budget or not all(isinstance(b, Budget) for b in self.budget):
-            raise _must("budget", "a tuple of hp.Steps, hp.WallTime or hp.Target", self.budget)
-        if not isinstance(self.ready, Ready):
-            raise _must("ready", "hp.Ready(...)", self.ready)
-        if not isinstance(self.exploit, ExploitStrategy):
-            raise _must("exploit", "an ExploitStrategy", self.exploit)
-        if not isinstance(self.explore, ExploreStrategy):
-            raise _must("explore", "an ExploreStrategy", self.explore)
-        if not isinstance(self.synchronous, bool):
-            raise _must("synchronous", "True or False", self.synchronous)
-        if self.rejuvenate is not None and not isinstance(self.rejuvenate, Rejuvenate):
-            raise _must("rejuvenate", "hp.Rejuvenate(...), a patience or None", self.rejuvenate)
-        if not _positive_int(self.score_window):
-            raise _must(
-                "score_window", "a positive int (reports averaged into a score)", self.score_window
-            )
-        if self.max_lead is not None and not _positive_int(self.max_lead):
-            raise _must("max_lead", "a positive int or None", self.max_lead)
-        if (
-            isinstance(self.max_failures, bool)
-            or not isinstance(self.max_failures, int)
-            or (self.max_failures < 0)
-        ):
-            raise _must("max_failures", "an int >= 0", self.max_failures)
-        if self.step_timeout is not None and (
-            isinstance(self.step_timeout, bool)
-            or not isinstance(self.step_timeout, (int, float))
-            or not self.step_timeout > 0
-            or math.isinf(self.step_timeout)
-        ):
-            raise _must(
-                "step_timeout", "a positive number of seconds", self.step_timeout,
-                "or None: no limit",
-            )  # fmt: skip
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int)
-        ):
-            raise _must("seed", "an int or None", self.seed)
-        if not isinstance(self.backend, str) or not self.backend:
-            raise _must("backend", "a backend name", self.backend)
-        if self.gpus_per_member is not None and (
-            isinstance(self.gpus_per_member, bool)
-            or not isinstance(self.gpus_per_member, (int, float))
-            or not self.gpus_per_member > 0
-        ):
-            raise _must(
-                "gpus_per_member", "a positive number (1, a fraction such as 0.5, or 2)",
-                self.gpus_per_member, "or None: no GPU placement",
-            )  # fmt: skip
-        if self.gpus is not None and not isinstance(self.gpus, (int, str, tuple)):
-            raise _must("gpus", "None, 'all', a count or a list of device ids", self.gpus)
-        if not _positive_int(self.processes_per_member):
-            raise _must(
-                "processes_per_member", "a positive int (processes that train one member "
-                "together, as DDP ranks)", self.processes_per_member, "leave it out for 1",
-            )  # fmt: skip
+        for name, s in TABLE.items():
+            value = getattr(self, name)
+            valid = s.value(name, value)
+            if valid is not value:
+                object.__setattr__(self, name, valid)
+        self._together()
+
+    def _together(self) -> None:
+        """The checks of settings that depend on each other."""
         if self.processes_per_member > 1 and self.ready.seconds is not None:
             raise SettingsError(
                 f"ready=hp.Ready(seconds=...) is not with processes_per_member="
@@ -209,37 +327,32 @@ class RunSettings:
             )
 
     @classmethod
-    def create(
-        cls,
-        *,
-        budget: Budget | Sequence[Budget] | int | None = None,
-        ready: Ready | int = 4,
-        burn_in: int | None = None,
-        exploit: str | ExploitStrategy | None = "truncation",
-        explore: str | ExploreStrategy | None = "perturb",
-        rejuvenate: Rejuvenate | int | None = None,
-        gpus: int | str | Sequence[int | str] | None = None,
-        **fields: Any,
-    ) -> RunSettings:
-        """Normalise and validate what a user passed to :func:`hyperpop.run`: the arguments
-        here take the shorthands ``run`` allows (an int budget or ready point, strategy
-        names, a patience); every other field is taken as it is.
+    def create(cls, *, burn_in: int | None = None, **given: Any) -> RunSettings:
+        """The settings from what a user passed to :func:`hyperpop.run`, shorthands included
+        (an int budget or ready point, strategy names, a patience); ``burn_in`` overrides the
+        ready point's.
 
         Raises:
             SettingsError: one line naming the setting, the value and the fix.
         """
-        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(set(given) - set(TABLE))
         if unknown:
             raise SettingsError(f"unknown settings {unknown}; see help(hyperpop.run)")
-        return cls(
-            budget=_budgets(budget),
-            ready=_ready(ready, burn_in),
-            exploit=_checked(lambda: make_exploit(exploit)),
-            explore=_checked(lambda: make_explore(explore)),
-            rejuvenate=_checked(lambda: Rejuvenate.of(rejuvenate)),
-            gpus=_gpus(gpus),
-            **fields,
-        )
+        if burn_in is not None:
+            given["ready"] = _ready(given.get("ready", Ready()), burn_in)
+        return cls(**given)
+
+    @classmethod
+    def check(cls, **given: Any) -> None:
+        """Check single settings given as they are (None: not given), e.g. what
+        :func:`hyperpop.resume` changes, before anything is opened.
+
+        Raises:
+            SettingsError: one line naming the setting, the value and the fix.
+        """
+        for name, value in given.items():
+            if value is not None:
+                TABLE[name].value(name, value)
 
     def replace(self, **changes: Any) -> RunSettings:
         """A copy with some fields changed (validated again)."""
@@ -247,28 +360,11 @@ class RunSettings:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form recorded in the ``run_started`` event."""
-        return {
-            "metric": self.metric,
-            "mode": self.mode,
-            "population": self.population,
-            "workers": self.workers,
-            "budget": [b.to_dict() for b in self.budget],
-            "ready": self.ready.to_dict(),
-            "exploit": self.exploit.describe(),
-            "explore": self.explore.describe(),
-            "synchronous": self.synchronous,
-            "rejuvenate": self.rejuvenate.to_dict() if self.rejuvenate else None,
-            "score_window": self.score_window,
-            "max_lead": self.max_lead,
-            "deterministic": self.deterministic,
-            "max_failures": self.max_failures,
-            "step_timeout": self.step_timeout,
-            "seed": self.seed,
-            "backend": self.backend,
-            "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
-            "gpus_per_member": self.gpus_per_member,
-            "processes_per_member": self.processes_per_member,
-        }
+        out = {}
+        for name, s in TABLE.items():
+            value = getattr(self, name)
+            out[name] = value if s.encode is None else s.encode(value)
+        return out
 
     @classmethod
     def from_dict(
@@ -278,37 +374,25 @@ class RunSettings:
         exploit: ExploitStrategy | None = None,
         explore: ExploreStrategy | None = None,
     ) -> RunSettings:
-        """Read recorded settings back (stores written by older versions lack some keys: they
-        get the defaults those versions had). Custom strategies that cannot be rebuilt by
-        name are passed in again.
+        """Read recorded settings back (a store written by an older version lacks some: they
+        get the value those versions had, :attr:`Setting.old`). Custom strategies that cannot
+        be rebuilt by name are passed in again.
 
         Raises:
             RunError: the run used a custom strategy that is neither passed nor registered.
         """
-        return cls(
-            metric=d["metric"],
-            mode=d.get("mode", "max"),
-            population=int(d.get("population", 8)),
-            workers=d.get("workers"),
-            budget=tuple(
-                budget_from_dict(b) for b in d.get("budget") or [{"type": "steps", "n": 100}]
-            ),
-            ready=Ready(**d["ready"]) if d.get("ready") else Ready(),
-            exploit=exploit or _strategy(make_exploit, d.get("exploit") or {"name": "truncation"}),
-            explore=explore or _strategy(make_explore, d.get("explore") or {"name": "perturb"}),
-            synchronous=bool(d.get("synchronous", False)),
-            rejuvenate=Rejuvenate.of(d.get("rejuvenate")),
-            score_window=int(d.get("score_window") or 1),
-            max_lead=d.get("max_lead", 4),
-            deterministic=bool(d.get("deterministic", False)),
-            max_failures=int(d.get("max_failures", 3)),
-            step_timeout=d.get("step_timeout"),
-            seed=d.get("seed"),
-            backend=d.get("backend", "local"),
-            gpus=_gpus(d.get("gpus")),
-            gpus_per_member=d.get("gpus_per_member"),
-            processes_per_member=int(d.get("processes_per_member", 1)),
-        )
+        passed = {"exploit": exploit, "explore": explore}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            s: Setting = f.metadata[_KEY]
+            raw = d.get(f.name)
+            if passed.get(f.name) is not None:
+                values[f.name] = passed[f.name]
+            elif f.name not in d or (raw is None and not s.valid(None)):
+                values[f.name] = _old(f, s)
+            else:
+                values[f.name] = raw if s.decode is None else s.decode(raw)
+        return cls(**values)
 
     def backend_options(self) -> dict[str, Any]:
         """The GPU settings as the named backend takes them: ``gpus`` and
@@ -335,3 +419,18 @@ class RunSettings:
             f"{self.gpus!r}: use backend='local', or on Ray gpus_per_member alone (Ray "
             "chooses the devices)"
         )
+
+
+def _old(f: dataclasses.Field[Any], s: Setting) -> Any:
+    """The value of a setting that a log does not record (None for one with no default)."""
+    if s.old is not _FIELD_DEFAULT:
+        return s.old
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+#: every setting by name, in the order of the record
+TABLE: dict[str, Setting] = {f.name: f.metadata[_KEY] for f in dataclasses.fields(RunSettings)}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
+
+from hyperpop.settings import TABLE
 
 __all__ = ["resume", "run"]
 
@@ -105,73 +108,72 @@ def _check_settings(file: str, settings: dict[str, Any]) -> None:
             raise click.ClickException(f"{file}: unknown setting {key!r} in settings; {hint}")
 
 
+def _setting_options(*, resume: bool) -> Callable[[Any], Any]:
+    """An option for each setting the table gives one (hyperpop.settings.TABLE); for resume,
+    those a resumed run may change. Each is None unless given: the run file's settings, or
+    the recorded ones, stay."""
+
+    def add(f: Any) -> Any:
+        for name, setting in reversed(TABLE.items()):
+            cli = setting.cli
+            if cli is None or (resume and not cli.resume):
+                continue
+            kind = click.Choice(list(cli.type)) if isinstance(cli.type, tuple) else cli.type
+            f = click.option(
+                *cli.flags,
+                name,
+                type=None if kind is bool else kind,
+                default=None,
+                metavar=cli.metavar,
+                help=setting.help + (" (default: as recorded)" if resume else ""),
+            )(f)
+        return f
+
+    return add
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    """The settings given as options, as hp.run and hp.resume take them (``--steps 12``:
+    ``budget=hp.Steps(12)``)."""
+    return {
+        name: TABLE[name].cli.value(value)  # type: ignore[union-attr]
+        for name, value in options.items()
+        if value is not None
+    }
+
+
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
     "--storage", "-s", help="SQLite store (default: the file's settings, or runs/<name>.db)."
 )
-@click.option("--population", "-p", type=int, help="Number of members.")
-@click.option("--workers", "-w", type=int, help="Members training at once.")
-@click.option("--steps", type=int, help="Training steps per member (hp.Steps).")
-@click.option("--seed", type=int, help="Seed.")
-@click.option("--synchronous/--asynchronous", default=None, help="Generations or async.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
+@_setting_options(resume=False)
 @click.option("--address", help="Ray cluster address (auto, ray://host:10001...).")
-@click.option(
-    "--step-timeout",
-    type=float,
-    help="Seconds one interval may take before its worker is killed and it is retried.",
-)
-@click.option(
-    "--processes-per-member", type=int, help="Processes (DDP ranks) that train each member."
-)
 @click.option("--quiet", "-q", is_flag=True, help="Log lines instead of the live view.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing store at the path first.")
 @_tracker_options
 def run(
     file: str,
     storage: str | None,
-    population: int | None,
-    workers: int | None,
-    steps: int | None,
-    seed: int | None,
-    synchronous: bool | None,
-    backend: str | None,
     address: str | None,
-    step_timeout: float | None,
-    processes_per_member: int | None,
     quiet: bool,
     overwrite: bool,
     tensorboard_dir: str | None,
     mlflow_uri: str | None,
     wandb_project: str | None,
+    **settings: Any,
 ) -> None:
-    """Run the PBT job defined in FILE (it defines trainable, space and settings)."""
+    """Run the PBT job defined in FILE (it defines trainable, space and settings); an option
+    overrides the file's setting."""
     import hyperpop as hp
     from hyperpop.errors import RunExistsError
     from hyperpop.userfile import load_file
 
     rf = load_file(file)
     _check_settings(file, rf.settings)
-    kw = dict(rf.settings)
-    for key, value in (
-        ("storage", storage),
-        ("population", population),
-        ("workers", workers),
-        ("seed", seed),
-        ("synchronous", synchronous),
-        ("backend", backend),
-        ("step_timeout", step_timeout),
-        ("processes_per_member", processes_per_member),
-    ):
-        if value is not None:
-            kw[key] = value
-    if steps is not None:
-        if steps < 1:
-            raise click.ClickException(
-                f"--steps must be a positive number of training steps per member, got {steps}"
-            )
-        kw["budget"] = hp.Steps(steps)
+    kw = {**rf.settings, **_given(settings)}
+    if storage is not None:
+        kw["storage"] = storage
     if address is not None:
         opts = dict(kw.get("backend_options") or {})
         opts["address"] = address
@@ -183,7 +185,7 @@ def run(
         kw["callbacks"] = [*(kw.get("callbacks") or []), *trackers]
     if "metric" not in kw:
         raise click.ClickException(
-            f"{file}: settings must name the metric (settings = dict(metric=...))"
+            f"{file}: settings must name the metric (settings = dict(metric=...), or --metric)"
         )
     if overwrite:
         kw["overwrite"] = True
@@ -200,11 +202,8 @@ def run(
 
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--workers", "-w", type=int, help="Members training at once.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), help="Where members train.")
+@_setting_options(resume=True)
 @click.option("--address", help="Ray cluster address.")
-@click.option("--step-timeout", type=float, help="Seconds one interval may take (default: as run).")
-@click.option("--processes-per-member", type=int, help="Processes per member (default: as run).")
 @click.option(
     "--trainable",
     "spec",
@@ -214,16 +213,13 @@ def run(
 @_tracker_options
 def resume(
     db: str,
-    workers: int | None,
-    backend: str | None,
     address: str | None,
-    step_timeout: float | None,
-    processes_per_member: int | None,
     spec: str | None,
     quiet: bool,
     tensorboard_dir: str | None,
     mlflow_uri: str | None,
     wandb_project: str | None,
+    **settings: Any,
 ) -> None:
     """Continue the run stored in DB after a crash, kill -9, Ctrl-C or hyperpop stop.
 
@@ -232,18 +228,15 @@ def resume(
     import hyperpop as hp
     from hyperpop.userfile import load_object
 
-    opts = {"address": address} if address else None
-    if address and backend is None:
-        backend = "ray"
+    given = _given(settings)
+    if address and "backend" not in given:
+        given["backend"] = "ray"
     result = hp.resume(
         db,
         load_object(spec) if spec else None,
-        workers=workers,
-        backend=backend,
-        backend_options=opts,
-        step_timeout=step_timeout,
-        processes_per_member=processes_per_member,
+        backend_options={"address": address} if address else None,
         progress=_progress(quiet),
         callbacks=_trackers(tensorboard_dir, mlflow_uri, wandb_project),
+        **given,
     )
     _print_best(result)
