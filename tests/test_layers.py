@@ -17,11 +17,20 @@ FLOORS = [
     {"driver"},
     {"settings", "steering", "scheduling", "journal", "monitor", "metric"},
     {"controller", "live", "integrations"},
-    {"strategies", "decisions", "results", "backends", "torch", "vectorized", "callbacks"},
+    {
+        "strategies",
+        "decisions",
+        "candidates",
+        "results",
+        "backends",
+        "torch",
+        "vectorized",
+        "callbacks",
+    },
     {"dashboard"},
     {"summary"},  # the read side: one fold for Result, the live view, dashboard and CLI
     {"population", "userfile", "steer", "runfiles"},
-    {"space", "store", "trainable", "checkpoints", "members"},
+    {"space", "store", "trainable", "checkpoints"},
     {"errors", "_version", "ranking", "criteria"},
 ]
 
