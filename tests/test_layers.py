@@ -31,7 +31,7 @@ FLOORS = [
     {"summary"},  # the read side: one fold for Result, the live view, dashboard and CLI
     {"population", "userfile", "steer", "runfiles"},
     {"space", "store", "trainable", "checkpoints"},
-    {"errors", "_version", "ranking", "criteria"},
+    {"errors", "_version", "parameters", "ranking", "criteria"},
 ]
 
 
