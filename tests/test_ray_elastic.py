@@ -1,6 +1,7 @@
-"""``RayBackend(workers="auto")`` follows a local Ray cluster (issue 22, item 4): a second node
-joins mid-run and its new actor trains members, then the node leaves; its interval is retried
-and no report is lost. The cluster helpers are those of tests/test_ray_multinode.py."""
+"""The Ray backend on a local Ray cluster of its own (issue 22): ``workers="auto"`` follows the
+cluster (a second node joins mid-run, its new actor trains members, then the node leaves: its
+interval is retried and no report is lost), and a member of two processes runs on one actor's
+node. The cluster helpers are those of tests/test_ray_multinode.py."""
 
 from __future__ import annotations
 
@@ -46,91 +47,139 @@ def test_in_a_fresh_interpreter():
     if os.environ.get(CHILD) == "1":
         return
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"{__file__}::test_a_node_joins_trains_and_leaves",
-        ],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
         env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, CHILD: "1"},
         capture_output=True,
         text=True,
         timeout=220,
     )
-    assert out.returncode == 0 and "1 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
+    assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
 
 
-@pytest.mark.timeout(200)
-@pytest.mark.skipif(os.environ.get(CHILD) != "1", reason="runs in a fresh interpreter")
-def test_a_node_joins_trains_and_leaves(tmp_path):
+@pytest.fixture(scope="module")
+def head():
+    """A head node with one CPU, and this process connected to it."""
     os.environ.update(ENV)
     tmp, logs = tempfile.mkdtemp(prefix="hpel"), Path(tempfile.mkdtemp(prefix="hpel-logs"))
     port = _free_port()
     config = f"--system-config={json.dumps(SYSTEM_CONFIG)}"
-    head = _start(
-        ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", config],
-        tmp,
-        logs / "head.log",
-    )
-    procs = [head]
+    args = ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", config]
+    procs = [_start(args, tmp, logs / "head.log")]
     try:
-        _wait_for("the head's raylet", lambda: _raylet(head), log=logs / "head.log")
+        _wait_for("the head's raylet", lambda: _raylet(procs[0]), log=logs / "head.log")
         ray.init(address=f"127.0.0.1:{port}", logging_level="WARNING", log_to_driver=False)
-        head_node = ray.get_runtime_context().get_node_id()
-        backend = RayBackend("auto", follow_seconds=0.3)
-        joined: list[str] = []
-
-        def alive() -> list[str]:
-            return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
-
-        def follow_the_cluster(pop):  # the driver loop calls this after each poll
-            if not joined and pop.reports >= 8:  # a node joins: the run waits for its actor
-                procs.append(
-                    _start(
-                        [f"--address=127.0.0.1:{port}", "--num-cpus=1"], tmp, logs / "second.log"
-                    )
-                )
-                _wait_for("the second node", lambda: len(alive()) == 2, log=logs / "second.log")
-                joined.extend(set(alive()) - {head_node})
-                _wait_for("its actor", lambda: backend.capacity == 2)
-            elif (
-                joined
-                and procs[-1].poll() is None
-                and joined[0] in {m.last_metrics.get("node") for m in pop.members.values()}
-            ):
-                os.killpg(procs[1].pid, signal.SIGTERM)  # the node leaves (ray stop)
-                procs[1].wait(30)
-                _wait_for("Ray to see it gone", lambda: alive() == [head_node])
-
-        cloudpickle.register_pickle_by_value(toy)
-        try:
-            steps = 24
-            res = hp.run(
-                NodeToy,
-                toy.space,
-                metric="Q",
-                population=4,
-                budget=hp.Steps(steps),
-                ready=4,
-                backend=backend,
-                storage=tmp_path / "r.db",
-                progress=follow_the_cluster,
-                seed=0,
-            )
-        finally:
-            cloudpickle.unregister_pickle_by_value(toy)
+        yield port, tmp, logs, procs
     finally:
         if ray.is_initialized():
             ray.shutdown()
         _stop(procs, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(logs, ignore_errors=True)
+
+
+in_child = pytest.mark.skipif(os.environ.get(CHILD) != "1", reason="runs in a fresh interpreter")
+
+
+@pytest.mark.timeout(200)
+@in_child
+def test_a_node_joins_trains_and_leaves(tmp_path, head):
+    port, tmp, logs, procs = head
+    head_node = ray.get_runtime_context().get_node_id()
+    backend = RayBackend("auto", follow_seconds=0.3)
+    joined: list[str] = []
+
+    def alive() -> list[str]:
+        return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+
+    def follow_the_cluster(pop):  # the driver loop calls this after each poll
+        if not joined and pop.reports >= 8:  # a node joins: the run waits for its actor
+            second = [f"--address=127.0.0.1:{port}", "--num-cpus=1"]
+            procs.append(_start(second, tmp, logs / "second.log"))
+            _wait_for("the second node", lambda: len(alive()) == 2, log=logs / "second.log")
+            joined.extend(set(alive()) - {head_node})
+            _wait_for("its actor", lambda: backend.capacity == 2)
+        elif (
+            joined
+            and procs[-1].poll() is None
+            and joined[0] in {m.last_metrics.get("node") for m in pop.members.values()}
+        ):
+            os.killpg(procs[1].pid, signal.SIGTERM)  # the node leaves (ray stop)
+            procs[1].wait(30)
+            _wait_for("Ray to see it gone", lambda: alive() == [head_node])
+
+    cloudpickle.register_pickle_by_value(toy)
+    try:
+        steps = 24
+        res = hp.run(
+            NodeToy,
+            toy.space,
+            metric="Q",
+            population=4,
+            budget=hp.Steps(steps),
+            ready=4,
+            backend=backend,
+            storage=tmp_path / "r.db",
+            progress=follow_the_cluster,
+            seed=0,
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(toy)
     assert joined and backend.resized[:2] == [(1, 2), (2, 1)], backend.resized
     assert {r["node"] for r in res.records()} == {head_node, joined[0]}  # both trained
     assert all(not e.data.get("fatal") for e in res.events if e.kind == "failed")
     reported = [(e.member, e.data["step"]) for e in res.events if e.kind == "reported"]
     assert len(reported) == len(set(reported)) == res.population.reports  # each once, none lost
     assert all(m.status == "finished" and m.step == steps for m in res.members)
+
+
+class Ranked(hp.Trainable):
+    """``x`` grows by the lr, ``n`` counts steps; it says which rank of how many reported, and
+    every other rank writes what it trained to the file ``config["ranks"]``, for the test."""
+
+    def setup(self, config):
+        self.x, self.n = 0.0, 0
+        self.apply(config)
+
+    def apply(self, config):
+        self.lr, self.ranks = config["lr"], config["ranks"]
+
+    def train(self):
+        self.x, self.n = self.x + self.lr, self.n + 1
+        out = {"score": self.x, "n": self.n, "x": self.x, "lr_used": self.lr}
+        if os.environ.get("RANK", "0") != "0":
+            with open(self.ranks, "a") as f:
+                f.write(json.dumps([self.n, self.x, self.lr]) + "\n")
+        return {**out, "rank": os.environ.get("RANK"), "world": os.environ.get("WORLD_SIZE")}
+
+    def save(self):
+        return {"x": self.x, "n": self.n}
+
+    def load(self, state):
+        self.x, self.n = state["x"], state["n"]
+
+
+@pytest.mark.timeout(120)
+@in_child
+def test_a_member_of_two_processes_runs_on_one_actors_node(tmp_path, head):
+    backend = RayBackend(1, num_cpus=0.5, processes_per_member=2)  # two ranks on the 1-CPU head
+    res = hp.run(
+        Ranked,
+        {"lr": hp.uniform(0.1, 1.0), "ranks": str(tmp_path / "ranks.jsonl")},
+        metric="score",
+        population=3,
+        budget=12,
+        ready=3,
+        seed=2,
+        backend=backend,
+        storage=tmp_path / "r.db",
+        progress=False,
+    )
+    assert {(r["world"], r["rank"]) for r in res.records()} == {("2", "0")}  # rank 0 reports
+    assert any(e.kind == "exploited" for e in res.events)
+    # rank 1 trained every reported step from the same state with the same hyperparameters,
+    # after exploits too
+    rank1 = {
+        tuple(json.loads(line)) for line in (tmp_path / "ranks.jsonl").read_text().splitlines()
+    }
+    assert {(r["n"], r["x"], r["lr_used"]) for r in res.records()} <= rank1
+    assert all(m.status == "finished" and m.step == 12 for m in res.members)

@@ -15,10 +15,8 @@ is reported as a failed task for its member, exactly like a dead local worker pr
 interval's reports were never recorded, the member restarts from its last checkpoint on a new
 actor that Ray places wherever resources are free.
 
-The number of actors can change while a run goes on: :meth:`RayBackend.resize` (a person's
-``workers`` request), or ``workers="auto"``, which follows the cluster as nodes join and leave
-(:class:`~hyperpop.backends.ray_cluster.ClusterFollower`). The actor class is in
-:mod:`hyperpop.backends.ray_actor`, the slots' bookkeeping in :mod:`hyperpop.backends.ray_slots`.
+The number of actors changes on request (:meth:`RayBackend.resize`) or, with
+``workers="auto"``, follows the cluster as nodes join and leave (:mod:`.ray_cluster`).
 """
 
 from __future__ import annotations
@@ -89,6 +87,9 @@ class RayBackend(Backend):
         max_workers: under ``workers="auto"``, the most actors (None: no limit; a run
             started by :func:`hyperpop.run` needs no more than its population).
         follow_seconds: under ``workers="auto"``, seconds between two looks at the cluster.
+        processes_per_member: processes that train one member together (DDP ranks): each
+            actor reserves ``num_cpus`` per rank (and ``num_gpus`` for the member), so a member
+            is placed on one node, where it runs them (:mod:`hyperpop.backends.ray_group`).
         keep_actors: keep the actors (and a Ray session this backend started) after a run,
             for the next run or resume given this same backend instance: they start the next
             run at once, with nothing of the last run's members in them. :meth:`close` (or
@@ -125,6 +126,7 @@ class RayBackend(Backend):
         keep_actors: bool = False,
         max_workers: int | None = None,
         follow_seconds: float = 2.0,
+        processes_per_member: int = 1,
     ):
         if transfer not in ("auto", "object", "shared"):
             raise ValueError(f"transfer must be 'auto', 'object' or 'shared', got {transfer!r}")
@@ -154,6 +156,10 @@ class RayBackend(Backend):
         self._requested = None if workers is None or self.auto else check_workers(workers)
         self.max_workers = None if max_workers is None else check_workers(max_workers)
         self.follow_seconds = float(follow_seconds)
+        p = processes_per_member
+        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
+            raise ValueError(f"processes_per_member must be a positive int, got {p!r}")
+        self.processes = p
         self._follower: ClusterFollower | None = None
         #: actors to have: as asked, or the cluster's slots (known once connected)
         self.workers = 0
@@ -187,7 +193,7 @@ class RayBackend(Backend):
 
     def _need(self) -> dict[str, float]:
         """One actor's resources, as Ray names them."""
-        return {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {"CPU": self.num_cpus * self.processes, "GPU": self.num_gpus, **self.resources}
 
     @property
     def capacity(self) -> int:
@@ -233,15 +239,9 @@ class RayBackend(Backend):
         kill(slot.actor)
 
     def _follow(self) -> None:
-        """Under ``workers="auto"``: every ``follow_seconds``, as many actors as the cluster
-        holds (more once resources are free for them, fewer once its nodes hold fewer)."""
-        follower = self._follower
-        if not self.auto or follower is None or not follower.due():
-            return
-        target = follower.target(self.workers)
-        if target != self.workers:
-            follower.moved(self.workers, target)
-            self._resize(target)
+        """Under ``workers="auto"``: as many actors as the cluster holds."""
+        if self.auto and self._follower is not None:
+            self._follower.follow(self.workers, self._resize)
 
     def _started(self, slot: RaySlot) -> bool:
         """Whether the slot's actor has started (never blocks)."""
@@ -269,7 +269,7 @@ class RayBackend(Backend):
         self._blobs.open(checkpoints)
         if self._remote is None:
             options: dict[str, Any] = {
-                "num_cpus": self.num_cpus,
+                "num_cpus": self.num_cpus * self.processes,
                 "num_gpus": self.num_gpus,
                 "max_restarts": 0,
                 "max_task_retries": 0,
@@ -360,6 +360,7 @@ class RayBackend(Backend):
             self._blobs.probe,
             self.transfer,
             self.threshold,
+            self.processes,
         )
         slot.info, slot.task, slot.refs, slot.held = None, None, None, {}
 

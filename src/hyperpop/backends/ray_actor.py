@@ -3,8 +3,8 @@
 :class:`RayActor` is wrapped with ``ray.remote`` when the backend starts. It runs the same
 :class:`~hyperpop.backends.worker.WorkerCore` as a local worker process, so the members it
 trains stay in its memory between intervals; with ``processes_per_member`` above 1 it runs
-each interval on a group of processes on its own node instead (see
-:mod:`hyperpop.backends.process_group`).
+each interval on a group of processes on its own node instead
+(:class:`~hyperpop.backends.ray_group.RayGroup`).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class RayActor:
         self.error: str | None = None
         self.core: Any = None
         self.store: WorkerStore | None = None
+        self.group: Any = None  # a RayGroup, with processes_per_member > 1
 
     def begin(
         self,
@@ -54,6 +55,7 @@ class RayActor:
         probe: str | None,
         transfer: Transfer,
         threshold: int,
+        processes: int = 1,
     ) -> dict[str, Any]:
         """Start a session: forget the previous one's members, load this run's trainable;
         returns who and where this actor is, whether it loaded the trainable, and how long
@@ -77,6 +79,14 @@ class RayActor:
             except Exception:  # noqa: BLE001
                 pass
         self.core = WorkerCore(factory, self.store, name=name, cache_size=cache_size)
+        if processes > 1 and self.error is None:
+            from hyperpop.backends.ray_group import RayGroup
+
+            try:
+                self.group = RayGroup(processes, factory_bytes, name, cache_size, self.threads)
+            except Exception as e:  # noqa: BLE001 - reported to the driver
+                self.error = f"cannot start member processes in a Ray actor: {e}"
+            sees = False  # the ranks read and write the group's own folder
         self.session = session
         return {
             "error": self.error,
@@ -94,6 +104,9 @@ class RayActor:
             # never train on another session's state (a task sent before the actor moved on)
             error = f"Ray actor session {self.session!r} got a task of session {session!r}"
             return (TaskResult(task=task, error=error), {}, ""), None
+        if self.group is not None:
+            result, out = self.group.run(task, data)
+            return (result, dict(self.group.held), "object" if out else ""), out
         store = self.store
         store.incoming = {task.checkpoint: data} if data is not None and task.checkpoint else {}
         result = self.core.run(task)
@@ -107,7 +120,9 @@ class RayActor:
 
     def forget(self, session: str, member: int) -> None:
         """Drop a member's in-memory state."""
-        if session == self.session and self.core is not None:
+        if session == self.session and self.group is not None:
+            self.group.forget(member)
+        elif session == self.session and self.core is not None:
             self.core.forget(member)
 
     def end(self) -> None:
@@ -116,7 +131,9 @@ class RayActor:
         if self.core is not None:
             for member in list(self.core.held):
                 self.core.forget(member)
-        self.core, self.store, self.session = None, None, None
+        if self.group is not None:
+            self.group.close()
+        self.core, self.store, self.session, self.group = None, None, None, None
 
 
 def _installed(module: Any) -> bool:

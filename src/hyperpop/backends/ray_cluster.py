@@ -130,6 +130,16 @@ class ClusterFollower:
             held = workers + min(held - workers, actors_that_fit(free(), self.need))
         return max(1, held)
 
+    def follow(self, workers: int, resize: Callable[[int], None]) -> None:
+        """When it is time (:meth:`due`), ``resize`` a backend of ``workers`` actors to the
+        :meth:`target`."""
+        if not self.due():
+            return
+        target = self.target(workers)
+        if target != workers:
+            self.moved(workers, target)
+            resize(target)
+
     @staticmethod
     def moved(old: int, new: int) -> None:
         """The backend went from ``old`` to ``new`` actors."""
