@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -204,3 +205,10 @@ def test_a_bad_option_is_one_line_and_creates_nothing(tmp_path, name):
     assert code == 1 and len(lines) == 1, out
     assert says in lines[0] and "Traceback" not in out
     assert not db.exists()
+
+
+@pytest.mark.parametrize("name", ["workers", "step_timeout", "processes_per_member"])
+def test_resume_checks_what_it_changes_before_it_opens_anything(tmp_path, name):
+    with pytest.raises(SettingsError, match=re.escape(f"{name} must be {TABLE[name].expected}")):
+        hp.resume(tmp_path / "missing.db", **{name: BAD[name]})
+    assert not list(tmp_path.iterdir())

@@ -384,12 +384,9 @@ def resume(
     """
     _refuse_in_worker_import()
     with settings_errors():
-        if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-        ):
-            raise SettingsError(
-                f"workers must be a positive int (members training at once), got {workers!r}"
-            )
+        RunSettings.check(
+            workers=workers, step_timeout=step_timeout, processes_per_member=processes_per_member
+        )
         callbacks_ = CallbackList(callbacks)
     _refuse_missing(storage)
     path = Path(storage)

@@ -68,7 +68,7 @@ def backend_spec(
     """Check how the backend is asked for, and return what builds it (only once the store is
     open and empty). ``settings`` brings the GPU settings, forwarded as backend options;
     ``members`` (the population) caps the workers of a backend with a process or slot per
-    worker: more would never train."""
+    worker: more would never train. ``workers`` comes checked, as a setting."""
     opts = dict(options or {})
     if settings is not None and not isinstance(backend, Backend):
         for key, value in settings.replace(backend=str(backend)).backend_options().items():
@@ -87,13 +87,6 @@ def backend_spec(
         if workers is not None:
             return lambda: _sized(backend, workers)
         return lambda: backend
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise SettingsError(
-            f"workers must be a positive int (members training at once), got {workers!r}; "
-            "leave it out for one per CPU core"
-        )
     try:
         backend_class(backend)  # an unknown name, or a missing extra, is refused now
     except ValueError as e:

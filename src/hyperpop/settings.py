@@ -46,6 +46,7 @@ class Cli:
         type: int, float, str, bool, or a tuple of the values allowed.
         to_value: what the option's value means in Python (``--steps 12``: ``hp.Steps(12)``);
             None: the value itself.
+        default: the default in words, for ``--help`` ("one per CPU core").
     """
 
     flags: tuple[str, ...]
@@ -53,6 +54,7 @@ class Cli:
     metavar: str | None = None
     to_value: Callable[[Any], Any] | None = None
     resume: bool = False
+    default: str = ""
 
     def value(self, given: Any) -> Any:
         """The setting's value for the option's ``given`` value."""
@@ -216,7 +218,7 @@ class RunSettings:
 
     metric: str = declare(REQUIRED,
         "the name of a metric the trainable reports", lambda v: isinstance(v, str) and v != "",
-        "The reported metric to optimise.", cli=Cli(("--metric",)))  # fmt: skip
+        "The reported metric to optimise.", cli=Cli(("--metric",), metavar="NAME"))  # fmt: skip
     mode: str = declare("max",
         "'max' or 'min'", lambda v: v in ("max", "min"), "Maximise or minimise the metric.",
         cli=Cli(("--mode",), ("max", "min")))  # fmt: skip
@@ -225,9 +227,8 @@ class RunSettings:
         cli=Cli(("--population", "-p"), int))  # fmt: skip
     workers: int | None = declare(None,
         "a positive int (members training at once)", _optional(_positive_int),
-        "Members training at once (default: one per CPU core).",
-        fix="leave it out for one per CPU core",
-        cli=Cli(("--workers", "-w"), int, resume=True))  # fmt: skip
+        "Members training at once.", fix="leave it out for one per CPU core",
+        cli=Cli(("--workers", "-w"), int, resume=True, default="one per CPU core"))  # fmt: skip
     budget: tuple[Budget, ...] = declare((DEFAULT_BUDGET,),
         "hp.Steps, hp.WallTime, hp.Target, an int or a list of them",
         lambda v: isinstance(v, tuple) and bool(v) and all(isinstance(b, Budget) for b in v),

@@ -125,11 +125,15 @@ def _setting_options(*, resume: bool) -> Callable[[Any], Any]:
                 type=None if kind is bool else kind,
                 default=None,
                 metavar=cli.metavar,
-                help=setting.help + (" (default: as recorded)" if resume else ""),
+                help=_help(setting.help, "as recorded" if resume else cli.default),
             )(f)
         return f
 
     return add
+
+
+def _help(text: str, default: str) -> str:
+    return f"{text[:-1]} (default: {default})." if default else text
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:
