@@ -224,3 +224,66 @@ def test_resize_grows_at_once_and_shrinks_without_killing_an_interval(tmp_path):
         assert backend.poll(5.0)[0].error is None
     finally:
         backend.shutdown()
+
+
+def test_the_ddp_example_gives_every_rank_the_explored_config_and_exports_a_plain_model(
+    tmp_path,
+):
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    from hyperpop.userfile import load_file
+
+    rf = load_file(HERE.parent / "examples" / "digits_ddp.py")
+    seen = tmp_path / "applied.jsonl"
+
+    def apply(self, config):
+        rf.trainable.apply(self, config)
+        with open(seen, "a") as f:  # what each rank trains with from now on
+            f.write(json.dumps({"rank": os.environ["RANK"], "config": config}) + "\n")
+
+    recording = type("Recording", (rf.trainable,), {"apply": apply})
+    good = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 16}
+    bad = {**good, "lr": 1e-3}
+    db = tmp_path / "run.db"
+    kw = {"storage": db, "population": 2, "budget": hp.Steps(6), "ready": 2,
+          "configs": [good, bad], "exploit": "tournament", "progress": False}  # fmt: skip
+    result = hp.run(recording, rf.space, **{**rf.settings, **kw})
+    explored = [e.data["config"] for e in events(db) if e.kind == "explored"]
+    assert explored, "the weaker member exploited the stronger one"
+    applied = [json.loads(line) for line in seen.read_text().splitlines()]
+    for config in explored:  # both ranks took the explored hyperparameters
+        assert {a["rank"] for a in applied if a["config"] == config} == {"0", "1"}
+    state = result.load_checkpoint()
+    assert not any(k.startswith("module.") for k in state["model"])
+    assert rf.module.evaluate(state) > 0.85  # the exported state loads in one process
+
+
+@pytest.mark.parametrize(("given", "strategy"), [({}, "ddp"), ({"strategy": "fsdp"}, "fsdp")])
+def test_lightning_in_a_group_trains_with_ddp_over_its_processes(monkeypatch, given, strategy):
+    pytest.importorskip("lightning")
+    from types import SimpleNamespace
+
+    from hyperpop.integrations.lightning import LightningTrainable
+
+    built: dict = {}
+
+    class Built(Exception):
+        pass
+
+    def trainer(**kwargs):
+        built.update(kwargs)
+        raise Built
+
+    t = LightningTrainable()
+    t.trainer_kwargs, t.quiet, t._ckpt = given, False, None
+    t._pl = SimpleNamespace(Trainer=trainer)
+    t._io_class, t._hook_class = (lambda: SimpleNamespace(store={})), (lambda owner: None)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(Built):
+        t.train()
+    assert built["devices"] == 1 and built.get("strategy") == given.get("strategy")  # one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(Built):
+        t.train()
+    assert (built["strategy"], built["devices"], built["num_nodes"]) == (strategy, 2, 1)

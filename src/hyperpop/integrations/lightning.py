@@ -16,6 +16,11 @@ there before the fit (``configure_optimizers`` and the dataloaders read it), and
 restored the optimiser, the learning rate, momentum, weight decay and friends are written into
 every optimiser's ``param_groups`` in place, so a restored checkpoint never brings back the
 donor's old values (ray#62173, ray#36660).
+
+In a member of several processes (``processes_per_member=N``) the Trainer defaults to
+``strategy="ddp"`` with ``devices=N`` over the processes hyperpop started (Lightning sees
+``LOCAL_RANK`` and launches none); ``trainer_kwargs`` may name another strategy (e.g.
+``"fsdp"``). Every rank keeps the fit's checkpoint; rank 0's is the member's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -64,6 +70,20 @@ TRAINER_DEFAULTS: dict[str, Any] = {
     "num_sanity_val_steps": 0,
     "devices": 1,
 }
+
+
+def group_defaults() -> dict[str, Any]:
+    """Trainer settings in a member of several processes: Lightning's DDP over the group's
+    processes (``WORLD_SIZE`` > 1), on CPUs or on the GPUs the member was given."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return {}
+    return {
+        "strategy": "ddp",
+        "devices": int(os.environ.get("LOCAL_WORLD_SIZE", world)),
+        "num_nodes": max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world))),
+    }
+
 
 _OWNED = ("max_epochs", "max_steps", "min_epochs", "min_steps", "max_time")
 
@@ -308,7 +328,7 @@ class LightningTrainable(Trainable):
         resumable = ckpt is not None
         epoch = int(ckpt.get("epoch", 0)) if ckpt is not None else 0
         step = int(ckpt.get("global_step", 0)) if ckpt is not None else 0
-        kwargs = {**TRAINER_DEFAULTS, **self.trainer_kwargs}
+        kwargs = {**TRAINER_DEFAULTS, **group_defaults(), **self.trainer_kwargs}
         if self.interval_steps is not None:
             kwargs.update(max_steps=step + self.interval_steps, max_epochs=-1)
         else:
@@ -330,7 +350,9 @@ class LightningTrainable(Trainable):
                 trainer.validate(self.module, datamodule=self.datamodule, verbose=False)
                 metrics.update(_float_metrics(trainer.callback_metrics))
             trainer.save_checkpoint(_KEY)
-        self._ckpt = io.store.pop(_KEY)
+        self._ckpt = io.store.pop(_KEY, None)
+        if self._ckpt is None:  # a rank other than 0 of a group: Lightning wrote no checkpoint
+            self._ckpt = trainer._checkpoint_connector.dump_checkpoint(False)
         metrics.update(epoch=float(trainer.current_epoch), global_step=float(trainer.global_step))
         return metrics
 
