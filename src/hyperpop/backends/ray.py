@@ -44,6 +44,7 @@ from hyperpop.backends.ray_cluster import (
     connect,
     job,
     kill,
+    requested_workers,
 )
 from hyperpop.backends.ray_slots import RaySlot, SlotPool, await_started, end_sessions
 from hyperpop.backends.transfer import DEFAULT_THRESHOLD, Transfer
@@ -152,13 +153,14 @@ class RayBackend(Backend):
         self.timings: dict[str, float] = {}
         self._connect_seconds = 0.0
         #: whether the actors follow the cluster (``workers="auto"``; a resize stops it)
-        self.auto = workers == "auto"
-        self._requested = None if workers is None or self.auto else check_workers(workers)
+        self._requested, self.auto = requested_workers(workers)
         self.max_workers = None if max_workers is None else check_workers(max_workers)
         self.follow_seconds = float(follow_seconds)
         p = processes_per_member
         if isinstance(p, bool) or not isinstance(p, int) or p < 1:
             raise ValueError(f"processes_per_member must be a positive int, got {p!r}")
+        if p > 1 and transfer == "shared":  # a group's ranks use a folder of their actor's
+            raise ValueError("transfer='shared' is not for processes_per_member > 1: use 'auto'")
         self.processes = p
         self._follower: ClusterFollower | None = None
         #: actors to have: as asked, or the cluster's slots (known once connected)

@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 import ray
 
+from hyperpop.backends.base import check_workers
+
 __all__ = [
     "ClusterFollower",
     "RayClusterError",
@@ -20,6 +22,7 @@ __all__ = [
     "connect",
     "job",
     "kill",
+    "requested_workers",
 ]
 
 log = logging.getLogger("hyperpop")
@@ -80,6 +83,20 @@ def cluster_actors(need: Mapping[str, float]) -> int:
         asked = ", ".join(f"{k}={v:g}" for k, v in need.items() if v)
         raise RayClusterError(f"the Ray cluster ({dict(total)}) cannot hold one actor with {asked}")
     return n
+
+
+def requested_workers(workers: object) -> tuple[int | None, bool]:
+    """A RayBackend's ``workers``: the number asked for (None: the cluster's slots at the
+    start), and whether the actors follow the cluster (``"auto"``)."""
+    if workers is None or workers == "auto":
+        return None, workers == "auto"
+    try:
+        return check_workers(workers), False
+    except ValueError:
+        raise ValueError(
+            f"workers must be an int of at least 1, 'auto' (follow the cluster as nodes join and "
+            f"leave) or None (as many as the cluster holds at the start), got {workers!r}"
+        ) from None
 
 
 def actors_that_fit(resources: Mapping[str, float], need: Mapping[str, float]) -> int:
