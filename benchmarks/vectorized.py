@@ -12,8 +12,9 @@ Run (the full table takes about 15-25 minutes on 2 busy cores):
 Both backends run the same :class:`hyperpop.VectorizedTrainable` (so the same model, loss, data
 and optimiser), the same population, steps, PBT settings and seed: ``local`` with 2 worker
 processes of one thread each, ``vectorized`` in one process with its defaults: it chooses its
-chunk size and threads itself (``chunk`` and ``threads`` show what each run chose, ``choose s``
-what timing the threads took, inside ``vector s``). Each run is its own child process; ``wall`` is
+chunk size, how many chunks train at once (each in a thread of its own) and the threads itself
+(``chunk``, ``par`` and ``threads`` show what each run chose, ``choose s`` what choosing took,
+inside ``vector s``). Each run is its own child process; ``wall`` is
 ``hp.run`` from call to result inside it (``w/o start``: the speedup without the backend's start,
 i.e. the local workers' spawn and imports), ``peak`` the largest sum of resident memory over the
 child and its worker processes (sampled every 50 ms), ``score`` the best member's final score.
@@ -37,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import example, machine  # noqa: E402
+from _common import example, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (metric, steps, ready) per task
@@ -138,6 +139,7 @@ def run_one(
         settings["chunk"] = min(choice.chunk_size, population)
         settings["evaluate_members"] = trainable.evaluate_members
         settings["threads"] = choice.threads
+        settings["parallel"] = choice.parallel
         settings["choice"] = choice.describe()
         settings["choose_s"] = choice.seconds
     return {"wall": wall, "start": instance.started, "score": result.best.score, **settings}
@@ -245,6 +247,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         # what each vectorized run chose (they may differ: the threads are timed under load)
         row["chunks"] = [r["chunk"] for r in vecs]
         row["threads"] = [r["threads"] for r in vecs]
+        row["parallels"] = [r["parallel"] for r in vecs]
+        row["par"] = "/".join(str(p) for p in sorted(set(row["parallels"])))
         row["chunk"] = "/".join(str(c) for c in sorted(set(row["chunks"])))
         row["thread"] = "/".join(str(t) for t in sorted(set(row["threads"]), key=str))
         row["choices"] = [r["choice"] for r in vecs]
@@ -263,8 +267,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"machine: {machine()}")
     print(f"load average before: {load_before}; after: {_load()}; seeds per cell: {len(seeds)}")
     print(
-        "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, "
-        "`chunk` members trained at once on `threads` threads (what the runs chose), evaluate() on "
+        "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, `chunk` "
+        "members trained at once, `par` chunks at a time, on `threads` threads (what the runs "
+        "chose), evaluate() on "
         f"{rows[0]['evaluate_members'] if rows else '-'} members per call; recorded workers: "
         + ", ".join(
             f"{r['task']} {r['population']}: local {r['recorded_workers']['local']}, "
@@ -273,7 +278,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         )
     )
     print(
-        f"{'task':<5} {'pop':>4} {'chunk':>5} {'threads':>7} {'choose s':>8} {'steps':>5} "
+        f"{'task':<5} {'pop':>4} {'chunk':>5} {'par':>3} {'threads':>7} {'choose s':>8} "
+        f"{'steps':>5} "
         f"{'local s':>8} {'vector s':>8} {'speedup':>8} "
         f"{'w/o start':>9} {'local MiB':>9} {'vector MiB':>10} {'mem ratio':>9} "
         f"{'local score':>11} {'vector score':>12}"
@@ -281,7 +287,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for row in rows:
         loc, vec = row["local"], row["vectorized"]
         print(
-            f"{row['task']:<5} {row['population']:>4} {row['chunk']:>5} {row['thread']:>7} "
+            f"{row['task']:<5} {row['population']:>4} {row['chunk']:>5} {row['par']:>3} "
+            f"{row['thread']:>7} "
             f"{row['choose_s']:>8.1f} {row['steps']:>5} "
             f"{loc['wall']:>8.1f} "
             f"{vec['wall']:>8.1f} {loc['wall'] / vec['wall']:>7.2f}x "
@@ -290,7 +297,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             f"{loc['score']:>11.4f} {vec['score']:>12.4f}"
         )
     for row in rows:
-        print(f"{row['task']} {row['population']}: {row['choices'][0]}")
+        loc, vec = row["local"], row["vectorized"]
+        per_seed = " ".join(f"{a / b:.2f}x" for a, b in zip(loc["walls"], vec["walls"]))
+        print(
+            f"{row['task']} {row['population']} per seed (local / vectorized s): "
+            + " ".join(f"{w:.1f}" for w in loc["walls"])
+            + " / "
+            + " ".join(f"{w:.1f}" for w in vec["walls"])
+            + f" ({per_seed})"
+        )
+        for choice in row["choices"]:
+            print(f"{row['task']} {row['population']}: {choice}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows

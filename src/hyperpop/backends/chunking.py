@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = [
     "GAIN",
-    "PARALLEL_GAIN",
+    "PARALLEL_SLACK",
     "PROBE",
     "THREADS_GAIN",
     "ChunkChoice",
@@ -37,10 +37,12 @@ Measure = Callable[[int, "int | None", int], float]
 GAIN = 1.3
 #: thread counts and parallel chunks are timed on at most this many members per chunk
 PROBE = 8
-#: chunks trained in parallel (a Python thread each, one PyTorch thread each) are taken if they
-#: train a member this much faster than one chunk at a time: they never wait for each other,
-#: so a busy machine costs them a share of the CPU, not a spin (as it does threads inside one op)
-PARALLEL_GAIN = 1.2
+#: chunks trained in parallel (a Python thread each, one PyTorch thread each) are taken unless
+#: they train a member this much slower than one chunk at a time. They never wait for each
+#: other, so when other jobs keep the cores busy they cost little (the digits CNN: the same
+#: CPU time and wall time as one chunk at a time at load 9 on 2 cores), and they gain up to
+#: a core's worth when one frees up; the timing sees only one moment of a long run
+PARALLEL_SLACK = 1.1
 #: more threads inside each op only if they train a member this much faster than the best so
 #: far: spinning threads on a busy machine cost 2-15x, they gained at most 1.6x on a quiet one
 THREADS_GAIN = 1.5
@@ -188,8 +190,9 @@ def choose(
        if fewer, against one chunk at a time on the first thread count:
 
        * if ``parallel`` > 1 and the population takes at least two chunks, ``parallel``
-         chunks at once on one thread each, taken if :data:`PARALLEL_GAIN` times faster (the
-         chunk size then shrinks to make the number of chunks a multiple of ``parallel``);
+         chunks at once on one thread each, taken unless :data:`PARALLEL_SLACK` times slower
+         per member (the chunk size then shrinks to make the number of chunks a multiple of
+         ``parallel``);
        * the other thread counts, one chunk at a time, each taken only if
          :data:`THREADS_GAIN` times faster than the best so far (more threads inside each op
          risk much more on a busy machine than they gain on a quiet one).
@@ -230,7 +233,7 @@ def choose(
         probe = min(size, PROBE)
         best = timed(probe, chosen)
         if parallel > 1 and size < population and 1 in options:
-            if timed(probe, 1, parallel) * PARALLEL_GAIN <= best:
+            if timed(probe, 1, parallel) <= PARALLEL_SLACK * best:
                 chosen, lanes, best = 1, parallel, known[probe, 1, parallel]
         for t in options[1:]:
             if t != chosen and timed(probe, t) * THREADS_GAIN <= best:
