@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import example, machine  # noqa: E402
+from _common import example, machine
 
-import hyperpop as hp  # noqa: E402
+import hyperpop as hp
 
 
 def one(deterministic: bool, population: int, steps: int, seed: int) -> dict:

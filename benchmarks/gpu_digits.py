@@ -29,10 +29,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import example, machine  # noqa: E402
+from _common import example, machine
 
-import hyperpop as hp  # noqa: E402
-from hyperpop.backends.gpus import nvidia_smi, visible_gpus  # noqa: E402
+import hyperpop as hp
+from hyperpop.backends.gpus import nvidia_smi, visible_gpus
 
 
 class NoGpu(SystemExit):

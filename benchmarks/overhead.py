@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, example, machine  # noqa: E402
+from _common import ROOT, example, machine
 
-import hyperpop as hp  # noqa: E402
+import hyperpop as hp
 
 
 def _plain_worker(configs: list[dict], steps: int) -> float:

@@ -76,10 +76,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import example, machine  # noqa: E402
+from _common import example, machine
 
-import hyperpop as hp  # noqa: E402
-from hyperpop.space import Space  # noqa: E402
+import hyperpop as hp
+from hyperpop.space import Space
 
 #: per task: population, steps per member, ready interval (and the toy's target)
 TASKS: dict[str, dict[str, Any]] = {

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, example, machine  # noqa: E402
+from _common import ROOT, example, machine
 
 
 def have_ray_tune() -> bool:

@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import example, machine  # noqa: E402
+from _common import example, machine
 
-import hyperpop as hp  # noqa: E402
-from hyperpop.backends.local import LocalBackend  # noqa: E402
+import hyperpop as hp
+from hyperpop.backends.local import LocalBackend
 
 
 class CountingBackend(LocalBackend):

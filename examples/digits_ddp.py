@@ -30,7 +30,7 @@ import hyperpop as hp
 import hyperpop.torch as hpt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import digits  # noqa: E402 - the single-process example: its data, model and evaluation
+import digits  # the single-process example: its data, model and evaluation
 
 sys.path.pop(0)
 cloudpickle.register_pickle_by_value(digits)  # worker processes get it with the trainable

@@ -31,7 +31,7 @@ from hyperpop.integrations.lightning import LightningTrainable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import digits  # noqa: E402  (the digits example: the same data split and search space)
+import digits
 
 data = digits.data
 

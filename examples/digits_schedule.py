@@ -26,7 +26,7 @@ from hyperpop.torch import ScheduleLR, minibatches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import digits  # noqa: E402  (the digits example: data, model, trainable)
+import digits
 
 
 def retrain(schedule: list[dict[str, Any]], epochs: int, seed: int = 0) -> float:

@@ -25,7 +25,7 @@ from hyperpop.callbacks import MLflow, TensorBoard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import digits  # noqa: E402  (the digits example: data, model, trainable)
+import digits
 
 
 def main(argv: list[str] | None = None) -> hp.Result:

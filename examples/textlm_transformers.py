@@ -26,11 +26,11 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built here; never reach the hub
 
-import torch  # noqa: E402
-from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments  # noqa: E402
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-import hyperpop as hp  # noqa: E402
-from hyperpop.integrations.transformers import TransformersTrainable  # noqa: E402
+import hyperpop as hp
+from hyperpop.integrations.transformers import TransformersTrainable
 
 #: standard-library modules whose sources make the text (about 300k characters)
 MODULES = ("textwrap", "string", "shlex", "fractions", "argparse", "calendar", "difflib", "heapq")

@@ -15,18 +15,18 @@ import pytest
 pytest.importorskip("plotly")
 pytest.importorskip("starlette")
 
-import warnings  # noqa: E402
+import warnings
 
-from click.testing import CliRunner  # noqa: E402
+from click.testing import CliRunner
 
 with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its test client
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from hyperpop.cli import main  # noqa: E402
-from hyperpop.dashboard.app import create_app  # noqa: E402
-from hyperpop.dashboard.data import RunView, StoreSource  # noqa: E402
-from hyperpop.dashboard.figures import (  # noqa: E402
+from hyperpop.cli import main
+from hyperpop.dashboard.app import create_app
+from hyperpop.dashboard.data import RunView, StoreSource
+from hyperpop.dashboard.figures import (
     lineage_spec,
     log_axis,
     page_data,
@@ -34,11 +34,11 @@ from hyperpop.dashboard.figures import (  # noqa: E402
     schedule_spec,
     scores_spec,
 )
-from hyperpop.dashboard.report import write_report  # noqa: E402
-from hyperpop.results import Result  # noqa: E402
-from hyperpop.store import events as ev  # noqa: E402
-from hyperpop.store.events import Event  # noqa: E402
-from hyperpop.store.sqlite import SQLiteStore  # noqa: E402
+from hyperpop.dashboard.report import write_report
+from hyperpop.results import Result
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+from hyperpop.store.sqlite import SQLiteStore
 
 
 def synthetic_events(members: int = 3, generations: int = 4, ready: int = 2) -> list[Event]:

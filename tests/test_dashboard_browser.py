@@ -23,7 +23,7 @@ pytest.importorskip("plotly")
 pytest.importorskip("uvicorn")
 pytest.importorskip("playwright")
 
-from hyperpop.results import Result  # noqa: E402
+from hyperpop.results import Result
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -172,7 +172,7 @@ def _assert_complete(res: hp.Result, population: int, steps: int) -> None:
         assert r["model_step"] == r["step"]  # resumed from the right checkpoint
 
 
-def _stepper_run(tmp_path, Stepper=Stepper, **kw):  # noqa: N803 - the class to run
+def _stepper_run(tmp_path, Stepper=Stepper, **kw):  # the class to run
     space = {"lr": hp.uniform(0.1, 1.0)}
     space.update(kw.pop("extra", {}))
     args = dict(

@@ -13,7 +13,7 @@ import hyperpop as hp
 from hyperpop.cli import main as cli
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import toy  # noqa: E402
+import toy
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ class Tally:
         return len(RequestLog(db).read())
 
 
-def _cli_args(rng: random.Random, db: Path) -> tuple[list[str], bool]:  # noqa: C901 - one branch per command
+def _cli_args(rng: random.Random, db: Path) -> tuple[list[str], bool]:  # one branch per command
     """A command line that steers ``db`` and whether it is malformed."""
     kind, member, data = well_formed(rng)
     bad = rng.random() < 0.4

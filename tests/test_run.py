@@ -21,7 +21,7 @@ from hyperpop.checkpoints import checkpoint_dir_for
 from hyperpop.strategies import Perturb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-import toy  # noqa: E402
+import toy
 
 
 def test_explored_hyperparameters_win_over_a_restored_optimiser(tmp_path):

@@ -15,10 +15,10 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its test cli
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from hyperpop.dashboard.app import create_app  # noqa: E402
-from hyperpop.store import events as ev  # noqa: E402
-from hyperpop.store.events import Event  # noqa: E402
-from hyperpop.store.sqlite import SQLiteStore  # noqa: E402
+from hyperpop.dashboard.app import create_app
+from hyperpop.store import events as ev
+from hyperpop.store.events import Event
+from hyperpop.store.sqlite import SQLiteStore
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "hyperpop"
 

@@ -178,7 +178,7 @@ def decode(raw: bytes, blob: str, where: object = "") -> Any:
             f = io.BytesIO(raw)
             f.seek(len(_MAGIC))
             return _Unpickler(f).load()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt blob
         raise CheckpointError(f"checkpoint {blob!r} is corrupt ({where}): {e}") from None
 
 

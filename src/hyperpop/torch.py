@@ -491,7 +491,7 @@ class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
         """The config the schedule holds for the step about to be trained."""
         return self.config_at(self.last_epoch + 1)
 
-    def get_lr(self) -> list[float | torch.Tensor]:  # noqa: D102 - LRScheduler's hook
+    def get_lr(self) -> list[float | torch.Tensor]:  # LRScheduler's hook
         config = self.config()
         for group in self.optimizer.param_groups:
             for key, path in self.others.items():

@@ -284,7 +284,7 @@ class VectorizedBackend(Backend):
         t0 = time.perf_counter()
         try:
             results = self._train(tasks)
-        except BaseException as e:  # noqa: BLE001 - reported to the driver per member
+        except BaseException as e:  # reported to the driver per member
             if isinstance(e, KeyboardInterrupt):
                 raise
             error = "".join(traceback.format_exception(e)).rstrip()

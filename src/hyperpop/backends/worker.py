@@ -161,7 +161,7 @@ class WorkerCore:
             self.held[task.member] = _Held(trainable, result.checkpoint, task.config, nbytes)
             self.evicted.discard(task.member)
             self._evict()
-        except BaseException as e:  # noqa: BLE001 - reported to the driver
+        except BaseException as e:  # reported to the driver
             if isinstance(e, KeyboardInterrupt):
                 raise
             self.forget(task.member)

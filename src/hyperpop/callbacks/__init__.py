@@ -85,7 +85,7 @@ class CallbackList:
         for cb in list(self.callbacks):
             try:
                 getattr(cb, hook)(*args)
-            except Exception:  # noqa: BLE001 - a tracker must never stop the run
+            except Exception:  # a tracker must never stop the run
                 log.exception("callback %r failed in %s; it is switched off", cb, hook)
                 self.callbacks.remove(cb)
 

@@ -32,12 +32,12 @@ class _EventFile:
         now = time.time()
         name = f"events.out.tfevents.{int(now)}.{socket.gethostname()}.{time.time_ns()}"
         self.path = folder / name
-        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open between batches
+        self._file = open(self.path, "ab")  # kept open between batches
         self.write(event(wall_time=now, file_version="brain.Event:2"))
 
     def reopen(self) -> None:
         if self._file.closed:
-            self._file = open(self.path, "ab")  # noqa: SIM115
+            self._file = open(self.path, "ab")
 
     def write(self, event: Any) -> None:
         self.reopen()

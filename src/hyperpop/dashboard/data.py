@@ -355,7 +355,7 @@ class StoreSource:
                     f"{self.path}: the event log is inconsistent ({type(e).__name__}: {e}); "
                     "it may be damaged or written by a newer hyperpop"
                 )
-            except Exception as e:  # sqlite3 errors the store did not wrap, OS errors
+            except Exception as e:  # noqa: BLE001 - sqlite3 and OS errors the store did not wrap
                 self._fail(f"cannot read {self.path}: {type(e).__name__}: {e}")
             return None
 

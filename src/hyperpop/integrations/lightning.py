@@ -147,13 +147,13 @@ def _classes(pl: Any) -> tuple[type, type]:
             super().__init__()
             self.store: dict[str, dict[str, Any]] = {}
 
-        def save_checkpoint(self, checkpoint, path, storage_options=None):  # noqa: D102
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
             self.store[str(path)] = checkpoint
 
-        def load_checkpoint(self, path, map_location=None, weights_only=None):  # noqa: D102
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
             return self.store[str(path)]
 
-        def remove_checkpoint(self, path):  # noqa: D102
+        def remove_checkpoint(self, path):
             self.store.pop(str(path), None)
 
     class Hook(pl.Callback):
@@ -163,10 +163,10 @@ def _classes(pl: Any) -> tuple[type, type]:
             self.owner = owner
             self.validated_at: int | None = None
 
-        def on_train_start(self, trainer, pl_module):  # noqa: D102
+        def on_train_start(self, trainer, pl_module):
             self.owner._apply_to_optimizers(trainer)
 
-        def on_validation_end(self, trainer, pl_module):  # noqa: D102
+        def on_validation_end(self, trainer, pl_module):
             if not trainer.sanity_checking:
                 self.validated_at = trainer.global_step
 

@@ -139,11 +139,11 @@ class _Session(TrainerCallback):
         if self._stop:
             raise _Stop
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
+    def on_train_begin(self, args, state, control, **kwargs):
         self.started = True
         self.owner._on_start()
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+    def on_step_end(self, args, state, control, **kwargs):
         self.count += 1
         if self.count >= self.steps:
             self.closing = True
@@ -151,13 +151,13 @@ class _Session(TrainerCallback):
             control.should_evaluate = self.owner.trainer.eval_dataset is not None
         return control
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if self.closing:
             self.metrics.update(_floats(logs or {}))
             if not control.should_evaluate:
                 self._pause()
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: D102
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.closing:
             self.metrics.update(_floats(metrics or {}))
             self._pause()

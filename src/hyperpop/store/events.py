@@ -166,6 +166,7 @@ def decode_data(text: str) -> dict[str, Any]:
         restored: dict[str, Any] = _restore(json.loads(text))
         return restored
     # nothing to restore (most events): the parsed object as it is, without walking it again
+    data: dict[str, Any]
     try:
         data, end = _raw_decode(text)
     except ValueError:
