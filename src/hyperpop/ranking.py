@@ -23,10 +23,6 @@ T = TypeVar("T")
 MODES = ("max", "min")
 
 
-def _missing(score: float | None) -> bool:
-    return score is None or math.isnan(score)
-
-
 @dataclass(frozen=True)
 class Ranking:
     """How scores rank under ``mode`` (``"max"``: higher is better; ``"min"``: lower).
@@ -61,26 +57,26 @@ class Ranking:
 
     def better(self, a: float | None, b: float | None) -> bool:
         """Whether ``a`` is strictly better than ``b`` (any number beats None and NaN)."""
-        if _missing(a):
+        if a is None or math.isnan(a):
             return False
-        if _missing(b):
+        if b is None or math.isnan(b):
             return True
-        return a > b if self.mode == "max" else a < b  # type: ignore[operator]
+        return a > b if self.mode == "max" else a < b
 
     def at_least(self, a: float | None, b: float | None) -> bool:
         """Whether ``a`` is as good as ``b`` or better (anything is as good as a missing ``b``;
         a missing ``a`` is as good as nothing else)."""
-        if _missing(b):
+        if b is None or math.isnan(b):
             return True
-        if _missing(a):
+        if a is None or math.isnan(a):
             return False
-        return a >= b if self.mode == "max" else a <= b  # type: ignore[operator]
+        return a >= b if self.mode == "max" else a <= b
 
     def oriented(self, score: float | None) -> float:
         """``score`` turned so that higher is better (None and NaN are -inf)."""
-        if _missing(score):
+        if score is None or math.isnan(score):
             return -math.inf
-        return self.sign * score  # type: ignore[operator]
+        return self.sign * score
 
     def oriented_array(self, scores: np.ndarray) -> np.ndarray:
         """:meth:`oriented` of every entry of an array (NaN becomes -inf)."""
@@ -89,9 +85,9 @@ class Ranking:
 
     def key(self, score: float | None) -> tuple[int, float]:
         """A sort key that puts the best score first (ascending sort), None and NaN last."""
-        if _missing(score):
+        if score is None or math.isnan(score):
             return (1, 0.0)
-        return (0, -self.sign * score)  # type: ignore[operator]
+        return (0, -self.sign * score)
 
     def best_of(self, items: Iterable[T], score: Callable[[T], float | None]) -> T | None:
         """The item with the best ``score(item)``, the first among equals; items scored None
@@ -108,7 +104,7 @@ class Ranking:
 
     def reached(self, score: float | None, target: float) -> bool:
         """Whether ``score`` reaches ``target`` (at or beyond it on the better side)."""
-        return not _missing(score) and self.at_least(score, target)
+        return score is not None and not math.isnan(score) and self.at_least(score, target)
 
     def toward_better(self, score: float) -> float:
         """The next float after ``score`` on the better side."""

@@ -108,12 +108,12 @@ class Population:
     @property
     def mode(self) -> str:
         """``"max"`` or ``"min"``."""
-        return self.settings.get("mode", "max")
+        return str(self.settings.get("mode", "max"))
 
     @property
     def ranking(self) -> Ranking:
         """Which scores are better, by the run's :attr:`mode`."""
-        return Ranking.of(self.settings.get("mode", "max"))
+        return Ranking.of(self.mode)
 
     @property
     def metric(self) -> str | None:
