@@ -1,7 +1,8 @@
 """The Ray backend on a local Ray cluster of its own (issue 22): ``workers="auto"`` follows the
 cluster (a second node joins mid-run, its new actor trains members, then the node leaves: its
-interval is retried and no report is lost), and a member of two processes runs on one actor's
-node. The cluster helpers are those of tests/test_ray_multinode.py."""
+interval is retried and no report is lost), a request changes the number of actors, and a
+member of two processes runs on one actor's node. The cluster helpers are those of
+tests/test_ray_multinode.py."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_in_a_fresh_interpreter():
         text=True,
         timeout=220,
     )
-    assert out.returncode == 0 and "3 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
+    assert out.returncode == 0 and "4 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +184,51 @@ def test_a_member_of_two_processes_runs_on_one_actors_node(tmp_path, head):
     }
     assert {(r["n"], r["x"], r["lr_used"]) for r in res.records()} <= rank1
     assert all(m.status == "finished" and m.step == 12 for m in res.members)
+
+
+@pytest.mark.timeout(120)
+@in_child
+def test_a_ray_run_goes_from_one_to_two_to_one_actor_on_request(tmp_path, head):
+    import reliability_trainables
+    from test_elastic import Clocked, _one_process_since_the_other_stopped, _overlap, _steps
+
+    db = tmp_path / "r.db"
+    asked: list[int] = []
+
+    def ask(pop):  # the driver loop calls this after each poll; each request waits on the store
+        steps = _steps(db)
+        if not asked and len(steps) >= 8:
+            asked.append(2)
+        elif asked == [2] and _overlap(steps):  # two actors trained at the same moment
+            asked.append(1)
+        elif asked == [2, 1] and _one_process_since_the_other_stopped(steps):
+            asked.append(0)
+            return hp.steer(db, timeout=None).stop(wait=False)
+        else:
+            return None
+        hp.steer(db, timeout=None).workers(asked[-1], wait=False)
+
+    backend = RayBackend(1, num_cpus=0.5)  # two fit on the one-CPU head
+    cloudpickle.register_pickle_by_value(reliability_trainables)
+    try:
+        res = hp.run(
+            Clocked,
+            {"lr": hp.uniform(0.1, 1.0)},
+            metric="score",
+            population=3,
+            budget=100_000,
+            ready=4,
+            backend=backend,
+            storage=db,
+            progress=ask,
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(reliability_trainables)
+    assert asked == [2, 1, 0] and backend.resized == [(1, 2), (2, 1)], (asked, backend.resized)
+    changed = [
+        (e.data["old_workers"], e.data["workers"])
+        for e in res.events
+        if e.kind == "workers_changed"
+    ]
+    assert changed == [(1, 2), (2, 1)]
+    assert not [e for e in res.events if e.kind == "failed"]  # no interval was cut short

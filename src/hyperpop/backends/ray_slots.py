@@ -75,14 +75,24 @@ class SlotPool:
         """Make ``workers`` slots active: retiring slots come back first. Returns how many
         new slots to add, and the slots to stop now (idle ones retire at once; a busy one
         retires when its interval ends). Shrinking retires, in this order, slots whose actor
-        has not started yet, idle ones, and the busy ones made last."""
+        has not started yet, those on a node that left the cluster, idle ones, and the busy
+        ones made last."""
         active = self.active()
         if workers >= len(active):
             back = [s for s in self.slots if s.retiring][: workers - len(active)]
             for s in back:
                 s.retiring = False
             return workers - len(active) - len(back), []
-        order = sorted(active, key=lambda s: (s.info is not None, s.task is not None, -s.index))
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        order = sorted(
+            active,
+            key=lambda s: (
+                s.info is not None,
+                s.info is not None and s.info.get("node") in alive,
+                s.task is not None,
+                -s.index,
+            ),
+        )
         now = []
         for s in order[: len(active) - workers]:
             s.retiring = True
