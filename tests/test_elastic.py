@@ -156,7 +156,7 @@ class Holds(SimulatedBackend):
         return super().poll(timeout)
 
 
-def test_the_command_line_and_hp_steer_change_the_workers_and_print_the_answer(tmp_path):
+def test_the_command_line_hp_steer_and_the_dashboard_change_the_workers(tmp_path):
     db = tmp_path / "run.db"
     backend = Holds()
     out: dict[str, object] = {}
@@ -177,11 +177,26 @@ def test_the_command_line_and_hp_steer_change_the_workers_and_print_the_answer(t
         answer = hp.steer(db).workers(1)
         assert answer.ok and answer.reason.startswith("1 worker (was 2)"), answer
         assert backend.capacity == 1
+        # the dashboard's control sends the same request, checked the same way
+        from starlette.testclient import TestClient
+
+        from hyperpop.dashboard.app import create_app
+
+        with TestClient(create_app(db, token="t"), base_url="http://localhost") as client:
+            post = {"headers": {"X-Hyperpop-Token": "t"}}
+            r = client.post(
+                "/api/request", json={"kind": "workers", "data": {"workers": 2}}, **post
+            )
+            assert r.status_code == 200 and r.json()["status"] == "done", r.json()
+            r = client.post(
+                "/api/request", json={"kind": "workers", "data": {"workers": -1}}, **post
+            )
+            assert r.status_code == 400 and "from 1 to" in r.json()["error"], r.json()
     finally:
         backend.go.set()
         driver.join(60)
     result = out["result"]
-    assert [(c.old_workers, c.workers) for c in _changes(result)] == [(1, 2), (2, 1)]
+    assert [(c.old_workers, c.workers) for c in _changes(result)] == [(1, 2), (2, 1), (1, 2)]
 
 
 # --- the local backend, through the real request path -------------------------------------------
