@@ -111,16 +111,28 @@ def test_more_workers_than_members_are_capped_and_a_resume_starts_with_the_last_
     assert all(m.status == "finished" and m.step == 12 for m in result.members)
 
 
-def test_a_backend_that_cannot_resize_refuses_naming_itself(tmp_path):
+def _no_room(self, workers):
+    raise RuntimeError("no room for another worker")
+
+
+@pytest.mark.parametrize(
+    "resize, why",
+    [
+        (Backend.resize, "the 'fixed' backend cannot change its number of workers"),
+        (_no_room, "could not start 2 workers: no room for another worker"),
+    ],
+)
+def test_a_backend_that_cannot_resize_refuses_and_the_run_goes_on(tmp_path, resize, why):
     class Fixed(Asks):
         name = "fixed"
-        resize = Backend.resize
 
+    Fixed.resize = resize  # type: ignore[method-assign]
     db = tmp_path / "run.db"
     result = _run(db, Fixed(db, {2: 2}))
     (answer,) = result.population.handled.values()
-    assert answer["status"] == "refused" and "'fixed' backend cannot change" in answer["reason"]
+    assert answer["status"] == "refused" and why in answer["reason"], answer
     assert not _changes(result)
+    assert all(m.status == "finished" and m.step == 12 for m in result.members)
 
 
 @pytest.mark.parametrize(

@@ -325,8 +325,10 @@ class Steering:
         old = h.backend.capacity
         try:
             h.backend.resize(workers)
-        except ValueError as e:
+        except ValueError as e:  # the backend cannot (it says why)
             raise _Refused(str(e)) from None
+        except (OSError, RuntimeError) as e:  # a new worker could not start: the run goes on
+            raise _Refused(f"the backend could not start {workers} workers: {e}") from None
         changed = voc.WorkersChanged(workers, old, voc.USER, request)
         h.commit([Event.of(changed, None, now)])
         what = f"{workers} worker{'' if workers == 1 else 's'} (was {old})"
