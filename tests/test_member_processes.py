@@ -272,6 +272,7 @@ def test_lightning_in_a_group_trains_with_ddp_over_its_processes(monkeypatch, gi
 
     def trainer(**kwargs):
         built.update(kwargs)
+        os.environ.pop("WORLD_SIZE", None)  # as Lightning's teardown does after a fit
         raise Built
 
     t = LightningTrainable()
@@ -287,3 +288,4 @@ def test_lightning_in_a_group_trains_with_ddp_over_its_processes(monkeypatch, gi
     with pytest.raises(Built):
         t.train()
     assert (built["strategy"], built["devices"], built["num_nodes"]) == (strategy, 2, 1)
+    assert os.environ["WORLD_SIZE"] == "2"  # the next interval's fit is in the group too

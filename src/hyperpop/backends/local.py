@@ -287,7 +287,13 @@ class LocalBackend(Backend):
         failed = [arg for kind, arg in slot.group.read() if kind == "failed"]
         slot.task = None
         self._replace(slot)
-        return failed[0] if failed else TaskResult(task=task, error="worker died", worker="")
+        if failed:
+            return failed[0]
+        error = (
+            f"worker process {slot.index} died as member {task.member}'s interval was handed to "
+            "it; the member restarts from its last checkpoint"
+        )
+        return TaskResult(task=task, error=error, worker=f"local-{slot.index}")
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
         out, self._results = self._results, []

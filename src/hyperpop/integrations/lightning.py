@@ -85,6 +85,17 @@ def group_defaults() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _group_env_kept() -> Iterator[None]:
+    """Lightning's teardown deletes ``WORLD_SIZE`` (its own launcher set it); in a member of
+    several processes hyperpop set it, and the next interval's fit needs it again."""
+    kept = {k: os.environ[k] for k in ("WORLD_SIZE", "LOCAL_WORLD_SIZE") if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(kept)
+
+
 _OWNED = ("max_epochs", "max_steps", "min_epochs", "min_steps", "max_time")
 
 _NOISE = (  # warnings that say nothing to a PBT user
@@ -340,7 +351,7 @@ class LightningTrainable(Trainable):
         if ckpt is not None:
             ckpt["state_dict"] = self.module.state_dict()  # the module's weights win (reset, load)
             io.store[_KEY] = ckpt
-        with _quiet(self._pl, self.quiet):
+        with _quiet(self._pl, self.quiet), _group_env_kept():
             self.trainer = trainer = self._pl.Trainer(**kwargs)
             trainer.fit(
                 self.module, datamodule=self.datamodule, ckpt_path=_KEY if resumable else None
