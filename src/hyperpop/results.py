@@ -84,7 +84,8 @@ class MemberResult:
 
     Attributes:
         id: the member's id.
-        score: its last reported score.
+        score: its last reported score; for :attr:`Result.best`, the score the best model is
+            ranked by (see :meth:`~hyperpop.population.Population.best_model`).
         step: training steps of the weights it holds.
         config: the hyperparameters it trains with now.
         status: ``running``, ``finished`` or ``failed``.
