@@ -80,6 +80,13 @@ class _Eta:
         return done, total, left
 
 
+def _best(pop: Population) -> str | None:
+    """``best <metric>=<score> (member <id>)`` for the run's best model, the best every view
+    shows (:meth:`~hyperpop.population.Population.best_model`); None before any report."""
+    best = pop.best_model()
+    return None if best is None else f"best {pop.metric}={fmt(best.score)} (member {best.member})"
+
+
 def counts(pop: Population, state: RunState | None) -> dict[str, int]:
     """Members training, queued, waiting (neither: a synchronous barrier, a lead limit),
     finished and failed."""
@@ -249,13 +256,11 @@ class LogProgress(View):
         now = time.time()
         if now - self._last < self.every and pop.alive():
             return
-        best = pop.best_model()  # the best every view shows (Result.best, status, dashboard)
         steps = [m.step for m in pop.members.values()]
         text = (
             f"{len(pop.alive())}/{len(pop.members)} members alive, steps "
             f"{min(steps, default=0)}-{max(steps, default=0)}, {pop.reports} reports, "
-            f"{exploit_count(pop)} exploits, best {pop.metric}="
-            f"{fmt(best.score) if best else '-'} (member {best.member if best else '-'})"
+            f"{exploit_count(pop)} exploits, {_best(pop) or f'best {pop.metric}=- (member -)'}"
         )
         if text == self._said:  # the end is shown once, however often it is handed over
             return
@@ -292,14 +297,14 @@ class PlainProgress(View):
     def line(self, pop: Population, state: RunState) -> str:
         """The progress line for ``pop`` in ``state``."""
         done, total, left = self._eta(pop, state)
-        best = pop.best_model()  # the best every view shows (Result.best, status, dashboard)
         parts = [f"hyperpop {_clock(state.elapsed)}"]
         if total:
             parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%), ETA {_clock(left)}")
         parts.append(f"members: {_members_line(counts(pop, state))}")
         parts.append(f"{pop.reports} reports, {exploit_count(pop)} exploits")
+        best = _best(pop)
         if best is not None:
-            parts.append(f"best {pop.metric}={fmt(best.score)} (member {best.member})")
+            parts.append(best)
         return " · ".join(parts)
 
     def _write(self, text: str) -> None:
