@@ -45,8 +45,8 @@ class Parameter:
         """Raise :class:`SpaceError` naming ``name`` if the definition is invalid."""
 
     def sample(self, rng: np.random.Generator) -> Any:
-        """Draw a value from the prior."""
-        raise NotImplementedError
+        """Draw a value from the prior (by default uniform in the unit interval, mapped back)."""
+        return self.from_unit(float(rng.random()))
 
     def perturb(self, value: Any, factor: float, rng: np.random.Generator) -> Any:
         """Move ``value`` by ``factor`` (e.g. 0.8 or 1.2), staying inside the bounds."""
@@ -135,9 +135,6 @@ class Float(Parameter):
     def _clip(self, v: float) -> float:
         return float(min(max(v, self.low), self.high))
 
-    def sample(self, rng: np.random.Generator) -> float:
-        return self.from_unit(float(rng.random()))
-
     def perturb(self, value: Any, factor: float, rng: np.random.Generator) -> float:
         v = float(value)
         if self.log or (self.low >= 0 and v > 0):
@@ -194,8 +191,9 @@ class Int(Parameter):
     def _clip(self, v: float) -> int:
         return int(min(max(round(v), self.low), self.high))
 
-    def sample(self, rng: np.random.Generator) -> int:
-        return self.from_unit(float(rng.random()))
+    def _log_bounds(self) -> tuple[float, float]:
+        """The log scale's ends: half an integer beyond each bound (a low of 0.5 or less stays)."""
+        return math.log(self.low - 0.5 if self.low > 0.5 else self.low), math.log(self.high + 0.5)
 
     def perturb(self, value: Any, factor: float, rng: np.random.Generator) -> int:
         v = int(value)
@@ -209,18 +207,14 @@ class Int(Parameter):
 
     def to_unit(self, value: Any) -> float:
         if self.log:
-            lo, hi = (
-                math.log(self.low - 0.5 if self.low > 0.5 else self.low),
-                math.log(self.high + 0.5),
-            )
+            lo, hi = self._log_bounds()
             return float(min(max((math.log(float(value)) - lo) / (hi - lo), 0.0), 1.0))
         return (float(value) - self.low + 0.5) / (self.high - self.low + 1)
 
     def from_unit(self, u: float) -> int:
         u = float(min(max(u, 0.0), 1.0))
         if self.log:
-            lo = math.log(self.low - 0.5 if self.low > 0.5 else self.low)
-            hi = math.log(self.high + 0.5)
+            lo, hi = self._log_bounds()
             return self._clip(math.exp(lo + u * (hi - lo)))
         return int(min(self.low + math.floor(u * (self.high - self.low + 1)), self.high))
 

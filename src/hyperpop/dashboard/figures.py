@@ -25,6 +25,8 @@ from hyperpop.dashboard.style import (
     param_value,
     plot_layout,
     score_value,
+    source_metric,
+    source_wall,
 )
 from hyperpop.dashboard.tree import MAX_COLUMNS, MAX_MARKERS, lineage_spec
 from hyperpop.summary import Report, is_number, num
@@ -148,17 +150,11 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
         if x == "step":
             xs = [p[0] for p in points]
         else:
-            xs = [
-                None if s is None else xv(0, s.wall if isinstance(s, Report) else s[0])
-                for s in sources
-            ]
+            xs = [None if s is None else xv(0, source_wall(s)) for s in sources]
         if metric == main:
             ys = [p[1] for p in points]
         else:
-            ys = [
-                None if s is None else metric_value(s if isinstance(s, Report) else s[1], metric)
-                for s in sources
-            ]
+            ys = [source_metric(s, metric) for s in sources]
         values += ys
         data.append(
             {

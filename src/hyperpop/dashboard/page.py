@@ -14,8 +14,9 @@ from hyperpop.dashboard.style import (
     metric_value,
     param_value,
     score_value,
+    source_metric,
+    source_wall,
 )
-from hyperpop.summary import Report
 
 __all__ = ["page_data", "payload"]
 
@@ -59,15 +60,7 @@ def page_data(
     t0, span = _clock_span(view)
 
     def when(source: Any) -> Any:
-        if source is None:
-            return None
-        wall = source.wall if isinstance(source, Report) else source[0]
-        return round(wall - t0, 4)
-
-    def metric_of(source: Any, metric: str) -> Any:
-        if source is None:
-            return None
-        return metric_value(source if isinstance(source, Report) else source[1], metric)
+        return None if source is None else round(source_wall(source) - t0, 4)
 
     # the score plot's lines: per member, the points after what the page has
     series, changed = _changed(view, "scores", view.scores, ss)
@@ -83,7 +76,7 @@ def page_data(
             if metric == main:
                 ys[metric] += [p[1] for p in points]
             else:
-                ys[metric] += [metric_of(src, metric) for src in sources]
+                ys[metric] += [source_metric(src, metric) for src in sources]
     series.update(step=steps, y=ys)
     if times:
         series["t"] = walls
@@ -113,7 +106,8 @@ def page_data(
         "step": [e["step"] for e in ex],
         "text": [exploit_label(e) for e in ex],
         "y": {
-            m: [e["score"] if m == main else metric_of(e["report"], m) for e in ex] for m in wanted
+            m: [e["score"] if m == main else source_metric(e["report"], m) for e in ex]
+            for m in wanted
         },
     }
     if times:

@@ -16,6 +16,8 @@ __all__ = [
     "metric_value",
     "param_value",
     "score_value",
+    "source_metric",
+    "source_wall",
 ]
 
 #: the colour of the best member's lineage
@@ -72,3 +74,16 @@ def exploit_label(e: dict[str, Any]) -> str:
     """What an exploit shows on hover: who copied whom at which step, and whether a person did."""
     label = f"member {e['member']} copied member {e['donor']} at step {e['step']}"
     return label + (" (by user)" if e.get("by") == "user" else "")
+
+
+def source_wall(source: Any) -> float:
+    """The wall time of a score point's source: its :class:`Report`, or ``(time, report)`` at a
+    jump to a donor's weights."""
+    return float(source.wall if isinstance(source, Report) else source[0])
+
+
+def source_metric(source: Any, metric: str) -> Any:
+    """A score point's value of ``metric``, from its source (None at a gap: no source)."""
+    if source is None:
+        return None
+    return metric_value(source if isinstance(source, Report) else source[1], metric)
