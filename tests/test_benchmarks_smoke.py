@@ -36,7 +36,7 @@ def test_quality_smoke(capsys, tmp_path):
     bench = _load("quality")
     out = tmp_path / "quality.json"
     rows = bench.main(["--smoke", "--out", str(out)])
-    methods = {"async", "sync", "pb2", "resample", "mfpbt", "firepbt", "random"}
+    methods = {"async", "sync", "pb2", "resample", "mfpbt", "firepbt", "reserve", "random"}
     if _load("_raytune").have_ray_tune():
         methods.add("ray")
     assert {(r["task"], r["method"]) for r in rows} == {

@@ -10,6 +10,7 @@ from hyperpop.strategies.explore import NoExplore, Perturb, Resample
 from hyperpop.strategies.firepbt import FIREPBT
 from hyperpop.strategies.mfpbt import MFPBT
 from hyperpop.strategies.pb2 import PB2
+from hyperpop.strategies.reserve import ReservePBT
 from hyperpop.strategies.ttest import WelchTTest
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PB2",
     "Perturb",
     "Resample",
+    "ReservePBT",
     "Tournament",
     "Truncation",
     "WelchTTest",
@@ -37,6 +39,7 @@ EXPLOIT: dict[str, Any] = {
     "ttest": WelchTTest,
     "mfpbt": MFPBT,
     "firepbt": FIREPBT,
+    "reserve": ReservePBT,
     "none": NoExploit,
 }
 EXPLORE: dict[str, Any] = {"perturb": Perturb, "resample": Resample, "pb2": PB2, "none": NoExplore}
@@ -89,7 +92,7 @@ def _make(spec: Any, table: dict[str, Any], base: type, kind: str) -> Any:
 
 def make_exploit(spec: str | ExploitStrategy | None) -> ExploitStrategy:
     """An exploit strategy from a name (``truncation``, ``tournament``, ``ttest``, ``mfpbt``,
-    ``firepbt``, ``none`` or a registered one), an instance, or None (never copy)."""
+    ``firepbt``, ``reserve``, ``none`` or a registered one), an instance, or None (never copy)."""
     return _make(spec, EXPLOIT, ExploitStrategy, "exploit")
 
 

@@ -49,15 +49,16 @@ from hyperpop.population import (
     Population,
 )
 from hyperpop.strategies.base import Context, ExploitStrategy
+from hyperpop.strategies.curves import best_difference as _best_difference
+from hyperpop.strategies.curves import binomial as _binomial
+from hyperpop.strategies.curves import curve as _curve
+from hyperpop.strategies.curves import overlap as _overlap
+from hyperpop.strategies.curves import smooth as _smooth
+from hyperpop.strategies.lineage import Tree, changed, just_copied
 
 __all__ = ["EVALUATOR", "FIREPBT", "GREEDY", "PARENT"]
 
 GREEDY, PARENT, EVALUATOR = "greedy", "parent", "evaluator"
-
-#: reports smoothed together when looking for where two curves overlap
-SMOOTH = 5
-#: finite stand-ins for a diverged report (NaN or infinite), so comparisons stay defined
-_BIG = 1e300
 
 
 def _ints(**values: Any) -> None:
@@ -105,7 +106,7 @@ class FIREPBT(ExploitStrategy):
             raise ValueError(f"FIREPBT p_value must be in (0, 1), got {p_value!r}")
         self.greedy, self.parents, self.evaluators = greedy, parents, evaluators
         self.quantile, self.max_eval, self.p_value = float(quantile), max_eval, float(p_value)
-        self._tree = _Tree()
+        self._tree = Tree()
         self._plan: tuple[Context, int, str, dict[str, Any] | None] | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class FIREPBT(ExploitStrategy):
         ids, values = ctx.arrays()
         if not self.active(n):
             return "copy", self._truncate(m.id, ids, values, ctx), None
-        self._tree.update(pop, self)
+        self._tree.update(pop, self._starts)
         role = self.role(m.id, n)
         if role == GREEDY:
             adopt = self._adoption(m, pop, n)
@@ -206,7 +207,7 @@ class FIREPBT(ExploitStrategy):
     # --- evaluations -----------------------------------------------------------------------
     def evaluation(self, e: MemberState, pop: Population) -> Evaluation | None:
         """Evaluator ``e``'s current evaluation as the log tells it (None: it has none)."""
-        self._tree.update(pop, self)
+        self._tree.update(pop, self._starts)
         n = _population(pop.settings)
         start = self._tree.last.get(e.id)
         if (
@@ -221,23 +222,23 @@ class FIREPBT(ExploitStrategy):
         parent = pop.members.get(start.donor)
         lost = parent is None or parent.status == MemberStatus.FAILED
         if parent is not None:
-            lost = lost or _changed(self._tree.last.get(parent.id), start, sync)
+            lost = lost or changed(self._tree.last.get(parent.id), start, sync)
         child, done = None, False
         candidates = [
             c
             for c in pop.members.values()
-            if self.role(c.id, n) == GREEDY and c.config == e.config and c.status != "failed"
+            if self._may_be_child(c, e, n) and c.config == e.config and c.status != "failed"
         ]
         if candidates:
             sign = 1.0 if pop.mode == "max" else -1.0
 
             def rank(c: MemberState) -> tuple[bool, float, int]:
-                moved = _changed(self._tree.last.get(c.id), start, sync)
+                moved = changed(self._tree.last.get(c.id), start, sync)
                 return (moved, -_oriented(c.ready_score, sign), c.id)
 
             c = min(candidates, key=rank)
             last = self._tree.last.get(c.id)
-            if _changed(last, start, sync):
+            if changed(last, start, sync):
                 done = last is not None and last.donor == e.id and last.kind is EdgeKind.EXPLOIT
                 lost = lost or not done
             child = c.id
@@ -254,6 +255,19 @@ class FIREPBT(ExploitStrategy):
             done=done,
             curve=_curve(e, start.step, pop.mode),
         )
+
+    def _starts(self, edge: Edge, n: int | None) -> bool:
+        """Whether a copy starts an evaluation: a member outside the parents copied a parent."""
+        donor = edge.donor
+        return (
+            donor is not None
+            and self.role(donor, n) == PARENT
+            and self.role(edge.member, n) != PARENT
+        )
+
+    def _may_be_child(self, c: MemberState, e: MemberState, n: int | None) -> bool:
+        """Whether ``c`` may be the child of evaluator ``e``'s evaluation (a greedy member)."""
+        return self.role(c.id, n) == GREEDY
 
     def verdict(self, ev: Evaluation, pop: Population) -> str:
         """``"done"`` (its child copied it), ``"stopped"``, ``"success"`` (ahead of its child:
@@ -309,7 +323,7 @@ class FIREPBT(ExploitStrategy):
         evaluator's curve): for each, the sum over the other evaluated parents of the best-score
         difference of their evaluators' curves where they overlap."""
         n = _population(pop.settings)
-        self._tree.update(pop, self)
+        self._tree.update(pop, self._starts)
         curves: dict[int, np.ndarray] = {}
         for ev in self._evaluations(pop, n):
             if not ev.lost and ev.ready >= 1 and len(ev.curve) >= 2:
@@ -386,7 +400,7 @@ class FIREPBT(ExploitStrategy):
             if self.role(c.id, n) == GREEDY
             and usable(c)
             and c.alive
-            and not _just_copied(c, self._tree.last.get(c.id))
+            and not just_copied(c, self._tree.last.get(c.id))
         ]
         if not parents or not children:
             return "wait", None, None
@@ -426,37 +440,6 @@ class Evaluation:
     curve: np.ndarray
 
 
-class _Tree:
-    """Per member, the last edge of the family tree (a copy or a reset), and per parent the
-    last copy of it by an evaluator; read from the tree as it grows (a pure function of the
-    fold, so a resumed run rebuilds it)."""
-
-    def __init__(self) -> None:
-        self._clear(None)
-
-    def _clear(self, pop: Population | None) -> None:
-        self.pop = pop
-        self.seen = 0
-        self.last: dict[int, Edge] = {}
-        self.evaluated: dict[int, Edge] = {}
-
-    def update(self, pop: Population, strategy: FIREPBT) -> None:
-        """Take in the family tree's new edges (start over for another population)."""
-        if pop is not self.pop or len(pop.edges) < self.seen:
-            self._clear(pop)
-        n = _population(pop.settings)
-        for e in pop.edges[self.seen :]:
-            self.last[e.member] = e
-            if (
-                e.kind is EdgeKind.EXPLOIT
-                and e.donor is not None
-                and e.by == "pbt"
-                and strategy.role(e.member, n) == EVALUATOR
-            ):
-                self.evaluated[e.donor] = e
-        self.seen = len(pop.edges)
-
-
 #: strategies rebuilt from recorded settings, for :meth:`FIREPBT.in_result`
 _RECORDED: dict[tuple[tuple[str, Any], ...], FIREPBT] = {}
 
@@ -480,97 +463,6 @@ def _oriented(score: float | None, sign: float) -> float:
     if score is None or math.isnan(score):
         return -math.inf
     return sign * score
-
-
-def _order(e: Edge) -> tuple[int, float]:
-    return (-1 if e.seq is None else e.seq, e.time)
-
-
-def _changed(last: Edge | None, start: Edge, synchronous: bool) -> bool:
-    """Whether a member whose last edge is ``last`` changed its weights after ``start``. In
-    synchronous mode a change decided in the same generation as ``start`` (at the step the
-    evaluator copied) counts too: the copy was of the weights from before it."""
-    if last is None or last is start:
-        return False
-    if _order(last) > _order(start):
-        return True
-    return synchronous and last.at is not None and last.at == start.step
-
-
-def _just_copied(m: MemberState, last: Edge | None) -> bool:
-    """A member that copied and has not trained since (its score is its donor's)."""
-    return last is not None and last.kind is EdgeKind.EXPLOIT and m.step == last.step
-
-
-def _curve(m: MemberState, since: int | None, mode: str) -> np.ndarray:
-    """Member ``m``'s reports since its weights were last replaced at step ``since`` (None:
-    all of them), oriented so that higher is better, diverged reports made finite."""
-    h = m.history
-    lo = -1 if since is None else since
-    i = len(h) - 1
-    if i < 0 or h[i][0] <= lo:
-        return np.zeros(0)
-    while i > 0 and h[i - 1][0] < h[i][0] and h[i - 1][0] > lo:
-        i -= 1
-    c = np.array([s for _, s in h[i:]], dtype=float)
-    if mode != "max":
-        c = -c
-    return np.nan_to_num(c, nan=-_BIG, posinf=_BIG, neginf=-_BIG)
-
-
-def _smooth(c: np.ndarray) -> np.ndarray:
-    """A centred moving average over :data:`SMOOTH` reports (fewer at the ends)."""
-    w = min(SMOOTH, len(c))
-    if w <= 1:
-        return c.copy()
-    k = np.ones(w)
-    return np.convolve(c, k, "same") / np.convolve(np.ones(len(c)), k, "same")
-
-
-def _overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int] | None:
-    """Where smoothed curves ``a`` and ``b`` overlap: the first point at which the lower one
-    reaches the other's start, the other's start, and how many points both have from there;
-    None when the lower one never gets there."""
-    if a[0] < b[0]:
-        hit = np.flatnonzero(a >= b[0])
-        if not len(hit):
-            return None
-        i, j = int(hit[0]), 0
-    else:
-        hit = np.flatnonzero(b >= a[0])
-        if not len(hit):
-            return None
-        i, j = 0, int(hit[0])
-    return i, j, min(len(a) - i, len(b) - j)
-
-
-def _best_difference(a: np.ndarray, b: np.ndarray, overlap: tuple[int, int, int] | None) -> float:
-    """How much higher ``a`` gets than ``b`` over the same number of points from the same
-    level: the difference of their best scores over the overlap. Without one, ``a``'s gain
-    over ``b``'s along their common length where ``a`` lies above ``b`` (at least 0), else 0."""
-    if overlap is not None:
-        i, j, n = overlap
-        return float(a[i : i + n].max() - b[j : j + n].max())
-    sa, sb = _smooth(a), _smooth(b)
-    if sa[0] >= sb[0]:  # no overlap, a starts higher: a lies above b
-        n = min(len(a), len(b))
-        return max(0.0, float((a[:n].max() - a[0]) - (b[:n].max() - b[0])))
-    return 0.0
-
-
-def _binomial(a: np.ndarray, b: np.ndarray, overlap: tuple[int, int, int] | None) -> float:
-    """One-sided binomial test of H1 "``a`` beats ``b``" over paired points of the overlap
-    (over the common start when the curves do not overlap but cross): 0 when ``a`` lies
-    wholly above ``b``, 2 (never significant) when wholly below."""
-    if overlap is None:
-        if a.min() > b.max():
-            return 0.0
-        if a.max() < b.min():
-            return 2.0
-        overlap = (0, 0, min(len(a), len(b)))
-    i, j, n = overlap
-    k = int(np.count_nonzero(a[i : i + n] > b[j : j + n]))
-    return sum(math.comb(n, x) for x in range(k, n + 1)) / 2**n
 
 
 RESULT_RULES[FIREPBT.name] = FIREPBT.in_result
