@@ -289,3 +289,34 @@ def test_lightning_in_a_group_trains_with_ddp_over_its_processes(monkeypatch, gi
         t.train()
     assert (built["strategy"], built["devices"], built["num_nodes"]) == (strategy, 2, 1)
     assert os.environ["WORLD_SIZE"] == "2"  # the next interval's fit is in the group too
+
+
+def test_the_torch_helpers_save_a_full_plain_state_and_load_it_on_every_rank():
+    torch = pytest.importorskip("torch")
+    from torch import nn
+
+    import hyperpop.torch as hpt
+
+    def model() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    plain = model()
+    assert hpt.wrap_ddp(plain) is plain and hpt.split_batch(torch.ones(4))[0].shape == (4,)
+    want = {k: v.clone() for k, v in plain.state_dict().items()}
+    torch.distributed.init_process_group(
+        "gloo", store=torch.distributed.HashStore(), rank=0, world_size=1
+    )
+    try:
+        ddp = hpt.wrap_ddp(model())
+        assert type(ddp).__name__ == "DistributedDataParallel"
+        state = hpt.full_state_dict(ddp)  # no "module." prefix: loads into a plain model
+        assert state.keys() == want.keys()
+        hpt.load_full_state_dict(ddp, {k: v + 1 for k, v in want.items()})
+        assert torch.equal(hpt.unwrap(ddp)[0].bias, want["0.bias"] + 1)
+        sharded = hpt.wrap_fsdp(model())
+        hpt.load_full_state_dict(sharded, {k: v * 2 for k, v in want.items()})
+        full = hpt.full_state_dict(sharded)
+        assert all(torch.equal(full[k], want[k] * 2) for k in want)
+    finally:
+        torch.distributed.destroy_process_group()

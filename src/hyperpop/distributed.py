@@ -121,15 +121,24 @@ def wrap_ddp(model: nn.Module, **kwargs: Any) -> nn.Module:
 
 
 def wrap_fsdp(model: nn.Module, **kwargs: Any) -> nn.Module:
-    """``model`` in :class:`~torch.distributed.fsdp.FullyShardedDataParallel` (its
-    parameters sharded over the ranks; PyTorch 1.12 or later), or ``model`` itself outside a
-    group. Save and load it with :func:`full_state_dict` and :func:`load_full_state_dict`.
+    """``model`` with its parameters sharded over the ranks, or ``model`` itself outside a
+    group: ``torch.distributed.fsdp.fully_shard`` (FSDP2, PyTorch 2.6 or later; on CPUs too,
+    sharding ``model`` in place) where this PyTorch has it, else the older
+    :class:`~torch.distributed.fsdp.FullyShardedDataParallel` wrapper (PyTorch 1.12 or later,
+    GPUs only). ``kwargs`` go to either. Save and load it with :func:`full_state_dict` and
+    :func:`load_full_state_dict`.
 
     Raises:
         RuntimeError: this PyTorch has no FSDP.
     """
     if not is_distributed():
         return model
+    try:
+        from torch.distributed.fsdp import fully_shard
+
+        return fully_shard(model, **kwargs)  # type: ignore[return-value, unused-ignore]
+    except ImportError:
+        pass
     try:
         from torch.distributed.fsdp import FullyShardedDataParallel
     except ImportError as e:  # pragma: no cover - depends on the torch version
