@@ -320,3 +320,25 @@ def test_the_torch_helpers_save_a_full_plain_state_and_load_it_on_every_rank():
         assert all(torch.equal(full[k], want[k] * 2) for k in want)
     finally:
         torch.distributed.destroy_process_group()
+
+
+def test_random_kills_of_single_ranks_and_of_the_driver_lose_nothing(tmp_path):
+    """The fault-injection campaign of test_faults on members of two processes: its worker
+    strikes SIGKILL one rank of a group at random moments, between driver kills and resumes."""
+    from test_faults import Campaign
+
+    class Groups(Campaign):
+        def start(self) -> None:
+            cli = [sys.executable, "-m", "hyperpop"]
+            if self.db.exists():
+                cmd = cli + ["resume", str(self.db), "-q"]  # processes_per_member as recorded
+            else:
+                cmd = cli + ["run", str(HERE / "fault_job.py"), "-q", "--storage", str(self.db),
+                             "--processes-per-member", "2"]  # fmt: skip
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    campaign = Groups(tmp_path, seed=2)
+    tally = campaign.play()
+    assert hp.load(campaign.db).population.settings["processes_per_member"] == 2
+    assert tally.get("worker", 0) >= 1 and sum(tally.values()) >= 3, campaign.log
