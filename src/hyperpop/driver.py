@@ -107,6 +107,7 @@ class Driver:
         self._after(decisions)
 
     def elapsed(self) -> float:
+        """Seconds the run has been active, across resumes."""
         return self.pop.active_seconds_before + (self.clock() - self.session_start)
 
     # --- scheduling ----------------------------------------------------------------------
