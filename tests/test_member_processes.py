@@ -342,3 +342,20 @@ def test_random_kills_of_single_ranks_and_of_the_driver_lose_nothing(tmp_path):
     tally = campaign.play()
     assert hp.load(campaign.db).population.settings["processes_per_member"] == 2
     assert tally.get("worker", 0) >= 1 and sum(tally.values()) >= 3, campaign.log
+
+
+def test_a_retiring_worker_that_dies_is_not_replaced(tmp_path):
+    backend = LocalBackend(workers=2, threads_per_worker=1)
+    backend.start(GroupWalker, CheckpointStore(tmp_path / "ckpt"))
+    try:
+        kept, retiring = _walk(backend, 0, 8, tmp_path), _walk(backend, 1, 8, tmp_path)
+        backend.resize(1)
+        os.kill(backend.pids()[1], signal.SIGKILL)  # the worker of the retiring slot
+        results = []
+        while len(results) < 2:
+            results += backend.poll(5.0)
+        errors = {r.task.member: r.error for r in results}
+        assert errors[kept.member] is None and "died" in (errors[retiring.member] or "")
+        assert len(backend.pids()) == 1 and backend.free_slots() == [0]
+    finally:
+        backend.shutdown()

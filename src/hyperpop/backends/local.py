@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from hyperpop.backends.base import Backend, Task, TaskResult
+from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
 from hyperpop.backends.cache import FALLBACK_COUNT, ByteBudget, auto_budget, parse_bytes
 from hyperpop.backends.gpus import GpuSpec, gpu_memory, placement
 from hyperpop.backends.process_group import ProcessGroup
@@ -333,7 +333,8 @@ class LocalBackend(Backend):
                 slot.task = None
                 self._progress.pop(task.member, None)
                 out.append(slot.group.timed_out(task, self.step_timeout))
-                self._replace(slot)
+                if not slot.retiring:  # a retiring slot goes: no fresh worker for it
+                    self._replace(slot)
         self._retire()
         return out
 
@@ -342,7 +343,7 @@ class LocalBackend(Backend):
         assert slot.group is not None
         task = slot.task
         if task is None:  # an idle worker died
-            if not slot.group.alive():
+            if not slot.group.alive() and not slot.retiring:
                 self._replace(slot)
             return []
         out = []
@@ -364,7 +365,8 @@ class LocalBackend(Backend):
                 slot.task = None
                 self._progress.pop(task.member, None)
                 out.append(arg)
-                self._replace(slot)
+                if not slot.retiring:
+                    self._replace(slot)
         return out
 
     def forget(self, member: int) -> None:
@@ -381,8 +383,7 @@ class LocalBackend(Backend):
         """Change the number of slots of a running backend: :attr:`capacity` is ``workers``
         at once; new slots start their worker process(es) now; surplus slots retire when
         their running interval ends (none is killed), and are never free meanwhile."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers must be a positive int, got {workers!r}")
+        check_workers(workers)
         if self.devices is not None and workers != self.workers:
             raise ValueError(
                 "a backend with GPU placement keeps its workers (each has its own devices); "
