@@ -11,4 +11,8 @@ python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboa
 ruff check .
 ruff format --check .
 mypy
-python -m pytest -q --durations=15 "$@"
+# Two processes (CI has two cores; most tests wait on worker processes they start); the Ray
+# tests share one process (tests/conftest.py), so one Ray cluster runs at a time. The 15 slowest
+# tests are printed: one over about 5 s belongs in tests/conftest.py's SLOW.
+# `pytest -m "not slow"` runs the fast part only.
+python -m pytest -q --durations=15 -n 2 --dist loadgroup "$@"
