@@ -29,7 +29,9 @@ from hyperpop.store import events as ev
 from hyperpop.store.events import Event, decode_data, encode_data
 from hyperpop.store.sqlite import MemoryStore, SQLiteStore
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # --- the search space --------------------------------------------------------------------
 
@@ -299,7 +301,9 @@ def snapshot(pop: Population) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(events=runs(), cuts=st.lists(st.integers(1, 10), min_size=1, max_size=8))
 def test_any_valid_log_folds_the_same_after_the_store(events, cuts):
     with tempfile.TemporaryDirectory() as tmp:

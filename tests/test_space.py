@@ -235,3 +235,12 @@ def test_a_choice_with_a_repeated_option_is_refused(options):
 
 def test_options_equal_across_types_are_not_duplicates():
     assert hp.choice([1, 1.5, True]).options == (1, 1.5, True)
+
+
+def test_a_choice_of_equal_options_of_other_types_keeps_each_option() -> None:
+    # False == 0 in Python, yet choice([False, 0]) holds two options: the value of each type
+    # maps to its own option and back
+    space = Space({"a": hp.choice([False, 0])})
+    for value in (False, 0):
+        back = space.from_unit(space.to_unit({"a": value}))["a"]
+        assert back == value and type(back) is type(value)

@@ -243,9 +243,14 @@ class Choice(Parameter):
             check_storable(o, f"parameter {name!r}: option")
 
     def _index(self, value: Any) -> int:
-        for i, o in enumerate(self.options):
-            if o == value:
+        # the option of the value's own type first: ``False == 0`` and ``1 == 1.0`` in Python,
+        # yet ``choice([False, 0])`` holds two options
+        equal = [i for i, o in enumerate(self.options) if o == value]
+        for i in equal:
+            if type(self.options[i]) is type(value):
                 return i
+        if equal:
+            return equal[0]
         raise SpaceError(f"value {value!r} is not one of the options {list(self.options)}")
 
     def sample(self, rng: np.random.Generator) -> Any:
