@@ -313,12 +313,14 @@ class ProcessGroup:
     def timed_out(self, task: Task, seconds: float) -> TaskResult:
         """Kill the group of a task past the step timeout; the task's failure."""
         self.kill()
+        who = f"worker process {self._who(None)} was"
+        if self.size > 1:
+            who = f"{self.size} worker processes ({self.name}) were"
         return self._failure(
             task,
             f"member {task.member}'s interval exceeded step_timeout={seconds:g}s (from step "
-            f"{task.step}); its worker process {self._who(None)} was killed and replaced, and "
-            "the member restarts from its last checkpoint (if an interval can take longer, "
-            "raise step_timeout)",
+            f"{task.step}); its {who} killed and replaced, and the member restarts from its "
+            "last checkpoint (if an interval can take longer, raise step_timeout)",
         )
 
     def run(
