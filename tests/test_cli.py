@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from hyperpop.cli import main
+from in_process import hyperpop_in_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,20 +32,12 @@ def hyperpop(*args, cwd=None, check=True):
     return out
 
 
-class Ran:
-    """What a command printed and returned, from click's runner (as :func:`hyperpop` gives)."""
-
-    def __init__(self, args, check=True):
-        res = CliRunner().invoke(main, [str(a) for a in args])
-        assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
-        self.returncode, self.stdout, self.stderr = res.exit_code, res.stdout, res.stderr
-        if check:
-            assert self.returncode == 0, self.stderr
-
-
 def cli(*args, check=True):
     """``hyperpop ARGS`` in this process."""
-    return Ran(args, check)
+    out = hyperpop_in_process(*args)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from in_process import hyperpop_in_process
 from rich.console import Console
 from test_population import build, interval
 
@@ -102,15 +103,9 @@ def test_status_sees_reports_between_ready_points(tmp_path):
         _wait(lambda: hp.load(db).summary()["unrecorded_reports"] >= 4, "4 counted", proc)
         summary = hp.load(db).summary()
         assert summary["reports"] == 0  # ready points are what they were: none yet
-        out = subprocess.run(
-            [*CLI, "status", str(db)], capture_output=True, text=True, timeout=60, env=_env()
-        )
+        out = hyperpop_in_process("status", db)
         assert "in flight" in out.stdout, out.stdout
-        counted = json.loads(
-            subprocess.run(
-                [*CLI, "status", str(db), "--json"], capture_output=True, text=True, timeout=60
-            ).stdout
-        )
+        counted = json.loads(hyperpop_in_process("status", db, "--json").stdout)
         assert counted["unrecorded_reports"] >= 4 and counted["reports"] == 0
         # the dashboard folds the same log
         from hyperpop.dashboard.data import StoreSource
@@ -206,11 +201,9 @@ def test_each_members_output_goes_to_its_own_log(tmp_path):
     assert "member 0: from step 0" in text_a
     text_b = (Path(f"{db}-logs") / "member-1.log").read_text()
     assert "hello from b at 10" in text_b and "from a" not in text_b
-    shown = subprocess.run(
-        [*CLI, "logs", str(db), "-m", "1", "-n", "2"], capture_output=True, text=True, env=_env()
-    )
+    shown = hyperpop_in_process("logs", db, "-m", 1, "-n", 2)  # `logs -f` above: a real process
     assert shown.stdout.splitlines() == ["hello from b at 10", "warning from b"]
-    listed = subprocess.run([*CLI, "logs", str(db)], capture_output=True, text=True, env=_env())
+    listed = hyperpop_in_process("logs", db)
     assert "member-0.log" in listed.stdout and "member-1.log" in listed.stdout
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from in_process import hyperpop_in_process
 from reliability_trainables import Clashing, Hangs, LeavesLitter, Walker
 
 import hyperpop as hp
@@ -133,7 +134,7 @@ def test_stop_interrupts_a_live_driver_and_refuses_a_dead_one(tmp_path):
     assert out.returncode == 0 and f"pid {proc.pid}" in out.stdout, out.stderr
     proc.wait(timeout=60)
     _wait(lambda: hp.load(db).summary()["status"] == "interrupted", "status 'interrupted'")
-    out = subprocess.run(cli + ["stop", str(db)], capture_output=True, text=True, timeout=60)
+    out = hyperpop_in_process("stop", db)  # the stop above is a real process
     assert out.returncode == 1 and "no driver is writing" in out.stderr
 
 
@@ -372,12 +373,7 @@ def test_metrics_named_like_hyperpops_columns_are_kept(tmp_path):
     assert rows[1]["metric/member"] == "mine"
     assert rows[1]["metric/config/lr"] == "not the config"
     assert rows[1]["metric/metric/step"] == "already prefixed"
-    out = subprocess.run(
-        [sys.executable, "-m", "hyperpop", "table", str(db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = hyperpop_in_process("table", db)
     header = out.stdout.splitlines()[0].split(",")
     assert {"step", "metric/step", "metric/score", "metric/member"} <= set(header), header
 

@@ -12,10 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from click.testing import CliRunner
+from in_process import hyperpop_in_process as _in_process
 
 import hyperpop as hp
-from hyperpop.cli import main
 from hyperpop.store import events as ev
 from hyperpop.store.sqlite import SQLiteStore, StoreError
 
@@ -89,20 +88,6 @@ def _cli(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*CLI, *map(str, args)], capture_output=True, text=True, timeout=180, cwd=cwd, env=_env()
     )
-
-
-class Ran:
-    """What a command printed and returned, from click's runner (as :func:`_cli` gives)."""
-
-    def __init__(self, args: tuple[object, ...]):
-        res = CliRunner().invoke(main, [str(a) for a in args])
-        assert res.exception is None or isinstance(res.exception, SystemExit), res.exc_info
-        self.returncode, self.stdout, self.stderr = res.exit_code, res.stdout, res.stderr
-
-
-def _in_process(*args: object) -> Ran:
-    """``hyperpop ARGS`` in this process (the test folder is on its path, as _env() gives)."""
-    return Ran(args)
 
 
 def test_a_script_run_resumes_and_replays_from_the_command_line(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from in_process import hyperpop_in_process
 from reliability_trainables import Walker
 
 import hyperpop as hp
@@ -145,9 +146,7 @@ def test_stop_without_a_live_driver_says_so_and_signals_nobody(tmp_path):
         for host in (os.uname().nodename, "another-host"):  # a stale lease, or another host's
             holder = {"pid": bystander.pid, "host": host, "since": 0}
             Path(f"{db}.lock").write_text(json.dumps(holder))
-            out = subprocess.run(
-                [*CLI, "stop", str(db)], capture_output=True, text=True, timeout=60, env=_env()
-            )
+            out = hyperpop_in_process("stop", db)
             assert out.returncode == 1 and "no driver is writing" in out.stderr
             assert bystander.poll() is None  # alive: nobody was signalled
         with pytest.raises(hp.SteerError, match="no driver is writing"):
@@ -392,11 +391,7 @@ def test_the_command_line_steers_a_run_and_says_what_the_driver_did(tmp_path):
     db = tmp_path / "run.db"
     proc = _driver(db, budget=400)
 
-    def cli(*args):
-        return subprocess.run(
-            [*CLI, *map(str, args)], capture_output=True, text=True, timeout=60, env=_env()
-        )
-
+    cli = hyperpop_in_process  # the real `hyperpop stop` process is the test above
     try:
         _wait(lambda: _reports(db) >= 6, "6 reports", proc)
         out = cli("pin", db, 1)

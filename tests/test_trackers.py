@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from core_trainables import Counter
+from in_process import hyperpop_in_process
 
 import hyperpop as hp
 from hyperpop.callbacks import Callback
@@ -216,13 +216,7 @@ def test_the_command_line_adds_trackers_without_code(tmp_path):
     pytest.importorskip("tensorboardX")
     job, db = tmp_path / "job.py", tmp_path / "job.db"
     job.write_text(JOB)
-    cli = [sys.executable, "-m", "hyperpop"]
-    out = subprocess.run(
-        [*cli, "run", job, "--storage", db, "-q", "--tensorboard", tmp_path / "tb"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    out = hyperpop_in_process("run", job, "--storage", db, "-q", "--tensorboard", tmp_path / "tb")
     assert out.returncode == 0, out.stderr
     check_tensorboard(tmp_path / "tb", db)
     from click.testing import CliRunner
