@@ -30,7 +30,7 @@ FLOORS = [
     {"dashboard"},
     {"summary"},  # the read side: one fold for Result, the live view, dashboard and CLI
     {"population", "userfile", "steer", "runfiles"},
-    {"space", "store", "trainable", "checkpoints"},
+    {"space", "store", "trainable", "checkpoints", "distributed"},
     {"errors", "_version", "parameters", "ranking", "criteria"},
 ]
 
