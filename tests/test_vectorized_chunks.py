@@ -39,10 +39,11 @@ def test_a_compute_bound_chunk_trains_in_parallel_when_that_is_clearly_faster():
         # 16 fit the budget; their half is no slower (not overhead-bound); then on 8 members:
         # 2 chunks at once on 1 thread each, and 1 chunk on 2 threads
         assert calls == [(16, 1, 1), (8, 1, 1), (8, 1, 2), (8, 2, 1)]
-        assert (choice.chunk_size, choice.threads, choice.parallel) == (16, 1, 2)
+        # 2 chunks in flight share the budget: 8 members each
+        assert (choice.chunk_size, choice.threads, choice.parallel) == (8, 1, 2)
         assert [t[:3] for t in choice.timings] == calls
-    assert choice.record() == {"chunk_size": 16, "threads": 1, "parallel": 2}
-    assert choice.summary() == "16 members at once, 2 chunks in parallel on 1 thread each"
+    assert choice.record() == {"chunk_size": 8, "threads": 1, "parallel": 2}
+    assert choice.summary() == "8 members at once, 2 chunks in parallel on 1 thread each"
     assert "2x8 on 1: 3" in choice.describe()  # 3 ms per member and batch
 
 
@@ -93,10 +94,11 @@ def test_parallel_chunks_come_in_rounds_of_equal_size():
     assert balanced(48, 16, 2) == 12  # 4 chunks of 12, not 3 of 16 (a thread idle at the end)
     assert balanced(64, 16, 2) == 16 and balanced(10, 16, 2) == 5 and balanced(7, 1, 2) == 1
     times = {(1, 1): 2.0, (1, 2): 1.0}
+    # 40 members, 8 MiB for each of 2 chunks in flight: 6 chunks of 7, not 5 of 8
     choice = choose(
-        48, _table(times, []), threads=[1], parallel=2, per_member_bytes=MIB, budget=16 * MIB
+        40, _table(times, []), threads=[1], parallel=2, per_member_bytes=MIB, budget=16 * MIB
     )
-    assert (choice.chunk_size, choice.parallel) == (12, 2)
+    assert (choice.chunk_size, choice.parallel) == (7, 2)
 
 
 def test_given_threads_other_than_one_or_a_given_chunk_rule_parallel_chunks_out():
@@ -193,15 +195,15 @@ def _faster_in_parallel(calls: list[tuple[int, int | None, int]]):
     return _table({(1, 1): 0.004, (1, 2): 0.002, (2, 1): 0.004}, calls)
 
 
-def _two_members() -> int:
-    """A memory budget for the activations of 2 members of :class:`Plain` (4 chunks of 8)."""
+def _room_for(members: int) -> int:
+    """A memory budget for the activations of ``members`` members of :class:`Plain`."""
     config = {"lr": 0.05, "coef": 0.0}
     eng = Plain().stacked(config)
     eng.grow(4)
     for i in range(4):
         eng.fresh(i, config)
         eng.set_config(i, config)
-    return eng.activation_bytes([0, 1, 2, 3], 4) * 5 // 2
+    return eng.activation_bytes([0, 1, 2, 3], 4) * (2 * members + 1) // 2
 
 
 @pytest.fixture
@@ -216,7 +218,8 @@ def two_cores(monkeypatch):
 
 def test_chunks_trained_in_parallel_give_the_same_run_as_one_at_a_time(two_cores, caplog):
     calls: list[tuple[int, int | None, int]] = []
-    parallel = VectorizedBackend(measure=_faster_in_parallel(calls), memory_budget=_two_members())
+    # room for 4 members: 2 chunks of 4 one at a time, or 2 chunks of 2 at once (4 in flight)
+    parallel = VectorizedBackend(measure=_faster_in_parallel(calls), memory_budget=_room_for(4))
     view = Notes()
     Plain.threads_seen = set()
     with caplog.at_level("INFO", logger="hyperpop"):
@@ -224,7 +227,7 @@ def test_chunks_trained_in_parallel_give_the_same_run_as_one_at_a_time(two_cores
     choice = parallel.choice
     assert choice is not None and choice.parallel == 2 and choice.threads == 1
     assert choice.chunk_size == 2  # 4 chunks, 2 at a time
-    assert calls == [(2, 1, 1), (1, 1, 1), (2, 1, 2), (2, 2, 1)]
+    assert calls == [(4, 1, 1), (2, 1, 1), (2, 1, 2), (4, 2, 1)]
     # (measuring runs in the calling thread, training in the lanes' threads)
     assert {n.split("_")[0] for n in Plain.threads_seen} == {"MainThread", "hyperpop-lane"}
     # the choice reaches the progress display once, and the log
@@ -233,7 +236,7 @@ def test_chunks_trained_in_parallel_give_the_same_run_as_one_at_a_time(two_cores
     assert a.load_checkpoint()["extra"]["vectorized"]["parallel"] == 2
     # the same chunks one at a time (parallel chunks timed slower): the same run
     same = _table({(1, 1): 0.004, (1, 2): 0.008, (2, 1): 0.004}, [])
-    one = VectorizedBackend(measure=same, memory_budget=_two_members())
+    one = VectorizedBackend(measure=same, memory_budget=_room_for(2))
     b = hp.run(Plain, SPACE, backend=one, **RUN)
     assert one.choice is not None and (one.choice.chunk_size, one.choice.parallel) == (2, 1)
     assert [(r["member"], r["step"], r["loss"]) for r in a.records()] == [
@@ -243,7 +246,7 @@ def test_chunks_trained_in_parallel_give_the_same_run_as_one_at_a_time(two_cores
 
 def test_a_step_that_draws_global_random_numbers_trains_one_chunk_at_a_time(two_cores, caplog):
     calls: list[tuple[int, int | None, int]] = []
-    backend = VectorizedBackend(measure=_faster_in_parallel(calls), memory_budget=_two_members())
+    backend = VectorizedBackend(measure=_faster_in_parallel(calls), memory_budget=_room_for(4))
     with caplog.at_level("INFO", logger="hyperpop"):
         hp.run(Dropping, SPACE, backend=backend, **RUN)
     assert backend.choice is not None and backend.choice.parallel == 1
@@ -253,7 +256,7 @@ def test_a_step_that_draws_global_random_numbers_trains_one_chunk_at_a_time(two_
 
 def test_a_resume_trains_in_parallel_as_recorded_without_measuring(two_cores, tmp_path):
     path = tmp_path / "run.db"
-    first = VectorizedBackend(measure=_faster_in_parallel([]), memory_budget=_two_members())
+    first = VectorizedBackend(measure=_faster_in_parallel([]), memory_budget=_room_for(4))
     interrupted = type("Interrupted", (Plain,), {"interrupt_at": 2})
     with pytest.raises(KeyboardInterrupt):  # raised in a lane's thread, stops the run
         hp.run(interrupted, SPACE, storage=path, backend=first, **RUN)

@@ -190,9 +190,9 @@ def choose(
        if fewer, against one chunk at a time on the first thread count:
 
        * if ``parallel`` > 1 and the population takes at least two chunks, ``parallel``
-         chunks at once on one thread each, taken unless :data:`PARALLEL_SLACK` times slower
-         per member (the chunk size then shrinks to make the number of chunks a multiple of
-         ``parallel``);
+         chunks at once on one thread each, each within its share of ``budget`` (the budget
+         holds for every chunk in flight), taken unless :data:`PARALLEL_SLACK` times slower
+         per member; the number of chunks is then a multiple of ``parallel``;
        * the other thread counts, one chunk at a time, each taken only if
          :data:`THREADS_GAIN` times faster than the best so far (more threads inside each op
          risk much more on a busy machine than they gain on a quiet one).
@@ -205,7 +205,7 @@ def choose(
         threads: the thread counts to choose from, the default first (one: nothing to time).
         parallel: the chunks that may train at once (1: one at a time, nothing to time).
         per_member_bytes: what one batch's activations take per member.
-        budget: bytes one chunk's activations should take (None: no limit).
+        budget: bytes the activations of the chunks in flight should take (None: no limit).
         cap: bytes one chunk's activations may take at most when larger chunks are faster.
     """
     size = int(chunk) if chunk else chunk_for(population, per_member_bytes, budget)
@@ -232,13 +232,15 @@ def choose(
     if not overhead_bound and (parallel > 1 and size < population or len(options) > 1):
         probe = min(size, PROBE)
         best = timed(probe, chosen)
+        share = None if budget is None else budget // parallel
+        split = chunk_for(population, per_member_bytes, share) if not chunk else size
         if parallel > 1 and size < population and 1 in options:
-            if timed(probe, 1, parallel) <= PARALLEL_SLACK * best:
-                chosen, lanes, best = 1, parallel, known[probe, 1, parallel]
+            if timed(min(split, PROBE), 1, parallel) <= PARALLEL_SLACK * best:
+                chosen, lanes, best = 1, parallel, known[min(split, PROBE), 1, parallel]
         for t in options[1:]:
             if t != chosen and timed(probe, t) * THREADS_GAIN <= best:
                 chosen, lanes, best = t, 1, known[probe, t, 1]
-        if lanes > 1 and not chunk:
-            size = balanced(population, size, lanes)
+        if lanes > 1:
+            size = balanced(population, split, lanes)
     source = "measured" if timings or not chunk else "given"
     return ChunkChoice(size, chosen, source, tuple(timings), 0.0, per_member_bytes, parallel=lanes)

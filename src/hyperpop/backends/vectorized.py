@@ -109,7 +109,7 @@ class Engine(Protocol):
         """Write a plain trainable's state into ``slot``."""
 
     def lanes(self, count: int) -> None:
-        """Make ``count`` lanes: each may train one chunk while the others train theirs."""
+        """From now on ``count`` chunks train at once, on lanes ``0 .. count - 1``."""
 
     def train(
         self,
@@ -465,11 +465,11 @@ class VectorizedBackend(Backend):
                 )
                 reports.update(zip(chunk, out))
 
-        parallel = min(parallel, len(chunks))
-        if parallel <= 1:
+        parallel = max(1, min(parallel, len(chunks)))
+        engine.lanes(parallel)
+        if parallel == 1:
             lane(0)
             return reports
-        engine.lanes(parallel)
         with ThreadPoolExecutor(parallel, thread_name_prefix="hyperpop-lane") as pool:
             futures = [pool.submit(lane, j) for j in range(parallel)]
             try:

@@ -14,9 +14,11 @@ vectorized backend is the state the plain trainable saves (model and optimiser s
 either can load the other's.
 
 The package holds :mod:`~hyperpop.vectorized.trainable` (what the user writes),
-:mod:`~hyperpop.vectorized.engine` (:class:`StackedPopulation`, what the backend trains) and
-:mod:`~hyperpop.vectorized.optim` (the stacked SGD, Adam and AdamW). It needs PyTorch;
-nothing in hyperpop's core imports it.
+:mod:`~hyperpop.vectorized.engine` (:class:`StackedPopulation`, what the backend trains),
+:mod:`~hyperpop.vectorized.lane` (a module copy and the step of one chunk on it: chunks on
+different lanes train at the same time), :mod:`~hyperpop.vectorized.probe` (the timings and
+activation sizes the backend chooses its chunks from) and :mod:`~hyperpop.vectorized.optim`
+(the stacked SGD, Adam and AdamW). It needs PyTorch; nothing in hyperpop's core imports it.
 """
 
 from __future__ import annotations

@@ -241,11 +241,14 @@ class StackedPopulation:
 
     # --- training --------------------------------------------------------------------------
     def lanes(self, count: int) -> None:
-        """Make at least ``count`` lanes, so that ``count`` chunks can train at the same time
-        (each in its own thread, on lanes ``0 .. count - 1``)."""
+        """From now on ``count`` chunks train at the same time, each in its own thread, on
+        lanes ``0 .. count - 1`` (made here); each evaluates its share of
+        ``evaluate_members`` per call, so the evaluation's peak memory stays as it was."""
         with self._lanes_lock:
             while len(self._lanes) < count:
                 self._lanes.append(self._lanes[0].copy())
+            for lane in self._lanes:
+                lane.sharing = max(1, count)
 
     def lane(self, index: int) -> Lane:
         """Lane ``index`` (made by :meth:`lanes`)."""

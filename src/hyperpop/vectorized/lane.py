@@ -39,6 +39,8 @@ class Lane:
 
     def __init__(self, spec: VectorizedTrainable, module: nn.Module, kind: str):
         self.spec, self.module, self.kind = spec, module, kind
+        #: lanes training at the same time (each evaluates its share of ``evaluate_members``)
+        self.sharing = 1
         self._vloss = vmap(self._member_loss, randomness="different")
         self._veval = vmap(self._member_eval, randomness="different")
         self._vforward = vmap(self._member_forward, randomness="different")
@@ -145,10 +147,11 @@ class Lane:
     def evaluate(
         self, params: Tensors, buffers: Tensors, hp: Tensors, k: int
     ) -> dict[str, torch.Tensor]:
-        """The trainable's ``evaluate`` for ``k`` members, ``evaluate_members`` per call:
-        evaluation data is often larger than a training batch, and its activations for every
-        member at once would set the process's peak memory."""
-        chunk = max(1, int(self.spec.evaluate_members or k))
+        """The trainable's ``evaluate`` for ``k`` members, ``evaluate_members`` per call
+        (shared between the lanes training at once): evaluation data is often larger than a
+        training batch, and its activations for every member at once would set the process's
+        peak memory."""
+        chunk = max(1, int(self.spec.evaluate_members or k) // self.sharing)
         parts: list[dict[str, torch.Tensor]] = []
         for a in range(0, k, chunk):
             b = min(k, a + chunk)
