@@ -16,11 +16,13 @@ import hyperpop as hp
 from hyperpop.backends.base import Backend
 from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.cli import main
+from hyperpop.live import LiveView
 from hyperpop.steer import SteerError
 from hyperpop.store import requests as rq
 from hyperpop.store import vocabulary as voc
 from hyperpop.store.requests import RequestLog
 from hyperpop.store.sqlite import SQLiteStore, StoreError, WriterLock
+from hyperpop.summary import RunState
 
 SPACE = {"lr": hp.uniform(0.1, 1.0)}
 
@@ -133,6 +135,81 @@ def test_a_backend_that_cannot_resize_refuses_and_the_run_goes_on(tmp_path, resi
     assert answer["status"] == "refused" and why in answer["reason"], answer
     assert not _changes(result)
     assert all(m.status == "finished" and m.step == 12 for m in result.members)
+
+
+# --- workers="auto": the Ray cluster decides, the driver records -----------------------------
+class Cluster(SimulatedBackend):
+    """Stands in for Ray's backend under the name "ray": built as hp.run and hp.resume build
+    it, and, under ``workers="auto"``, changing its own number of workers as a cluster's
+    nodes join and leave (:attr:`PLAN`: after so many reports, so many workers) and saying so
+    (``own_resizes``), as RayBackend does. :attr:`STOP` reports stop the driver (Ctrl-C)."""
+
+    name = "ray"
+    PLAN = {4: 3, 10: 1}
+    STOP: int | None = None
+    built: list[tuple[object, int | None]] = []
+
+    def __init__(self, workers=None, *, max_workers=None):
+        Cluster.built.append((workers, max_workers))
+        super().__init__(workers=1 if workers in (None, "auto") else workers)
+        self.auto, self.max_workers = workers == "auto", max_workers
+        self.reports, self.plan, self.changes = 0, dict(self.PLAN), []
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.reports += sum(len(r.reports) for r in out)
+        for at in sorted(a for a in self.plan if a <= self.reports):
+            workers = min(self.plan.pop(at), self.max_workers or 99)
+            if self.auto and workers != self.workers:
+                self.changes.append((self.workers, workers))
+                super().resize(workers)
+        if self.STOP is not None and self.reports >= self.STOP:
+            raise KeyboardInterrupt
+        return out
+
+    def own_resizes(self):
+        out, self.changes = self.changes, []
+        return out
+
+
+def test_workers_auto_on_ray_is_recorded_each_change_is_an_event_and_resume_follows_again(
+    tmp_path, monkeypatch
+):
+    from hyperpop import backends
+
+    monkeypatch.setitem(backends._REGISTRY, "ray", (__name__, "Cluster", ""))
+    monkeypatch.setattr(Cluster, "built", [])
+    monkeypatch.setattr(Cluster, "STOP", 14)
+    db = tmp_path / "run.db"
+    with pytest.raises(KeyboardInterrupt):
+        _run(db, "ray", workers="auto")
+    stopped = hp.load(db)
+    assert stopped.population.settings["workers"] == "auto"
+    assert [(c.old_workers, c.workers, c.by, c.request) for c in _changes(stopped)] == [
+        (1, 3, "cluster", None),
+        (3, 1, "cluster", None),
+    ]
+    assert not stopped.interventions()  # nobody asked
+    status = CliRunner().invoke(main, ["status", str(db)])
+    assert "workers: auto (following the Ray cluster; 1 now)" in status.output, status.output
+    view = LiveView()  # the live view: the workers there are now (the monitor's RunState)
+    with view.console.capture() as shown:
+        view.console.print(view._render(stopped.population, RunState(workers=1)))
+    assert "workers 1 (auto)" in shown.get()
+    monkeypatch.setattr(Cluster, "STOP", None)
+    result = hp.resume(db, progress=False)
+    assert Cluster.built == [("auto", 3), ("auto", 3)]  # one actor per member at most
+    assert len(_changes(result)) == 4 and result.population.settings["workers"] == "auto"
+    assert all(m.status == "finished" and m.step == 12 for m in result.members)
+
+
+def test_workers_auto_is_for_ray_only_and_given_once(tmp_path):
+    for backend in ("local", "simulated", SimulatedBackend(workers=1)):
+        with pytest.raises(hp.SettingsError, match="use backend='ray'|RayBackend\\('auto'"):
+            _run(tmp_path / "run.db", backend, workers="auto")
+    with pytest.raises(hp.SettingsError, match="given twice"):
+        _run(tmp_path / "run.db", "simulated", workers=2, backend_options={"workers": 3})
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ BAD = {
 BAD_OPTION = {
     "metric": ("--metric", "", "metric must be the name of a metric the trainable reports"),
     "population": ("-p", "0", "population must be a positive int, got 0"),
-    "workers": ("-w", "0", "workers must be a positive int (members training at once), got 0"),
+    "workers": ("-w", "0", "workers must be a positive int (members training at once) or 'auto'"),
     "budget": ("--steps", "0", "--steps must be a positive number of training steps"),
     "ready": ("--ready", "0", "must be a positive int, got 0"),
     "exploit": ("--exploit", "truncate", "unknown exploit strategy 'truncate'"),
@@ -212,3 +212,27 @@ def test_resume_checks_what_it_changes_before_it_opens_anything(tmp_path, name):
     with pytest.raises(SettingsError, match=re.escape(f"{name} must be {TABLE[name].expected}")):
         hp.resume(tmp_path / "missing.db", **{name: BAD[name]})
     assert not list(tmp_path.iterdir())
+
+
+def test_workers_auto_is_a_setting_of_the_ray_backend_only():
+    auto = RunSettings.create(metric="score", workers="auto", backend="ray")
+    recorded = json.loads(json.dumps(auto.to_dict()))
+    again = RunSettings.from_dict(recorded)
+    assert recorded["workers"] == again.workers == "auto" and again.to_dict() == recorded
+    with pytest.raises(SettingsError, match="the 'local' backend trains on a fixed number: use"):
+        RunSettings.create(metric="score", workers="auto")
+
+
+@pytest.mark.parametrize(
+    "given, says",
+    [
+        (("-w", "lots"), "--workers must be a number or 'auto', got 'lots'"),
+        (("-w", "auto"), "workers='auto' follows a Ray cluster as nodes join and leave; the "
+                         "'simulated' backend trains on a fixed number: use backend='ray'"),
+    ],
+)  # fmt: skip
+def test_workers_auto_on_the_command_line_is_one_line_off_ray(tmp_path, given, says):
+    db = tmp_path / "r.db"
+    code, out = cli("run", counter_job(tmp_path), "-s", db, "-q", *given)
+    assert code == 1 and says in out and "Traceback" not in out, out
+    assert not db.exists()

@@ -136,6 +136,9 @@ class LiveView(View):
 
         done, total, left = self._eta(pop, state)
         parts = [f"elapsed {_clock(state.elapsed)}"]
+        if state.workers is not None:  # "auto": as many as the Ray cluster holds now
+            auto = " (auto)" if pop.settings.get("workers") == "auto" else ""
+            parts.append(f"workers {state.workers}{auto}")
         if total:
             parts.append(f"steps {done}/{total} ({100 * done / total:.0f}%)")
             parts.append(f"ETA {_clock(left)}")

@@ -82,13 +82,16 @@ class ProgressMonitor:
     def record(self) -> list[Event]:
         """``progress`` events counting the reports of intervals still running, at most one a
         member every :attr:`INTERVAL` seconds: readers see a run move between ready points.
-        Counted only: the reports themselves are recorded with the interval's checkpoint."""
+        Counted only: the reports themselves are recorded with the interval's checkpoint.
+        Before them, a ``workers_changed`` (``by="cluster"``) for each change of the number of
+        workers the backend made itself (Ray's ``workers="auto"``)."""
         s = self.session
-        steps = s.backend.progress()
-        if not steps:
-            return []
         now = s.clock()
-        events = []
+        events = [
+            Event.of(voc.WorkersChanged(new, old, voc.CLUSTER), None, now)
+            for old, new in s.backend.own_resizes()
+        ]
+        steps = s.backend.progress()
         for member, n in steps.items():
             task = s.inflight.get(member)
             if task is None or n <= 0:
@@ -102,13 +105,15 @@ class ProgressMonitor:
         return events
 
     def state(self) -> RunState:
-        """Who trains now, who waits for a worker, and for how long the run has been active."""
+        """Who trains now, who waits for a worker, how many workers there are now, and for how
+        long the run has been active."""
         s = self.session
         return RunState(
             running=frozenset(s.inflight),
             queued=frozenset(s.queue),
             elapsed=s.elapsed(),
             max_steps=s.controller.max_steps,
+            workers=s.backend.capacity,
         )
 
     def show(self, *, now: bool = False) -> None:

@@ -127,7 +127,7 @@ def replay(
         steps: replay only this many steps (default: the member's full training).
         threads: PyTorch threads while replaying (default: as many as each local worker of
             the run had, ``cores // workers``: floating-point sums depend on the thread count,
-            so a different count drifts from the recorded scores).
+            so a different count drifts from the recorded scores; 1 for ``workers="auto"``).
 
     Returns:
         A :class:`ReplayResult`.
@@ -151,8 +151,11 @@ def replay(
     metric = result.metric
     factory = make_factory(trainable)
     if threads is None:
-        workers = int(result.population.settings.get("workers") or 1)
-        threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+        recorded = result.population.settings.get("workers")
+        if isinstance(recorded, int) or recorded is None:
+            threads = max(1, (os.cpu_count() or 1) // max(recorded or 1, 1))
+        else:  # "auto": Ray actors that followed the cluster, one thread each (Ray's default)
+            threads = 1
     torch = sys.modules.get("torch")  # imported by the trainable's module, if it uses it
     old_threads = torch.get_num_threads() if torch is not None else None
     if torch is not None:

@@ -36,8 +36,9 @@ from hyperpop.session import (
     recorded_timeout,
     run_session,
     settings_errors,
+    workers_given,
 )
-from hyperpop.settings import RunSettings
+from hyperpop.settings import AUTO, RunSettings
 from hyperpop.space import Space, SpaceError
 from hyperpop.store import vocabulary as voc
 from hyperpop.store.base import Store
@@ -183,7 +184,7 @@ def run(
     metric: str,
     mode: str = "max",
     population: int = 8,
-    workers: int | None = None,
+    workers: int | str | None = None,
     budget: Budget | Sequence[Budget] | int | None = None,
     ready: Ready | int = 4,
     burn_in: int | None = None,
@@ -217,7 +218,9 @@ def run(
         metric: the reported metric to optimise.
         mode: ``"max"`` or ``"min"``.
         population: number of members (independent of ``workers``).
-        workers: members training at once (default: one per CPU core).
+        workers: members training at once (default: one per CPU core); on Ray, ``"auto"``:
+            as many as the cluster holds, following nodes as they join and leave (at most one
+            per member; each change is a ``workers_changed`` event with ``by="cluster"``).
         budget: ``hp.Steps(n)`` per member (an int means the same), ``hp.WallTime(s)``,
             ``hp.Target(score)``, or a list of them (the first reached stops). Default:
             ``hp.Steps(100)``.
@@ -284,6 +287,7 @@ def run(
     """
     _refuse_in_worker_import()
     with settings_errors():
+        workers, backend_options = workers_given(workers, backend_options)
         settings = RunSettings.create(
             metric=metric,
             mode=mode,
@@ -317,7 +321,8 @@ def run(
     run_id = uuid.uuid4().hex  # tells runs apart (trackers, copies of a store, folders)
 
     def opening(backend_: Backend) -> list[Event]:
-        recorded = settings.replace(workers=backend_.capacity)
+        # "auto" stays "auto": a resume follows the cluster again
+        recorded = settings if workers == AUTO else settings.replace(workers=backend_.capacity)
         started = voc.RunStarted(
             run_id=run_id,
             settings=recorded.to_dict(),
@@ -354,7 +359,7 @@ def resume(
     storage: str | os.PathLike[str],
     trainable: Any = None,
     *,
-    workers: int | None = None,
+    workers: int | str | None = None,
     backend: str | Backend | None = None,
     backend_options: Mapping[str, Any] | None = None,
     step_timeout: float | None = None,
@@ -372,7 +377,7 @@ def resume(
     Args:
         storage: the run's SQLite file.
         trainable: the trainable; default: imported from where the store says it came from.
-        workers: members training at once (default: as recorded).
+        workers: members training at once, or ``"auto"`` on Ray (default: as recorded).
         backend: default: as recorded.
         backend_options: keyword arguments for the backend.
         step_timeout: seconds one interval may take (see :func:`run`; default: as recorded).

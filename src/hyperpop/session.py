@@ -26,7 +26,7 @@ from hyperpop.driver import Driver, Progress
 from hyperpop.errors import SettingsError
 from hyperpop.population import Population
 from hyperpop.results import Result
-from hyperpop.settings import RunSettings
+from hyperpop.settings import AUTO, RunSettings, check_auto
 from hyperpop.space import Space, SpaceError
 from hyperpop.store.base import Store
 from hyperpop.store.events import Event
@@ -40,6 +40,7 @@ __all__ = [
     "recorded_timeout",
     "run_session",
     "settings_errors",
+    "workers_given",
 ]
 
 log = logging.getLogger("hyperpop")
@@ -58,9 +59,30 @@ def settings_errors() -> Iterator[None]:
 
 
 # --- the backend ------------------------------------------------------------------------
+def workers_given(
+    workers: int | str | None, options: Mapping[str, Any] | None
+) -> tuple[int | str | None, dict[str, Any] | None]:
+    """``workers`` and the backend options, with a ``workers`` given among the options taken
+    out of them as the ``workers`` setting (it is recorded and resumed like one).
+
+    Raises:
+        SettingsError: both give workers, and differ.
+    """
+    if options is None or "workers" not in options:
+        return workers, None if options is None else dict(options)
+    opts = dict(options)
+    given = opts.pop("workers")
+    if workers is not None and given is not None and workers != given:
+        raise SettingsError(
+            f"workers is given twice, as an argument and in backend_options ({workers!r} vs "
+            f"{given!r}); give it once"
+        )
+    return (workers if given is None else given), opts
+
+
 def backend_spec(
     backend: str | Backend,
-    workers: int | None,
+    workers: int | str | None,
     options: Mapping[str, Any] | None,
     settings: RunSettings | None = None,
     members: int | None = None,
@@ -68,7 +90,10 @@ def backend_spec(
     """Check how the backend is asked for, and return what builds it (only once the store is
     open and empty). ``settings`` brings the GPU settings, forwarded as backend options;
     ``members`` (the population) caps the workers of a backend with a process or slot per
-    worker: more would never train. ``workers`` comes checked, as a setting."""
+    worker: more would never train. ``workers`` comes checked, as a setting; ``"auto"`` (Ray
+    only) follows the cluster, with ``members`` as its most actors."""
+    workers, options = workers_given(workers, options)
+    check_auto(workers, backend.name if isinstance(backend, Backend) else str(backend))
     opts = dict(options or {})
     if settings is not None and not isinstance(backend, Backend):
         for key, value in settings.replace(backend=str(backend)).backend_options().items():
@@ -84,16 +109,25 @@ def backend_spec(
                 "backend_options are for a backend named by a string; a Backend instance is "
                 "used as it is: pass them to its constructor instead"
             )
-        if workers is not None:
+        if workers == AUTO:
+            raise SettingsError(
+                "workers='auto' is for a backend named by a string; build the instance with "
+                "RayBackend('auto', max_workers=...) and leave workers out"
+            )
+        if isinstance(workers, int):
             return lambda: _sized(backend, workers)
         return lambda: backend
     try:
         backend_class(backend)  # an unknown name, or a missing extra, is refused now
     except ValueError as e:
         raise SettingsError(str(e)) from None
-    count = workers
+    if workers == AUTO:  # the Ray actors follow the cluster, one per member at most
+        if members is not None:
+            opts.setdefault("max_workers", members)
+        return lambda: get_backend(backend, AUTO, **opts)
+    count = workers if isinstance(workers, int) else None
     if members is not None and backend in ("local", "ray", "simulated"):
-        count = _capped(workers, members, backend, gpus="gpus" in opts)
+        count = _capped(count, members, backend, gpus="gpus" in opts)
     return lambda: get_backend(backend, count, **opts)
 
 

@@ -21,10 +21,12 @@ from hyperpop.controller import Budget, Ready, Rejuvenate, Steps, budget_from_di
 from hyperpop.errors import RunError, SettingsError
 from hyperpop.strategies import ExploitStrategy, ExploreStrategy, make_exploit, make_explore
 
-__all__ = ["DEFAULT_BUDGET", "TABLE", "Cli", "RunSettings", "Setting"]
+__all__ = ["AUTO", "DEFAULT_BUDGET", "TABLE", "Cli", "RunSettings", "Setting", "check_auto"]
 
 #: the budget of a run that names none: 100 training steps per member
 DEFAULT_BUDGET = Steps(100)
+#: ``workers="auto"``: on Ray, as many workers as the cluster holds, following it
+AUTO = "auto"
 
 _KEY = "hyperpop.setting"
 _FIELD_DEFAULT: Any = object()  # Setting.old's "as the field's default"
@@ -199,6 +201,30 @@ def _strategy(make: Callable[[Any], Any], described: Mapping[str, Any]) -> Any:
     return type(obj)(**d) if d else obj
 
 
+def _workers(given: str) -> int | str:
+    """``--workers N`` or ``--workers auto``."""
+    text = given.strip().lower()
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise must("--workers", "a number or 'auto'", given) from None
+
+
+def check_auto(workers: object, backend: str) -> None:
+    """``workers="auto"`` is for the Ray backend only (the others have a fixed number).
+
+    Raises:
+        SettingsError: one line naming the fix.
+    """
+    if workers == AUTO and backend != "ray":
+        raise SettingsError(
+            f"workers='auto' follows a Ray cluster as nodes join and leave; the {backend!r} "
+            "backend trains on a fixed number: use backend='ray', or give workers a number"
+        )
+
+
 def _steps(n: int) -> Steps:
     """``--steps N``: a budget of N training steps per member."""
     if n < 1:
@@ -213,7 +239,7 @@ class RunSettings:
 
     Build it with :meth:`create` from the arguments of :func:`hyperpop.run`, where every
     setting is documented. ``workers`` is None for "as many as the backend has" (one per CPU
-    core locally, the cluster's slots on Ray).
+    core locally, the cluster's slots on Ray), or :data:`AUTO` on Ray (following the cluster).
     """
 
     metric: str = declare(REQUIRED,
@@ -225,10 +251,13 @@ class RunSettings:
     population: int = declare(8,
         "a positive int", _positive_int, "Number of members.",
         cli=Cli(("--population", "-p"), int))  # fmt: skip
-    workers: int | None = declare(None,
-        "a positive int (members training at once)", _optional(_positive_int),
-        "Members training at once.", fix="leave it out for one per CPU core",
-        cli=Cli(("--workers", "-w"), int, resume=True, default="one per CPU core"))  # fmt: skip
+    workers: int | str | None = declare(None,
+        "a positive int (members training at once) or 'auto' (Ray: follow the cluster)",
+        _optional(lambda v: _positive_int(v) or v == AUTO),
+        "Members training at once ('auto' on Ray: as many as the cluster holds).",
+        fix="leave it out for one per CPU core",
+        cli=Cli(("--workers", "-w"), str, "N|auto", to_value=_workers, resume=True,
+                default="one per CPU core"))  # fmt: skip
     budget: tuple[Budget, ...] = declare((DEFAULT_BUDGET,),
         "hp.Steps, hp.WallTime, hp.Target, an int or a list of them",
         lambda v: isinstance(v, tuple) and bool(v) and all(isinstance(b, Budget) for b in v),
@@ -314,6 +343,7 @@ class RunSettings:
 
     def _together(self) -> None:
         """The checks of settings that depend on each other."""
+        check_auto(self.workers, self.backend)
         if self.processes_per_member > 1 and self.ready.seconds is not None:
             raise SettingsError(
                 f"ready=hp.Ready(seconds=...) is not with processes_per_member="

@@ -51,9 +51,12 @@ def backend_class(name: str) -> type[Backend]:
     return cls
 
 
-def get_backend(backend: str | Backend, workers: int | None = None, **options: Any) -> Backend:
+def get_backend(
+    backend: str | Backend, workers: int | str | None = None, **options: Any
+) -> Backend:
     """A backend: an instance as it is, or the backend called ``backend`` built with
-    ``workers`` (None: its default) and its ``options``."""
+    ``workers`` (None: its default; ``"auto"``: Ray's, following the cluster) and its
+    ``options``."""
     if isinstance(backend, Backend):
         if options:
             raise ValueError(

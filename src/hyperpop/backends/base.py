@@ -169,6 +169,12 @@ class Backend(ABC):
             "stop the run and resume it with workers=N instead"
         )
 
+    def own_resizes(self) -> list[tuple[int, int]]:
+        """The changes of its number of workers the backend made by itself since the last call
+        (Ray's ``workers="auto"`` following its cluster), each ``(from, to)``, returned once;
+        the driver records them. A change asked for with :meth:`resize` is not one."""
+        return []
+
     def set_step_timeout(self, seconds: float | None) -> None:
         """Fail a task that runs longer than ``seconds`` (None: no limit), replacing the worker
         that ran it. A backend that cannot enforce a limit refuses one."""

@@ -13,10 +13,8 @@ beside the SQLite store, or the shared storage), so ``resume`` works as on the l
 a lost object (a dead node) is re-sent from there. An actor that dies (killed process, lost node)
 is reported as a failed task for its member, exactly like a dead local worker process: the
 interval's reports were never recorded, the member restarts from its last checkpoint on a new
-actor that Ray places wherever resources are free.
-
-The number of actors changes on request (:meth:`RayBackend.resize`) or, with
-``workers="auto"``, follows the cluster as nodes join and leave (:mod:`.ray_cluster`).
+actor that Ray places wherever resources are free. The number of actors changes on request
+(:meth:`RayBackend.resize`) or follows the cluster (``workers="auto"``, :mod:`.ray_cluster`).
 """
 
 from __future__ import annotations
@@ -169,8 +167,7 @@ class RayBackend(Backend):
         self._blobs = RayBlobs(self.transfer, self.shared_location)
         self._factory = b""
         self._remote: Any = None
-        #: actors replaced after they died, and each change of the number of actors while a
-        #: run went on, (from, to) (for monitoring and tests)
+        #: actors replaced after they died; each change of the number of actors, (from, to)
         self.replaced = 0
         self.resized: list[tuple[int, int]] = []
         #: blobs saved through each path ("object", "shared"), and starting blobs sent with a
@@ -244,6 +241,9 @@ class RayBackend(Backend):
         """Under ``workers="auto"``: as many actors as the cluster holds."""
         if self.auto and self._follower is not None:
             self._follower.follow(self.workers, self._resize)
+
+    def own_resizes(self) -> list[tuple[int, int]]:
+        return [] if self._follower is None else self._follower.taken()
 
     def _started(self, slot: RaySlot) -> bool:
         """Whether the slot's actor has started (never blocks)."""

@@ -123,6 +123,7 @@ class ClusterFollower:
     def __init__(self, need: Mapping[str, float], interval: float, limit: int | None):
         self.need, self.interval, self.limit = dict(need), interval, limit
         self._looked = time.monotonic()
+        self._changes: list[tuple[int, int]] = []
 
     def due(self) -> bool:
         """Whether it is time to look at the cluster again."""
@@ -156,6 +157,13 @@ class ClusterFollower:
         if target != workers:
             self.moved(workers, target)
             resize(target)
+            self._changes.append((workers, target))
+
+    def taken(self) -> list[tuple[int, int]]:
+        """The changes made since the last call, each ``(from, to)`` (the driver records
+        them as ``workers_changed`` events by the cluster)."""
+        out, self._changes = self._changes, []
+        return out
 
     @staticmethod
     def moved(old: int, new: int) -> None:

@@ -35,6 +35,21 @@ def _statuses(s: dict[str, Any]) -> str:
     return ", ".join(_words(n, str(k)) for k, n in items) or "none"
 
 
+def _workers(result: Any) -> str:
+    """How many members train at once: the last number the log gives (the start's, a resume's,
+    a request's or the Ray cluster's), with ``auto`` for a run that follows its cluster."""
+    from hyperpop.store import vocabulary as voc
+
+    recorded = result.population.settings.get("workers")
+    now = recorded if isinstance(recorded, int) else None
+    for e in result.events:
+        if isinstance(e.payload, (voc.RunResumed, voc.WorkersChanged)):
+            now = e.payload.workers if e.payload.workers is not None else now
+    if recorded == "auto":
+        return "auto (following the Ray cluster" + ("" if now is None else f"; {now} now") + ")"
+    return "-" if now is None else str(now)
+
+
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -56,6 +71,7 @@ def status(db: str, as_json: bool) -> None:
         ("exploits", s["exploits"]),
         ("failures", s["failures"]),
         ("resumes", s["resumes"]),
+        ("workers", _workers(result)),
         (
             "best",
             f"{best}, {s['metric']}={fmt(s['best_score'])}"

@@ -295,7 +295,10 @@ def _budget(pop: Population, e: Event, p: voc.BudgetChanged, _: None) -> None:
 
 
 def _workers(pop: Population, e: Event, p: voc.WorkersChanged, _: None) -> None:
-    """A new number of workers: a resume starts with it."""
+    """A new number of workers: a resume starts with it (not with one the Ray cluster chose
+    under ``workers="auto"``: a resume follows the cluster again)."""
+    if p.by == voc.CLUSTER:  # no person's doing
+        return
     pop.settings["workers"] = p.workers
     _intervene(pop, e, p.request, "workers", f"{p.old_workers} -> {p.workers} workers")
 

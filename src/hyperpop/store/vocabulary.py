@@ -18,6 +18,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar
 
 __all__ = [
+    "CLUSTER",
     "BudgetChanged",
     "Checkpointed",
     "Exploited",
@@ -47,6 +48,9 @@ Json = dict[str, Any]
 
 #: ``by`` of an event a person's request caused (PBT's own decisions name no ``by``)
 USER = "user"
+#: ``by`` of a ``workers_changed`` the backend made itself (Ray's ``workers="auto"``
+#: following its cluster as nodes join and leave)
+CLUSTER = "cluster"
 #: why a run stopped on a person's request (what an older ``run_stopped`` without one means)
 STOPPED_ON_REQUEST = "stopped on request"
 
@@ -149,7 +153,8 @@ class BudgetChanged(Payload):
 @dataclass(frozen=True, slots=True)
 class WorkersChanged(Payload):
     """The number of members training at once changed from ``old_workers`` to ``workers``
-    (``by="user"``: a person's request). A resume starts with the last number."""
+    (``by="user"``: a person's request; ``by="cluster"``: Ray's ``workers="auto"`` followed
+    its cluster). A resume starts with the last number a person asked for."""
 
     kind: ClassVar[str] = "workers_changed"
     about_member: ClassVar[bool] = False

@@ -32,12 +32,14 @@ class RunState:
         queued: members waiting for a worker.
         elapsed: seconds the run has been active (across resumes).
         max_steps: the step budget per member, if there is one.
+        workers: members that can train at once now (Ray's actors started); None: not known.
     """
 
     running: frozenset[int] = field(default_factory=frozenset)
     queued: frozenset[int] = field(default_factory=frozenset)
     elapsed: float = 0.0
     max_steps: int | None = None
+    workers: int | None = None
 
 
 class ProgressView(Protocol):
