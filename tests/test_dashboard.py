@@ -35,6 +35,7 @@ from hyperpop.dashboard.figures import (
     scores_spec,
 )
 from hyperpop.dashboard.report import write_report
+from hyperpop.ranking import Ranking
 from hyperpop.results import Result
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
@@ -246,6 +247,38 @@ def test_score_plot_highlights_the_best_lineage_not_the_best_slot() -> None:
     assert spec["data"][-1]["meta"]["kind"] == "exploits"  # markers on top of everything
 
 
+def test_the_page_and_plots_show_the_best_model_even_when_it_is_an_earlier_checkpoint() -> None:
+    """Member 1 reaches loss 0.5 at step 8, then drifts to 6.0 by step 12, and member 0 ends
+    at 0.6: the best model is member 1's checkpoint of step 8 (as result.best says), so its path
+    ends at step 8, not at member 1 now."""
+    events = overtaking_events()
+    for i, loss in enumerate([3.0, 4.0, 5.0, 6.0], 9):
+        events.append(Event(ev.REPORTED, 1, {"step": i, "score": loss}, 30.0))
+    events.append(Event(ev.CHECKPOINTED, 1, {"step": 12, "checkpoint": "1-12"}, 30.0))
+    for i, e in enumerate(events, 1):
+        e.seq = i
+    view = RunView(events)
+    best = Result(events).best
+    assert (best.id, best.step, best.checkpoint) == (1, 8, "1-8")
+    data = page_data(view)
+    assert {k: data["best"][k] for k in ("member", "step", "checkpoint", "kept")} == {
+        "member": 1,
+        "step": 8,
+        "checkpoint": "1-8",
+        "kept": True,
+    }
+    assert data["lineage"]["step"] == list(range(1, 9))
+    assert data["lineage"]["by"] == [0] * 4 + [1] * 4
+    assert data["lineage"]["y"]["loss"][-1] == 0.5
+    lineage = next(t for t in scores_spec(view)["data"] if t["meta"]["kind"] == "lineage")
+    assert lineage["x"] == list(range(1, 9)) and lineage["y"][-1] == 0.5
+    assert "checkpoint at step 8" in lineage["name"]
+    (schedule,) = (t for t in schedule_spec(view)["data"] if t["meta"]["kind"] == "best")
+    assert schedule["x"][-1] == 8 and schedule["text"][-1] == "the checkpoint kept"
+    tree = next(t for t in lineage_spec(view)["data"] if t["meta"]["kind"] == "best")
+    assert tree["x"][-1] == 8
+
+
 def test_every_numeric_metric_is_selectable() -> None:
     view = RunView(overtaking_events())
     assert view.metric_names() == ["loss", "acc"]  # the optimised first; "phase" is text
@@ -306,12 +339,12 @@ def test_y_axis_zooms_to_where_the_scores_are() -> None:
 
     rng = np.random.default_rng(0)
     scores = list(0.9 + 0.1 * rng.random(200))
-    assert robust_range(scores, "max") is None  # nothing to cut: autorange
-    lo, hi = robust_range([-50.0, -20.0, *scores], "max")  # two early diverged points
+    assert robust_range(scores, Ranking("max")) is None  # nothing to cut: autorange
+    lo, hi = robust_range([-50.0, -20.0, *scores], Ranking("max"))  # two early diverged points
     assert 0.85 < lo < 0.92 and hi > max(scores)  # the best values always show
-    lo, hi = robust_range([*scores, 40.0, 80.0], "min")  # a loss that started high
+    lo, hi = robust_range([*scores, 40.0, 80.0], Ranking("min"))  # a loss that started high
     assert lo < min(scores) and 0.98 < hi < 1.05
-    assert robust_range([1.0, float("nan"), None], "max") is None  # too few to say
+    assert robust_range([1.0, float("nan"), None], Ranking("max")) is None  # too few to say
     # in the figure: a range the page can drop for the full one
     events = synthetic_events()
     events.insert(5, Event(ev.REPORTED, 0, {"step": 1, "score": -1000.0}, 2.0))
@@ -566,5 +599,5 @@ def test_a_metric_spanning_decades_gets_a_log_axis() -> None:
     from hyperpop.dashboard.figures import robust_range
 
     values = [1e-3 * (1 + k / 100) for k in range(40)] + [1e3, 1e4]  # two diverged members
-    lo, hi = robust_range(values, "min", log=True)  # in decades, as plotly's log axis wants
+    lo, hi = robust_range(values, Ranking("min"), log=True)  # in decades (plotly log axes)
     assert -3.1 < lo < -3 and -3 < hi < -2.5

@@ -36,6 +36,7 @@ from test_ray_multinode import (  # noqa: E402
 
 import hyperpop as hp  # noqa: E402
 from hyperpop.backends.ray import RayBackend  # noqa: E402
+from hyperpop.store import vocabulary as voc  # noqa: E402
 
 pytestmark = pytest.mark.skipif(RAY is None, reason="the `ray` command is not installed")
 CHILD = "HYPERPOP_RAY_ELASTIC_CHILD"
@@ -126,6 +127,12 @@ def test_a_node_joins_trains_and_leaves(tmp_path, head):
     finally:
         cloudpickle.unregister_pickle_by_value(toy)
     assert joined and backend.resized[:2] == [(1, 2), (2, 1)], backend.resized
+    followed = [  # each change the cluster made is an event (the last may end the session)
+        (e.payload.old_workers, e.payload.workers)
+        for e in res.events
+        if isinstance(e.payload, voc.WorkersChanged) and e.payload.by == voc.CLUSTER
+    ]
+    assert followed[:1] == [(1, 2)] and followed == backend.resized[: len(followed)], followed
     assert {r["node"] for r in res.records()} == {head_node, joined[0]}  # both trained
     assert all(not e.data.get("fatal") for e in res.events if e.kind == "failed")
     reported = [(e.member, e.data["step"]) for e in res.events if e.kind == "reported"]

@@ -18,6 +18,7 @@ from hyperpop.dashboard.data import RunView
 from hyperpop.dashboard.page import page_data, payload
 from hyperpop.dashboard.style import (
     BEST,
+    best_label,
     exploit_label,
     log_scale,
     member_colour,
@@ -29,6 +30,7 @@ from hyperpop.dashboard.style import (
     source_wall,
 )
 from hyperpop.dashboard.tree import MAX_COLUMNS, MAX_MARKERS, lineage_spec
+from hyperpop.ranking import Ranking
 from hyperpop.summary import Report, is_number, num
 
 __all__ = [
@@ -77,10 +79,12 @@ def log_axis(values: list[Any]) -> bool:
     return bool(v.max() >= LOG_SPAN * v.min())
 
 
-def robust_range(values: list[Any], better: str | None, log: bool = False) -> list[float] | None:
+def robust_range(
+    values: list[Any], better: Ranking | None, log: bool = False
+) -> list[float] | None:
     """A y range that shows where most values are: from the 5% to the 95% quantile, the
-    ``better`` side (``"max"`` or ``"min"``, if known) kept to its extreme so the best values
-    always show, padded by 5%. None (the full range) unless that cuts at least half of it: the
+    ``better`` side (if known) kept to its extreme so the best values always show, padded by
+    5%. None (the full range) unless that cuts at least half of it: the
     zoom is for outliers (diverged members, the first steps' scores), not for smooth curves.
     With ``log``, all of it in decades (plotly's log axis range is in powers of ten)."""
     v = np.fromiter((x for x in values if x is not None), dtype=float)  # JSON-safe numbers
@@ -91,9 +95,9 @@ def robust_range(values: list[Any], better: str | None, log: bool = False) -> li
         return None
     lo, hi = (float(q) for q in np.quantile(v, [0.05, 0.95]))
     low, high = float(v.min()), float(v.max())
-    if better == "max":
+    if better is not None and better.better(high, low):
         hi = high
-    elif better == "min":
+    elif better is not None:
         lo = low
     if hi - lo > 0.5 * (high - low):
         return None
@@ -101,12 +105,12 @@ def robust_range(values: list[Any], better: str | None, log: bool = False) -> li
     return [num(lo - pad), num(hi + pad)]
 
 
-def _trend(values: list[Any]) -> str | None:
-    """``"max"`` if the values end higher than they start, ``"min"`` if lower."""
+def _trend(values: list[Any]) -> Ranking | None:
+    """Higher is better if the values end higher than they start, lower if lower."""
     finite = [v for v in values if is_number(v) and math.isfinite(v)]
     if len(finite) < 2 or finite[0] == finite[-1]:
         return None
-    return "max" if finite[-1] > finite[0] else "min"
+    return Ranking.of("max" if finite[-1] > finite[0] else "min")
 
 
 def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> dict[str, Any]:
@@ -170,8 +174,8 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
                 "meta": {"kind": "member", "member": mid, **meta},
             }
         )
-    best = pop.best()
-    path = list(view.lineage_reports(best.id).values()) if best is not None else []
+    best = pop.best_model()
+    path = view.best_reports()
     lineage_y = [score_value(r) if metric == main else metric_value(r, metric) for r in path]
     if best is not None:
         data.append(
@@ -181,11 +185,10 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
                 "x": [xv(r.step, r.wall) for r in path],
                 "y": lineage_y,
                 "text": [f"trained by member {r.member}" for r in path],
-                "name": f"best member {best.id}'s lineage",
+                "name": best_label(best),
                 "line": {"width": 3, "color": BEST},
-                "hovertemplate": f"best member {best.id}'s lineage: %{{text}}<br>{hover}"
-                "<extra></extra>",
-                "meta": {"kind": "lineage", "member": best.id, "steps": len(path), **meta},
+                "hovertemplate": f"{best_label(best)}: %{{text}}<br>{hover}<extra></extra>",
+                "meta": {"kind": "lineage", "member": best.member, "steps": len(path), **meta},
             }
         )
     ex = view.exploits
@@ -202,11 +205,11 @@ def scores_spec(view: RunView, metric: str | None = None, x: str = "step") -> di
             "meta": {"kind": "exploits", "count": len(ex), **meta},
         }
     )
-    better = pop.mode if metric == main else _trend(lineage_y)
+    better = pop.ranking if metric == main else _trend(lineage_y)
     log = log_axis(values)
     span = robust_range(values, better, log=log)
     title = f"{metric} over training" + (
-        f" ({'higher' if pop.mode == 'max' else 'lower'} is better)" if metric == main else ""
+        f" ({'higher' if pop.ranking.sign > 0 else 'lower'} is better)" if metric == main else ""
     )
     layout = plot_layout(title, xlabel, metric, height=420)
     layout["yaxis"]["type"] = "log" if log else "linear"
@@ -232,7 +235,7 @@ def schedule_spec(view: RunView) -> dict[str, Any]:
         showlegend=True,
     )
     data: list[dict[str, Any]] = []
-    best = pop.best()
+    best = pop.best_model()
     lineage = view.best_lineage()
     for i, p in enumerate(params):
         axis = "" if i == 0 else str(i + 1)
@@ -297,7 +300,8 @@ def schedule_spec(view: RunView) -> dict[str, Any]:
             bx = [s["step"] for s in lineage] + [best.step]
             by = [param_value(s["config"].get(p)) for s in lineage]
             by.append(by[-1])
-            bt = [f"trained by member {s['member']}" for s in lineage] + ["now"]
+            end = "now" if best.seq is None else "the checkpoint kept"
+            bt = [f"trained by member {s['member']}" for s in lineage] + [end]
             data.append(
                 {
                     "type": "scatter",
@@ -307,11 +311,11 @@ def schedule_spec(view: RunView) -> dict[str, Any]:
                     "text": bt,
                     "line": {"shape": "hv", "width": 3, "color": BEST},
                     "marker": {"size": 5},
-                    "name": f"best member {best.id}'s lineage",
+                    "name": best_label(best),
                     "legendgroup": "best",
                     "showlegend": i == 0,
                     "hovertemplate": f"step %{{x}}<br>{p} %{{y}}<br>%{{text}}<extra></extra>",
-                    "meta": {"kind": "best", "param": p, "member": best.id},
+                    "meta": {"kind": "best", "param": p, "member": best.member},
                     **ref,
                 }
             )

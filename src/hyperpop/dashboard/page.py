@@ -17,6 +17,7 @@ from hyperpop.dashboard.style import (
     source_metric,
     source_wall,
 )
+from hyperpop.summary import num
 
 __all__ = ["page_data", "payload"]
 
@@ -81,12 +82,12 @@ def page_data(
     if times:
         series["t"] = walls
 
-    best = pop.best()
+    best = pop.best_model()  # the best every view shows (a kept checkpoint's, or a member's)
     lineage: dict[str, Any] | None = None
     if best is not None:
-        path = list(view.lineage_reports(best.id).values())
+        path = view.best_reports()
         lineage = {
-            "member": best.id,
+            "member": best.member,
             "step": [r.step for r in path],
             "by": [r.member for r in path],
             "y": {
@@ -162,7 +163,14 @@ def page_data(
         "nodes": nodes,
         "best": None
         if best is None
-        else {"member": best.id, "step": best.step, "schedule": view.best_lineage()},
+        else {
+            "member": best.member,
+            "step": best.step,
+            "score": num(best.score),
+            "checkpoint": best.checkpoint,
+            "kept": best.seq is not None,  # an earlier checkpoint, not the member now
+            "schedule": view.best_lineage(),
+        },
     }
 
 

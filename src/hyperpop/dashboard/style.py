@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hyperpop.population import Best
 from hyperpop.summary import Report, is_number, num
 
 __all__ = [
     "BEST",
+    "best_label",
     "exploit_label",
     "plot_layout",
     "log_scale",
@@ -22,6 +24,12 @@ __all__ = [
 
 #: the colour of the best member's lineage
 BEST = "#d62728"
+
+
+def best_label(best: Best) -> str:
+    """The name of the best model's lineage: the member's, or the kept checkpoint's."""
+    kept = "" if best.seq is None else f" (its checkpoint at step {best.step})"
+    return f"best member {best.member}'s lineage{kept}"
 
 
 def member_colour(member: int) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from hyperpop.dashboard.data import RunView
-from hyperpop.dashboard.style import BEST, exploit_label, plot_layout
+from hyperpop.dashboard.style import BEST, best_label, exploit_label, plot_layout
 from hyperpop.summary import num
 
 __all__ = ["MAX_COLUMNS", "MAX_MARKERS", "lineage_spec"]
@@ -89,7 +89,7 @@ def lineage_spec(view: RunView) -> dict[str, Any]:
             }
         )
     lineage = view.best_lineage()
-    best = pop.best()
+    best = pop.best_model()
     if best is not None and lineage:
         px: list[Any] = []
         py: list[Any] = []
@@ -104,9 +104,9 @@ def lineage_spec(view: RunView) -> dict[str, Any]:
                 "x": px,
                 "y": py,
                 "line": {"width": 3, "color": BEST},
-                "name": f"best member {best.id}'s lineage",
+                "name": best_label(best),
                 "hovertemplate": "lineage of the best: trained by member %{y}<extra></extra>",
-                "meta": {"kind": "best", "member": best.id},
+                "meta": {"kind": "best", "member": best.member},
             }
         )
     n = len(view.nodes)
@@ -151,7 +151,7 @@ def _node_markers(view: RunView) -> dict[str, Any]:
             "size": 7,
             "color": nc,
             "colorscale": "Viridis",
-            "reversescale": pop.mode == "min",
+            "reversescale": pop.ranking.sign < 0,  # the better, the yellower
             "showscale": True,
             "colorbar": {"title": {"text": metric}, "thickness": 12},
             "line": {"width": 0},
@@ -190,7 +190,7 @@ def _node_heatmap(view: RunView) -> dict[str, Any]:
         "y": members,
         "z": z,
         "colorscale": "Viridis",
-        "reversescale": pop.mode == "min",
+        "reversescale": pop.ranking.sign < 0,  # the better, the yellower
         "colorbar": {"title": {"text": metric}, "thickness": 12},
         "hoverongaps": False,
         "hovertemplate": f"member %{{y}}<br>step %{{x}}<br>{metric} %{{z:.4g}}<extra></extra>",
