@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import hyperpop as hp
+from hyperpop.backends.local import LocalBackend
 from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.callbacks import Callback
 from hyperpop.errors import SettingsError, StoreError
@@ -175,3 +176,9 @@ def test_a_simulated_run_resumed_on_it_keeps_the_log_in_time_order(tmp_path):
     res = hp.resume(db, climb, progress=False)
     times = [e.time for e in res.events]
     assert res.population.resumes == 1 and times == sorted(times)
+
+
+def test_a_backend_instance_is_not_silently_given_other_ranks_per_member():
+    with pytest.raises(SettingsError, match="processes_per_member=2 but the 'local' backend"):
+        hp.run(climb, SPACE, metric="score", backend=LocalBackend(1), processes_per_member=2,
+               progress=False)  # fmt: skip

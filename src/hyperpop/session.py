@@ -114,6 +114,13 @@ def backend_spec(
                 "workers='auto' is for a backend named by a string; build the instance with "
                 "RayBackend('auto', max_workers=...) and leave workers out"
             )
+        ranks = settings.processes_per_member if settings is not None else 1
+        if ranks != 1 and ranks != backend.processes_per_member:
+            raise SettingsError(
+                f"processes_per_member={ranks} but the {backend.name!r} backend instance trains "
+                f"{backend.processes_per_member} per member; a Backend instance is used as it "
+                f"is: pass processes_per_member={ranks} to its constructor instead"
+            )
         if isinstance(workers, int):
             return lambda: _sized(backend, workers)
         return lambda: backend

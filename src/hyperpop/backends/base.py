@@ -90,6 +90,8 @@ class Backend(ABC):
     #: the folder members' stdout and stderr go to (set by :meth:`set_log_dir` on a backend
     #: that can send them there; None: their output stays where it goes)
     log_dir: str | None = None
+    #: how many processes train one member together (the ranks of a DDP group)
+    processes_per_member: int = 1
 
     @abstractmethod
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:

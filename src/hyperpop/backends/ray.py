@@ -159,7 +159,7 @@ class RayBackend(Backend):
             raise ValueError(f"processes_per_member must be a positive int, got {p!r}")
         if p > 1 and transfer == "shared":  # a group's ranks use a folder of their actor's
             raise ValueError("transfer='shared' is not for processes_per_member > 1: use 'auto'")
-        self.processes = p
+        self.processes_per_member = p
         self._follower: ClusterFollower | None = None
         #: actors to have: as asked, or the cluster's slots (known once connected)
         self.workers = 0
@@ -192,7 +192,8 @@ class RayBackend(Backend):
 
     def _need(self) -> dict[str, float]:
         """One actor's resources, as Ray names them."""
-        return {"CPU": self.num_cpus * self.processes, "GPU": self.num_gpus, **self.resources}
+        cpus = self.num_cpus * self.processes_per_member
+        return {"CPU": cpus, "GPU": self.num_gpus, **self.resources}
 
     @property
     def capacity(self) -> int:
@@ -271,7 +272,7 @@ class RayBackend(Backend):
         self._blobs.open(checkpoints)
         if self._remote is None:
             options: dict[str, Any] = {
-                "num_cpus": self.num_cpus * self.processes,
+                "num_cpus": self.num_cpus * self.processes_per_member,
                 "num_gpus": self.num_gpus,
                 "max_restarts": 0,
                 "max_task_retries": 0,
@@ -362,7 +363,7 @@ class RayBackend(Backend):
             self._blobs.probe,
             self.transfer,
             self.threshold,
-            self.processes,
+            self.processes_per_member,
         )
         slot.info, slot.task, slot.refs, slot.held = None, None, None, {}
 
