@@ -98,12 +98,13 @@ class StoreContract:
         assert [e.time for e in store.read()] == [5.0, unset.time]
 
     def test_read_returns_copies(self, store: Store) -> None:
-        event = Event("reported", 0, {"step": 1, "score": 1.0, "metrics": {"a": 1}})
-        store.append([event])
-        event.data["metrics"]["a"] = 2  # the caller's object, changed after the append
-        got = store.read()[0]
-        got.data["metrics"]["a"] = 3  # a reader's copy, changed
-        assert store.read()[0].data["metrics"] == {"a": 1}
+        metrics: dict[str, object] = {"a": [1]}
+        store.append([Event.of(Reported(1, 1.0, metrics), 0)])
+        metrics["a"] = [2]  # the caller's object, changed after the append
+        mine = store.read()[0].payload
+        assert isinstance(mine, Reported)
+        mine.metrics["a"].append(3)  # a reader's copy, changed
+        assert store.read()[0].payload == Reported(1, 1.0, {"a": [1]})
 
     def test_numbered_events_that_continue_the_log_are_kept(self, store: Store) -> None:
         store.append(_reports(2))
