@@ -22,6 +22,7 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -231,6 +232,96 @@ def _budget_item(item: Any) -> dict[str, Any]:
     return {"type": kind, key: value}
 
 
+def _data(kind: str, data: Any) -> dict[str, Any]:
+    """``data`` as ``kind``'s JSON object (None: empty), holding no key ``kind`` does not take."""
+    d = _object({} if data is None else data, f"the data of {_a(kind)} request", _EXAMPLE[kind])
+    unknown = sorted(set(d) - _KEYS[kind])
+    if unknown:
+        takes = ", ".join(repr(k) for k in sorted(_KEYS[kind])) or "nothing"
+        raise RequestError(
+            f"{_a(kind)} request takes no {', '.join(repr(k) for k in unknown)} (its data: "
+            f"{takes}; e.g. {_EXAMPLE[kind]})"
+        )
+    return d
+
+
+def _require(kind: str, d: dict[str, Any]) -> None:
+    """Refuse data that lacks one of ``kind``'s keys (an ``add`` checks its one-of itself)."""
+    missing = sorted(_KEYS[kind] - set(d)) if kind != ADD else []
+    if missing:
+        raise RequestError(
+            f"{_a(kind)} request needs {', '.join(repr(k) for k in missing)} in its data "
+            f"(e.g. {_EXAMPLE[kind]})"
+        )
+
+
+def _list(value: Any, high: int, message: str) -> list[Any]:
+    """``value`` as a list of 1 to ``high`` items, else ``message`` with the value shown."""
+    if not isinstance(value, list) or not 1 <= len(value) <= high:
+        raise RequestError(f"{message}, got {_show(value)}")
+    return value
+
+
+# --- each kind's data, once its member and keys are checked -------------------------------------
+def _pin(member: int, d: dict[str, Any]) -> Pin:
+    pinned = d["pinned"]
+    if not isinstance(pinned, bool):
+        raise RequestError(f"pinned must be true or false, got {_show(pinned)}")
+    return Pin(member, pinned)
+
+
+def _set_config(member: int, d: dict[str, Any]) -> SetConfig:
+    config = _object(d["config"], "config", _EXAMPLE[SET_CONFIG].split(": ", 1)[1][:-1])
+    if not config:
+        raise RequestError('config names no hyperparameter to set (e.g. {"lr": 0.01})')
+    return SetConfig(member, dict(config))
+
+
+def _copy(member: int, d: dict[str, Any]) -> Copy:
+    donor = _member_id(d["donor"], "donor (the member to copy)")
+    if donor == member:
+        raise RequestError(f"member {member} cannot copy itself: name another donor")
+    return Copy(member, donor)
+
+
+def _add(d: dict[str, Any]) -> Add:
+    if ("count" in d) == ("configs" in d):
+        raise RequestError(f"an add request needs either count or configs (e.g. {_EXAMPLE[ADD]})")
+    if "count" in d:
+        return Add(({},) * _int(d["count"], "count (members to add)", low=1, high=MAX_ADD))
+    what = f"configs must be a list of 1 to {MAX_ADD} partial configs"
+    configs = _list(d["configs"], MAX_ADD, f'{what}, e.g. [{{"lr": 0.01}}, {{}}]')
+    return Add(tuple(dict(_object(c, "each config", '{"lr": 0.01}')) for c in configs))
+
+
+def _set_budget(d: dict[str, Any]) -> SetBudget:
+    example = '[{"type": "steps", "n": 400}]'
+    items = _list(d["budget"], MAX_INT, f"budget must be a non-empty list such as {example}")
+    budget = tuple(_budget_item(b) for b in items)
+    kinds = [b["type"] for b in budget]
+    if len(set(kinds)) != len(kinds):
+        raise RequestError(f"a budget names each type once, got {kinds}")
+    return SetBudget(budget)
+
+
+def _workers(d: dict[str, Any]) -> Workers:
+    what = "workers (members training at once)"
+    return Workers(_int(d["workers"], what, low=1, high=MAX_WORKERS))
+
+
+#: the kinds that change one member, and the kinds for the whole run (``stop`` is either)
+_OF_MEMBER: dict[str, Callable[[int, dict[str, Any]], Action]] = {
+    PIN: _pin,
+    SET_CONFIG: _set_config,
+    COPY: _copy,
+}
+_OF_RUN: dict[str, Callable[[dict[str, Any]], Action]] = {
+    ADD: _add,
+    BUDGET: _set_budget,
+    WORKERS: _workers,
+}
+
+
 def parse(kind: Any, member: Any, data: Any) -> Action:
     """The typed request that ``kind``, ``member`` and ``data`` describe.
 
@@ -242,73 +333,20 @@ def parse(kind: Any, member: Any, data: Any) -> Action:
         raise RequestError(f"unknown request kind {_show(kind)}; one of {', '.join(sorted(KINDS))}")
     if member is not None:
         member = _member_id(member, "a request's member")
-    if data is None:
-        data = {}
-    d = _object(data, f"the data of {_a(kind)} request", _EXAMPLE[kind])
-    unknown = sorted(set(d) - _KEYS[kind])
-    if unknown:
-        takes = ", ".join(repr(k) for k in sorted(_KEYS[kind])) or "nothing"
-        raise RequestError(
-            f"{_a(kind)} request takes no {', '.join(repr(k) for k in unknown)} (its data: "
-            f"{takes}; e.g. {_EXAMPLE[kind]})"
-        )
-    if kind in (ADD, BUDGET, WORKERS) and member is not None:
-        raise RequestError(f"{_a(kind)} request is for the whole run: give no member")
-    if kind in (PIN, SET_CONFIG, COPY) and member is None:
-        raise RequestError(f"{_a(kind)} request needs a member (the id of the member to change)")
-    missing = sorted(_KEYS[kind] - set(d)) if kind != ADD else []
-    if missing:
-        raise RequestError(
-            f"{_a(kind)} request needs {', '.join(repr(k) for k in missing)} in its data "
-            f"(e.g. {_EXAMPLE[kind]})"
-        )
-    if kind == STOP:
-        return Stop(member)
-    assert member is not None or kind in (ADD, BUDGET, WORKERS)
-    if kind == WORKERS:
-        return Workers(
-            _int(d["workers"], "workers (members training at once)", low=1, high=MAX_WORKERS)
-        )
-    if kind == PIN:
-        pinned = d["pinned"]
-        if not isinstance(pinned, bool):
-            raise RequestError(f"pinned must be true or false, got {_show(pinned)}")
-        return Pin(int(member), pinned)
-    if kind == SET_CONFIG:
-        config = _object(d["config"], "config", _EXAMPLE[SET_CONFIG].split(": ", 1)[1][:-1])
-        if not config:
-            raise RequestError('config names no hyperparameter to set (e.g. {"lr": 0.01})')
-        return SetConfig(int(member), dict(config))
-    if kind == COPY:
-        donor = _member_id(d["donor"], "donor (the member to copy)")
-        if donor == member:
-            raise RequestError(f"member {member} cannot copy itself: name another donor")
-        return Copy(int(member), donor)
-    if kind == ADD:
-        if ("count" in d) == ("configs" in d):
+    d = _data(kind, data)
+    if kind in _OF_RUN:
+        if member is not None:
+            raise RequestError(f"{_a(kind)} request is for the whole run: give no member")
+        _require(kind, d)
+        return _OF_RUN[kind](d)
+    if kind in _OF_MEMBER:
+        if member is None:
             raise RequestError(
-                f"an add request needs either count or configs (e.g. {_EXAMPLE[ADD]})"
+                f"{_a(kind)} request needs a member (the id of the member to change)"
             )
-        if "count" in d:
-            return Add(({},) * _int(d["count"], "count (members to add)", low=1, high=MAX_ADD))
-        configs = d["configs"]
-        if not isinstance(configs, list) or not 1 <= len(configs) <= MAX_ADD:
-            raise RequestError(
-                f"configs must be a list of 1 to {MAX_ADD} partial configs, e.g. "
-                f'[{{"lr": 0.01}}, {{}}], got {_show(configs)}'
-            )
-        return Add(tuple(dict(_object(c, "each config", '{"lr": 0.01}')) for c in configs))
-    items = d["budget"]
-    if not isinstance(items, list) or not items:
-        raise RequestError(
-            f'budget must be a non-empty list such as [{{"type": "steps", "n": 400}}], '
-            f"got {_show(items)}"
-        )
-    budget = tuple(_budget_item(b) for b in items)
-    kinds = [b["type"] for b in budget]
-    if len(set(kinds)) != len(kinds):
-        raise RequestError(f"a budget names each type once, got {kinds}")
-    return SetBudget(budget)
+        _require(kind, d)
+        return _OF_MEMBER[kind](member, d)
+    return Stop(member)
 
 
 _SCHEMA = (
