@@ -209,53 +209,6 @@ def create_app(
     def api_view(request: Request) -> Response:
         return _raw(answer(source, request.query_params))
 
-    def static(request: Request) -> Response:
-        name = request.path_params["name"]
-        if name not in _TYPES:
-            return PlainTextResponse("not found", status_code=404)
-        text = plotly_js() if name == "plotly.min.js" else asset(name)
-        return Response(
-            text, media_type=_TYPES[name], headers={"Cache-Control": "public, max-age=3600"}
-        )
-
-    async def api_request(request: Request) -> Response:
-        """Steer the run: ``{"kind", "member", "data"}`` (see :meth:`Steer.request`)."""
-        body: dict[str, Any] = {}
-        given = request.headers.get("x-hyperpop-token", "")
-        if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                body = json.loads(await request.body() or b"{}")
-            except ValueError:
-                return JSONResponse({"error": "the body is not JSON"}, status_code=400)
-        else:  # a form (application/x-www-form-urlencoded); data as JSON in a "data" field
-            from urllib.parse import parse_qsl
-
-            body = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
-            given = given or str(body.pop("token", ""))
-            try:
-                body["data"] = json.loads(body.get("data") or "{}")
-            except ValueError:
-                return JSONResponse({"error": "data is not JSON"}, status_code=400)
-        if token is None or not hmac.compare_digest(given.encode(), token.encode()):
-            why = "this dashboard is read-only" if token is None else "a wrong or missing token"
-            return JSONResponse(
-                {"error": f"{why}: actions need the token printed where the dashboard started"},
-                status_code=403,
-            )
-        from starlette.concurrency import run_in_threadpool
-
-        return await run_in_threadpool(_steer, db, body)
-
-    def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": source.error is None})
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return PlainTextResponse("not found", status_code=404)
-
-    async def server_error(request: Request, exc: Exception) -> Response:
-        # never a stack trace in the browser
-        return PlainTextResponse(f"hyperpop dashboard error: {type(exc).__name__}: {exc}", 500)
-
     app = Starlette(
         routes=[
             Route("/", index),
@@ -270,7 +223,75 @@ def create_app(
     )
     app.state.source = source
     app.state.db = db
+    app.state.token = token
     return app
+
+
+def static(request: Request) -> Response:
+    """The page's script and styles, and plotly.js."""
+    name = request.path_params["name"]
+    if name not in _TYPES:
+        return PlainTextResponse("not found", status_code=404)
+    text = plotly_js() if name == "plotly.min.js" else asset(name)
+    return Response(
+        text, media_type=_TYPES[name], headers={"Cache-Control": "public, max-age=3600"}
+    )
+
+
+async def _body(request: Request) -> tuple[dict[str, Any], str] | Response:
+    """A steering request's body and the token it gives (in the header, or a form's field),
+    or the answer to a body that does not decode."""
+    body: dict[str, Any] = {}
+    given = request.headers.get("x-hyperpop-token", "")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+        return body, given
+    # a form (application/x-www-form-urlencoded); data as JSON in a "data" field
+    from urllib.parse import parse_qsl
+
+    body = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+    given = given or str(body.pop("token", ""))
+    try:
+        body["data"] = json.loads(body.get("data") or "{}")
+    except ValueError:
+        return JSONResponse({"error": "data is not JSON"}, status_code=400)
+    return body, given
+
+
+async def api_request(request: Request) -> Response:
+    """Steer the run: ``{"kind", "member", "data"}`` (see :meth:`Steer.request`), with the
+    dashboard's token."""
+    read = await _body(request)
+    if isinstance(read, Response):
+        return read
+    body, given = read
+    token: str | None = request.app.state.token
+    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        why = "this dashboard is read-only" if token is None else "a wrong or missing token"
+        return JSONResponse(
+            {"error": f"{why}: actions need the token printed where the dashboard started"},
+            status_code=403,
+        )
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(_steer, request.app.state.db, body)
+
+
+def healthz(request: Request) -> Response:
+    """Whether the store reads (``{"ok": true}``)."""
+    return JSONResponse({"ok": request.app.state.source.error is None})
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse("not found", status_code=404)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # never a stack trace in the browser
+    return PlainTextResponse(f"hyperpop dashboard error: {type(exc).__name__}: {exc}", 500)
 
 
 def _steer(db: str | os.PathLike[str], body: dict[str, Any]) -> Response:

@@ -4,8 +4,9 @@ after the log position the page has, which the page merges and turns into plotly
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from hyperpop.dashboard.data import RunView
 from hyperpop.dashboard.style import (
@@ -17,9 +18,12 @@ from hyperpop.dashboard.style import (
     source_metric,
     source_wall,
 )
+from hyperpop.population import Best
 from hyperpop.summary import num
 
 __all__ = ["page_data", "payload"]
+
+T = TypeVar("T")
 
 
 def page_data(
@@ -59,90 +63,9 @@ def page_data(
     wanted = [m for m in (metrics or [main]) if m in names] or [main]
     ss = min(_since(series_since, since), since)
     t0, span = _clock_span(view)
-
-    def when(source: Any) -> Any:
-        return None if source is None else round(source_wall(source) - t0, 4)
-
-    # the score plot's lines: per member, the points after what the page has
-    series, changed = _changed(view, "scores", view.scores, ss)
-    steps: list[Any] = []
-    walls: list[Any] = []
-    ys: dict[str, list[Any]] = {m: [] for m in wanted}
-    for mid, i in changed:
-        points, sources = view.scores[mid][i:], view.sources[mid][i:]
-        steps += [p[0] for p in points]
-        if times:
-            walls += [when(src) for src in sources]
-        for metric in wanted:
-            if metric == main:
-                ys[metric] += [p[1] for p in points]
-            else:
-                ys[metric] += [source_metric(src, metric) for src in sources]
-    series.update(step=steps, y=ys)
-    if times:
-        series["t"] = walls
-
+    axes = _Axes(main, wanted, times, t0)
     best = pop.best_model()  # the best every view shows (a kept checkpoint's, or a member's)
-    lineage: dict[str, Any] | None = None
-    if best is not None:
-        path = view.best_reports()
-        lineage = {
-            "member": best.member,
-            "step": [r.step for r in path],
-            "by": [r.member for r in path],
-            "y": {
-                m: [score_value(r) if m == main else metric_value(r, m) for r in path]
-                for m in wanted
-            },
-        }
-        if times:
-            lineage["t"] = [round(r.wall - t0, 4) for r in path]
-
-    i = view.exploits_from(ss)
-    ex = view.exploits[i:]
-    exploits: dict[str, Any] = {
-        "start": i,
-        "member": [e["member"] for e in ex],
-        "donor": [e["donor"] for e in ex],
-        "step": [e["step"] for e in ex],
-        "text": [exploit_label(e) for e in ex],
-        "y": {
-            m: [e["score"] if m == main else source_metric(e["report"], m) for e in ex]
-            for m in wanted
-        },
-    }
-    if times:
-        exploits["t"] = [round(e["time"] - t0, 4) for e in ex]
-
-    i = view.rejuvenations_from(since)
-    rj = view.rejuvenations[i:]
-    rejuvenations = {
-        "start": i,
-        "member": [r["member"] for r in rj],
-        "at": [r["at"] for r in rj],
-    }
-
     params = list(view.params)
-    configs, changed = _changed(view, "configs", view.configs, since)
-    c_steps: list[Any] = []
-    c_values: dict[str, list[Any]] = {p: [] for p in params}
-    for mid, i in changed:
-        pts = view.configs[mid][i:]
-        c_steps += [step for step, _ in pts]
-        for p in params:
-            c_values[p] += [None if cfg is None else param_value(cfg.get(p)) for _, cfg in pts]
-    configs.update(step=c_steps, values=c_values)
-
-    nodes, changed = _changed(view, "nodes", view.nodes, since)
-    n_steps: list[int] = []
-    n_scores: list[Any] = []
-    for mid, i in changed:
-        ready = view.nodes[mid][i:]
-        n_steps += [step for step, _ in ready]
-        n_scores += [score for _, score in ready]
-    nodes.update(step=n_steps, score=n_scores)
-
-    rows = view.member_rows(view.rows_changed(since))
     return {
         "seq": view.seq,
         "since": since,
@@ -154,23 +77,14 @@ def page_data(
         "params": params,
         "log_params": [p for p in params if log_scale(pop.space, p)],
         "clock": {"span": round(span, 3)},
-        "members": rows,
-        "series": series,
-        "lineage": lineage,
-        "exploits": exploits,
-        "rejuvenations": rejuvenations,
-        "configs": configs,
-        "nodes": nodes,
-        "best": None
-        if best is None
-        else {
-            "member": best.member,
-            "step": best.step,
-            "score": num(best.score),
-            "checkpoint": best.checkpoint,
-            "kept": best.seq is not None,  # an earlier checkpoint, not the member now
-            "schedule": view.best_lineage(),
-        },
+        "members": view.member_rows(view.rows_changed(since)),
+        "series": _series(view, axes, ss),
+        "lineage": None if best is None else _lineage(view, axes, best.member),
+        "exploits": _exploits(view, axes, ss),
+        "rejuvenations": _rejuvenations(view, since),
+        "configs": _configs(view, params, since),
+        "nodes": _nodes(view, since),
+        "best": None if best is None else _best(view, best),
     }
 
 
@@ -211,3 +125,115 @@ def _changed(
             index["count"].append(len(points[mid]) - i)
             changed.append((mid, i))
     return index, changed
+
+
+def _flat(changed: list[tuple[int, int]], points: Mapping[int, Sequence[T]]) -> list[T]:
+    """The new points of the ``changed`` (member, start) pairs, member after member."""
+    return [p for mid, i in changed for p in points[mid][i:]]
+
+
+@dataclass(frozen=True)
+class _Axes:
+    """What each plotted point carries: the values of the ``wanted`` metrics (``main`` is the
+    optimised one) and, when ``times``, its wall time in seconds after ``t0``."""
+
+    main: str
+    wanted: list[str]
+    times: bool
+    t0: float
+
+    def ys(
+        self, items: Sequence[T], main: Callable[[T], Any], other: Callable[[T, str], Any]
+    ) -> dict[str, list[Any]]:
+        """Each wanted metric's value at each of ``items``: ``main(item)`` for the optimised
+        metric, ``other(item, metric)`` for the others."""
+        return {m: [main(x) if m == self.main else other(x, m) for x in items] for m in self.wanted}
+
+    def timed(self, part: dict[str, Any], walls: Iterable[float | None]) -> dict[str, Any]:
+        """``part`` with its points' wall times (``t``) when the page asked for them."""
+        if self.times:
+            part["t"] = [None if w is None else round(w - self.t0, 4) for w in walls]
+        return part
+
+
+def _series(view: RunView, axes: _Axes, since: int) -> dict[str, Any]:
+    """The score plot's lines: per member, the points after what the page has."""
+    series, changed = _changed(view, "scores", view.scores, since)
+    points, sources = _flat(changed, view.scores), _flat(changed, view.sources)
+    series.update(
+        step=[p[0] for p in points],
+        y=axes.ys(
+            list(zip(points, sources)),
+            lambda ps: ps[0][1],
+            lambda ps, metric: source_metric(ps[1], metric),
+        ),
+    )
+    return axes.timed(series, (None if s is None else source_wall(s) for s in sources))
+
+
+def _lineage(view: RunView, axes: _Axes, member: int) -> dict[str, Any]:
+    """The best model's reports through every copy: the steps, who made each, the values."""
+    path = view.best_reports()
+    lineage = {
+        "member": member,
+        "step": [r.step for r in path],
+        "by": [r.member for r in path],
+        "y": axes.ys(path, score_value, metric_value),
+    }
+    return axes.timed(lineage, (r.wall for r in path))
+
+
+def _exploits(view: RunView, axes: _Axes, since: int) -> dict[str, Any]:
+    """The exploits after log position ``since``: who copied whom, when, at what value."""
+    i = view.exploits_from(since)
+    ex = view.exploits[i:]
+    exploits = {
+        "start": i,
+        "member": [e["member"] for e in ex],
+        "donor": [e["donor"] for e in ex],
+        "step": [e["step"] for e in ex],
+        "text": [exploit_label(e) for e in ex],
+        "y": axes.ys(ex, lambda e: e["score"], lambda e, m: source_metric(e["report"], m)),
+    }
+    return axes.timed(exploits, (e["time"] for e in ex))
+
+
+def _rejuvenations(view: RunView, since: int) -> dict[str, Any]:
+    """The rejuvenations after log position ``since``."""
+    i = view.rejuvenations_from(since)
+    rj = view.rejuvenations[i:]
+    return {"start": i, "member": [r["member"] for r in rj], "at": [r["at"] for r in rj]}
+
+
+def _configs(view: RunView, params: list[str], since: int) -> dict[str, Any]:
+    """Each member's hyperparameters over its steps, after log position ``since``."""
+    configs, changed = _changed(view, "configs", view.configs, since)
+    points = _flat(changed, view.configs)
+    configs.update(
+        step=[step for step, _ in points],
+        values={
+            p: [None if cfg is None else param_value(cfg.get(p)) for _, cfg in points]
+            for p in params
+        },
+    )
+    return configs
+
+
+def _nodes(view: RunView, since: int) -> dict[str, Any]:
+    """The family tree's nodes (each member's ready points) after log position ``since``."""
+    nodes, changed = _changed(view, "nodes", view.nodes, since)
+    ready = _flat(changed, view.nodes)
+    nodes.update(step=[step for step, _ in ready], score=[score for _, score in ready])
+    return nodes
+
+
+def _best(view: RunView, best: Best) -> dict[str, Any]:
+    """The best model: where it is, its score and checkpoint, and its schedule."""
+    return {
+        "member": best.member,
+        "step": best.step,
+        "score": num(best.score),
+        "checkpoint": best.checkpoint,
+        "kept": best.seq is not None,  # an earlier checkpoint, not the member now
+        "schedule": view.best_lineage(),
+    }
