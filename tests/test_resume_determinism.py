@@ -23,6 +23,7 @@ import pytest
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.store.sqlite import SQLiteStore
+from hyperpop.userfile import load_file
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 sys.path.insert(0, str(EXAMPLES))
@@ -136,3 +137,62 @@ def test_killed_and_resumed_equals_uninterrupted(tmp_path, strategy, kill_at):
     hp.resume(db, trainable=toy.Toy, progress=False)
 
     assert outcome(db) == outcome(whole)
+
+
+# --- asynchronous, deterministic ------------------------------------------------------------
+#: what a run decided and measured, event by event (not when: times differ across sessions)
+DECIDED = ("reported", "checkpointed", "exploited", "explored", "rejuvenated", "finished", "failed")
+
+
+def decided(db: Path) -> list[tuple]:
+    """Every report, checkpoint and decision in log order: kind, member, step, config, score."""
+    out = []
+    for e in hp.load(db).events:
+        if e.kind in DECIDED:
+            d = e.data
+            out.append((e.kind, e.member, d.get("step"), d.get("config"), d.get("score")))
+    return out
+
+
+def first_difference(a: list[tuple], b: list[tuple]) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"event {i}: uninterrupted {x}, resumed {y}"
+    return f"{len(a)} events against {len(b)}"
+
+
+def async_run(task: str, exploit: str, **kw):
+    """A deterministic asynchronous run: 8 members on 2 simulated workers."""
+    rf = load_file(EXAMPLES / f"{task}.py")
+    settings = dict(rf.settings, storage=None, synchronous=False, deterministic=True, seed=3)
+    settings.update(budget=hp.Steps(60), ready=5, exploit=exploit, progress=False)
+    settings.pop("workers")
+    settings.update(kw)
+    return hp.run(rf.trainable, rf.space, **settings), rf.trainable
+
+
+# where the driver is interrupted: after this many reports (of a run's ~330-480), once or again
+@pytest.mark.parametrize(
+    "task,exploit,cuts",
+    [
+        ("deceptive", "truncation", [37, 201, 318]),
+        ("deceptive", "firepbt", [52, 260]),
+        ("pbt_function", "reserve", [88, 233]),
+    ],
+)
+def test_async_deterministic_resume_decides_as_uninterrupted(tmp_path, task, exploit, cuts):
+    """A deterministic asynchronous run interrupted (several times) and resumed handles every
+    interval in the uninterrupted run's order and takes every one of its decisions: the
+    simulated clock, the intervals that were running and the queue are rebuilt from the log."""
+    whole, db = tmp_path / "whole.db", tmp_path / "cut.db"
+    _, trainable = async_run(task, exploit, storage=whole, backend=SimulatedBackend(2))
+    expected = decided(whole)
+    with pytest.raises(KeyboardInterrupt):
+        async_run(task, exploit, storage=db, backend=Interrupted(cuts[0]))
+    for cut in cuts[1:]:  # interrupted again while resumed, further on
+        done = sum(1 for e in decided(db) if e[0] == "reported")
+        with pytest.raises(KeyboardInterrupt):
+            hp.resume(db, trainable=trainable, backend=Interrupted(cut - done), progress=False)
+    hp.resume(db, trainable=trainable, progress=False)
+    got = decided(db)
+    assert got == expected, first_difference(expected, got)

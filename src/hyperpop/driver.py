@@ -129,7 +129,8 @@ class Driver:
                 None if self.order.deterministic else slot, self.backend.affinity
             )
             m = self.pop.members[member]
-            decisions = self.controller.decide(self.pop, member, self.clock()) if m.alive else []
+            decide = m.alive and self.order.fresh(member)  # else decided before an interruption
+            decisions = self.controller.decide(self.pop, member, self.clock()) if decide else []
             if decisions:
                 decided = True
                 self.commit(decision_events(decisions, self.pop, self.clock()))
@@ -218,10 +219,12 @@ class Driver:
 
     # --- the loop ------------------------------------------------------------------------
     def loop(self) -> str:
+        # a deterministic resume goes on where the log stood; else the one furthest behind first
+        queue = self.order.resume(self.store.read(), self.controller) if self.pop.resumes else None
         waiting = self.controller.waiting
-        for m in sorted(self.pop.alive(), key=lambda m: (m.step, m.id)):
-            if m.id not in waiting:
-                self.queue.append(m.id)
+        alive = sorted(self.pop.alive(), key=lambda m: (m.step, m.id))
+        for step, member in queue or [(m.step, m.id) for m in alive if m.id not in waiting]:
+            self.queue.append(member, step)
         while True:
             self.steering.serve()
             if self.steering.stop_request is not None:
@@ -265,6 +268,7 @@ class Driver:
         ``finished`` event, and in synchronous mode the decisions its leaving releases (folded
         and queued here, with the finish)."""
         self.queue.remove(member)
+        self.order.drop(member)
         self.backend.forget(member)
         step = self.pop.members[member].step
         by = None if request is None else "user"

@@ -54,6 +54,14 @@ class SimulatedClock:
         """``member``'s interval ended: the clock moves on to its end."""
         self.now = max(self.now, self._ends.pop(member)[0])
 
+    def running(self) -> list[int]:
+        """The members whose intervals run, in the order they started."""
+        return sorted(self._ends, key=lambda member: self._ends[member][1])
+
+    def forget(self, member: int) -> None:
+        """``member``'s interval will not end: it leaves the clock (which keeps its time)."""
+        self._ends.pop(member, None)
+
     def clear(self) -> None:
         """Forget every running interval (the clock keeps its time)."""
         self._ends.clear()
