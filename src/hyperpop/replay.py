@@ -12,6 +12,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,73 +150,10 @@ def replay(
         from hyperpop.userfile import load_trainable
 
         trainable = load_trainable(result.population.trainable)
-    metric = result.metric
     factory = make_factory(trainable)
-    if threads is None:
-        recorded = result.population.settings.get("workers")
-        if isinstance(recorded, int) or recorded is None:
-            threads = max(1, (os.cpu_count() or 1) // max(recorded or 1, 1))
-        else:  # "auto": Ray actors that followed the cluster, one thread each (Ray's default)
-            threads = 1
-    torch = sys.modules.get("torch")  # imported by the trainable's module, if it uses it
-    old_threads = torch.get_num_threads() if torch is not None else None
-    if torch is not None:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    # where the run built the weights afresh: every copy from a donor (the receiver's worker
-    # ran setup(config), load(donor's state), apply(config) there)
-    copies = {
-        b["step"]
-        for a, b in zip(m.schedule, m.schedule[1:])
-        if b["trained_by"] != a["trained_by"] and b["step"] > 0
-    }
-    # where the weights were reset (rejuvenation): fresh weights, or the trainable's reset(how)
-    resets = {seg["step"]: seg["reset"] for seg in m.schedule if seg.get("reset")}
-    model = factory()
-    config = m.config_at(1)
-    model.config = config
-    model.setup(config)
-    scores: list[float] = []
-    state: Any = None
-    try:
-        for step in range(1, total + 1):
-            want = m.config_at(step)
-            if resets.get(step - 1) == "full":
-                config = want
-                model.cleanup()
-                model = factory()
-                model.config = config
-                model.setup(config)
-            elif step - 1 in resets:
-                config = want
-                model.config = config
-                model.reset(resets[step - 1])
-                model.apply(config)
-            elif step - 1 in copies:
-                config = want
-                saved = model.save()
-                model.cleanup()
-                model = factory()
-                model.config = config
-                model.setup(config)
-                model.load(saved)
-                model.apply(config)
-            elif want != config:
-                config = want
-                model.config = config
-                model.apply(config)
-            metrics = model.train()
-            if metric not in metrics:
-                raise TrainableError(
-                    f"the trainable reported {sorted(metrics)} but not the run's metric "
-                    f"{metric!r}; is this the trainable the run used?"
-                )
-            scores.append(float(metrics[metric]))
-        state = model.save()
-    finally:
-        model.cleanup()
-        if torch is not None and old_threads is not None:
-            torch.set_num_threads(old_threads)
+    with _torch_threads(_threads(result, threads)):
+        t0 = time.perf_counter()
+        scores, state = _train(m, factory, total, result.metric)
     # the recorded scores of the same weights, step by step through every copy
     until = math.inf if m.seq is None else m.seq + 1
     original_scores = {
@@ -224,7 +163,7 @@ def replay(
     }
     return ReplayResult(
         member=m.id,
-        metric=metric,
+        metric=result.metric,
         mode=result.mode,
         steps=total,
         schedule=[s for s in m.schedule if s["step"] < total],
@@ -235,3 +174,100 @@ def replay(
         seconds=time.perf_counter() - t0,
         state=state,
     )
+
+
+def _threads(result: Result, threads: int | None) -> int:
+    """``threads``, or as many as each local worker of the run had (``cores // workers``)."""
+    if threads is not None:
+        return threads
+    recorded = result.population.settings.get("workers")
+    if isinstance(recorded, int) or recorded is None:
+        return max(1, (os.cpu_count() or 1) // max(recorded or 1, 1))
+    return 1  # "auto": Ray actors that followed the cluster, one thread each (Ray's default)
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's thread count set to ``threads`` inside, if the trainable's module uses it."""
+    torch = sys.modules.get("torch")  # imported by the trainable's module, if it uses it
+    if torch is None:
+        yield
+        return
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _fresh(factory: Callable[[], Any], config: dict[str, Any]) -> Any:
+    """A new trainable set up with ``config``, as a worker builds one."""
+    model = factory()
+    model.config = config
+    model.setup(config)
+    return model
+
+
+def _train(m: Any, factory: Callable[[], Any], total: int, metric: str) -> tuple[list[float], Any]:
+    """Train a fresh model ``total`` steps along member ``m``'s schedule: its ``metric`` after
+    every step, and its state at the end."""
+    # where the run built the weights afresh: every copy from a donor (the receiver's worker
+    # ran setup(config), load(donor's state), apply(config) there)
+    copies = {
+        b["step"]
+        for a, b in zip(m.schedule, m.schedule[1:])
+        if b["trained_by"] != a["trained_by"] and b["step"] > 0
+    }
+    # where the weights were reset (rejuvenation): fresh weights, or the trainable's reset(how)
+    resets = {seg["step"]: seg["reset"] for seg in m.schedule if seg.get("reset")}
+    config = m.config_at(1)
+    model = _fresh(factory, config)
+    scores: list[float] = []
+    try:
+        for step in range(1, total + 1):
+            want = m.config_at(step)
+            model = _next_model(
+                model, factory, config, want, resets.get(step - 1), step - 1 in copies
+            )
+            config = want
+            metrics = model.train()
+            if metric not in metrics:
+                raise TrainableError(
+                    f"the trainable reported {sorted(metrics)} but not the run's metric "
+                    f"{metric!r}; is this the trainable the run used?"
+                )
+            scores.append(float(metrics[metric]))
+        return scores, model.save()
+    finally:
+        model.cleanup()
+
+
+def _next_model(
+    model: Any,
+    factory: Callable[[], Any],
+    config: dict[str, Any],
+    want: dict[str, Any],
+    reset: Any,
+    copied: bool,
+) -> Any:
+    """The model that trains the next step with config ``want``, after a step trained with
+    ``config``: built afresh on a full ``reset``, reset by the trainable on another one, built
+    afresh from its own state where the run ``copied`` a donor, else given the new config."""
+    if reset == "full":
+        model.cleanup()
+        return _fresh(factory, want)
+    if reset:
+        model.config = want
+        model.reset(reset)
+    elif copied:
+        saved = model.save()
+        model.cleanup()
+        model = _fresh(factory, want)
+        model.load(saved)
+    elif want != config:
+        model.config = want
+    else:
+        return model
+    model.apply(want)
+    return model
