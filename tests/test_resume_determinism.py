@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sim_backends import Interrupted
 
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
@@ -77,22 +78,6 @@ def reports_in(db: Path) -> int:
         return sum(1 for e in store.read() if e.kind == "reported")
     finally:
         store.close()
-
-
-class Interrupted(SimulatedBackend):
-    """The simulated backend, stopped as by Ctrl-C once ``after`` reports have come back: the
-    result that crosses the mark is lost with the driver, as a ``kill -9`` loses an interval."""
-
-    def __init__(self, after: int):
-        super().__init__(workers=SETTINGS["workers"])
-        self.after, self.reports = after, 0
-
-    def poll(self, timeout):
-        out = super().poll(timeout)
-        self.reports += sum(len(r.reports) for r in out)
-        if self.reports >= self.after:
-            raise KeyboardInterrupt
-        return out
 
 
 def strategies(name: str) -> dict:
@@ -171,13 +156,14 @@ def async_run(task: str, exploit: str, **kw):
     return hp.run(rf.trainable, rf.space, **settings), rf.trainable
 
 
-# where the driver is interrupted: after this many reports (of a run's ~330-480), once or again
+# where the driver is interrupted: once this many reports (of a run's 330-480) came back, in
+# the backend's poll (the result is lost) or before the next fill (its decisions are lost)
 @pytest.mark.parametrize(
     "task,exploit,cuts",
     [
-        ("deceptive", "truncation", [37, 201, 318]),
-        ("deceptive", "firepbt", [52, 260]),
-        ("pbt_function", "reserve", [88, 233]),
+        ("deceptive", "truncation", [(37, "poll"), (201, "fill"), (318, "poll")]),
+        ("deceptive", "firepbt", [(52, "fill"), (260, "poll")]),
+        ("pbt_function", "reserve", [(88, "poll"), (233, "fill")]),
     ],
 )
 def test_async_deterministic_resume_decides_as_uninterrupted(tmp_path, task, exploit, cuts):
@@ -187,12 +173,13 @@ def test_async_deterministic_resume_decides_as_uninterrupted(tmp_path, task, exp
     whole, db = tmp_path / "whole.db", tmp_path / "cut.db"
     _, trainable = async_run(task, exploit, storage=whole, backend=SimulatedBackend(2))
     expected = decided(whole)
+    (first, at), later = cuts[0], cuts[1:]
     with pytest.raises(KeyboardInterrupt):
-        async_run(task, exploit, storage=db, backend=Interrupted(cuts[0]))
-    for cut in cuts[1:]:  # interrupted again while resumed, further on
+        async_run(task, exploit, storage=db, backend=Interrupted(first, at))
+    for cut, at in later:  # interrupted again while resumed, further on
         done = sum(1 for e in decided(db) if e[0] == "reported")
         with pytest.raises(KeyboardInterrupt):
-            hp.resume(db, trainable=trainable, backend=Interrupted(cut - done), progress=False)
+            hp.resume(db, trainable=trainable, backend=Interrupted(cut - done, at), progress=False)
     hp.resume(db, trainable=trainable, progress=False)
     got = decided(db)
     assert got == expected, first_difference(expected, got)

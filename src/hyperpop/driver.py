@@ -220,7 +220,7 @@ class Driver:
     # --- the loop ------------------------------------------------------------------------
     def loop(self) -> str:
         # a deterministic resume goes on where the log stood; else the one furthest behind first
-        queue = self.order.resume(self.store.read(), self.controller) if self.pop.resumes else None
+        queue = self.order.resume(self.store.read, self.controller) if self.pop.resumes else None
         waiting = self.controller.waiting
         alive = sorted(self.pop.alive(), key=lambda m: (m.step, m.id))
         for step, member in queue or [(m.step, m.id) for m in alive if m.id not in waiting]:

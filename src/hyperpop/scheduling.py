@@ -119,12 +119,15 @@ class ResultOrder:
         #: intervals the interrupted session had started, not handed to a worker again yet
         self._restarts: set[int] = set()
 
-    def resume(self, events: Iterable[Event], plans: Plans) -> list[tuple[int, int]] | None:
+    def resume(
+        self, log: Callable[[], Iterable[Event]], plans: Plans
+    ) -> list[tuple[int, int]] | None:
         """A resumed run, in deterministic mode: rebuild the simulated clock from the log
-        ``events`` (:func:`replay_schedule`). Returns the queue to start from, (progress,
-        member) in order, the intervals that were running first, in the order they started
-        (None: not deterministic, or the log cannot be replayed; the caller queues afresh)."""
-        replayed = replay_schedule(events, plans) if self.deterministic else None
+        (``log()`` reads it; :func:`replay_schedule`). Returns the queue to start from,
+        (progress, member) in order, the intervals that were running first, in the order they
+        started (None: not deterministic, or a log the replay does not follow: the caller
+        queues afresh)."""
+        replayed = replay_schedule(log(), plans) if self.deterministic else None
         if replayed is None:
             return None
         self._sim, queue = replayed
