@@ -73,10 +73,7 @@ def workers_given(
     opts = dict(options)
     given = opts.pop("workers")
     if workers is not None and given is not None and workers != given:
-        raise SettingsError(
-            f"workers is given twice, as an argument and in backend_options ({workers!r} vs "
-            f"{given!r}); give it once"
-        )
+        raise _given_twice("workers", workers, given)
     return (workers if given is None else given), opts
 
 
@@ -94,36 +91,68 @@ def backend_spec(
     only) follows the cluster, with ``members`` as its most actors."""
     workers, options = workers_given(workers, options)
     check_auto(workers, backend.name if isinstance(backend, Backend) else str(backend))
-    opts = dict(options or {})
-    if settings is not None and not isinstance(backend, Backend):
-        for key, value in settings.replace(backend=str(backend)).backend_options().items():
-            if key in opts and opts[key] != value:
-                raise SettingsError(
-                    f"{key} is given twice, as an argument and in backend_options "
-                    f"({value!r} vs {opts[key]!r}); give it once"
-                )
-            opts[key] = value
     if isinstance(backend, Backend):
-        if opts:
-            raise SettingsError(
-                "backend_options are for a backend named by a string; a Backend instance is "
-                "used as it is: pass them to its constructor instead"
-            )
-        if workers == AUTO:
-            raise SettingsError(
-                "workers='auto' is for a backend named by a string; build the instance with "
-                "RayBackend('auto', max_workers=...) and leave workers out"
-            )
-        ranks = settings.processes_per_member if settings is not None else 1
-        if ranks != 1 and ranks != backend.processes_per_member:
-            raise SettingsError(
-                f"processes_per_member={ranks} but the {backend.name!r} backend instance trains "
-                f"{backend.processes_per_member} per member; a Backend instance is used as it "
-                f"is: pass processes_per_member={ranks} to its constructor instead"
-            )
-        if isinstance(workers, int):
-            return lambda: _sized(backend, workers)
-        return lambda: backend
+        return _instance_spec(backend, workers, options, settings)
+    return _named_spec(backend, workers, _with_settings(backend, options, settings), members)
+
+
+def _given_twice(key: str, argument: Any, option: Any) -> SettingsError:
+    """The error for a setting given both as an argument and among the backend options."""
+    return SettingsError(
+        f"{key} is given twice, as an argument and in backend_options ({argument!r} vs "
+        f"{option!r}); give it once"
+    )
+
+
+def _with_settings(
+    backend: str, options: Mapping[str, Any] | None, settings: RunSettings | None
+) -> dict[str, Any]:
+    """The backend options with the run's GPU settings among them (each given once)."""
+    opts = dict(options or {})
+    if settings is None:
+        return opts
+    for key, value in settings.replace(backend=str(backend)).backend_options().items():
+        if key in opts and opts[key] != value:
+            raise _given_twice(key, value, opts[key])
+        opts[key] = value
+    return opts
+
+
+def _instance_spec(
+    backend: Backend,
+    workers: int | str | None,
+    options: Mapping[str, Any] | None,
+    settings: RunSettings | None,
+) -> Callable[[], Backend]:
+    """What gives a Backend instance: it is used as it is, so whatever asks it for something
+    else (options, ``workers="auto"``, other processes per member, other workers) is refused."""
+    if options:
+        raise SettingsError(
+            "backend_options are for a backend named by a string; a Backend instance is "
+            "used as it is: pass them to its constructor instead"
+        )
+    if workers == AUTO:
+        raise SettingsError(
+            "workers='auto' is for a backend named by a string; build the instance with "
+            "RayBackend('auto', max_workers=...) and leave workers out"
+        )
+    ranks = settings.processes_per_member if settings is not None else 1
+    if ranks != 1 and ranks != backend.processes_per_member:
+        raise SettingsError(
+            f"processes_per_member={ranks} but the {backend.name!r} backend instance trains "
+            f"{backend.processes_per_member} per member; a Backend instance is used as it "
+            f"is: pass processes_per_member={ranks} to its constructor instead"
+        )
+    if isinstance(workers, int):
+        return lambda: _sized(backend, workers)
+    return lambda: backend
+
+
+def _named_spec(
+    backend: str, workers: int | str | None, opts: dict[str, Any], members: int | None
+) -> Callable[[], Backend]:
+    """What builds the backend named ``backend`` with options ``opts``, its workers capped at
+    ``members`` (the Ray actors of ``workers="auto"`` too)."""
     try:
         backend_class(backend)  # an unknown name, or a missing extra, is refused now
     except ValueError as e:
