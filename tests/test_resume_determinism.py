@@ -23,6 +23,11 @@ from sim_backends import Interrupted
 
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
+from hyperpop.scheduling import replay_schedule
+from hyperpop.session import controller_for
+from hyperpop.settings import RunSettings
+from hyperpop.space import Space
+from hyperpop.store.requests import Request, RequestLog
 from hyperpop.store.sqlite import SQLiteStore
 from hyperpop.userfile import load_file
 
@@ -183,3 +188,25 @@ def test_async_deterministic_resume_decides_as_uninterrupted(tmp_path, task, exp
     hp.resume(db, trainable=trainable, progress=False)
     got = decided(db)
     assert got == expected, first_difference(expected, got)
+
+
+@pytest.mark.timeout(60)  # were its interval waited for, the run would never end
+def test_a_member_stopped_before_its_interrupted_interval_restarts(tmp_path):
+    """A stop waiting at resume for a member whose interval the interrupted session had
+    started: it finishes before that interval is handed out again and leaves the rebuilt
+    clock; the others train on to the budget (nothing waits for an interval that never runs)."""
+    db = tmp_path / "cut.db"
+    with pytest.raises(KeyboardInterrupt):
+        async_run("deceptive", "truncation", storage=db, backend=Interrupted(201))
+    cut = hp.load(db)
+    settings = RunSettings.from_dict(cut.population.settings)
+    controller = controller_for(settings, Space.from_dict(cut.population.space))
+    replayed = replay_schedule(cut.events, controller)
+    assert replayed is not None
+    (running, *_), at = replayed[0].running(), cut.population.members
+    RequestLog(db).append(Request("stop", running, {}))
+    res = hp.resume(db, trainable=load_file(EXAMPLES / "deceptive.py").trainable, progress=False)
+    assert res.summary()["status"] == "finished"
+    assert {m.id: m.step for m in res.members} == {
+        i: at[i].step if i == running else 60 for i in at
+    }
