@@ -396,30 +396,47 @@ class TransformersTrainable(Trainable):
     def _apply_in_place(self) -> None:
         config, trainer = self.config, self.trainer
         optimizer = _common.unwrap(trainer.optimizer, "optimizer")
-        scheduler = _common.unwrap(trainer.lr_scheduler, "scheduler")
-        if "warmup_steps" in config or "warmup_ratio" in config:
-            _set_warmup(scheduler, config)
-        lr = config.get("learning_rate", config.get("lr"))
-        if lr is not None:
-            _common.set_learning_rate(optimizer, lr, scheduler)
-        elif "warmup_steps" in config or "warmup_ratio" in config:
-            _common.set_learning_rate(optimizer, scheduler.base_lrs[0], scheduler)
+        _set_schedule(optimizer, _common.unwrap(trainer.lr_scheduler, "scheduler"), config)
         if "weight_decay" in config:
             decay = _decay_groups(trainer, optimizer)
             for i, group in enumerate(optimizer.param_groups):
                 if i in decay:
                     group["weight_decay"] = float(config["weight_decay"])
-        for key, index in (("adam_beta1", 0), ("adam_beta2", 1)):
+        for key, (name, index) in _ADAM.items():
             if key in config:
                 for group in optimizer.param_groups:
-                    if "betas" in group:
-                        betas = list(group["betas"])
-                        betas[index] = float(config[key])
-                        group["betas"] = tuple(betas)
-        if "adam_epsilon" in config:
-            for group in optimizer.param_groups:
-                if "eps" in group:
-                    group["eps"] = float(config["adam_epsilon"])
+                    if name in group:
+                        group[name] = _replaced(group[name], index, float(config[key]))
+
+
+#: the Adam settings a config may explore: the parameter group's entry each one sets, and
+#: which item of it (None: the whole entry)
+_ADAM: dict[str, tuple[str, int | None]] = {
+    "adam_beta1": ("betas", 0),
+    "adam_beta2": ("betas", 1),
+    "adam_epsilon": ("eps", None),
+}
+
+
+def _replaced(entry: Any, index: int | None, value: float) -> Any:
+    """``value``, or the tuple ``entry`` with its item ``index`` replaced by it."""
+    if index is None:
+        return value
+    items = list(entry)
+    items[index] = value
+    return tuple(items)
+
+
+def _set_schedule(optimizer: Any, scheduler: Any, config: Mapping[str, Any]) -> None:
+    """The config's learning rate and warmup, in the optimiser and its scheduler."""
+    warmup = "warmup_steps" in config or "warmup_ratio" in config
+    if warmup:
+        _set_warmup(scheduler, config)
+    lr = config.get("learning_rate", config.get("lr"))
+    if lr is not None:
+        _common.set_learning_rate(optimizer, lr, scheduler)
+    elif warmup:
+        _common.set_learning_rate(optimizer, scheduler.base_lrs[0], scheduler)
 
 
 def _decay_groups(trainer: Any, optimizer: Any) -> set[int]:
