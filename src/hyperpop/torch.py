@@ -77,9 +77,13 @@ DEFAULT_MAPPING: dict[str, GroupKey] = {
 }
 
 
-def _set(group: dict[str, Any], key: str, value: Any) -> None:
+def set_entry(group: dict[str, Any], key: str, value: Any, index: int | None = None) -> None:
+    """Set a parameter group's entry ``key`` (or item ``index`` of a tuple entry such as
+    ``betas``) to ``value``, in place: a tensor entry keeps its tensor."""
     old = group[key]
-    if isinstance(old, torch.Tensor):
+    if index is not None:
+        group[key] = (*old[:index], float(value), *old[index + 1 :])
+    elif isinstance(old, torch.Tensor):
         # a tensor learning rate (capturable / compiled optimisers): keep the tensor, new value
         with torch.no_grad():
             old.fill_(float(value))
@@ -144,12 +148,7 @@ def apply_to_optimizer(
                         f"{sorted(k for k in group if k != 'params')})"
                     )
                 break
-            if index is None:
-                _set(group, key, value)
-            else:
-                items = list(group[key])
-                items[index] = float(value)
-                group[key] = tuple(items)
+            set_entry(group, key, value, index)
             applied[key] = group[key]
     if scheduler is not None and "lr" in applied:
         lr = applied["lr"]
@@ -495,5 +494,5 @@ class ScheduleLR(torch.optim.lr_scheduler.LRScheduler):
         config = self.config()
         for group in self.optimizer.param_groups:
             for key, path in self.others.items():
-                _set(group, key, _lookup(config, path))
+                set_entry(group, key, _lookup(config, path))
         return [float(_lookup(config, self.lr_path))] * len(self.optimizer.param_groups)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from hyperpop.torch import set_entry
 from hyperpop.trainable import TrainableError
 
 #: config keys that only seed a member (``TorchTrainable`` reads ``config["seed"]`` the same way)
@@ -28,15 +29,6 @@ def unwrap(obj: Any, attr: str) -> Any:
     ``AcceleratedScheduler.scheduler``), or ``obj`` itself."""
     inner = getattr(obj, attr, None)
     return obj if inner is None or inner is obj else inner
-
-
-def _write(group: dict[str, Any], key: str, value: float) -> None:
-    old = group.get(key)
-    if isinstance(old, torch.Tensor):  # a tensor learning rate (capturable optimisers)
-        with torch.no_grad():
-            old.fill_(value)
-    else:
-        group[key] = value
 
 
 def set_learning_rate(optimizer: Any, lr: float, scheduler: Any = None) -> None:
@@ -59,33 +51,13 @@ def set_learning_rate(optimizer: Any, lr: float, scheduler: Any = None) -> None:
             factor = float(lambdas[i](sched.last_epoch))
         elif i < len(bases) and float(bases[i]) > 0:
             factor = float(group["lr"]) / float(bases[i])
-        _write(group, "lr", lr * factor)
+        set_entry(group, "lr", lr * factor)
         if "initial_lr" in group:
             group["initial_lr"] = lr
     if sched is not None and bases:
         sched.base_lrs = [lr for _ in bases]
     if sched is not None and hasattr(sched, "_last_lr"):
         sched._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
-
-
-def to_cpu(obj: Any) -> Any:
-    """``obj`` with every tensor in its dicts, lists and tuples moved to the CPU (a state saved
-    on a GPU then loads on any machine; tensors already on the CPU are not copied)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        items = {k: to_cpu(v) for k, v in obj.items()}
-        if type(obj) is dict:
-            return items
-        try:  # an OrderedDict (a state_dict), Lightning's AttributeDict...
-            return type(obj)(items)
-        except TypeError:
-            return items
-    if isinstance(obj, list):
-        return [to_cpu(v) for v in obj]
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(to_cpu(v) for v in obj)
-    return obj
 
 
 def rng_state() -> dict[str, Any]:

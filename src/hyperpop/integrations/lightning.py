@@ -42,6 +42,7 @@ from hyperpop.torch import (
     apply_to_optimizer,
     reinitialize,
     shrink_perturb,
+    to_cpu,
 )
 from hyperpop.trainable import Trainable, TrainableError
 
@@ -373,7 +374,7 @@ class LightningTrainable(Trainable):
         state = dict(self._ckpt) if self._ckpt is not None else {}
         state["state_dict"] = self.module.state_dict()
         state["hyperpop_rng"] = _common.rng_state()
-        return _common.to_cpu(state)
+        return to_cpu(state)
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Take a state from :meth:`save` (possibly another member's): the weights at once, the

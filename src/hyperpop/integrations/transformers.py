@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from hyperpop.integrations import _common
-from hyperpop.torch import reinitialize, shrink_perturb
+from hyperpop.torch import reinitialize, set_entry, shrink_perturb, to_cpu
 from hyperpop.trainable import Trainable, TrainableError
 
 try:
@@ -331,7 +331,7 @@ class TransformersTrainable(Trainable):
             state["global_step"] = int(trainer.state.global_step)
         elif self._pending is not None:  # loaded, not trained yet: keep what was loaded
             state.update({k: v for k, v in self._pending.items() if k not in state})
-        return _common.to_cpu(state)
+        return to_cpu(state)
 
     def load(self, state: Mapping[str, Any]) -> None:
         """Take a state from :meth:`save` (possibly another member's): the weights at once, the
@@ -401,12 +401,12 @@ class TransformersTrainable(Trainable):
             decay = _decay_groups(trainer, optimizer)
             for i, group in enumerate(optimizer.param_groups):
                 if i in decay:
-                    group["weight_decay"] = float(config["weight_decay"])
+                    set_entry(group, "weight_decay", float(config["weight_decay"]))
         for key, (name, index) in _ADAM.items():
             if key in config:
                 for group in optimizer.param_groups:
                     if name in group:
-                        group[name] = _replaced(group[name], index, float(config[key]))
+                        set_entry(group, name, float(config[key]), index)
 
 
 #: the Adam settings a config may explore: the parameter group's entry each one sets, and
@@ -416,15 +416,6 @@ _ADAM: dict[str, tuple[str, int | None]] = {
     "adam_beta2": ("betas", 1),
     "adam_epsilon": ("eps", None),
 }
-
-
-def _replaced(entry: Any, index: int | None, value: float) -> Any:
-    """``value``, or the tuple ``entry`` with its item ``index`` replaced by it."""
-    if index is None:
-        return value
-    items = list(entry)
-    items[index] = value
-    return tuple(items)
 
 
 def _set_schedule(optimizer: Any, scheduler: Any, config: Mapping[str, Any]) -> None:
