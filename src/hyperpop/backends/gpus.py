@@ -105,44 +105,62 @@ def gpu_memory() -> dict[str, int]:
 def _requested(gpus: GpuSpec, discover: Callable[[], Sequence[str]]) -> list[str]:
     """The device ids that ``gpus=`` names (``[]``: no placement)."""
     if isinstance(gpus, bool):
-        raise ValueError(f"gpus must be a count, 'all', or device ids such as [0, 1], got {gpus!r}")
+        raise ValueError(_BAD_SPEC.format(gpus))
     if gpus is None or (isinstance(gpus, str) and gpus.strip().lower() == "all"):
-        found = [str(g) for g in discover()]
-        if not found:
-            raise ValueError(
-                "GPUs were asked for but none is visible (CUDA_VISIBLE_DEVICES is empty or "
-                "unset and nvidia-smi -L lists none); check the drivers, or leave gpus and "
-                "gpus_per_member out to train on CPU workers"
-            )
-        return found
+        return _every(discover)
     if isinstance(gpus, numbers.Integral):
-        n = int(gpus)
-        if n < 0:
-            raise ValueError(f"gpus must be >= 0 (a count of GPUs), got {gpus!r}")
-        if n == 0:
-            return []
-        found = [str(g) for g in discover()]
-        asks = f"gpus={n} asks for {'a GPU' if n == 1 else f'{n} GPUs'}"
-        if not found:
-            raise ValueError(
-                f"{asks} but none is visible (CUDA_VISIBLE_DEVICES is empty or unset and "
-                "nvidia-smi -L lists none); check the drivers, or leave gpus out (or gpus=0) "
-                "to train on CPU workers"
-            )
-        if len(found) < n:
-            names = ", ".join(repr(g) if not g.isdigit() else g for g in found)
-            raise ValueError(
-                f"{asks} but {len(found)} {'is' if len(found) == 1 else 'are'} visible "
-                f"({', '.join(found)}); ask for at most {len(found)}, or name the ones to use "
-                f"(gpus=[{names}])"
-            )
-        return found[:n]
+        return _first(gpus, discover)
+    return _named(gpus, discover)
+
+
+_BAD_SPEC = "gpus must be a count, 'all', or device ids such as [0, 1], got {!r}"
+
+
+def _every(discover: Callable[[], Sequence[str]]) -> list[str]:
+    """Every visible GPU (``gpus=None`` or ``"all"``)."""
+    found = [str(g) for g in discover()]
+    if not found:
+        raise ValueError(
+            "GPUs were asked for but none is visible (CUDA_VISIBLE_DEVICES is empty or "
+            "unset and nvidia-smi -L lists none); check the drivers, or leave gpus and "
+            "gpus_per_member out to train on CPU workers"
+        )
+    return found
+
+
+def _first(gpus: numbers.Integral, discover: Callable[[], Sequence[str]]) -> list[str]:
+    """The first ``gpus`` visible GPUs (``gpus=n``)."""
+    n = int(gpus)
+    if n < 0:
+        raise ValueError(f"gpus must be >= 0 (a count of GPUs), got {gpus!r}")
+    if n == 0:
+        return []
+    found = [str(g) for g in discover()]
+    asks = f"gpus={n} asks for {'a GPU' if n == 1 else f'{n} GPUs'}"
+    if not found:
+        raise ValueError(
+            f"{asks} but none is visible (CUDA_VISIBLE_DEVICES is empty or unset and "
+            "nvidia-smi -L lists none); check the drivers, or leave gpus out (or gpus=0) "
+            "to train on CPU workers"
+        )
+    if len(found) < n:
+        names = ", ".join(repr(g) if not g.isdigit() else g for g in found)
+        raise ValueError(
+            f"{asks} but {len(found)} {'is' if len(found) == 1 else 'are'} visible "
+            f"({', '.join(found)}); ask for at most {len(found)}, or name the ones to use "
+            f"(gpus=[{names}])"
+        )
+    return found[:n]
+
+
+def _named(gpus: object, discover: Callable[[], Sequence[str]]) -> list[str]:
+    """The devices ``gpus`` names (``"0,1"``, ``[0, 1]``, UUIDs), each visible and named once."""
     if isinstance(gpus, str):
         ids = [p.strip() for p in gpus.split(",")]
     elif isinstance(gpus, Sequence):
         ids = [str(g).strip() for g in gpus]
     else:
-        raise ValueError(f"gpus must be a count, 'all', or device ids such as [0, 1], got {gpus!r}")
+        raise ValueError(_BAD_SPEC.format(gpus))
     if not ids or ids == [""]:
         raise ValueError(
             f"gpus={gpus!r} names no device; name some (gpus=[0, 1]), or leave gpus out (or "

@@ -35,30 +35,39 @@ import cloudpickle
 from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
 from hyperpop.backends.cache import FALLBACK_COUNT, ByteBudget, auto_budget, parse_bytes
 from hyperpop.backends.gpus import GpuSpec, gpu_memory, placement
-from hyperpop.backends.process_group import ProcessGroup
+from hyperpop.backends.process_group import ProcessGroup, await_started
+from hyperpop.backends.slots import Slot, SlotPool
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
 __all__ = ["LocalBackend"]
 
 
-class _Slot:
+class _Worker(Slot):
+    """A slot of the local backend: its worker process(es), and what they are given."""
+
     def __init__(self, index: int):
-        self.index = index
+        super().__init__(index)
         self.group: ProcessGroup | None = None  # its worker process(es)
-        self.task: Task | None = None
         self.since = 0.0  # when the task was sent (time.monotonic())
-        self.members: set[int] = set()  # members whose latest state this worker holds
         self.evicted: set[int] = set()  # members its worker dropped during the running task
         self.devices: tuple[str, ...] | None = None  # its GPUs (CUDA_VISIBLE_DEVICES)
         self.cache_bytes: int | None = None  # its worker's byte budget for held members
         self.cache_size: int | None = None  # its worker's count limit for held members
-        self.retiring = False  # resize() shrank the backend: the slot goes once idle
 
     @property
     def proc(self) -> Any:
         """Its worker process (rank 0 of a group; None before it starts)."""
         return self.group.procs[0] if self.group is not None and self.group.procs else None
+
+    def send(self, msg: tuple[str, Any]) -> None:
+        """Tell its worker(s) (a dead one is replaced by the next poll)."""
+        if self.group is not None:
+            self.group.send(msg)
+
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
 
 
 class LocalBackend(Backend):
@@ -141,7 +150,7 @@ class LocalBackend(Backend):
             parse_bytes(cache_bytes)  # a bad value fails here, not in start()
         self.cache_bytes = cache_bytes
         self.threads = threads_per_worker or max(1, cores // (self.workers * n))
-        self._slots: list[_Slot] = []
+        self._slots: SlotPool[_Worker] = SlotPool(_Worker, "worker")
         self._factory: bytes = b""
         self._root = ""
         self._results: list[TaskResult] = []  # failures found outside poll, returned by it
@@ -156,18 +165,20 @@ class LocalBackend(Backend):
     def start(self, factory: Callable[[], Trainable], checkpoints: CheckpointStore) -> None:
         self._factory = cloudpickle.dumps(factory)
         self._root = str(checkpoints.root)
-        self._slots = [_Slot(i) for i in range(self.workers)]
-        budgets = self._budgets()
-        for slot in self._slots:
-            slot.devices = None if self.devices is None else self.devices[slot.index]
-            slot.cache_bytes = budgets[slot.index]
-            slot.cache_size = self.cache_size
-            if slot.cache_bytes is None and self.cache_bytes == "auto" and self.cache_size is None:
-                slot.cache_size = FALLBACK_COUNT  # no memory size to take a share of: a count
+        self._slots = SlotPool(_Worker, "worker")
+        for budget in self._budgets():
+            self._configure(self._slots.add(), budget)
         for slot in self._slots:
             self._spawn(slot)
         for slot in self._slots:
             self._await_ready(slot)
+
+    def _configure(self, slot: _Worker, budget: int | None) -> None:
+        """Give a new slot its devices and its worker's limits (``budget``: its bytes)."""
+        slot.devices = None if self.devices is None else self.devices[slot.index]
+        slot.cache_bytes, slot.cache_size = budget, self.cache_size
+        if budget is None and self.cache_bytes == "auto" and self.cache_size is None:
+            slot.cache_size = FALLBACK_COUNT  # no memory size to take a share of: a count
 
     def _budgets(self) -> list[int | None]:
         """Each worker's byte budget for held members (None: no byte limit)."""
@@ -194,7 +205,7 @@ class LocalBackend(Backend):
         if self.log_dir is not None:
             os.makedirs(self.log_dir, exist_ok=True)
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: _Worker) -> None:
         """Start fresh worker process(es) for ``slot`` and send them what they need."""
         if slot.group is not None:
             slot.group.close()
@@ -215,7 +226,7 @@ class LocalBackend(Backend):
             threads=self.threads,
         )
         slot.group.spawn()  # a worker dead at once is found by _await_ready
-        slot.task, slot.members, slot.evicted = None, set(), set()
+        slot.task, slot.held, slot.evicted = None, {}, set()
 
     def set_step_timeout(self, seconds: float | None) -> None:
         """Kill a worker whose task runs longer than ``seconds`` and report the task failed
@@ -224,19 +235,20 @@ class LocalBackend(Backend):
             raise ValueError(f"step_timeout must be a positive number of seconds, got {seconds!r}")
         self.step_timeout = seconds
 
-    def _replace(self, slot: _Slot) -> None:
+    def _replace(self, slot: _Worker) -> None:
         """Start fresh worker process(es) in place of the dead (or killed) ones in ``slot``."""
         self._spawn(slot)
         self._await_ready(slot)
 
-    def _await_ready(self, slot: _Slot, restarts: int = 3) -> None:
+    def _await_ready(self, slot: _Worker) -> None:
+        def respawn() -> ProcessGroup:
+            self._spawn(slot)
+            assert slot.group is not None
+            return slot.group
+
         assert slot.group is not None
         try:
-            while not slot.group.await_ready():  # killed as it started: start another
-                if restarts <= 0:
-                    raise RuntimeError(f"worker process {slot.index} was killed at start")
-                restarts -= 1
-                self._spawn(slot)
+            await_started(slot.group, respawn)
         except RuntimeError:
             self.shutdown()
             raise
@@ -247,28 +259,17 @@ class LocalBackend(Backend):
         return {m: n for m, n in self._progress.items() if m in busy}
 
     def free_slots(self) -> list[int]:
-        return [s.index for s in self._slots if s.task is None and not s.retiring]
+        return [s.index for s in self._slots.free()]
 
     def affinity(self, member: int) -> int | None:
-        for s in self._slots:
-            if member in s.members and not s.retiring:
-                return s.index
-        return None
+        return self._slots.affinity(member)
 
     def submit(self, task: Task, slot: int | None = None) -> None:
-        free = [s for s in self._slots if s.task is None and not s.retiring]
-        if not free:
-            raise RuntimeError("no free worker: the driver submitted beyond capacity")
-        chosen = next((s for s in free if s.index == slot), None)
-        if chosen is None:
-            chosen = next((s for s in free if task.member in s.members), free[0])
-        for s in self._slots:
-            if s is not chosen and task.member in s.members:
-                s.members.discard(task.member)  # its copy is stale once another worker trains
-                self._send(s, ("forget", task.member))  # a dead one is replaced by poll
+        chosen = self._slots.choose(task, slot, self._slots.free())
+        for s in self._slots.release(task.member, keep=chosen):
+            s.send(("forget", task.member))  # its copy is stale once another worker trains
         assert chosen.group is not None
-        chosen.task, chosen.since = task, time.monotonic()
-        chosen.evicted = set()
+        chosen.since, chosen.evicted = time.monotonic(), set()
         if not chosen.group.submit(task):
             # a worker died while idle: replace the group and hand the task to the new one
             self._replace(chosen)
@@ -277,11 +278,7 @@ class LocalBackend(Backend):
             if not chosen.group.submit(task):
                 self._results.append(self._lost(chosen, task))
 
-    def _send(self, slot: _Slot, msg: tuple[str, Any]) -> None:
-        if slot.group is not None:
-            slot.group.send(msg)
-
-    def _lost(self, slot: _Slot, task: Task) -> TaskResult:
+    def _lost(self, slot: _Worker, task: Task) -> TaskResult:
         """The failure of a task whose worker died as it was handed over; a fresh one waits."""
         assert slot.group is not None
         failed = [arg for kind, arg in slot.group.read() if kind == "failed"]
@@ -297,48 +294,62 @@ class LocalBackend(Backend):
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
         out, self._results = self._results, []
-        self._retire()
+        self._stop_retired()
         for s in self._slots:  # a worker that died while idle: replace it
             if s.task is None and s.group is not None and not s.group.alive():
                 self._replace(s)
-        busy = [s for s in self._slots if s.task is not None]
+        busy = self._slots.busy()
         if not busy:
             return out
+        out.extend(self._wait(busy, 0.0 if out else timeout))
+        out.extend(self._time_out())
+        self._stop_retired()
+        return out
+
+    def _wait(self, busy: list[_Worker], timeout: float | None) -> list[TaskResult]:
+        """Wait up to ``timeout`` seconds (at most until the first step timeout) for the
+        workers to say something; what they said."""
         # keyed by what multiprocessing's wait() takes and returns: connections, descriptors
-        keys: dict[Any, _Slot] = {}
+        keys: dict[Any, _Worker] = {}
         for s in self._slots:
             assert s.group is not None
             keys.update((w, s) for w in s.group.waitables())
-        wait_for = 0.0 if out else timeout
         if self.step_timeout is not None:
             first = min(s.since for s in busy) + self.step_timeout
             left = max(0.0, first - time.monotonic())
-            wait_for = left if wait_for is None else min(wait_for, left)
-        done: set[int] = set()
-        for r in wait(list(keys), wait_for):
-            slot = keys[r]
-            if slot.index in done:
-                continue
-            done.add(slot.index)
+            timeout = left if timeout is None else min(timeout, left)
+        out = []
+        for slot in dict.fromkeys(keys[r] for r in wait(list(keys), timeout)):
             out.extend(self._read(slot))
-        if self.step_timeout is not None:
-            now = time.monotonic()
-            for slot in self._slots:
-                task = slot.task
-                if task is None or now - slot.since <= self.step_timeout:
-                    continue
-                assert slot.group is not None
-                if slot.group.pending():
-                    continue  # it finished while this poll replaced another worker: read next
-                slot.task = None
-                self._progress.pop(task.member, None)
-                out.append(slot.group.timed_out(task, self.step_timeout))
-                if not slot.retiring:  # a retiring slot goes: no fresh worker for it
-                    self._replace(slot)
-        self._retire()
         return out
 
-    def _read(self, slot: _Slot) -> list[TaskResult]:
+    def _time_out(self) -> list[TaskResult]:
+        """Fail the tasks that ran past the step timeout (their workers are killed)."""
+        out: list[TaskResult] = []
+        if self.step_timeout is None:
+            return out
+        now = time.monotonic()
+        for slot in self._slots.busy():
+            if now - slot.since <= self.step_timeout:
+                continue
+            assert slot.group is not None and slot.task is not None
+            if slot.group.pending():
+                continue  # it finished while this poll replaced another worker: read next
+            failure = slot.group.timed_out(slot.task, self.step_timeout)
+            out.append(self._end(slot, failure, failed=True))
+        return out
+
+    def _end(self, slot: _Worker, result: TaskResult, failed: bool) -> TaskResult:
+        """The slot's task ended with ``result``; after a failure its worker(s) start afresh
+        (a retiring slot's go instead)."""
+        assert slot.task is not None
+        self._progress.pop(slot.task.member, None)
+        slot.task = None
+        if failed and not slot.retiring:
+            self._replace(slot)
+        return result
+
+    def _read(self, slot: _Worker) -> list[TaskResult]:
         """Act on what a slot's worker(s) said: progress, evictions, the task's end."""
         assert slot.group is not None
         task = slot.task
@@ -351,29 +362,22 @@ class LocalBackend(Backend):
             if kind == "progress":  # steps trained so far: still at work
                 self._progress[arg[0]] = arg[1]
             elif kind == "evicted":  # dropped from its memory to stay within budget
-                slot.members.difference_update(arg)
+                for member in arg:
+                    slot.held.pop(member, None)
                 slot.evicted.update(arg)
             elif kind == "result":
-                slot.task = None
-                self._progress.pop(task.member, None)
+                out.append(self._end(slot, arg, failed=False))
                 if arg.checkpoint is not None and task.member not in slot.evicted:
-                    slot.members.add(task.member)
+                    slot.held[task.member] = arg.checkpoint
                 else:
-                    slot.members.discard(task.member)
-                out.append(arg)
+                    slot.held.pop(task.member, None)
             elif kind == "failed":  # a worker died (or a rank raised): a fresh group
-                slot.task = None
-                self._progress.pop(task.member, None)
-                out.append(arg)
-                if not slot.retiring:
-                    self._replace(slot)
+                out.append(self._end(slot, arg, failed=True))
         return out
 
     def forget(self, member: int) -> None:
-        for s in self._slots:
-            if member in s.members:
-                s.members.discard(member)
-                self._send(s, ("forget", member))  # a dead one is replaced by poll
+        for s in self._slots.release(member):
+            s.send(("forget", member))
 
     def pids(self) -> list[int]:
         """Process ids of the workers, every rank of each slot (for tests and monitoring)."""
@@ -392,32 +396,23 @@ class LocalBackend(Backend):
         self.workers = workers
         if not self._slots:  # not started: start() makes them
             return
-        keep = sorted(self._slots, key=lambda s: (s.task is None, s.index))[:workers]
-        for s in self._slots:
-            s.retiring = s not in keep
-        budget = self._budgets()[0]
-        index = max(s.index for s in self._slots) + 1
-        while len(keep) < workers:
-            slot = _Slot(index)
-            slot.cache_bytes, slot.cache_size = budget, self.cache_size
-            if budget is None and self.cache_bytes == "auto" and self.cache_size is None:
-                slot.cache_size = FALLBACK_COUNT
-            self._slots.append(slot)
-            keep.append(slot)
+        add, stop = self._slots.resize(workers)
+        for s in stop:
+            s.stop()
+        budget = self._budgets()[0] if add else None
+        for _ in range(add):
+            slot = self._slots.add()
+            self._configure(slot, budget)
             self._spawn(slot)
             self._await_ready(slot)
-            index += 1
-        self._retire()
+        self._stop_retired()
 
-    def _retire(self) -> None:
+    def _stop_retired(self) -> None:
         """Stop the worker(s) of retiring slots that have no task running."""
-        for s in [s for s in self._slots if s.retiring and s.task is None]:
-            if s.group is not None:
-                s.group.stop()
-            self._slots.remove(s)
+        for s in self._slots.retired():
+            s.stop()
 
     def shutdown(self) -> None:
         for s in self._slots:
-            if s.group is not None:
-                s.group.stop()
-        self._slots = []
+            s.stop()
+        self._slots.clear()

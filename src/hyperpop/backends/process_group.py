@@ -33,9 +33,16 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hyperpop.backends.base import Task, TaskResult
-from hyperpop.backends.processes import THREAD_VARS, WorkerProcess, spawn_worker
+from hyperpop.backends.processes import WorkerProcess, spawn_worker, thread_env
 
-__all__ = ["DEFAULT_DIST_TIMEOUT", "ProcessGroup", "free_port", "rank_env", "run_interval"]
+__all__ = [
+    "DEFAULT_DIST_TIMEOUT",
+    "ProcessGroup",
+    "await_started",
+    "free_port",
+    "rank_env",
+    "run_interval",
+]
 
 #: seconds a collective waits for a peer when no step timeout is set
 DEFAULT_DIST_TIMEOUT = 300.0
@@ -62,9 +69,8 @@ def rank_env(
     """The environment of rank ``rank`` of a group of ``size`` on this machine (a group of 1
     gets no distributed variables: a single process is no process group)."""
     env = dict(os.environ if base is None else base)
-    if threads is not None:
-        for var in THREAD_VARS:  # before the worker imports numerical libraries
-            env.setdefault(var, str(threads))
+    if threads is not None:  # before the worker imports numerical libraries
+        thread_env(threads, env)
     if devices is not None:  # the member's GPUs, numbered as nvidia-smi numbers them
         env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -122,8 +128,9 @@ class ProcessGroup:
         self._done: dict[int, TaskResult] = {}  # rank -> its result of the running task
 
     # --- life -------------------------------------------------------------------------------
-    def spawn(self) -> None:
-        """Start the ranks (a fresh port for the group); :meth:`await_ready` waits for them."""
+    def spawn(self) -> ProcessGroup:
+        """Start the ranks (a fresh port for the group); :meth:`await_ready` waits for them.
+        Returns the group."""
         self.close()
         port = free_port() if self.size > 1 else 0
         group_id = f"{self.name}-{uuid.uuid4().hex[:8]}"
@@ -142,6 +149,7 @@ class ProcessGroup:
             self.procs.append(proc)
             self.conns.append(conn)
         self.task, self._done = None, {}
+        return self
 
     def await_ready(self) -> bool:
         """Wait until every rank has loaded the trainable: True, or False when a rank was
@@ -171,14 +179,8 @@ class ProcessGroup:
         return True
 
     def start(self, restarts: int = 3) -> None:
-        """:meth:`spawn` and :meth:`await_ready`, spawning again (up to ``restarts`` times)
-        when a rank is killed as it starts."""
-        self.spawn()
-        while not self.await_ready():
-            if restarts <= 0:
-                raise RuntimeError(f"the worker processes of {self.name} were killed at start")
-            restarts -= 1
-            self.spawn()
+        """:meth:`spawn` and wait for the ranks (:func:`await_started`)."""
+        await_started(self.spawn(), self.spawn, restarts)
 
     def alive(self) -> bool:
         """Whether every rank is running."""
@@ -262,9 +264,25 @@ class ProcessGroup:
         ``("failed", TaskResult)`` when a rank died, or raised in a group of several (the
         other ranks are then killed: the caller replaces the group)."""
         task = self.task
-        out: list[tuple[str, Any]] = []
         if task is None:
-            return out
+            return []
+        out, dead = self._receive()
+        raised = [r for r, res in sorted(self._done.items()) if res.error is not None]
+        if self.size > 1 and raised:
+            out.append(("failed", self._raised(task, raised[0])))
+        elif len(self._done) == self.size:
+            out.append(("result", self._finished(task)))
+        else:
+            if dead is None:
+                dead = next((r for r, p in enumerate(self.procs) if not p.is_alive()), None)
+            if dead is not None:
+                out.append(("failed", self._died(task, dead)))
+        return out
+
+    def _receive(self) -> tuple[list[tuple[str, Any]], int | None]:
+        """Read what the ranks sent: each rank's result into ``_done``; rank 0's progress and
+        evictions, returned with the first rank whose connection broke (None: none)."""
+        out: list[tuple[str, Any]] = []
         dead: int | None = None
         for rank, conn in enumerate(self.conns):
             try:
@@ -276,39 +294,38 @@ class ProcessGroup:
                         out.append((kind, arg))
             except (EOFError, OSError):
                 dead = rank if dead is None else dead
-        raised = [r for r, res in sorted(self._done.items()) if res.error is not None]
-        if self.size > 1 and raised:
-            rank = raised[0]
-            self.kill()
-            res = self._done[rank]
-            error = (
-                f"rank {rank} of member {task.member}'s {self.size} processes failed; the "
-                f"group was stopped and the member restarts from its last checkpoint:\n"
-                f"{res.error}"
-            )
-            out.append(("failed", self._failure(task, error, fatal=res.fatal)))
-            return out
-        if len(self._done) == self.size:
-            result = self._done[0]
-            self.task, self._done = None, {}
-            if self.size > 1 and result.checkpoint is not None:
-                self.send(("blob", (task.member, result.checkpoint)))
-            out.append(("result", result))
-            return out
-        for rank, p in enumerate(self.procs):
-            if dead is None and not p.is_alive():
-                dead = rank
-        if dead is not None:
-            proc = self.procs[dead]
-            proc.join(timeout=5)
-            code = proc.exitcode
-            self.kill()
-            error = (
-                f"worker process {self._who(dead)} died while training member {task.member} "
-                f"(exit code {code}); the member restarts from its last checkpoint"
-            )
-            out.append(("failed", self._failure(task, error)))
-        return out
+        return out, dead
+
+    def _raised(self, task: Task, rank: int) -> TaskResult:
+        """Rank ``rank`` of a group of several raised: the other ranks are killed."""
+        self.kill()
+        res = self._done[rank]
+        error = (
+            f"rank {rank} of member {task.member}'s {self.size} processes failed; the "
+            f"group was stopped and the member restarts from its last checkpoint:\n"
+            f"{res.error}"
+        )
+        return self._failure(task, error, fatal=res.fatal)
+
+    def _finished(self, task: Task) -> TaskResult:
+        """Every rank finished: rank 0's result (the other ranks learn its blob's id)."""
+        result = self._done[0]
+        self.task, self._done = None, {}
+        if self.size > 1 and result.checkpoint is not None:
+            self.send(("blob", (task.member, result.checkpoint)))
+        return result
+
+    def _died(self, task: Task, rank: int) -> TaskResult:
+        """Rank ``rank`` died: the group is killed."""
+        proc = self.procs[rank]
+        proc.join(timeout=5)
+        code = proc.exitcode
+        self.kill()
+        error = (
+            f"worker process {self._who(rank)} died while training member {task.member} "
+            f"(exit code {code}); the member restarts from its last checkpoint"
+        )
+        return self._failure(task, error)
 
     def timed_out(self, task: Task, seconds: float) -> TaskResult:
         """Kill the group of a task past the step timeout; the task's failure."""
@@ -362,6 +379,24 @@ class ProcessGroup:
 
     def _failure(self, task: Task, error: str, fatal: bool = False) -> TaskResult:
         return TaskResult(task=task, error=error, fatal=fatal, worker=self.name)
+
+
+def await_started(
+    group: ProcessGroup, respawn: Callable[[], ProcessGroup], restarts: int = 3
+) -> ProcessGroup:
+    """Wait until every rank of ``group`` is ready; when one is killed as it starts (not a
+    failure of its own), wait for the group ``respawn()`` starts in its place instead, up to
+    ``restarts`` times. Returns the group that started.
+
+    Raises:
+        RuntimeError: a rank could not start, or ranks were killed at start too often.
+    """
+    while not group.await_ready():
+        if restarts <= 0:
+            raise RuntimeError(f"the worker processes of {group.name} were killed at start")
+        restarts -= 1
+        group = respawn()
+    return group
 
 
 def run_interval(

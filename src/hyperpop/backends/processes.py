@@ -22,13 +22,25 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hyperpop.backends.base import Task
 from hyperpop.checkpoints import CheckpointStore, StateStore
 
-__all__ = ["PROGRESS_EVERY", "THREAD_VARS", "RankStore", "WorkerProcess", "spawn_worker"]
+if TYPE_CHECKING:
+    from hyperpop.backends.worker import WorkerCore
+
+__all__ = [
+    "PROGRESS_EVERY",
+    "THREAD_VARS",
+    "RankStore",
+    "WorkerProcess",
+    "spawn_worker",
+    "thread_env",
+    "torch_threads",
+]
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -52,6 +64,30 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def thread_env(threads: int, env: MutableMapping[str, str]) -> None:
+    """One core's worth of threads each: ``OMP_NUM_THREADS`` and friends in ``env`` (where
+    not set), read by numerical libraries as they are imported."""
+    for var in THREAD_VARS:
+        env.setdefault(var, str(threads))
+
+
+def torch_threads(threads: int) -> None:
+    """PyTorch ignores ``OMP_NUM_THREADS`` if it was imported before it was set: if it is
+    imported already, set its thread pool's size directly."""
+    try:
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _flush() -> None:
+    """Flush this process's output streams (a closed or broken one is left)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 @contextlib.contextmanager
 def _output_to(path: str | None) -> Iterator[None]:
     """Send this process's stdout and stderr (file descriptors 1 and 2: prints and C libraries'
@@ -59,9 +95,7 @@ def _output_to(path: str | None) -> Iterator[None]:
     if path is None:
         yield
         return
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     saved = os.dup(1), os.dup(2)
     try:
@@ -70,9 +104,7 @@ def _output_to(path: str | None) -> Iterator[None]:
         os.close(fd)
         yield
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         os.close(saved[0])
@@ -110,8 +142,7 @@ def _worker_main(
     # Ctrl-C in a terminal reaches the whole process group: the driver decides, workers ignore.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Before the user's code imports numerical libraries: one core's worth of threads each.
-    for var in THREAD_VARS:
-        os.environ.setdefault(var, str(threads))
+    thread_env(threads, os.environ)
     from hyperpop.backends.worker import WorkerCore
 
     try:
@@ -119,11 +150,7 @@ def _worker_main(
     except Exception as e:  # noqa: BLE001 - reported to the driver
         conn.send(("fatal", f"cannot load the trainable in a worker process: {e!r}"))
         return
-    try:  # PyTorch ignores OMP_NUM_THREADS if it was imported before we set it
-        if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
-    except Exception:  # noqa: BLE001
-        pass
+    torch_threads(threads)
     store: StateStore = CheckpointStore(root)
     if rank > 0:
         store = RankStore(store)
@@ -137,30 +164,7 @@ def _worker_main(
         except (EOFError, OSError):
             return
         if msg == "task":
-            last = [time.monotonic()]
-
-            def step(n: int, member: int = arg.member, last: list[float] = last) -> None:
-                if rank == 0 and time.monotonic() - last[0] >= PROGRESS_EVERY:
-                    last[0] = time.monotonic()
-                    conn.send(("progress", (member, n)))
-
-            log = None
-            if log_dir is not None:
-                suffix = f".rank{rank}" if rank > 0 else ""
-                log = os.path.join(log_dir, f"member-{arg.member}{suffix}.log")
-            with _output_to(log):
-                if log is not None:
-                    print(
-                        f"[hyperpop] {time.strftime('%Y-%m-%d %H:%M:%S')} member {arg.member}: "
-                        f"from step {arg.step}, config {arg.config} ({where}"
-                        + (f", attempt {arg.attempt + 1})" if arg.attempt else ")"),
-                        flush=True,
-                    )
-                result = core.run(arg, on_step=step)
-            evicted = core.take_evicted()
-            if evicted:  # before the result: the driver's record of who is held here
-                conn.send(("evicted", evicted))
-            conn.send(("result", result))
+            _train(conn, core, arg, rank, _log_path(log_dir, arg.member, rank), where)
         elif msg == "blob":  # rank > 0: the id rank 0 gave the checkpoint this rank holds
             member, blob = arg
             held = core.held.get(member)
@@ -169,16 +173,50 @@ def _worker_main(
         elif msg == "forget":
             core.forget(arg)
         elif msg == "stop":
-            for member in list(core.held):
-                core.forget(member)
+            core.forget_all()
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 # a rank of a group: the interpreter's teardown may wait on its process group's
                 # peers (seconds); nothing is left to flush but the output streams
-                for stream in (sys.stdout, sys.stderr):
-                    with contextlib.suppress(Exception):
-                        stream.flush()
+                _flush()
                 os._exit(0)
             return
+
+
+def _log_path(log_dir: str | None, member: int, rank: int) -> str | None:
+    """Where a rank's output goes while it trains ``member`` (None: where it goes anyway)."""
+    if log_dir is None:
+        return None
+    suffix = f".rank{rank}" if rank > 0 else ""
+    return os.path.join(log_dir, f"member-{member}{suffix}.log")
+
+
+def _train(
+    conn: Connection, core: WorkerCore, task: Task, rank: int, log: str | None, where: str
+) -> None:
+    """Train one interval, telling the driver its progress (rank 0, every
+    :data:`PROGRESS_EVERY` seconds), then the members dropped from memory meanwhile (before
+    the result: the driver's record of who is held here), then the result."""
+    last = time.monotonic()
+
+    def step(n: int) -> None:
+        nonlocal last
+        if rank == 0 and time.monotonic() - last >= PROGRESS_EVERY:
+            last = time.monotonic()
+            conn.send(("progress", (task.member, n)))
+
+    with _output_to(log):
+        if log is not None:
+            print(
+                f"[hyperpop] {time.strftime('%Y-%m-%d %H:%M:%S')} member {task.member}: "
+                f"from step {task.step}, config {task.config} ({where}"
+                + (f", attempt {task.attempt + 1})" if task.attempt else ")"),
+                flush=True,
+            )
+        result = core.run(task, on_step=step)
+    evicted = core.take_evicted()
+    if evicted:
+        conn.send(("evicted", evicted))
+    conn.send(("result", result))
 
 
 class WorkerProcess:

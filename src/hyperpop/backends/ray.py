@@ -33,7 +33,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})") from None
 
 from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
-from hyperpop.backends.ray_actor import RayActor, dumps_factory
+from hyperpop.backends.ray_actor import dumps_factory, remote_actor
 from hyperpop.backends.ray_blobs import RayBlobs
 from hyperpop.backends.ray_cluster import (
     ClusterFollower,
@@ -44,7 +44,8 @@ from hyperpop.backends.ray_cluster import (
     kill,
     requested_workers,
 )
-from hyperpop.backends.ray_slots import RaySlot, SlotPool, await_started, end_sessions
+from hyperpop.backends.ray_slots import RaySlot, await_started, end_sessions, shrink_order
+from hyperpop.backends.slots import SlotPool
 from hyperpop.backends.transfer import DEFAULT_THRESHOLD, Transfer
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
@@ -163,7 +164,7 @@ class RayBackend(Backend):
         self._follower: ClusterFollower | None = None
         #: actors to have: as asked, or the cluster's slots (known once connected)
         self.workers = 0
-        self._slots = SlotPool()
+        self._slots: SlotPool[RaySlot] = SlotPool(RaySlot, "actor")
         self._blobs = RayBlobs(self.transfer, self.shared_location)
         self._factory = b""
         self._remote: Any = None
@@ -204,11 +205,10 @@ class RayBackend(Backend):
             self.connect()
             return self.workers
         self._follow()
-        active = self._slots.active()
-        n = sum(1 for s in active if s.task is not None or self._started(s))
+        n = self._slots.capacity(self._started)
         if n == 0:  # every actor waits to be placed: wait a little instead of spinning
-            ray.wait([s.ready_ref for s in active], num_returns=1, timeout=0.5)
-            n = sum(1 for s in self._slots.active() if self._started(s))
+            ray.wait([s.ready_ref for s in self._slots.active()], num_returns=1, timeout=0.5)
+            n = self._slots.capacity(self._started)
         return n
 
     def resize(self, workers: int) -> None:
@@ -224,7 +224,7 @@ class RayBackend(Backend):
         if not self._slots:  # not started: the next start starts this many
             self.workers = workers
             return
-        add, stop = self._slots.resize(workers)
+        add, stop = self._slots.resize(workers, shrink_order())
         for slot in stop:
             self._retire(slot)
         for _ in range(add):
@@ -234,8 +234,7 @@ class RayBackend(Backend):
 
     def _retire(self, slot: RaySlot) -> None:
         """Stop a slot's actor for good (the members it held have their checkpoints)."""
-        if slot in self._slots.slots:
-            self._slots.remove(slot)
+        self._slots.remove(slot)
         kill(slot.actor)
 
     def _follow(self) -> None:
@@ -271,66 +270,59 @@ class RayBackend(Backend):
         self._session = f"{checkpoints.owner or checkpoints.root}#{uuid.uuid4().hex[:12]}"
         self._blobs.open(checkpoints)
         if self._remote is None:
-            options: dict[str, Any] = {
-                "num_cpus": self.num_cpus * self.processes_per_member,
-                "num_gpus": self.num_gpus,
-                "max_restarts": 0,
-                "max_task_retries": 0,
-            }
-            if self.resources:
-                options["resources"] = self.resources
-            if self.runtime_env:
-                options["runtime_env"] = self.runtime_env
-            self._remote = ray.remote(RayActor).options(**options)
+            one = self._need()
+            self._remote = remote_actor(one["CPU"], one["GPU"], self.resources, self.runtime_env)
+        if self.auto:
+            self._follower = ClusterFollower(self._need(), self.follow_seconds, self.max_workers)
+        prepared = time.perf_counter()
+        reused = float(self._open_slots())
+        self.timings = {
+            "connect": self._connect_seconds,
+            "prepare": prepared - t0,
+            "reused": reused,
+        }
+        self._connect_seconds = 0.0
+        try:
+            need = f"num_cpus={self.num_cpus}, num_gpus={self.num_gpus}, resources={self.resources}"
+            shared = self._blobs.location if self.transfer == "shared" else None
+            slots = self._slots.slots
+            await_started(
+                slots, self.start_timeout, self.START_ATTEMPTS, self._replace, need, shared
+            )
+        except BaseException:
+            self.close()
+            raise
+        self._log_start(prepared)
+
+    def _open_slots(self) -> int:
+        """Make the run's slots: warm actors kept from the last run (while their Ray session
+        lasts) open this run's session, new ones start; returns how many were warm."""
         warm, self._warm = self._warm, []
         if warm and self._warm_job != job():  # Ray was restarted since: they are gone
             warm = []
         for actor in warm[self.workers :]:
             kill(actor)
-        self._slots = SlotPool()
-        for _ in range(self.workers):
-            self._slots.add()
-        if self.auto:
-            self._follower = ClusterFollower(self._need(), self.follow_seconds, self.max_workers)
-        prepared = time.perf_counter()
-        for slot, actor in zip(self._slots, warm):
-            slot.actor = actor
-            slot.name = f"ray-{slot.index}"
+        self._slots = SlotPool(RaySlot, "actor")
+        for i in range(self.workers):
+            slot = self._slots.add()
+            if i >= len(warm):
+                self._spawn(slot)
+                continue
+            slot.actor, slot.name = warm[i], f"ray-{slot.index}"
             try:
                 self._begin(slot)
             except Exception:  # noqa: BLE001 - gone with a session Ray cannot find: a new one
                 self._spawn(slot)
-        for slot in self._slots.slots[len(warm) :]:
-            self._spawn(slot)
-        self.timings = {
-            "connect": self._connect_seconds,
-            "prepare": prepared - t0,
-            "reused": float(min(len(warm), self.workers)),
-        }
-        self._connect_seconds = 0.0
-        try:
-            need = f"num_cpus={self.num_cpus}, num_gpus={self.num_gpus}, resources={self.resources}"
-            for slot in await_started(
-                self._slots.slots, self.start_timeout, self.START_ATTEMPTS, self._replace, need
-            ):
-                info = slot.info
-                assert info is not None  # await_started set it or raised
-                if info["error"]:
-                    raise RuntimeError(info["error"])
-                if self.transfer == "shared" and not info["sees_shared"]:
-                    raise RayClusterError(
-                        f"transfer='shared' but the actor on node {info['node']} cannot see "
-                        f"the shared storage {self._blobs.location}; "
-                        "pass shared_storage= a folder every node mounts or an fsspec URL"
-                    )
-        except BaseException:
-            self.close()
-            raise
-        self.timings["actors"] = time.perf_counter() - prepared
-        self.timings["actor_setup"] = max(
+        return min(len(warm), self.workers)
+
+    def _log_start(self, prepared: float) -> None:
+        """Record and log where the start spent its time (``prepared``: when the actors were
+        asked for)."""
+        t = self.timings
+        t["actors"] = time.perf_counter() - prepared
+        t["actor_setup"] = max(
             (s.info["setup_seconds"] for s in self._slots if s.info), default=0.0
         )
-        t = self.timings
         log.info(
             "Ray start: ray.init %.2fs, %d actors %.2fs (%d warm; loading the trainable %.2fs), "
             "hyperpop's preparation %.2fs",
@@ -387,25 +379,17 @@ class RayBackend(Backend):
         return [s.index for s in self._slots.free(self._started)]
 
     def affinity(self, member: int) -> int | None:
-        holder = self._slots.holder(member)
-        return None if holder is None else holder.index
+        return self._slots.affinity(member)
 
     def submit(self, task: Task, slot: int | None = None) -> None:
-        free = self._slots.free(self._started)
-        if not free:
-            raise RuntimeError("no free actor: the driver submitted beyond capacity")
-        chosen = next((s for s in free if s.index == slot), None)
-        if chosen is None:
-            chosen = next((s for s in free if task.member in s.held), free[0])
-        for s in self._slots:
-            if s is not chosen and task.member in s.held:
-                del s.held[task.member]  # its copy is stale once another actor trains
-                s.actor.forget.remote(self._session, task.member)
+        chosen = self._slots.choose(task, slot, self._slots.free(self._started))
+        for s in self._slots.release(task.member, keep=chosen):
+            s.actor.forget.remote(self._session, task.member)  # stale once another trains
         held = chosen.held.get(task.member) == task.checkpoint
         sees = bool(chosen.info and chosen.info["sees_shared"])
         data = self._blobs.data_for(task.checkpoint, held, sees)
         meta, out = chosen.actor.run.options(num_returns=2).remote(self._session, task, data)
-        chosen.task, chosen.refs = task, (meta, out)
+        chosen.refs = meta, out
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
         busy = {s.refs[0]: s for s in self._slots if s.task is not None and s.refs}
@@ -451,13 +435,11 @@ class RayBackend(Backend):
         return TaskResult(task=task, error=error, worker=slot.name)
 
     def forget(self, member: int) -> None:
-        for s in self._slots:
-            if member in s.held:
-                del s.held[member]
-                try:
-                    s.actor.forget.remote(self._session, member)
-                except Exception:  # noqa: BLE001 - a dead actor holds nothing
-                    pass
+        for s in self._slots.release(member):
+            try:
+                s.actor.forget.remote(self._session, member)
+            except Exception:  # noqa: BLE001 - a dead actor holds nothing
+                pass
 
     def shutdown(self) -> None:
         """End the run: with ``keep_actors``, idle actors end their session (every member's

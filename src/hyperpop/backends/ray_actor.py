@@ -20,10 +20,11 @@ import cloudpickle
 import ray
 
 from hyperpop.backends.base import Task, TaskResult
+from hyperpop.backends.processes import thread_env, torch_threads
 from hyperpop.backends.transfer import SharedStorage, Transfer, WorkerStore
 from hyperpop.trainable import Trainable
 
-__all__ = ["RayActor", "dumps_factory"]
+__all__ = ["RayActor", "dumps_factory", "remote_actor"]
 
 
 class RayActor:
@@ -36,8 +37,7 @@ class RayActor:
     """
 
     def __init__(self, threads: int):
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ.setdefault(var, str(threads))
+        thread_env(threads, os.environ)
         self.threads = threads
         self.session: str | None = None
         self.error: str | None = None
@@ -73,11 +73,7 @@ class RayActor:
         except Exception as e:  # noqa: BLE001 - reported to the driver
             self.error = f"cannot load the trainable in a Ray actor: {e!r}"
             factory = None
-        if "torch" in sys.modules:  # PyTorch ignores OMP_NUM_THREADS once imported
-            try:
-                sys.modules["torch"].set_num_threads(self.threads)
-            except Exception:  # noqa: BLE001
-                pass
+        torch_threads(self.threads)
         self.core = WorkerCore(factory, self.store, name=name, cache_size=cache_size)
         if processes > 1 and self.error is None:
             from hyperpop.backends.ray_group import RayGroup
@@ -129,11 +125,28 @@ class RayActor:
         """End the session: release every member's trainable (``cleanup``) and the trainable
         itself; the process stays, ready for another :meth:`begin`."""
         if self.core is not None:
-            for member in list(self.core.held):
-                self.core.forget(member)
+            self.core.forget_all()
         if self.group is not None:
             self.group.close()
         self.core, self.store, self.session, self.group = None, None, None, None
+
+
+def remote_actor(
+    cpus: float, gpus: float, resources: dict[str, float], runtime_env: dict[str, Any] | None
+) -> Any:
+    """:class:`RayActor` as a Ray actor class reserving these resources (never restarted: the
+    backend replaces a dead actor itself)."""
+    options: dict[str, Any] = {
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+        "max_restarts": 0,
+        "max_task_retries": 0,
+    }
+    if resources:
+        options["resources"] = resources
+    if runtime_env:
+        options["runtime_env"] = runtime_env
+    return ray.remote(RayActor).options(**options)
 
 
 def _installed(module: Any) -> bool:

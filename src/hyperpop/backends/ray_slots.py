@@ -1,105 +1,43 @@
-"""The Ray backend's slots: one actor each, what it trains and holds, and which of them retire
-when the backend shrinks (bookkeeping only: the backend starts and stops the actors)."""
+"""The Ray backend's slots: one actor each (the books are :mod:`hyperpop.backends.slots`), how
+their actors start and end a session, and which of them retire first when the backend shrinks."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import ray
 from ray import exceptions as ray_errors
 
-from hyperpop.backends.base import Task
 from hyperpop.backends.ray_cluster import RayClusterError
+from hyperpop.backends.slots import Slot
 
-__all__ = ["RaySlot", "SlotPool", "await_started", "end_sessions"]
+__all__ = ["RaySlot", "await_started", "end_sessions", "shrink_order"]
 
 
-class RaySlot:
+class RaySlot(Slot):
     """One actor of the backend and what the driver knows of it."""
 
     def __init__(self, index: int):
-        self.index = index
+        super().__init__(index)
         self.generation = 0  # actors this slot had (a dead one is replaced)
         self.actor: Any = None
         self.name = ""
         self.info: dict[str, Any] | None = None  # what its session's start answered, once known
         self.ready_ref: Any = None
-        self.task: Task | None = None
         self.refs: tuple[Any, Any] | None = None
-        self.held: dict[int, str | None] = {}  # member -> blob it holds in memory
-        #: the backend shrank: the slot goes once its interval ends (never a free slot)
-        self.retiring = False
 
 
-class SlotPool:
-    """The backend's slots, in the order they were made (indices are never reused)."""
+def shrink_order() -> Callable[[RaySlot], tuple[bool, ...]]:
+    """Which actors retire first when the backend shrinks: those not started yet, then
+    those on a node that left the cluster (before :meth:`SlotPool.resize`'s own order)."""
 
-    def __init__(self) -> None:
-        self.slots: list[RaySlot] = []
-        self._made = 0
+    @functools.cache
+    def alive() -> frozenset[str]:  # asked once, and only when the backend shrinks
+        return frozenset(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
 
-    def __iter__(self) -> Any:
-        return iter(list(self.slots))
-
-    def __bool__(self) -> bool:
-        return bool(self.slots)
-
-    def add(self) -> RaySlot:
-        """A new slot (its actor is the caller's to start)."""
-        slot = RaySlot(self._made)
-        self._made += 1
-        self.slots.append(slot)
-        return slot
-
-    def remove(self, slot: RaySlot) -> None:
-        """The slot is gone (its actor is the caller's to stop)."""
-        self.slots.remove(slot)
-
-    def clear(self) -> None:
-        self.slots = []
-
-    def active(self) -> list[RaySlot]:
-        """Slots that are not retiring."""
-        return [s for s in self.slots if not s.retiring]
-
-    def free(self, started: Callable[[RaySlot], bool]) -> list[RaySlot]:
-        """Slots that may take a task now: not retiring, idle, their actor started."""
-        return [s for s in self.slots if not s.retiring and s.task is None and started(s)]
-
-    def holder(self, member: int) -> RaySlot | None:
-        """The slot that holds ``member``'s state in memory, if any."""
-        return next((s for s in self.slots if member in s.held), None)
-
-    def resize(self, workers: int) -> tuple[int, list[RaySlot]]:
-        """Make ``workers`` slots active: retiring slots come back first. Returns how many
-        new slots to add, and the slots to stop now (idle ones retire at once; a busy one
-        retires when its interval ends). Shrinking retires, in this order, slots whose actor
-        has not started yet, those on a node that left the cluster, idle ones, and the busy
-        ones made last."""
-        active = self.active()
-        if workers >= len(active):
-            back = [s for s in self.slots if s.retiring][: workers - len(active)]
-            for s in back:
-                s.retiring = False
-            return workers - len(active) - len(back), []
-        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
-        order = sorted(
-            active,
-            key=lambda s: (
-                s.info is not None,
-                s.info is not None and s.info.get("node") in alive,
-                s.task is not None,
-                -s.index,
-            ),
-        )
-        now = []
-        for s in order[: len(active) - workers]:
-            s.retiring = True
-            if s.task is None:
-                now.append(s)
-                self.slots.remove(s)
-        return 0, now
+    return lambda s: (s.info is not None, s.info is not None and s.info.get("node") in alive())
 
 
 def end_sessions(slots: list[RaySlot], wait: float) -> list[RaySlot]:
@@ -134,6 +72,7 @@ def await_started(
     attempts: int,
     replace: Callable[[RaySlot], None],
     need: str,
+    shared: str | None = None,
 ) -> list[RaySlot]:
     """Wait up to ``timeout`` seconds for every slot's actor to answer its session's start;
     returns the slots, each with its ``info``. An actor that dies before it ran (a worker
@@ -141,8 +80,9 @@ def await_started(
     runs) is started again (``replace``), like a local worker killed while it starts.
 
     Raises:
-        ConnectionError: the cluster could not place them in time (``need``: what each needs).
-        RuntimeError: an actor failed to start ``attempts`` times.
+        ConnectionError: the cluster could not place them in time (``need``: what each needs),
+            or an actor cannot see the ``shared`` storage every actor must see.
+        RuntimeError: an actor failed to start ``attempts`` times, or to load the trainable.
     """
     refs = [slot.ready_ref for slot in slots]
     done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
@@ -163,4 +103,19 @@ def await_started(
                         f"a Ray actor failed to start {attempts} times: {e}"
                     ) from None
                 replace(slot)
+    for slot in slots:
+        _check_started(slot.info, shared)
     return slots
+
+
+def _check_started(info: dict[str, Any] | None, shared: str | None) -> None:
+    """Raise what an actor's start answered went wrong (``shared``: the storage it must see)."""
+    assert info is not None  # await_started set it or raised
+    if info["error"]:
+        raise RuntimeError(info["error"])
+    if shared is not None and not info["sees_shared"]:
+        raise RayClusterError(
+            f"transfer='shared' but the actor on node {info['node']} cannot see "
+            f"the shared storage {shared}; "
+            "pass shared_storage= a folder every node mounts or an fsspec URL"
+        )

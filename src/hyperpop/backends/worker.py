@@ -61,6 +61,7 @@ class WorkerCore:
         #: members dropped to stay within the limits (and not held again) since
         #: :meth:`take_evicted` was last called
         self.evicted: set[int] = set()
+        self._training: Trainable | None = None  # the trainable of the running task
 
     @property
     def held_bytes(self) -> int:
@@ -90,10 +91,12 @@ class WorkerCore:
         """Drop a member's in-memory state."""
         held = self.held.pop(member, None)
         if held is not None:
-            try:
-                held.trainable.cleanup()
-            except Exception:  # noqa: BLE001 - cleanup must not take the worker down
-                pass
+            _cleanup(held.trainable)
+
+    def forget_all(self) -> None:
+        """Drop every member's in-memory state."""
+        for member in list(self.held):
+            self.forget(member)
 
     def run(self, task: Task, on_step: Callable[[int], None] | None = None) -> TaskResult:
         """Train one interval; never raises (errors come back in the result).
@@ -102,78 +105,119 @@ class WorkerCore:
         backend that tells the driver how far a running task has got."""
         t0 = time.perf_counter()
         result = TaskResult(task=task, worker=self.name)
-        user = 0.0
-        trainable: Trainable | None = None
+        user = _Stopwatch()
+        self._training = None
         try:
-            held = self.held.get(task.member)
-            if held is not None and task.checkpoint is not None and held.blob == task.checkpoint:
-                trainable = held.trainable
-                self.held.move_to_end(task.member)
-                if held.config != task.config:
-                    u = time.perf_counter()
-                    trainable.apply(task.config)
-                    user += time.perf_counter() - u
-            else:
-                self.forget(task.member)
-                result.restored = True
-                state = None
-                if task.checkpoint is not None:
-                    state = self.checkpoints.load(task.checkpoint)
-                u = time.perf_counter()
-                trainable = self.factory()
-                trainable.config = task.config
-                trainable.setup(task.config)
-                if task.checkpoint is not None:
-                    trainable.load(state)
-                    trainable.apply(task.config)
-                user += time.perf_counter() - u
+            trainable = self._trainable_for(task, result, user)
             if task.reset is not None:  # rejuvenation: a partial reset of the weights
-                u = time.perf_counter()
-                trainable.reset(task.reset)
-                trainable.apply(task.config)
-                user += time.perf_counter() - u
+                with user:
+                    trainable.reset(task.reset)
+                    trainable.apply(task.config)
             # the state is about to change: until saved, the cached copy is not a checkpoint
             self.held.pop(task.member, None)
             trainable.config = task.config
-            start = time.perf_counter()
-            while True:
-                u = time.perf_counter()
-                metrics = trainable.train()
-                user += time.perf_counter() - u
-                if not isinstance(metrics, Mapping):
-                    raise TrainableError(
-                        f"train() must return a dict of metrics, got {type(metrics).__name__}"
-                    )
-                result.reports.append(dict(metrics))
-                n = len(result.reports)
-                if on_step is not None:
-                    on_step(n)
-                if task.steps is not None and n >= task.steps:
-                    break
-                if task.seconds is not None and time.perf_counter() - start >= task.seconds:
-                    break
-            u = time.perf_counter()
-            state = trainable.save()
-            user += time.perf_counter() - u
-            result.checkpoint = self.checkpoints.save(task.member, result.end_step, state)
-            nbytes = state_nbytes(state)
-            del state
-            self.held[task.member] = _Held(trainable, result.checkpoint, task.config, nbytes)
-            self.evicted.discard(task.member)
-            self._evict()
+            self._train(trainable, task, result, on_step, user)
+            self._keep(trainable, task, result, user)
         except BaseException as e:  # reported to the driver
             if isinstance(e, KeyboardInterrupt):
                 raise
-            self.forget(task.member)
-            if trainable is not None:
-                try:
-                    trainable.cleanup()
-                except Exception:  # noqa: BLE001
-                    pass
-            result.error = "".join(traceback.format_exception(e)).rstrip()
-            result.fatal = isinstance(e, TrainableError) and not isinstance(e, CheckpointError)
-            result.reports = []
-            result.checkpoint = None
-        result.user_seconds = user
+            self._fail(task, result, e)
+        self._training = None
+        result.user_seconds = user.seconds
         result.seconds = time.perf_counter() - t0
         return result
+
+    def _trainable_for(self, task: Task, result: TaskResult, user: _Stopwatch) -> Trainable:
+        """The member's trainable, ready to train the task: the one held in memory when the
+        task starts from the blob saved for it here last, else a new one that loads the
+        task's checkpoint (``result.restored``)."""
+        held = self.held.get(task.member)
+        if held is not None and task.checkpoint is not None and held.blob == task.checkpoint:
+            self._training = trainable = held.trainable
+            self.held.move_to_end(task.member)
+            if held.config != task.config:
+                with user:
+                    trainable.apply(task.config)
+            return trainable
+        self.forget(task.member)
+        result.restored = True
+        state = None if task.checkpoint is None else self.checkpoints.load(task.checkpoint)
+        with user:
+            self._training = trainable = self.factory()
+            trainable.config = task.config
+            trainable.setup(task.config)
+            if task.checkpoint is not None:
+                trainable.load(state)
+                trainable.apply(task.config)
+        return trainable
+
+    @staticmethod
+    def _train(
+        trainable: Trainable,
+        task: Task,
+        result: TaskResult,
+        on_step: Callable[[int], None] | None,
+        user: _Stopwatch,
+    ) -> None:
+        """Train the task's steps (or seconds), its reports into ``result``."""
+        start = time.perf_counter()
+        while True:
+            with user:
+                metrics = trainable.train()
+            if not isinstance(metrics, Mapping):
+                raise TrainableError(
+                    f"train() must return a dict of metrics, got {type(metrics).__name__}"
+                )
+            result.reports.append(dict(metrics))
+            n = len(result.reports)
+            if on_step is not None:
+                on_step(n)
+            if task.steps is not None and n >= task.steps:
+                break
+            if task.seconds is not None and time.perf_counter() - start >= task.seconds:
+                break
+
+    def _keep(self, trainable: Trainable, task: Task, result: TaskResult, user: _Stopwatch) -> None:
+        """Save the trained state (``result.checkpoint``) and hold the trainable in memory,
+        within the limits."""
+        with user:
+            state = trainable.save()
+        result.checkpoint = self.checkpoints.save(task.member, result.end_step, state)
+        nbytes = state_nbytes(state)
+        del state
+        self.held[task.member] = _Held(trainable, result.checkpoint, task.config, nbytes)
+        self.evicted.discard(task.member)
+        self._evict()
+
+    def _fail(self, task: Task, result: TaskResult, e: BaseException) -> None:
+        """The task failed with ``e``: drop the member's trainable, the error into ``result``."""
+        self.forget(task.member)
+        if self._training is not None:
+            _cleanup(self._training)
+        result.error = "".join(traceback.format_exception(e)).rstrip()
+        result.fatal = isinstance(e, TrainableError) and not isinstance(e, CheckpointError)
+        result.reports = []
+        result.checkpoint = None
+
+
+def _cleanup(trainable: Trainable) -> None:
+    """``trainable.cleanup()``, whose errors must not take the worker down."""
+    try:
+        trainable.cleanup()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+class _Stopwatch:
+    """The seconds spent in its ``with`` blocks that finished (the user's code's time)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since = 0.0
+
+    def __enter__(self) -> None:
+        self._since = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            self.seconds += time.perf_counter() - self._since
