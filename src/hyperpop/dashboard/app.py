@@ -109,8 +109,9 @@ def _raw(body: str) -> Response:
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def _json(obj: Any) -> Response:
-    return _raw(_dumps(obj))
+def _refused(why: str, status: int = 400) -> Response:
+    """The answer to a steering request that is not made: ``{"error": why}``."""
+    return JSONResponse({"error": why}, status_code=status)
 
 
 def _int(value: str | None, default: int) -> int:
@@ -247,7 +248,7 @@ async def _body(request: Request) -> tuple[dict[str, Any], str] | Response:
         try:
             body = json.loads(await request.body() or b"{}")
         except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            return _refused("the body is not JSON")
         return body, given
     # a form (application/x-www-form-urlencoded); data as JSON in a "data" field
     from urllib.parse import parse_qsl
@@ -257,7 +258,7 @@ async def _body(request: Request) -> tuple[dict[str, Any], str] | Response:
     try:
         body["data"] = json.loads(body.get("data") or "{}")
     except ValueError:
-        return JSONResponse({"error": "data is not JSON"}, status_code=400)
+        return _refused("data is not JSON")
     return body, given
 
 
@@ -271,10 +272,7 @@ async def api_request(request: Request) -> Response:
     token: str | None = request.app.state.token
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
         why = "this dashboard is read-only" if token is None else "a wrong or missing token"
-        return JSONResponse(
-            {"error": f"{why}: actions need the token printed where the dashboard started"},
-            status_code=403,
-        )
+        return _refused(f"{why}: actions need the token printed where the dashboard started", 403)
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(_steer, request.app.state.db, body)
@@ -309,7 +307,7 @@ def _steer(db: str | os.PathLike[str], body: dict[str, Any]) -> Response:
             raise ValueError("data must be an object")
         answer = Steer(db, timeout=10.0, origin="dashboard").request(kind, member, data)
     except (StoreError, SpaceError, ValueError, TypeError) as e:
-        return JSONResponse({"error": str(e)}, status_code=400)
+        return _refused(str(e))
     return JSONResponse(
         {"id": answer.id, "kind": answer.kind, "status": answer.status, "reason": answer.reason}
     )
