@@ -86,6 +86,11 @@ class Context:
         """A member of the population by id."""
         return self.population.members[int(member_id)]
 
+    def random_other(self, member: MemberState) -> MemberState | None:
+        """A candidate other than ``member``, drawn with :attr:`rng` (None: there is none)."""
+        others = [m for m in self.candidates if m.id != member.id]
+        return others[int(self.rng.integers(len(others)))] if others else None
+
     def value(self, m: MemberState) -> float:
         """The member's ranking score oriented so that higher is better (NaN is worst): its
         entry in ``candidate_scores`` when it is a candidate, else its ready score."""

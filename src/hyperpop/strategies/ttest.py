@@ -93,10 +93,9 @@ class WelchTTest(ExploitStrategy):
         return [ctx.oriented(s) for s in m.ready_scores[-self.window :] if not math.isnan(s)]
 
     def select(self, member: MemberState, ctx: Context) -> MemberState | None:
-        others = [m for m in ctx.candidates if m.id != member.id]
-        if not others:
+        other = ctx.random_other(member)
+        if other is None:
             return None
-        other = others[int(ctx.rng.integers(len(others)))]
         mine, theirs = self._scores(member, ctx), self._scores(other, ctx)
         if len(theirs) < self.min_samples:
             return None
