@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from hyperpop.commands._shared import best_of, dump, load_result, to_csv
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 __all__ = ["best", "export", "interventions", "lineage", "schedule", "table"]
+
+
+def _format(default: str) -> Callable[[F], F]:
+    """The ``--format json|csv`` option, with its default."""
+    return click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default=default)
+
+
+def _echo_rows(rows: list[dict[str, Any]], fmt: str) -> None:
+    """Print ``rows`` as CSV (``fmt`` ``csv``) or as indented JSON."""
+    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
 
 
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@_format("json")
 def best(db: str, fmt: str) -> None:
     """Print the best member (config, score, schedule)."""
     result = load_result(db)
@@ -55,7 +69,7 @@ def best(db: str, fmt: str) -> None:
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--member", "-m", default="best", help="Member id or 'best'.")
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@_format("json")
 def schedule(db: str, member: str, fmt: str) -> None:
     """Print a member's hyperparameter schedule, inherited part included."""
     result = load_result(db)
@@ -63,7 +77,7 @@ def schedule(db: str, member: str, fmt: str) -> None:
         rows = best_of(result, db).schedule_rows()
     else:
         rows = result.schedule_rows(member)
-    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+    _echo_rows(rows, fmt)
 
 
 @click.command()
@@ -99,28 +113,28 @@ def export(db: str, member: str, output: str) -> None:
 
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+@_format("csv")
 def table(db: str, fmt: str) -> None:
     """Print every report (member, step, score, metrics, config)."""
     rows = load_result(db).records()
-    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+    _echo_rows(rows, fmt)
 
 
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+@_format("csv")
 def lineage(db: str, fmt: str) -> None:
     """Print who copied whom, and when (copies made by PBT and by people; what else people
     did, such as pins, sets and added members: hyperpop interventions DB)."""
     rows = load_result(db).lineage()
-    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+    _echo_rows(rows, fmt)
 
 
 @click.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="csv")
+@_format("csv")
 def interventions(db: str, fmt: str) -> None:
     """Print what people did to the run (stop, pin, unpin, set, copy, add, budget), one row
     each: kind, member, what, request, time."""
     rows = load_result(db).interventions()
-    click.echo(to_csv(rows) if fmt == "csv" else dump(rows), nl=fmt == "json")
+    _echo_rows(rows, fmt)
