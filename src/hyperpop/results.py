@@ -17,6 +17,7 @@ from typing import Any
 
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.population import MemberState, Population
+from hyperpop.population.members import config_at
 from hyperpop.space import flatten_config as _flat
 from hyperpop.store.events import Event
 from hyperpop.summary import RunData, fmt, group_of, has_groups, summary
@@ -46,18 +47,6 @@ def _entries(schedule: Any) -> list[dict[str, Any]]:
         )
         for s in schedule
     ]
-
-
-def _config_at(schedule: list[dict[str, Any]], step: int) -> dict[str, Any]:
-    """The config of ``schedule`` in effect at training step ``step`` (an entry at step ``s``
-    holds for the steps after ``s``)."""
-    current = schedule[0]["config"]
-    for seg in schedule:
-        if seg["step"] < step:
-            current = seg["config"]
-        else:
-            break
-    return current
 
 
 def _holds_tensors(state: Any) -> bool:
@@ -140,11 +129,11 @@ class MemberResult:
     def schedule_fn(self) -> Callable[[int], dict[str, Any]]:
         """The schedule as a plain function ``step -> config`` (1-based training steps), to
         drive a training loop with no hyperpop in it (see ``hyperpop.torch.ScheduleLR``)."""
-        return functools.partial(_config_at, [dict(s) for s in self.schedule])
+        return functools.partial(config_at, [dict(s) for s in self.schedule])
 
     def config_at(self, step: int) -> dict[str, Any]:
         """The config the weights were trained with at training step ``step`` (1-based)."""
-        return _config_at(self.schedule, step)
+        return config_at(self.schedule, step)
 
     def schedule_rows(self) -> list[dict[str, Any]]:
         """The schedule as flat rows (``step``, ``trained_by``, one column per parameter; ``by``

@@ -17,6 +17,7 @@ counts) untouched.
 from __future__ import annotations
 
 import copy
+import functools
 import numbers
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from torch.utils.data import (
 )
 
 from hyperpop.distributed import *  # noqa: F403 - DDP/FSDP in a member of several processes
+from hyperpop.population.members import config_at
 from hyperpop.trainable import Trainable
 
 __all__ = [
@@ -421,17 +423,7 @@ def _config_fn(schedule: Any) -> Any:
                      key=lambda e: e["step"])  # fmt: skip
     if not entries:
         raise ValueError("the schedule is empty: pass a member's recorded schedule")
-
-    def at(step: int) -> dict[str, Any]:
-        current = entries[0]["config"]
-        for e in entries:
-            if e["step"] < step:
-                current = e["config"]
-            else:
-                break
-        return current
-
-    return at
+    return functools.partial(config_at, entries)
 
 
 def _lookup(config: Mapping[str, Any], path: str) -> Any:

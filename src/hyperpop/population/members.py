@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "ReadyIndex",
     "Segment",
     "TrainedInterval",
+    "config_at",
 ]
 
 
@@ -91,6 +93,18 @@ class Segment:
     member: int
     by: str | None = None
     reset: str | None = None
+
+
+def config_at(schedule: Sequence[Mapping[str, Any]], step: int) -> dict[str, Any]:
+    """The config of ``schedule`` (``{"step", "config"}`` entries in step order) in effect at
+    training step ``step``: an entry at step ``s`` holds for the steps after ``s``."""
+    current = schedule[0]["config"]
+    for seg in schedule:
+        if seg["step"] < step:
+            current = seg["config"]
+        else:
+            break
+    return current
 
 
 @dataclass(frozen=True)
