@@ -11,8 +11,9 @@ python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboa
 ruff check .
 ruff format --check .
 mypy
-# Two processes (CI has two cores; most tests wait on worker processes they start); the Ray
-# tests share one process (tests/conftest.py), so one Ray cluster runs at a time. The 15 slowest
-# tests are printed: one over about 5 s belongs in tests/conftest.py's SLOW.
+# One process: on the shared 2-core machine, `-n 2` (pytest-xdist) was no faster under load, and two
+# PyTorch-heavy tests side by side slowed each other past 10x. Where cores are idle, pass
+# `-n 2 --dist loadgroup` (the Ray tests then share one process: tests/conftest.py).
+# The 15 slowest tests are printed: one over about 5 s belongs in tests/conftest.py's SLOW.
 # `pytest -m "not slow"` runs the fast part only.
-python -m pytest -q --durations=15 -n 2 --dist loadgroup "$@"
+python -m pytest -q --durations=15 "$@"
