@@ -39,6 +39,7 @@ __all__ = [
     "loguniform",
     "qloguniform",
     "flatten_config",
+    "unflatten_config",
     "parameter_from_dict",
     "randint",
     "uniform",
@@ -133,15 +134,8 @@ class Space:
         return out
 
     def unflatten(self, flat: Mapping[str, Any]) -> dict[str, Any]:
-        """Nested config from a flat ``{path: value}`` mapping."""
-        out: dict[str, Any] = {}
-        for path, value in flat.items():
-            parts = path.split(_SEP)
-            node = out
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-        return out
+        """Nested config from a flat ``{path: value}`` mapping (see :func:`unflatten_config`)."""
+        return unflatten_config(flat)
 
     def flatten_partial(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Flat ``{path: value}`` view of a config that may leave parameters out.
@@ -260,4 +254,16 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
             out.update(flatten_config(v, f"{prefix}{k}{_SEP}"))
         else:
             out[prefix + k] = v
+    return out
+
+
+def unflatten_config(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat ``{"outer/inner": value}`` config nested again (no space needed)."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        parts = path.split(_SEP)
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
     return out

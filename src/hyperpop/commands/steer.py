@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from hyperpop.commands._shared import echo_answer
+from hyperpop.space import unflatten_config
 
 __all__ = ["add", "budget", "copy", "parse_assignments", "pin", "set_", "stop", "unpin"]
 
@@ -16,7 +17,7 @@ __all__ = ["add", "budget", "copy", "parse_assignments", "pin", "set_", "stop", 
 def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
     """``("lr=0.01", "opt/name=adam")`` as a partial config (values read as JSON when they
     parse, else kept as strings; ``a/b`` names a nested parameter)."""
-    out: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     given: dict[str, str] = {}  # path -> the item that gave it
     for item in items:
         key, sep, raw = item.partition("=")
@@ -34,14 +35,10 @@ def parse_assignments(items: tuple[str, ...]) -> dict[str, Any]:
                 )
         given[key] = item
         try:
-            value = json.loads(raw)
+            flat[key] = json.loads(raw)
         except ValueError:
-            value = raw
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
+            flat[key] = raw
+    return unflatten_config(flat)
 
 
 def _steer(db: str, timeout: float) -> Any:
