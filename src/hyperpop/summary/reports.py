@@ -209,10 +209,15 @@ class RunData:
             yield _Level(owner, low, bound, last.step, upto)
             owner, bound, upto = last.donor, low, min(upto, last.step)
 
-    def _reports_in(self, level: _Level) -> list[Report]:
+    def _span(self, level: _Level) -> tuple[list[Report], int, int]:
+        """``level``'s member's reports, and where those between its log positions start and
+        end (any step)."""
         mine = self._mine.get(level.member, [])
         lo = bisect.bisect_right(mine, level.low, key=_pos)
-        hi = bisect.bisect_left(mine, level.bound, key=_pos)
+        return mine, lo, bisect.bisect_left(mine, level.bound, key=_pos)
+
+    def _reports_in(self, level: _Level) -> list[Report]:
+        mine, lo, hi = self._span(level)
         return [r for r in mine[lo:hi] if level.after < r.step <= level.upto]
 
     def lineage_reports(self, member: int, until: float = math.inf) -> dict[int, Report]:
@@ -230,13 +235,9 @@ class RunData:
         position ``until``), or None (see :meth:`lineage_reports`)."""
         for level in self._levels(member, until):
             if level.after < step <= level.upto:
-                mine = self._mine.get(level.member, [])
-                lo = bisect.bisect_right(mine, level.low, key=_pos)
-                hi = bisect.bisect_left(mine, level.bound, key=_pos)
-                for i in range(hi - 1, lo - 1, -1):  # the latest first: copies take those
-                    if mine[i].step == step:
-                        return mine[i]
-                return None
+                mine, lo, hi = self._span(level)
+                latest_first = (mine[i] for i in range(hi - 1, lo - 1, -1))  # copies take those
+                return next((r for r in latest_first if r.step == step), None)
         return None
 
 
