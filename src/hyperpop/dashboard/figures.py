@@ -69,11 +69,16 @@ def _clock(view: RunView) -> tuple[float, float, str]:
 LOG_SPAN = 100.0
 
 
+def _finite(values: list[Any]) -> np.ndarray:
+    """The finite numbers among JSON-safe ``values`` (None left out), as an array."""
+    v = np.fromiter((x for x in values if x is not None), dtype=float)
+    return v[np.isfinite(v)]
+
+
 def log_axis(values: list[Any]) -> bool:
     """Whether values are best shown on a log axis: all positive, spanning at least two
     decades (:data:`LOG_SPAN`), as a loss falling from 1 to 0.001 does."""
-    v = np.fromiter((x for x in values if x is not None), dtype=float)
-    v = v[np.isfinite(v)]
+    v = _finite(values)
     if v.size < 2 or v.min() <= 0:
         return False
     return bool(v.max() >= LOG_SPAN * v.min())
@@ -87,8 +92,7 @@ def robust_range(
     5%. None (the full range) unless that cuts at least half of it: the
     zoom is for outliers (diverged members, the first steps' scores), not for smooth curves.
     With ``log``, all of it in decades (plotly's log axis range is in powers of ten)."""
-    v = np.fromiter((x for x in values if x is not None), dtype=float)  # JSON-safe numbers
-    v = v[np.isfinite(v)]
+    v = _finite(values)
     if log:
         v = np.log10(v[v > 0])
     if v.size < 4:
