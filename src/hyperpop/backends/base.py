@@ -6,12 +6,12 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import Trainable
 
-__all__ = ["Backend", "Task", "TaskResult", "check_workers"]
+__all__ = ["Backend", "Task", "TaskResult", "check_processes", "check_workers"]
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,22 @@ def check_workers(workers: object) -> int:
     Raises:
         ValueError: anything else, naming it.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if not _is_count(workers):
         raise ValueError(f"workers must be an int of at least 1, got {workers!r}")
     return workers
+
+
+def check_processes(processes: object) -> int:
+    """``processes_per_member`` as a number of processes (an int of at least 1).
+
+    Raises:
+        ValueError: anything else, naming it.
+    """
+    if not _is_count(processes):
+        raise ValueError(f"processes_per_member must be a positive int, got {processes!r}")
+    return processes
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an int of at least 1 (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

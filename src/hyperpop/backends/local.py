@@ -32,7 +32,7 @@ from typing import Any
 
 import cloudpickle
 
-from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
+from hyperpop.backends.base import Backend, Task, TaskResult, check_processes, check_workers
 from hyperpop.backends.cache import FALLBACK_COUNT, ByteBudget, auto_budget, parse_bytes
 from hyperpop.backends.gpus import GpuSpec, gpu_memory, placement
 from hyperpop.backends.process_group import ProcessGroup, await_started
@@ -119,10 +119,8 @@ class LocalBackend(Backend):
         processes_per_member: int = 1,
     ):
         cores = os.cpu_count() or 1
-        if workers is not None and (
-            isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-        ):
-            raise ValueError(f"workers must be >= 1, got {workers!r}")
+        if workers is not None:
+            check_workers(workers)
         if cache_size is not None and (
             isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0
         ):
@@ -130,10 +128,7 @@ class LocalBackend(Backend):
                 f"cache_size must be a number of members >= 0 or None (no count limit), got "
                 f"{cache_size!r}"
             )
-        n = processes_per_member
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"processes_per_member must be a positive int, got {n!r}")
-        self.processes_per_member = n
+        self.processes_per_member = n = check_processes(processes_per_member)
         if gpus_per_member is None and gpus is not None and n > 1:
             gpus_per_member = n  # one GPU per rank
         self.devices = placement(gpus, gpus_per_member, workers, gpu_discovery)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from hyperpop.backends.base import Task, TaskResult
+from hyperpop.backends.base import Task, TaskResult, check_processes
 from hyperpop.backends.processes import WorkerProcess, spawn_worker, thread_env
 
 __all__ = [
@@ -113,9 +113,7 @@ class ProcessGroup:
         threads: int | None = None,
         env: Mapping[str, str] | None = None,
     ):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"processes_per_member must be a positive int, got {size!r}")
-        self.size = size
+        self.size = check_processes(size)
         self.init = dict(init)
         self.name = str(self.init.get("name", "group"))
         self.devices = None if devices is None else tuple(devices)
@@ -163,10 +161,7 @@ class ProcessGroup:
             try:
                 kind, arg = conn.recv()
             except (EOFError, OSError):  # OSError: a socket reset by a killed worker
-                proc = self.procs[rank]
-                proc.join(timeout=5)
-                code = proc.exitcode
-                self.kill()
+                code = self._reap(rank)
                 if code is not None and code < 0:
                     return False
                 raise RuntimeError(
@@ -181,6 +176,14 @@ class ProcessGroup:
     def start(self, restarts: int = 3) -> None:
         """:meth:`spawn` and wait for the ranks (:func:`await_started`)."""
         await_started(self.spawn(), self.spawn, restarts)
+
+    def _reap(self, rank: int) -> int | None:
+        """Rank ``rank`` is gone: its exit code, once it has exited; every rank is killed."""
+        proc = self.procs[rank]
+        proc.join(timeout=5)
+        code = proc.exitcode
+        self.kill()
+        return code
 
     def alive(self) -> bool:
         """Whether every rank is running."""
@@ -317,10 +320,7 @@ class ProcessGroup:
 
     def _died(self, task: Task, rank: int) -> TaskResult:
         """Rank ``rank`` died: the group is killed."""
-        proc = self.procs[rank]
-        proc.join(timeout=5)
-        code = proc.exitcode
-        self.kill()
+        code = self._reap(rank)
         error = (
             f"worker process {self._who(rank)} died while training member {task.member} "
             f"(exit code {code}); the member restarts from its last checkpoint"

@@ -32,7 +32,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"the ray backend needs Ray: pip install 'hyperpop[ray]' ({e})") from None
 
-from hyperpop.backends.base import Backend, Task, TaskResult, check_workers
+from hyperpop.backends.base import Backend, Task, TaskResult, check_processes, check_workers
 from hyperpop.backends.ray_actor import dumps_factory, remote_actor
 from hyperpop.backends.ray_blobs import RayBlobs
 from hyperpop.backends.ray_cluster import (
@@ -155,9 +155,7 @@ class RayBackend(Backend):
         self._requested, self.auto = requested_workers(workers)
         self.max_workers = None if max_workers is None else check_workers(max_workers)
         self.follow_seconds = float(follow_seconds)
-        p = processes_per_member
-        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
-            raise ValueError(f"processes_per_member must be a positive int, got {p!r}")
+        p = check_processes(processes_per_member)
         if p > 1 and transfer == "shared":  # a group's ranks use a folder of their actor's
             raise ValueError("transfer='shared' is not for processes_per_member > 1: use 'auto'")
         self.processes_per_member = p

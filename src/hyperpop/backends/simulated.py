@@ -131,7 +131,6 @@ class SimulatedBackend(Backend):
 
     def shutdown(self) -> None:
         if self._core is not None:
-            for member in list(self._core.held):
-                self._core.forget(member)
+            self._core.forget_all()
         self._running.clear()
         self.clock.clear()
