@@ -264,7 +264,8 @@ class LocalBackend(Backend):
         for s in self._slots.release(task.member, keep=chosen):
             s.send(("forget", task.member))  # its copy is stale once another worker trains
         assert chosen.group is not None
-        chosen.since, chosen.evicted = time.monotonic(), set()
+        chosen.task, chosen.since = task, time.monotonic()
+        chosen.evicted = set()
         if not chosen.group.submit(task):
             # a worker died while idle: replace the group and hand the task to the new one
             self._replace(chosen)

@@ -173,13 +173,18 @@ def _worker_main(
         elif msg == "forget":
             core.forget(arg)
         elif msg == "stop":
-            core.forget_all()
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                # a rank of a group: the interpreter's teardown may wait on its process group's
-                # peers (seconds); nothing is left to flush but the output streams
-                _flush()
-                os._exit(0)
+            _stop(core)
             return
+
+
+def _stop(core: WorkerCore) -> None:
+    """Release every member's trainable before the worker exits."""
+    core.forget_all()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # a rank of a group: the interpreter's teardown may wait on its process group's
+        # peers (seconds); nothing is left to flush but the output streams
+        _flush()
+        os._exit(0)
 
 
 def _log_path(log_dir: str | None, member: int, rank: int) -> str | None:

@@ -387,7 +387,7 @@ class RayBackend(Backend):
         sees = bool(chosen.info and chosen.info["sees_shared"])
         data = self._blobs.data_for(task.checkpoint, held, sees)
         meta, out = chosen.actor.run.options(num_returns=2).remote(self._session, task, data)
-        chosen.refs = meta, out
+        chosen.task, chosen.refs = task, (meta, out)
 
     def poll(self, timeout: float | None) -> list[TaskResult]:
         busy = {s.refs[0]: s for s in self._slots if s.task is not None and s.refs}

@@ -95,7 +95,7 @@ class SlotPool(Generic[S]):
 
     def choose(self, task: Task, index: int | None, free: list[S]) -> S:
         """The free slot for ``task``: the one the driver named (``index``), else the one
-        holding its member, else the first; it is the task's slot from now on.
+        holding its member, else the first (the caller hands it the task).
 
         Raises:
             RuntimeError: no slot is free (the driver submitted beyond capacity).
@@ -105,7 +105,6 @@ class SlotPool(Generic[S]):
         chosen = next((s for s in free if s.index == index), None)
         if chosen is None:
             chosen = next((s for s in free if task.member in s.held), free[0])
-        chosen.task = task
         return chosen
 
     def release(self, member: int, keep: S | None = None) -> list[S]:
