@@ -11,14 +11,12 @@ store, read-only.
 from __future__ import annotations
 
 import bisect
-import contextlib
-import gc
 import math
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -28,7 +26,7 @@ from hyperpop.ranking import Ranking
 from hyperpop.space import flatten_config
 from hyperpop.store import events as ev
 from hyperpop.store import vocabulary as voc
-from hyperpop.store.events import Event
+from hyperpop.store.events import Event, gc_paused
 from hyperpop.store.sqlite import SQLiteStore, StoreError
 from hyperpop.summary import Report, RunData, json_safe, member_rows, num, run_status, summary
 
@@ -38,18 +36,9 @@ __all__ = ["RunView", "StoreSource", "bulk", "num"]
 GAP: tuple[None, None] = (None, None)
 
 
-@contextlib.contextmanager
-def bulk() -> Iterator[None]:
-    """Fold many events with the cyclic garbage collector paused: a fold allocates hundreds of
-    thousands of long-lived objects and no cycles, and the collector's passes over them took
-    about half of a big log's read and fold time."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
+#: fold many events with the cyclic garbage collector paused (the store's helper, under the name
+#: the dashboard and reports use)
+bulk = gc_paused
 
 
 class RunView(RunData):
