@@ -18,7 +18,7 @@ from torch.func import stack_module_state
 
 from hyperpop.trainable import TrainableError
 from hyperpop.vectorized import probe
-from hyperpop.vectorized.lane import Lane
+from hyperpop.vectorized.lane import Lane, Tensors
 from hyperpop.vectorized.optim import DEFAULTS, OPTIMIZER_KEYS, OPTIMIZERS, group_template
 from hyperpop.vectorized.trainable import (
     INIT_ONLY,
@@ -273,19 +273,7 @@ class StackedPopulation:
         runner = self._lanes[lane]
         full = list(slots) == list(range(self.size))
         idx = torch.tensor(list(slots), device=self.device)
-        with torch.no_grad():
-            if full:
-                params = self.params
-                buffers = self.buffers
-                state = self.state
-                opt_steps = self.opt_steps
-                hp_all = self.hp
-            else:
-                params = {n: v[idx] for n, v in self.params.items()}
-                buffers = {n: v[idx] for n, v in self.buffers.items()}
-                state = {n: {s: v[idx] for s, v in d.items()} for n, d in self.state.items()}
-                opt_steps = self.opt_steps[idx]
-                hp_all = {n: v[idx] for n, v in self.hp.items()}
+        params, buffers, state, opt_steps, hp_all = self._gather(idx, full)
         for v in params.values():
             v.requires_grad_(True)
         hp = {n: hp_all[n].to(torch.float32) for n in self.hp_keys}
@@ -318,21 +306,50 @@ class StackedPopulation:
         finally:
             for v in params.values():
                 v.requires_grad_(False)
+        counts = torch.tensor([len(r) for r in reports], dtype=torch.long)
+        self._scatter(idx, full, (params, buffers, state, opt_steps), counts)
+        return reports
+
+    def _gather(
+        self, idx: torch.Tensor, full: bool
+    ) -> tuple[Tensors, Tensors, dict[str, Tensors], torch.Tensor, Tensors]:
+        """The params, buffers, optimiser state, optimiser step counts and hyperparameters of
+        slots ``idx``: the stacked tensors themselves when ``full`` (every slot, in order),
+        else copies that :meth:`_scatter` writes back."""
+        if full:
+            return self.params, self.buffers, self.state, self.opt_steps, self.hp
         with torch.no_grad():
-            counts = torch.tensor([len(r) for r in reports], dtype=torch.long)
+            return (
+                {n: v[idx] for n, v in self.params.items()},
+                {n: v[idx] for n, v in self.buffers.items()},
+                {n: {s: v[idx] for s, v in d.items()} for n, d in self.state.items()},
+                self.opt_steps[idx],
+                {n: v[idx] for n, v in self.hp.items()},
+            )
+
+    def _scatter(
+        self,
+        idx: torch.Tensor,
+        full: bool,
+        trained: tuple[Tensors, Tensors, dict[str, Tensors], torch.Tensor],
+        counts: torch.Tensor,
+    ) -> None:
+        """Write what :meth:`_gather` copied back into slots ``idx`` (nothing to write when
+        ``full``: training worked on the stacked tensors) and count each slot's steps."""
+        with torch.no_grad():
             if full:
                 self.train_steps[: self.size] += counts
-            else:
-                for n, v in params.items():
-                    self.params[n][idx] = v
-                for n, v in buffers.items():
-                    self.buffers[n][idx] = v
-                for n, d in state.items():
-                    for s, v in d.items():
-                        self.state[n][s][idx] = v
-                self.opt_steps[idx] = opt_steps
-                self.train_steps[idx.cpu()] += counts
-        return reports
+                return
+            params, buffers, state, opt_steps = trained
+            for n, v in params.items():
+                self.params[n][idx] = v
+            for n, v in buffers.items():
+                self.buffers[n][idx] = v
+            for n, d in state.items():
+                for s, v in d.items():
+                    self.state[n][s][idx] = v
+            self.opt_steps[idx] = opt_steps
+            self.train_steps[idx.cpu()] += counts
 
     # --- measuring (the backend's automatic chunks): hyperpop.vectorized.probe -------------
     def measure(
