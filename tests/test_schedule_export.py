@@ -16,6 +16,16 @@ from hyperpop.torch import ScheduleLR  # noqa: E402
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Train in this process on one thread, as hyperpop's workers do: on a loaded 2-core
+    machine PyTorch's default of one thread per core makes a digits epoch several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_schedule_lr_follows_the_recorded_schedule_step_by_step():
     model = torch.nn.Linear(2, 1)
     opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.0)
