@@ -18,7 +18,7 @@ from torch.func import stack_module_state
 
 from hyperpop.trainable import TrainableError
 from hyperpop.vectorized import probe
-from hyperpop.vectorized.lane import Lane, Tensors
+from hyperpop.vectorized.lane import Chunk, Lane
 from hyperpop.vectorized.optim import DEFAULTS, OPTIMIZER_KEYS, OPTIMIZERS, group_template
 from hyperpop.vectorized.trainable import (
     INIT_ONLY,
@@ -273,11 +273,9 @@ class StackedPopulation:
         runner = self._lanes[lane]
         full = list(slots) == list(range(self.size))
         idx = torch.tensor(list(slots), device=self.device)
-        params, buffers, state, opt_steps, hp_all = self._gather(idx, full)
-        for v in params.values():
+        chunk = self.chunk(idx, share=full)
+        for v in chunk.params.values():
             v.requires_grad_(True)
-        hp = {n: hp_all[n].to(torch.float32) for n in self.hp_keys}
-        opt_hp = {n: hp_all[n] for n in self.opt_keys}
         reports: list[list[dict[str, float]]] = [[] for _ in range(k)]
         start = time.perf_counter()
         limit = [math.inf if s is None else int(s) for s in steps]
@@ -291,9 +289,7 @@ class StackedPopulation:
                 active = torch.tensor([not d for d in done], device=self.device)
                 mask = None if bool(active.all()) else active
                 g.manual_seed(step_seed(self.spec.seed, seed + step))
-                metrics = runner.step(
-                    params, buffers, state, opt_steps, hp, opt_hp, g, mask, first + step
-                )
+                metrics = runner.step(chunk, g, mask, first + step)
                 metrics_list = {n: v.tolist() for n, v in metrics.items()}
                 step += 1
                 elapsed = time.perf_counter() - start
@@ -304,51 +300,56 @@ class StackedPopulation:
                     if len(reports[i]) >= limit[i] or elapsed >= deadline[i]:
                         done[i] = True
         finally:
-            for v in params.values():
+            for v in chunk.params.values():
                 v.requires_grad_(False)
         counts = torch.tensor([len(r) for r in reports], dtype=torch.long)
-        self._scatter(idx, full, (params, buffers, state, opt_steps), counts)
+        self._scatter(idx, full, chunk, counts)
         return reports
 
-    def _gather(
-        self, idx: torch.Tensor, full: bool
-    ) -> tuple[Tensors, Tensors, dict[str, Tensors], torch.Tensor, Tensors]:
-        """The params, buffers, optimiser state, optimiser step counts and hyperparameters of
-        slots ``idx``: the stacked tensors themselves when ``full`` (every slot, in order),
-        else copies that :meth:`_scatter` writes back."""
-        if full:
-            return self.params, self.buffers, self.state, self.opt_steps, self.hp
+    def chunk(self, idx: torch.Tensor, share: bool = False) -> Chunk:
+        """The members in slots ``idx`` as a :class:`~hyperpop.vectorized.lane.Chunk`: copies
+        (a slot may repeat), or with ``share`` (``idx`` is every slot, in order) the stacked
+        tensors themselves, which training then updates in place."""
         with torch.no_grad():
-            return (
-                {n: v[idx] for n, v in self.params.items()},
-                {n: v[idx] for n, v in self.buffers.items()},
-                {n: {s: v[idx] for s, v in d.items()} for n, d in self.state.items()},
-                self.opt_steps[idx],
-                {n: v[idx] for n, v in self.hp.items()},
+            if share:
+                params, buffers, states = self.params, self.buffers, self.state
+                opt_steps, hp = self.opt_steps, self.hp
+            else:
+                params = {n: v[idx] for n, v in self.params.items()}
+                buffers = {n: v[idx] for n, v in self.buffers.items()}
+                states = {n: {s: v[idx] for s, v in d.items()} for n, d in self.state.items()}
+                opt_steps = self.opt_steps[idx]
+                hp = {n: v[idx] for n, v in self.hp.items()}
+            return Chunk(
+                params,
+                buffers,
+                states,
+                opt_steps,
+                {n: hp[n].to(torch.float32) for n in self.hp_keys},
+                {n: hp[n] for n in self.opt_keys},
             )
 
     def _scatter(
         self,
         idx: torch.Tensor,
         full: bool,
-        trained: tuple[Tensors, Tensors, dict[str, Tensors], torch.Tensor],
+        trained: Chunk,
         counts: torch.Tensor,
     ) -> None:
-        """Write what :meth:`_gather` copied back into slots ``idx`` (nothing to write when
+        """Write what :meth:`chunk` copied back into slots ``idx`` (nothing to write when
         ``full``: training worked on the stacked tensors) and count each slot's steps."""
         with torch.no_grad():
             if full:
                 self.train_steps[: self.size] += counts
                 return
-            params, buffers, state, opt_steps = trained
-            for n, v in params.items():
+            for n, v in trained.params.items():
                 self.params[n][idx] = v
-            for n, v in buffers.items():
+            for n, v in trained.buffers.items():
                 self.buffers[n][idx] = v
-            for n, d in state.items():
+            for n, d in trained.states.items():
                 for s, v in d.items():
                     self.state[n][s][idx] = v
-            self.opt_steps[idx] = opt_steps
+            self.opt_steps[idx] = trained.opt_steps
             self.train_steps[idx.cpu()] += counts
 
     # --- measuring (the backend's automatic chunks): hyperpop.vectorized.probe -------------

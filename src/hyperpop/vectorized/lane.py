@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,10 +22,32 @@ from torch.func import functional_call, vmap
 from hyperpop.vectorized.optim import step as optimizer_step
 from hyperpop.vectorized.trainable import Members, VectorizedTrainable, split_loss
 
-__all__ = ["Lane", "Tensors"]
+__all__ = ["Chunk", "Lane", "Tensors"]
 
 #: a chunk's stacked tensors by name: parameters, buffers
 Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """The stacked tensors of the members a lane trains together (row ``i`` is member ``i`` of
+    the chunk), taken from the engine by :meth:`~hyperpop.vectorized.StackedPopulation.chunk`.
+
+    Attributes:
+        params: the parameters (a step updates them in place).
+        buffers: the buffers.
+        states: the optimiser's state per parameter (updated in place).
+        opt_steps: each member's optimiser step count (updated in place).
+        hp: the trainable's hyperparameters as float32 (what ``loss`` and ``evaluate`` get).
+        opt_hp: the optimiser's hyperparameters.
+    """
+
+    params: Tensors
+    buffers: Tensors
+    states: dict[str, Tensors]
+    opt_steps: torch.Tensor
+    hp: Tensors
+    opt_hp: Tensors
 
 
 class Lane:
@@ -76,21 +99,14 @@ class Lane:
 
     # --- training ------------------------------------------------------------------------------
     def batch(
-        self,
-        params: Tensors,
-        buffers: Tensors,
-        states: dict[str, Tensors],
-        opt_steps: torch.Tensor,
-        hp: Tensors,
-        opt_hp: Tensors,
-        batch: Any,
-        mask: torch.Tensor | None = None,
+        self, chunk: Chunk, batch: Any, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Forward, backward and the optimiser step of one batch for every member of the chunk,
         in place (``params`` require grad); each member's loss and extra metrics."""
+        params = chunk.params
         names = list(params)
         tensors = [params[n] for n in names]
-        loss, aux = self._vloss(params, buffers, batch, hp)
+        loss, aux = self._vloss(params, chunk.buffers, batch, chunk.hp)
         grads = torch.autograd.grad(loss.sum(), tensors, allow_unused=True)
         with torch.no_grad():
             grads_ = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
@@ -99,34 +115,25 @@ class Lane:
                 self.spec.nesterov,
                 tensors,
                 grads_,
-                [states[n] for n in names],
-                opt_steps,
-                opt_hp,
+                [chunk.states[n] for n in names],
+                chunk.opt_steps,
+                chunk.opt_hp,
                 mask,
             )
         return loss, aux
 
     def step(
-        self,
-        params: Tensors,
-        buffers: Tensors,
-        states: dict[str, Tensors],
-        opt_steps: torch.Tensor,
-        hp: Tensors,
-        opt_hp: Tensors,
-        g: torch.Generator,
-        mask: torch.Tensor | None,
-        step: int,
+        self, chunk: Chunk, g: torch.Generator, mask: torch.Tensor | None, step: int
     ) -> dict[str, torch.Tensor]:
         """One training step (a pass over the step's batches, then the evaluation) for every
         member of the chunk; each metric as a ``[k]`` float64 tensor."""
-        k = opt_steps.shape[0]
-        members = Members(k, hp, g, self.forward(params, buffers), step)
+        k = chunk.opt_steps.shape[0]
+        members = Members(k, chunk.hp, g, self.forward(chunk.params, chunk.buffers), step)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         self.module.train()
         for batch in self.spec.batches(members):
-            loss, aux = self.batch(params, buffers, states, opt_steps, hp, opt_hp, batch, mask)
+            loss, aux = self.batch(chunk, batch, mask)
             with torch.no_grad():
                 for name, value in {"loss": loss, **aux}.items():
                     value = value.detach().to(torch.float64)
@@ -138,7 +145,7 @@ class Lane:
             self.module.eval()
             try:
                 with torch.no_grad():
-                    evaluated = self.evaluate(params, buffers, hp, k)
+                    evaluated = self.evaluate(chunk.params, chunk.buffers, chunk.hp, k)
             finally:
                 self.module.train()
         metrics.update({n: v.detach().to(torch.float64).reshape(k) for n, v in evaluated.items()})

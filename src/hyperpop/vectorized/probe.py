@@ -33,15 +33,11 @@ class Scratch:
             raise ValueError("measuring needs at least one slot to copy")
         self.engine, self.lane, self.size = engine, lane, size
         idx = torch.tensor([slots[i % len(slots)] for i in range(size)], device=engine.device)
-        with torch.no_grad():
-            self.params = {n: v[idx].requires_grad_(True) for n, v in engine.params.items()}
-            self.buffers = {n: v[idx] for n, v in engine.buffers.items()}
-            self.states = {n: {s: v[idx] for s, v in d.items()} for n, d in engine.state.items()}
-            self.opt_steps = engine.opt_steps[idx]
-            self.hp = {n: engine.hp[n][idx].to(torch.float32) for n in engine.hp_keys}
-            self.opt_hp = {n: engine.hp[n][idx] for n in engine.opt_keys}
-        forward = lane.forward(self.params, self.buffers)
-        self.members = Members(size, self.hp, torch.Generator().manual_seed(0), forward, 0)
+        self.chunk = engine.chunk(idx)
+        for v in self.chunk.params.values():
+            v.requires_grad_(True)
+        forward = lane.forward(self.chunk.params, self.chunk.buffers)
+        self.members = Members(size, self.chunk.hp, torch.Generator().manual_seed(0), forward, 0)
         self._batches: Iterator[Any] = iter(())
 
     def step(self) -> None:
@@ -51,9 +47,7 @@ class Scratch:
             self._batches = iter(self.engine.spec.batches(self.members))
             batch = next(self._batches)
         self.lane.module.train()
-        self.lane.batch(
-            self.params, self.buffers, self.states, self.opt_steps, self.hp, self.opt_hp, batch
-        )
+        self.lane.batch(self.chunk, batch)
         if self.engine.device.type == "cuda":
             torch.cuda.synchronize(self.engine.device)
 
