@@ -111,30 +111,26 @@ def export(db: str, member: str, output: str) -> None:
     click.echo(f"wrote {label} to {output} ({how})")
 
 
-@click.command()
-@click.argument("db", type=click.Path(dir_okay=False))
-@_format("csv")
+def _rows_command(f: Callable[[str, str], None]) -> click.Command:
+    """A command that prints rows of a run (``DB``, ``--format`` csv by default)."""
+    return click.command()(click.argument("db", type=click.Path(dir_okay=False))(_format("csv")(f)))
+
+
+@_rows_command
 def table(db: str, fmt: str) -> None:
     """Print every report (member, step, score, metrics, config)."""
-    rows = load_result(db).records()
-    _echo_rows(rows, fmt)
+    _echo_rows(load_result(db).records(), fmt)
 
 
-@click.command()
-@click.argument("db", type=click.Path(dir_okay=False))
-@_format("csv")
+@_rows_command
 def lineage(db: str, fmt: str) -> None:
     """Print who copied whom, and when (copies made by PBT and by people; what else people
     did, such as pins, sets and added members: hyperpop interventions DB)."""
-    rows = load_result(db).lineage()
-    _echo_rows(rows, fmt)
+    _echo_rows(load_result(db).lineage(), fmt)
 
 
-@click.command()
-@click.argument("db", type=click.Path(dir_okay=False))
-@_format("csv")
+@_rows_command
 def interventions(db: str, fmt: str) -> None:
     """Print what people did to the run (stop, pin, unpin, set, copy, add, budget), one row
     each: kind, member, what, request, time."""
-    rows = load_result(db).interventions()
-    _echo_rows(rows, fmt)
+    _echo_rows(load_result(db).interventions(), fmt)
