@@ -352,25 +352,8 @@ class StackedPopulation:
             self.opt_steps[idx] = trained.opt_steps
             self.train_steps[idx.cpu()] += counts
 
-    # --- measuring (the backend's automatic chunks): hyperpop.vectorized.probe -------------
-    def measure(
-        self,
-        slots: Sequence[int],
-        size: int,
-        batches: int = 3,
-        limit: float | None = None,
-        parallel: int = 1,
-    ) -> float:
-        """Seconds per member and batch of training ``parallel`` chunks of ``size`` members at
-        once, on scratch copies of ``slots`` (:func:`hyperpop.vectorized.probe.measure`)."""
-        return probe.measure(self, slots, size, batches, limit, parallel)
-
-    def activation_bytes(self, slots: Sequence[int], size: int) -> int:
-        """Bytes that one batch's forward keeps for the backward pass, per member
-        (:func:`hyperpop.vectorized.probe.activation_bytes`)."""
-        return probe.activation_bytes(self, slots, size)
-
-    def draws_global_random(self, slots: Sequence[int]) -> bool:
-        """Whether a training step draws from PyTorch's global random generator
-        (:func:`hyperpop.vectorized.probe.draws_global_random`)."""
-        return probe.draws_global_random(self, slots)
+    # --- measuring (the backend's automatic chunks): the functions of hyperpop.vectorized.probe
+    # take the engine first, so they are its methods as they are
+    measure = probe.measure
+    activation_bytes = probe.activation_bytes
+    draws_global_random = probe.draws_global_random
