@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hyperpop.criteria import Budget
 from hyperpop.space import Space
 from hyperpop.store import events as ev
 from hyperpop.store import requests as rq
@@ -141,7 +142,7 @@ class Steer:
         """Replace the run's budget (``hp.Steps(n)``, ``hp.WallTime(s)``, ``hp.Target(score)``,
         any of them). Members that finished for lack of steps train on under a larger one."""
         # hp.Steps, hp.WallTime, hp.Target, or their dicts (anything else is refused, named)
-        items = [b.to_dict() if callable(getattr(b, "to_dict", None)) else b for b in budget]
+        items = [b.to_dict() if isinstance(b, Budget) else b for b in budget]
         if not items:
             raise SteerError("budget() needs at least one of hp.Steps, hp.WallTime, hp.Target")
         return self.request(rq.BUDGET, None, {"budget": items}, wait=wait)
