@@ -17,6 +17,17 @@ from hyperpop.userfile import load_file  # noqa: E402
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Train in this process on one thread, as hyperpop's workers do: on a loaded 2-core
+    machine PyTorch's default of one thread per core makes these small models several times
+    slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _example(name: str):
     return load_file(EXAMPLES / f"{name}.py")
 
@@ -64,7 +75,8 @@ def test_digits_batch_size_changes_between_intervals():
 
 def test_cartpole_runs_real_gymnasium_episodes(tmp_path):
     rf = _example("cartpole")
-    res = _run(rf, tmp_path, population=2, budget=hp.Steps(2), ready=1)
+    # in this process (the digits test runs an example in a worker process)
+    res = _run(rf, tmp_path, population=2, budget=hp.Steps(2), ready=1, backend="simulated")
     rows = res.records()
     assert len(rows) == 4
     assert all(r["env_steps"] > 900 and r["episodes"] > 0 and r["return"] > 5 for r in rows)
@@ -87,7 +99,8 @@ def test_charlm_reads_stdlib_text_and_learns(tmp_path):
     d = rf.module.data()
     assert len(d["train"]) > 100_000 and len(d["test"]) > 5_000
     assert rf.module.decode(rf.module.encode("def f():\n")[:].tolist()) == "def f():\n"
-    res = _run(rf, tmp_path, population=2, budget=hp.Steps(2), ready=1)
+    kw = {"population": 2, "budget": hp.Steps(2), "ready": 1, "backend": "simulated"}
+    res = _run(rf, tmp_path, **kw)  # in this process, as the cartpole test
     rows = res.records()
     # the best member learned: below the uniform guess, log(96) = 4.56
     assert min(r["val_loss"] for r in rows if r["step"] == 2) < 4.0
