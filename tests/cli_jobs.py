@@ -1,13 +1,16 @@
-"""A small run file for command-line tests: a counter on the simulated backend."""
+"""A counter trainable, and a small run file of it for command-line tests (simulated backend)."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
-_JOB = """
 import hyperpop as hp
 
+
 class Counter(hp.Trainable):
+    """Adds its learning rate every step; its state is the running total."""
+
     def setup(self, config):
         self.total = 0.0
         self.apply(config)
@@ -17,14 +20,19 @@ class Counter(hp.Trainable):
 
     def train(self):
         self.total += self.lr
-        return {{"score": self.total}}
+        return {"score": self.total}
 
     def save(self):
-        return {{"total": self.total}}
+        return {"total": self.total}
 
     def load(self, state):
         self.total = state["total"]
 
+
+_JOB = """
+import hyperpop as hp
+
+{counter}
 trainable = Counter
 space = {{"lr": hp.uniform(0.1, 1.0)}}
 settings = dict(
@@ -37,5 +45,6 @@ def counter_job(tmp_path: Path, *, budget: int = 4, extra: str = "", name: str =
     """Write the run file ``name.py`` in ``tmp_path`` (``extra`` is appended to its settings,
     e.g. ``", populaton=3"``) and return its path."""
     path = tmp_path / f"{name}.py"
-    path.write_text(_JOB.format(budget=budget, extra=extra))
+    counter = inspect.getsource(Counter)
+    path.write_text(_JOB.format(counter=counter, budget=budget, extra=extra))
     return path

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_jobs import counter_job
+from cli_jobs import Counter, counter_job
 from click.testing import CliRunner
 
 import hyperpop as hp
@@ -30,27 +30,6 @@ from hyperpop.cli import main
 
 NAMES = ["x.db", "x.sqlite", "x"]  # the old layout gave all three x.ckpt
 PAIRS = list(itertools.combinations(NAMES, 2))
-
-
-class Counter(hp.Trainable):
-    """Adds its learning rate every step; its state is the running total."""
-
-    def setup(self, config):
-        self.total = 0.0
-        self.apply(config)
-
-    def apply(self, config):
-        self.lr = config["lr"]
-
-    def train(self):
-        self.total += self.lr
-        return {"score": self.total}
-
-    def save(self):
-        return {"total": self.total}
-
-    def load(self, state):
-        self.total = state["total"]
 
 
 SPACE = {"lr": hp.uniform(0.1, 1.0)}

@@ -9,29 +9,11 @@ import io
 from pathlib import Path
 
 import pytest
+from cli_jobs import Counter
 from click.testing import CliRunner
 
 import hyperpop as hp
 from hyperpop.cli import main
-
-
-class Counter(hp.Trainable):
-    def setup(self, config):
-        self.total = 0.0
-        self.apply(config)
-
-    def apply(self, config):
-        self.lr = config["lr"]
-
-    def train(self):
-        self.total += self.lr
-        return {"score": self.total}
-
-    def save(self):
-        return self.total
-
-    def load(self, state):
-        self.total = state
 
 
 class PinThenStop(hp.callbacks.Callback):
