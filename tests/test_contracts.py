@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ray_local import start_local_ray
 
 from hyperpop.backends.base import Backend
 from hyperpop.backends.local import LocalBackend
@@ -119,16 +119,7 @@ def ray_backend() -> Iterator[Any]:
 
     from hyperpop.backends.ray import RayBackend
 
-    if ray.is_initialized():
-        ray.shutdown()
-    tmp = tempfile.mkdtemp(prefix="hpray")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=tmp,
-        logging_level="WARNING",
-    )
+    start_local_ray()
     backend = RayBackend(BackendContract.workers, keep_actors=True)
     yield backend
     backend.close()

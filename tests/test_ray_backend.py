@@ -6,7 +6,6 @@ import importlib.util
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections import Counter as Count
 from pathlib import Path
@@ -23,21 +22,13 @@ from hyperpop.store.sqlite import open_store  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import toy  # noqa: E402
+from ray_local import start_local_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
     """One local Ray cluster (2 CPUs) for the whole module, in a short temporary folder."""
-    if ray.is_initialized():
-        ray.shutdown()
-    tmp = tempfile.mkdtemp(prefix="hpray")  # short: Ray's socket paths must fit 107 bytes
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _temp_dir=tmp,
-        logging_level="WARNING",
-    )
+    start_local_ray()
     yield
     ray.shutdown()
 
