@@ -48,6 +48,7 @@ SLOW = frozenset(
         "tests/test_schedule_export.py::test_digits_retrained_along_the_exported_schedule",
         "tests/test_steer.py::test_stop_reaches_a_driver_that_ignores_sigint_and_the_run_resumes",
         "tests/test_steer.py::test_the_command_line_steers_a_run_and_says_what_the_driver_did",
+        "tests/test_strategies_backends.py::test_a_ray_cluster_decides_as_the_simulated_backend",
         "tests/test_strategies_benchmark.py::test_strategies_smoke",
         "tests/test_trackers.py::test_mlflow_parent_run_and_nested_member_runs_across_a_resume",
         "tests/test_trackers.py::test_wandb_offline_runs_grouped_by_population_across_a_resume",
