@@ -235,7 +235,7 @@ JOB = """
 import os, sys, time
 sys.path.insert(0, {examples!r})
 import hyperpop as hp
-from deceptive import Deceptive
+from deceptive import Deceptive, space
 
 
 class Blocking(Deceptive):
@@ -255,7 +255,6 @@ class Blocking(Deceptive):
 
 
 trainable = Blocking
-space = {{"h": hp.uniform(1e-4, 1.1)}}
 settings = dict(metric="Q", mode="max", population=8, workers=2, budget=hp.Steps(200),
                 ready=20, seed=0, exploit="firepbt", deterministic=True, progress=False)
 
@@ -360,23 +359,28 @@ def line() -> type:
 @pytest.mark.parametrize("exploit", STRATEGIES)
 def test_the_vectorized_backend_trains_the_roles_together(exploit, synchronous):
     """The whole population trains as one stacked model: evaluators start on parents (reserve
-    members) with a greedy member's hyperparameters, MF-PBT's sub-populations migrate."""
+    members) with a greedy member's hyperparameters, MF-PBT's sub-populations migrate, and a
+    deterministic asynchronous run repeats."""
     from hyperpop.backends.vectorized import VectorizedBackend
 
-    res = hp.run(
-        line(),
-        {"lr": hp.loguniform(1e-3, 0.5)},
-        metric="loss",
-        mode="min",
-        population=8,
-        budget=hp.Steps(12),
-        ready=2,
-        seed=0,
-        exploit=exploit,
-        synchronous=synchronous,
-        backend=VectorizedBackend(8, threads=1),
-        progress=False,
-    )
+    def vectorized() -> hp.Result:
+        return hp.run(
+            line(),
+            {"lr": hp.loguniform(1e-3, 0.5)},
+            metric="loss",
+            mode="min",
+            population=8,
+            budget=hp.Steps(8),
+            ready=2,
+            seed=0,
+            exploit=exploit,
+            synchronous=synchronous,
+            deterministic=True,
+            backend=VectorizedBackend(8, threads=1),
+            progress=False,
+        )
+
+    res = vectorized()
     assert res.population.settings["backend"] == "vectorized"
     pairs = set(check(res, exploit))
     evaluations = {"firepbt": ("evaluator", "parent"), "reserve": ("evaluator", "reserve")}
@@ -384,3 +388,5 @@ def test_the_vectorized_backend_trains_the_roles_together(exploit, synchronous):
         assert evaluations[exploit] in pairs, pairs
     else:
         assert any(m != d for m, d in pairs), pairs  # migrations
+    if not synchronous:
+        assert lineage(vectorized()) == lineage(res)
