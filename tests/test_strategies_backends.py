@@ -340,6 +340,12 @@ def line() -> type:
     class Line(VectorizedTrainable):
         batch_size = 8
         batches_per_step = 1
+        stop_at: int | None = None  # the run stops (as by Ctrl-C) once the members reach it
+
+        def batches(self, members):
+            if self.stop_at is not None and members.step >= self.stop_at:
+                raise KeyboardInterrupt
+            yield from super().batches(members)
 
         def build_model(self, config):
             return torch.nn.Linear(2, 1)
@@ -355,32 +361,35 @@ def line() -> type:
     return Line
 
 
+def vectorized(exploit: str, synchronous: bool, trainable: type | None = None, **kw) -> hp.Result:
+    """8 members of the linear fit, 8 steps, ready every 2, trained as one stacked model."""
+    from hyperpop.backends.vectorized import VectorizedBackend
+
+    return hp.run(
+        trainable or line(),
+        {"lr": hp.loguniform(1e-3, 0.5)},
+        metric="loss",
+        mode="min",
+        population=8,
+        budget=hp.Steps(8),
+        ready=2,
+        seed=0,
+        exploit=exploit,
+        synchronous=synchronous,
+        deterministic=True,
+        backend=VectorizedBackend(8, threads=1),
+        progress=False,
+        **kw,
+    )
+
+
 @pytest.mark.parametrize("synchronous", [False, True], ids=["async", "sync"])
 @pytest.mark.parametrize("exploit", STRATEGIES)
 def test_the_vectorized_backend_trains_the_roles_together(exploit, synchronous):
     """The whole population trains as one stacked model: evaluators start on parents (reserve
     members) with a greedy member's hyperparameters, MF-PBT's sub-populations migrate, and a
     deterministic asynchronous run repeats."""
-    from hyperpop.backends.vectorized import VectorizedBackend
-
-    def vectorized() -> hp.Result:
-        return hp.run(
-            line(),
-            {"lr": hp.loguniform(1e-3, 0.5)},
-            metric="loss",
-            mode="min",
-            population=8,
-            budget=hp.Steps(8),
-            ready=2,
-            seed=0,
-            exploit=exploit,
-            synchronous=synchronous,
-            deterministic=True,
-            backend=VectorizedBackend(8, threads=1),
-            progress=False,
-        )
-
-    res = vectorized()
+    res = vectorized(exploit, synchronous)
     assert res.population.settings["backend"] == "vectorized"
     pairs = set(check(res, exploit))
     evaluations = {"firepbt": ("evaluator", "parent"), "reserve": ("evaluator", "reserve")}
@@ -389,4 +398,19 @@ def test_the_vectorized_backend_trains_the_roles_together(exploit, synchronous):
     else:
         assert any(m != d for m, d in pairs), pairs  # migrations
     if not synchronous:
-        assert lineage(vectorized()) == lineage(res)
+        assert lineage(vectorized(exploit, synchronous)) == lineage(res)
+
+
+def test_a_vectorized_run_interrupted_and_resumed_decides_as_uninterrupted(tmp_path):
+    """Synchronous FIRE-PBT on the vectorized backend, interrupted in its 4th generation: the
+    resumed run trains in the same calls as the uninterrupted one (so on the same data order)
+    and takes every one of its decisions. (Asynchronously a resumed run groups members into
+    other calls, whose data order differs: see docs/vectorized.md, "Bitwise replay".)"""
+    stops = type("Stops", (line(),), {"stop_at": 6})
+    whole = vectorized("firepbt", True, storage=tmp_path / "whole.db")
+    with pytest.raises(KeyboardInterrupt):
+        vectorized("firepbt", True, trainable=stops, storage=tmp_path / "cut.db")
+    resumed = hp.resume(tmp_path / "cut.db", trainable=line(), progress=False)
+    assert resumed.population.resumes == 1
+    assert decided(resumed.events) == decided(whole.events)
+    check(resumed, "firepbt")
