@@ -78,7 +78,7 @@ def run(exploit: str, backend: Any, task: str = "deceptive", **kw: Any) -> hp.Re
 # --- what every run must show ----------------------------------------------------------------
 def no_loss(res: hp.Result) -> None:
     """Each member reports steps 1, 2, ... in log order, each once, except that after a copy
-    it goes on from the donor's step; every member that was not stopped reaches the budget."""
+    it goes on from the donor's step; every member reaches the budget."""
     budget = min(b["n"] for b in res.population.settings["budget"] if b["type"] == "steps")
     at: dict[int, int] = {}
     for e in res.events:
@@ -110,6 +110,7 @@ def check(res: hp.Result, exploit: str) -> Counter[tuple[str, str]]:
     if exploit in ROLES:
         allowed = ROLES[exploit]
         assert all(d in allowed[m] for m, d in pairs), pairs
+        hyperparameters_follow_the_roles(res)
     # the best checkpoint kept is the best ready point of the members that may be the result
     pop, best = res.population, res.best
     members = [m for m in pop.members.values() if pop.in_result(m.id)]
@@ -124,10 +125,46 @@ def check(res: hp.Result, exploit: str) -> Counter[tuple[str, str]]:
     return pairs
 
 
+def hyperparameters_follow_the_roles(res: hp.Result) -> None:
+    """FIRE-PBT's hyperparameters, read off the log: an evaluator that copies a parent trains
+    with a greedy member's hyperparameters (unexplored), and a greedy member that takes an
+    evaluator's weights keeps its own."""
+    settings = res.population.settings
+    config: dict[int, Any] = {}  # each member's hyperparameters as the log stands
+    greedy: list[Any] = []  # every config a greedy member trained with so far
+    blob: dict[str, Any] = {}  # each checkpoint's config
+    last: tuple[str, int, Any] | None = None  # the latest copy by the strategy: roles, member
+    for e in [*res.events, None]:
+        if last is not None and not (e and e.kind == ev.EXPLORED and e.member == last[1]):
+            roles, m, before = last
+            if roles == "evaluator":
+                assert config[m] in greedy, (m, config[m])
+            else:
+                assert config[m] == before, (m, config[m], before)
+            last = None
+        if e is None:
+            break
+        if e.kind == ev.MEMBER_CREATED:
+            config[e.member] = e.data["config"]
+        elif e.kind in (ev.EXPLORED, ev.REJUVENATED):
+            config[e.member] = e.data["config"]
+        elif e.kind == ev.CHECKPOINTED:
+            blob[e.data["checkpoint"]] = config[e.member]
+            if group_of(settings, e.member) == "greedy":
+                greedy.append(config[e.member])
+        elif e.kind == ev.EXPLOITED:
+            before, config[e.member] = config[e.member], blob[e.data["checkpoint"]]
+            mine, theirs = group_of(settings, e.member), group_of(settings, e.data["donor"])
+            if e.data.get("by") is None and mine == "evaluator":
+                last = ("evaluator", e.member, before)
+            elif e.data.get("by") is None and (mine, theirs) == ("greedy", "evaluator"):
+                last = ("greedy", e.member, before)
+
+
 def check_deceptive(res: hp.Result, exploit: str) -> None:
     """On the deceptive task the roles do their work: evaluations start on parents (reserve
-    members) and hand their weights to greedy members; MF-PBT's slow sub-population decides
-    at every fourth ready point only, and members migrate both ways."""
+    members) and hand their weights to greedy members; MF-PBT's slow sub-population copies at
+    most once per four ready points, and members migrate both ways."""
     pairs = check(res, exploit)
     if exploit == "firepbt":
         assert {("evaluator", "parent"), ("greedy", "evaluator"), ("greedy", "greedy")} <= set(
