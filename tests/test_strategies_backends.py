@@ -338,6 +338,10 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_runs_decisions(tmp_path):
     got, expected = decided(resumed.events), decided(whole.events)
     assert got[: len(before)] == before  # nothing the killed driver wrote was lost
     assert got == expected
+    # decisions were taken on both sides of the kill
+    assert ev.EXPLOITED in {e[0] for e in before} and ev.EXPLOITED in {
+        e[0] for e in got[len(before) :]
+    }
     assert resumed.population.resumes == 1
     check_deceptive(resumed, "firepbt")
 
