@@ -27,6 +27,7 @@ import pytest
 import hyperpop as hp
 from hyperpop.backends.local import LocalBackend
 from hyperpop.backends.simulated import SimulatedBackend
+from hyperpop.steering import Steering
 from hyperpop.store import events as ev
 from hyperpop.store.requests import Request, RequestLog
 from hyperpop.strategies import make_exploit
@@ -231,12 +232,15 @@ class SteersSimulated(Steers, SimulatedBackend):
     "exploit, backend",
     [("firepbt", SteersLocal), ("mfpbt", SteersSimulated), ("reserve", SteersSimulated)],
 )
-def test_steering_and_rejuvenation_go_on_beside_the_roles(tmp_path, exploit, backend):
+def test_steering_and_rejuvenation_go_on_beside_the_roles(tmp_path, monkeypatch, exploit, backend):
     """On the noisy task, where members stall and are reset, a person pins a member (it decides
     nothing more), sets hyperparameters, makes a member copy and adds two (they get the roles
     of their ids and take part); the roles hold for every copy the strategy makes. FIRE-PBT
     runs on real workers in the default mode (results as they arrive, in no fixed order);
     steering is the driver's, the same on every backend, so the others run simulated."""
+    # the driver reads the requests at its next poll (not up to 0.2 s later, when a loaded
+    # machine may have trained the members to the end of a run this short)
+    monkeypatch.setattr(Steering, "REQUEST_INTERVAL", 0.0)
     db = tmp_path / "run.db"
     asks = [
         Request("pin", 7, {"pinned": True}),
