@@ -69,8 +69,18 @@ class Parameter:
         raise NotImplementedError
 
 
+def _bool_bound(x: Any, what: str, name: str, kind: str) -> None:
+    """Refuse a bool bound (``True`` is 1 to Python, but never meant as a number here)."""
+    if isinstance(x, (bool, np.bool_)):
+        raise SpaceError(
+            f"parameter {name!r}: {what} must be {kind}, got the bool {x!r}; "
+            f"write a number (e.g. {int(x)!r} or {float(x)!r}) or use choice([True, False])"
+        )
+
+
 def _number(x: Any, what: str, name: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+    _bool_bound(x, what, name, "a number")
+    if not isinstance(x, (int, float, np.integer, np.floating)):
         raise SpaceError(f"parameter {name!r}: {what} must be a number, got {x!r}")
     if not math.isfinite(float(x)):
         raise SpaceError(f"parameter {name!r}: {what} must be finite, got {x!r}")
@@ -159,6 +169,8 @@ class Float(Parameter):
         return self._clip(self._inv(lo * (1.0 - u) + hi * u))
 
     def contains(self, value: Any) -> bool:
+        if isinstance(value, (bool, np.bool_)):
+            return False  # True is 1.0 to Python, never a real number meant here
         try:
             return self.low <= float(value) <= self.high
         except (TypeError, ValueError):
@@ -178,7 +190,8 @@ class Int(Parameter):
 
     def validate(self, name: str) -> None:
         for what, v in (("low", self.low), ("high", self.high)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            _bool_bound(v, what, name, "an int")
+            if not isinstance(v, (int, np.integer)):
                 raise SpaceError(f"parameter {name!r}: {what} must be an int, got {v!r}")
         if self.low >= self.high:
             raise SpaceError(
@@ -276,7 +289,9 @@ class Choice(Parameter):
         return self.options[min(int(float(min(max(u, 0.0), 1.0)) * n), n - 1)]
 
     def contains(self, value: Any) -> bool:
-        return any(o == value for o in self.options)
+        # a bool matches only a bool option: True == 1, yet choice([1, 2]) never means True
+        flag = isinstance(value, (bool, np.bool_))
+        return any(o == value and isinstance(o, bool) == flag for o in self.options)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "choice", "options": list(self.options), "ordered": self.ordered}

@@ -171,9 +171,12 @@ class Space:
         """
         flat = self.flatten(config)
         for path, value in self.flatten_partial(changes).items():
-            if isinstance(self._params[path], Float) and isinstance(value, (int, float)):
+            param = self._params[path]
+            if isinstance(value, bool) and not param.contains(value):
+                raise SpaceError(_bool_value(path, param, value))
+            if isinstance(param, Float) and isinstance(value, (int, float)):
                 value = float(value)  # an int given for a real number (lr=1)
-            elif isinstance(self._params[path], Float):
+            elif isinstance(param, Float):
                 raise SpaceError(f"parameter {path!r}: {value!r} is not a number")
             flat[path] = value
         out = self.unflatten(flat)
@@ -183,7 +186,10 @@ class Space:
     def validate_config(self, config: Mapping[str, Any]) -> None:
         """Raise :class:`SpaceError` if a config value lies outside its parameter."""
         for path, value in self.flatten(config).items():
-            if not self._params[path].contains(value):
+            param = self._params[path]
+            if not param.contains(value):
+                if isinstance(value, (bool, np.bool_)):
+                    raise SpaceError(_bool_value(path, param, value))
                 raise SpaceError(f"parameter {path!r}: value {value!r} is outside the space")
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
@@ -244,6 +250,15 @@ class Space:
             param.validate(path)
             space._params[path] = param
         return space
+
+
+def _bool_value(path: str, param: Parameter, value: Any) -> str:
+    """The refusal of a bool given where the parameter means a number (or another option)."""
+    if isinstance(param, Choice):
+        fix = f"give one of the options {list(param.options)!r}"
+    else:
+        fix = f"give a number (e.g. {int(value)!r}) instead"
+    return f"parameter {path!r}: {value!r} is a bool, not a value of this parameter; {fix}"
 
 
 def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
