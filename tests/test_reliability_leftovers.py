@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from reliability_trainables import Walker
 
 import hyperpop as hp
 from hyperpop.space import Space, SpaceError
+from hyperpop.store.requests import RequestLog
 
 # --- a bool is not a number in the search space ------------------------------------------
 
@@ -65,3 +67,78 @@ def test_a_bool_initial_config_is_refused():
             budget=hp.Steps(1),
             storage=None,
         )
+
+
+# --- the dashboard's steer endpoint: a member id is an int, not a bool or a float ----------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small finished run's store (simulated backend: no processes)."""
+    db = tmp_path_factory.mktemp("steer") / "run.db"
+    hp.run(
+        Walker,
+        {"lr": 0.5},
+        metric="score",
+        population=2,
+        budget=2,
+        storage=db,
+        backend="simulated",
+    )
+    return db
+
+
+def _post(db, **kw):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from hyperpop.dashboard.app import create_app
+
+    with TestClient(create_app(db, token="t"), base_url="http://localhost") as client:
+        return client.post("/api/request", headers={"X-Hyperpop-Token": "t"}, **kw)
+
+
+@pytest.mark.parametrize(
+    ("member", "shown"), [(True, "True"), (False, "False"), (1.7, "1.7"), (1.0, "1.0")]
+)
+def test_the_dashboard_refuses_a_member_that_is_not_an_int(finished_run, member, shown):
+    body = {"kind": "pin", "member": member, "data": {"pinned": True}}
+    r = _post(finished_run, json=body)
+    assert r.status_code == 400
+    assert r.json() == {"error": f"a request's member must be an int, got {shown}"}
+    assert RequestLog(finished_run).read() == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "error"),
+    [
+        ("add", {"count": True}, "count (members to add) must be an int, got True"),
+        ("workers", {"workers": 2.0}, "workers (members training at once) must be an int, got 2.0"),
+        (
+            "budget",
+            {"budget": [{"type": "steps", "n": True}]},
+            "a steps budget's n must be an int, got True",
+        ),
+    ],
+)
+def test_the_dashboard_refuses_other_numbers_that_are_not_ints(finished_run, kind, data, error):
+    r = _post(finished_run, json={"kind": kind, "data": data})
+    assert r.status_code == 400 and r.json() == {"error": error}
+
+
+def test_the_dashboard_refuses_a_bool_donor(finished_run):
+    body = {"kind": "copy", "member": 0, "data": {"donor": True}}
+    r = _post(finished_run, json=body)
+    assert r.status_code == 400
+    assert r.json() == {"error": "donor (the member to copy) must be an int, got True"}
+
+
+def test_a_form_member_is_read_as_a_whole_number_only(finished_run):
+    form = {"token": "t", "kind": "pin", "member": "1.7", "data": '{"pinned": true}'}
+    r = _post(finished_run, data=form)
+    assert r.status_code == 400
+    assert r.json()["error"].startswith("a request's member must be an int, got '1.7'")
+    # a whole number reaches the request's other checks (here: no driver writes the store)
+    r = _post(finished_run, data={**form, "member": "1"})
+    assert r.status_code == 400 and "no driver is writing" in r.json()["error"]

@@ -255,6 +255,9 @@ async def _body(request: Request) -> tuple[dict[str, Any], str] | Response:
 
     body = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
     given = given or str(body.pop("token", ""))
+    member = body.get("member", "").strip()
+    if member.isascii() and member.isdigit():  # a form's fields are text: "3" is member 3
+        body["member"] = int(member)
     try:
         body["data"] = json.loads(body.get("data") or "{}")
     except ValueError:
@@ -301,8 +304,11 @@ def _steer(db: str | os.PathLike[str], body: dict[str, Any]) -> Response:
     kind = str(body.get("kind", ""))
     member = body.get("member")
     data = body.get("data") or {}
+    if member == "":  # an empty form field: no member
+        member = None
     try:
-        member = None if member in (None, "") else int(member)
+        # no int() here: the request's own check refuses a member that is not an int
+        # (int() read a JSON true as member 1 and 1.7 as member 1)
         if not isinstance(data, dict):
             raise ValueError("data must be an object")
         answer = Steer(db, timeout=10.0, origin="dashboard").request(kind, member, data)
