@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 from reliability_trainables import Walker
 
 import hyperpop as hp
+from hyperpop import checkpoints as ckpt
+from hyperpop.backends.base import Task
+from hyperpop.backends.transfer import SharedStorage, WorkerStore
+from hyperpop.backends.worker import WorkerCore
+from hyperpop.checkpoints import checkpoint_dir_for
 from hyperpop.space import Space, SpaceError
 from hyperpop.store.requests import RequestLog
 
@@ -142,3 +150,47 @@ def test_a_form_member_is_read_as_a_whole_number_only(finished_run):
     # a whole number reaches the request's other checks (here: no driver writes the store)
     r = _post(finished_run, data={**form, "member": "1"})
     assert r.status_code == 400 and "no driver is writing" in r.json()["error"]
+
+
+# --- a full disk: shared storage (Ray) gives the checkpoint folder's one-line error -------
+
+
+def _disk_full_for_blobs(monkeypatch):
+    """Every blob write fails as on a full disk (the technique of test_checkpoint_folders)."""
+    real = ckpt.write_atomic
+
+    def full(path, data, *, fsync=True):
+        if str(path).endswith(".ckpt"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        real(path, data, fsync=fsync)
+
+    monkeypatch.setattr(ckpt, "write_atomic", full)
+
+
+def test_shared_storage_on_a_full_disk_gives_the_checkpoint_folders_error(tmp_path, monkeypatch):
+    folder = checkpoint_dir_for(tmp_path / "r.db")
+    _disk_full_for_blobs(monkeypatch)
+    with pytest.raises(ckpt.CheckpointFullError) as local:
+        ckpt.CheckpointStore(folder).write("m0-s1-a", b"x")
+    with pytest.raises(ckpt.CheckpointFullError) as shared:
+        SharedStorage(folder).write("m0-s1-a", b"x")
+    assert str(shared.value) == str(local.value)
+    assert "\n" not in str(local.value) and f"hyperpop resume {tmp_path / 'r.db'}" in str(
+        local.value
+    )
+    assert not list(folder.glob("*"))  # nothing half-written
+
+
+def test_a_worker_saving_to_full_shared_storage_stops_the_run_not_the_member(tmp_path, monkeypatch):
+    """A Ray actor trains with a WorkerCore whose saves go to shared storage: its failure must
+    read, in the driver, as the full disk (one line, the run stops), not as the member's
+    fault (retried, then given up)."""
+    folder = checkpoint_dir_for(tmp_path / "r.db")
+    store = WorkerStore(SharedStorage(folder), sees_shared=True, transfer="shared")
+    core = WorkerCore(Walker, store)
+    _disk_full_for_blobs(monkeypatch)
+    result = core.run(Task(member=0, config={"lr": 0.5}, checkpoint=None, step=0, steps=2))
+    full = ckpt.full_disk_error(result.error)
+    assert full is not None, result.error
+    assert str(full).startswith(f"cannot write a checkpoint to {folder}: the disk is full")
+    assert f"hyperpop resume {tmp_path / 'r.db'}" in str(full)

@@ -38,6 +38,7 @@ __all__ = [
     "StateStore",
     "check_blob_id",
     "write_atomic",
+    "write_blob_file",
     "checkpoint_dir_for",
     "full_disk_error",
     "legacy_checkpoint_dir_for",
@@ -208,6 +209,27 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = Tru
         raise
 
 
+def write_blob_file(
+    path: str | os.PathLike[str], data: bytes, *, folder: str | os.PathLike[str], fsync: bool = True
+) -> None:
+    """:func:`write_atomic` for a blob of the checkpoint folder or of shared storage
+    (``folder``): a full disk is one :class:`CheckpointFullError` whichever writes it.
+
+    Raises:
+        CheckpointFullError: the disk is full (nothing is left half-written).
+    """
+    try:
+        write_atomic(path, data, fsync=fsync)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise CheckpointFullError(
+            f"cannot write a checkpoint to {folder}: the disk is full ({e.strerror}); "
+            f"every event recorded so far is kept: free some space, then `hyperpop resume "
+            f"{_store_of(Path(folder))}` continues"
+        ) from None
+
+
 class BlobStore(ABC):
     """Where checkpoint bytes live: a folder (:class:`CheckpointStore`) or shared storage seen
     by every node (:class:`~hyperpop.backends.transfer.SharedStorage`).
@@ -374,17 +396,7 @@ class CheckpointStore(BlobStore, StateStore):
         Raises:
             CheckpointFullError: the disk is full (nothing is left half-written).
         """
-        try:
-            write_atomic(self._path(blob), data, fsync=self.fsync)
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            store = _store_of(self.root)
-            raise CheckpointFullError(
-                f"cannot write a checkpoint to {self.root}: the disk is full ({e.strerror}); "
-                f"every event recorded so far is kept: free some space, then `hyperpop resume "
-                f"{store}` continues"
-            ) from None
+        write_blob_file(self._path(blob), data, folder=self.root, fsync=self.fsync)
 
     def read(self, blob: str) -> bytes:
         """A blob's bytes, as written."""

@@ -32,7 +32,7 @@ from hyperpop.checkpoints import (
     decode,
     encode,
     new_blob_id,
-    write_atomic,
+    write_blob_file,
 )
 
 __all__ = ["DEFAULT_THRESHOLD", "SharedStorage", "Transfer", "WorkerStore"]
@@ -81,14 +81,19 @@ class SharedStorage(BlobStore):
         return self._path(check_blob_id(blob) + _SUFFIX)
 
     def write(self, blob: str, data: bytes) -> None:
-        """Write a blob's bytes (atomically on a filesystem: a temporary file renamed)."""
+        """Write a blob's bytes (atomically on a filesystem: a temporary file renamed).
+
+        Raises:
+            CheckpointFullError: the shared folder's disk is full (as for the run's own
+                checkpoint folder: the run stops with one line, no member is blamed).
+        """
         path = self._blob_path(blob)
         if self._fs is not None:  # object stores make an upload visible whole
             with self._fs.open(path, "wb") as f:
                 f.write(data)
             return
         os.makedirs(self._root, exist_ok=True)
-        write_atomic(path, data)
+        write_blob_file(path, data, folder=self._root)
 
     def read(self, blob: str) -> bytes:
         """A blob's bytes."""
