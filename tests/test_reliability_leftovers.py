@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 from reliability_trainables import Walker
@@ -11,6 +12,7 @@ from reliability_trainables import Walker
 import hyperpop as hp
 from hyperpop import checkpoints as ckpt
 from hyperpop.backends.base import Task
+from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.backends.transfer import SharedStorage, WorkerStore
 from hyperpop.backends.worker import WorkerCore
 from hyperpop.checkpoints import checkpoint_dir_for
@@ -194,3 +196,126 @@ def test_a_worker_saving_to_full_shared_storage_stops_the_run_not_the_member(tmp
     assert full is not None, result.error
     assert str(full).startswith(f"cannot write a checkpoint to {folder}: the disk is full")
     assert f"hyperpop resume {tmp_path / 'r.db'}" in str(full)
+
+
+# --- retries: a resume counts the failures the log holds ------------------------------------
+
+
+class _BreaksAtStep2(hp.Trainable):
+    """Member configs with ``breaks`` raise from step 2 on, on every attempt (each retry
+    starts again from the checkpoint at step 2)."""
+
+    def setup(self, config):
+        self.n, self.breaks = 0, config["breaks"]
+
+    def apply(self, config):
+        self.breaks = config["breaks"]
+
+    def train(self):
+        if self.breaks and self.n >= 2:
+            raise RuntimeError("a bug that a retry does not fix")
+        self.n += 1
+        return {"score": float(self.n)}
+
+    def save(self):
+        return {"n": self.n}
+
+    def load(self, state):
+        self.n = state["n"]
+
+
+class _StopsAfterFailures(SimulatedBackend):
+    """Stopped as by Ctrl-C once ``n`` failed intervals came back and were written (when the
+    driver next looks for free workers)."""
+
+    def __init__(self, n: int):
+        super().__init__(workers=2)
+        self.left = n
+
+    def poll(self, timeout):
+        out = super().poll(timeout)
+        self.left -= sum(r.error is not None for r in out)
+        return out
+
+    def free_slots(self):
+        if self.left <= 0:
+            raise KeyboardInterrupt
+        return super().free_slots()
+
+
+_RETRY_RUN = dict(
+    metric="score",
+    population=2,
+    budget=6,
+    ready=2,
+    exploit=None,
+    explore=None,
+    max_failures=3,
+    configs=[{"breaks": 1}, {"breaks": 0}],
+    progress=False,
+)
+
+
+def _failures_of_member_0(result: hp.Result) -> list[tuple[int, bool]]:
+    return [
+        (e.data["attempt"], e.data.get("fatal", False))
+        for e in result.events
+        if e.kind == "failed" and e.member == 0
+    ]
+
+
+def test_a_resumed_run_gives_a_member_up_after_the_same_number_of_failures(tmp_path):
+    space = {"breaks": hp.choice([0, 1])}
+    whole = hp.run(
+        _BreaksAtStep2, space, storage=tmp_path / "whole.db", backend="simulated", **_RETRY_RUN
+    )
+    expected = [(1, False), (2, False), (3, False), (4, True)]  # 1 + max_failures attempts
+    assert _failures_of_member_0(whole) == expected
+    db = tmp_path / "cut.db"
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(_BreaksAtStep2, space, storage=db, backend=_StopsAfterFailures(2), **_RETRY_RUN)
+    assert len(_failures_of_member_0(hp.load(db))) == 2
+    resumed = hp.resume(db, _BreaksAtStep2, backend=SimulatedBackend(workers=2), progress=False)
+    assert _failures_of_member_0(resumed) == expected  # not 2 + 4 failures
+    m0, m1 = resumed.members
+    assert (m0.status, m0.failures, m0.step) == ("failed", 4, 2)
+    assert (m1.status, m1.step) == ("finished", 6)
+
+
+def test_a_member_given_up_gets_a_whole_new_round_of_retries_on_resume(tmp_path):
+    """As the guide says: a resume gives a member given up ``max_failures`` retries again."""
+    space = {"breaks": hp.choice([0, 1])}
+    db = tmp_path / "run.db"
+    hp.run(_BreaksAtStep2, space, storage=db, backend="simulated", **_RETRY_RUN)
+    again = hp.resume(db, _BreaksAtStep2, backend=SimulatedBackend(workers=2), progress=False)
+    assert _failures_of_member_0(again) == [(1, False), (2, False), (3, False), (4, True)] * 2
+
+
+class _FailsOnceAt2And4(_BreaksAtStep2):
+    """Raises once at step 2 and once at step 4 (the steps it failed at are in a file)."""
+
+    def setup(self, config):
+        super().setup(config)
+        self.seen = Path(config["dir"]) / "failed-at"
+
+    def train(self):
+        failed = self.seen.read_text().split() if self.seen.exists() else []
+        if self.n in (2, 4) and str(self.n) not in failed:
+            self.seen.write_text(" ".join([*failed, str(self.n)]))
+            raise RuntimeError(f"a passing fault at step {self.n}")
+        self.n += 1
+        return {"score": float(self.n)}
+
+
+def test_a_success_ends_a_run_of_failures_across_a_resume(tmp_path):
+    """max_failures=1: a member that fails once, succeeds, then fails once again is not given
+    up, whether or not the run was interrupted between the two failures."""
+    db = tmp_path / "run.db"
+    settings = {**_RETRY_RUN, "population": 1, "configs": None, "max_failures": 1}
+    space = {"breaks": 0, "dir": str(tmp_path)}
+    with pytest.raises(KeyboardInterrupt):
+        hp.run(_FailsOnceAt2And4, space, storage=db, backend=_StopsAfterFailures(1), **settings)
+    resumed = hp.resume(db, _FailsOnceAt2And4, backend=SimulatedBackend(workers=2), progress=False)
+    assert _failures_of_member_0(resumed) == [(1, False), (1, False)]
+    (m0,) = resumed.members
+    assert (m0.status, m0.step, m0.failures) == ("finished", 6, 2)

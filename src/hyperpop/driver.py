@@ -66,7 +66,6 @@ class Driver:
         #: members waiting for a worker; the one furthest behind trains next
         self.queue = RunQueue(lambda member: self.pop.members[member].step)
         self.inflight: dict[int, Task] = {}
-        self.attempts: dict[int, int] = {}
         self.user_seconds = self.worker_seconds = 0.0
         #: members given up before that this session retries (a resume's ``retry``)
         self.retrying: set[int] = set()
@@ -147,7 +146,7 @@ class Driver:
                 step=m.step,
                 steps=iv.steps,
                 seconds=iv.seconds,
-                attempt=self.attempts.get(member, 0),
+                attempt=m.failed_in_a_row,
                 reset=m.pending_reset,
             )
             self.inflight[member] = task
@@ -168,7 +167,6 @@ class Driver:
         if r.error is not None:
             self._failed(r, now)
             return
-        self.attempts.pop(r.member, None)
         events = [
             Event.of(voc.Reported(step, score_of(metrics, self.metric, m.id), metrics), m.id, now)
             for step, metrics in enumerate(r.reports, r.task.step + 1)
@@ -193,8 +191,8 @@ class Driver:
         if full is not None:  # the checkpoint folder's disk is full: no member's fault
             raise full
         m = self.pop.members[r.member]
-        attempt = self.attempts.get(r.member, 0) + 1
-        self.attempts[r.member] = attempt
+        # counted by the fold from the log, so a resume goes on counting where it stood
+        attempt = m.failed_in_a_row + 1
         fatal = r.fatal or attempt > self.max_failures
         log.warning(
             "member %d failed at step %d (attempt %d%s):\n%s",

@@ -60,6 +60,7 @@ def _run_resumed(pop: Population, e: Event, p: voc.RunResumed, _: None) -> None:
             continue
         m.status = MemberStatus.RUNNING
         m.progress_step = None
+        m.failed_in_a_row = 0
         pop.index.update(m)
 
 
@@ -129,6 +130,7 @@ def _checkpointed(pop: Population, e: Event, p: voc.Checkpointed, m: MemberState
     pop._unref(old)
     m.checkpoint_step = m.step = p.step
     m.progress_step = None
+    m.failed_in_a_row = 0
     m.ready_count += 1
     m.ready_since_reset += 1
     m.pending_reset = None
@@ -242,6 +244,7 @@ def _segment(m: MemberState, seg: Segment) -> None:
 
 def _failed(pop: Population, e: Event, p: voc.Failed, m: MemberState) -> None:
     m.failures += 1
+    m.failed_in_a_row += 1
     pop.failures += 1
     m.last_error = p.error
     m.progress_step = None

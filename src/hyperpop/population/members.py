@@ -197,6 +197,10 @@ class MemberState:
     #: ready points since ``best_score`` last improved
     stall: int = 0
     failures: int = 0
+    #: failed intervals since the member's last checkpoint (its retries so far: the next
+    #: failure gives it up once they reach ``max_failures``); a resume that retries a member
+    #: given up starts it at 0 again
+    failed_in_a_row: int = 0
     last_error: str | None = None
     parent: int | None = None
     exploits: int = 0
