@@ -198,6 +198,22 @@ def test_a_worker_saving_to_full_shared_storage_stops_the_run_not_the_member(tmp
     assert f"hyperpop resume {tmp_path / 'r.db'}" in str(full)
 
 
+def test_full_shared_storage_elsewhere_names_the_store_to_resume(tmp_path, monkeypatch):
+    """Shared storage apart from the checkpoint folder (an NFS mount): the actor cannot know
+    the store, so the driver fills in the resume command with its own path."""
+    db, shared = tmp_path / "r.db", tmp_path / "nfs"
+    store = WorkerStore(SharedStorage(shared), sees_shared=True, transfer="shared")
+    _disk_full_for_blobs(monkeypatch)
+    result = WorkerCore(Walker, store).run(
+        Task(member=0, config={"lr": 0.5}, checkpoint=None, step=0, steps=1)
+    )
+    full = ckpt.full_disk_error(result.error, store=db)
+    assert full is not None and f"cannot write a checkpoint to {shared}: the disk is full" in str(
+        full
+    )
+    assert str(full).endswith(f"free some space, then `hyperpop resume {db}` continues")
+
+
 # --- retries: a resume counts the failures the log holds ------------------------------------
 
 

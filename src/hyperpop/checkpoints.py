@@ -57,6 +57,8 @@ _SUFFIX = ".ckpt"
 _DIR_SUFFIX = "-ckpt"
 #: the file in a checkpoint folder that names the run owning it (its ``run_id``)
 _OWNER = ".hyperpop-run"
+#: the store in a message written where it is not known (the driver fills it in)
+_NO_STORE = "DB"
 
 
 class CheckpointError(RuntimeError):
@@ -88,19 +90,27 @@ def legacy_checkpoint_dir_for(db_path: str | os.PathLike[str]) -> Path | None:
 def _store_of(root: Path) -> str:
     """The store whose checkpoint folder ``root`` is (for messages)."""
     name = root.name
-    return str(root.with_name(name[: -len(_DIR_SUFFIX)])) if name.endswith(_DIR_SUFFIX) else "DB"
+    return (
+        str(root.with_name(name[: -len(_DIR_SUFFIX)])) if name.endswith(_DIR_SUFFIX) else _NO_STORE
+    )
 
 
-def full_disk_error(error: str | None) -> CheckpointFullError | None:
+def full_disk_error(
+    error: str | None, *, store: str | os.PathLike[str] | None = None
+) -> CheckpointFullError | None:
     """The :class:`CheckpointFullError` a worker's failure reports (the last line of the
-    traceback it sent), or None for any other failure."""
+    traceback it sent), or None for any other failure. ``store``: the run's store, named in
+    the resume command where the writer could not know it (shared storage elsewhere)."""
     if not error:
         return None
     last = error.rstrip().rsplit("\n", 1)[-1]
     prefix = f"{CheckpointFullError.__module__}.{CheckpointFullError.__qualname__}: "
-    if last.startswith(prefix):
-        return CheckpointFullError(last[len(prefix) :])
-    return None
+    if not last.startswith(prefix):
+        return None
+    message = last[len(prefix) :]
+    if store is not None:
+        message = message.replace(f"`hyperpop resume {_NO_STORE}`", f"`hyperpop resume {store}`")
+    return CheckpointFullError(message)
 
 
 def log_dir_for(db_path: str | os.PathLike[str]) -> Path:

@@ -187,7 +187,7 @@ class Driver:
                 self.queue.append(d.member)
 
     def _failed(self, r: TaskResult, now: float) -> None:
-        full = full_disk_error(r.error)
+        full = full_disk_error(r.error, store=self.store.path)
         if full is not None:  # the checkpoint folder's disk is full: no member's fault
             raise full
         m = self.pop.members[r.member]
