@@ -116,10 +116,12 @@ class Engine(Protocol):
         slots: Sequence[int],
         steps: Sequence[int | None],
         seconds: Sequence[float | None],
-        seed: int,
+        seed: int = 0,
         lane: int = 0,
+        members: Sequence[int] | None = None,
     ) -> list[list[dict[str, float]]]:
-        """Train ``slots`` together in ``lane``; each slot's metrics, one dict per step."""
+        """Train ``slots`` (of ``members``) together in ``lane``; each slot's metrics, one
+        dict per step. A member's random draws depend on ``seed``, its id and its step only."""
         ...
 
     def measure(
@@ -455,13 +457,15 @@ class VectorizedBackend(Backend):
             for chunk in chunks[j::parallel]:
                 if stop.is_set():
                     return
-                seed = min(tasks[i].step for i in chunk) * 7919 + len(chunk)
+                # each member's data order comes from the member (its id and step), never
+                # from the chunk: a resumed asynchronous run groups members otherwise
                 out = engine.train(
                     [slots[i] for i in chunk],
                     [tasks[i].steps for i in chunk],
                     [tasks[i].seconds for i in chunk],
-                    seed,
+                    0,
                     j,
+                    [tasks[i].member for i in chunk],
                 )
                 reports.update(zip(chunk, out))
 

@@ -24,6 +24,7 @@ from hyperpop.vectorized.trainable import (
     INIT_ONLY,
     ShapeError,
     VectorizedTrainable,
+    member_seed,
     step_seed,
 )
 
@@ -259,15 +260,18 @@ class StackedPopulation:
         slots: Sequence[int],
         steps: Sequence[int | None],
         seconds: Sequence[float | None],
-        seed: int,
+        seed: int = 0,
         lane: int = 0,
+        members: Sequence[int] | None = None,
     ) -> list[list[dict[str, float]]]:
         """Train ``slots`` together on ``lane``: slot ``i`` for ``steps[i]`` steps (or
         ``seconds[i]``).
 
-        ``seed`` (with the step) seeds the data order. Returns each slot's metrics, one dict per
-        step trained. Chunks of different slots may train on different lanes at the same time:
-        each reads and writes only its own slots.
+        Each slot draws its data from its own generator, seeded from the trainable's seed,
+        ``seed``, its member's id (``members[i]``; default: the slot) and its training step
+        only: a member's batches are the same whichever members train beside it. Returns
+        each slot's metrics, one dict per step trained. Chunks of different slots may train
+        on different lanes at the same time: each reads and writes only its own slots.
         """
         k = len(slots)
         runner = self._lanes[lane]
@@ -282,14 +286,19 @@ class StackedPopulation:
         deadline = [math.inf if s is None else float(s) for s in seconds]
         done = [False] * k
         step = 0
-        first = int(self.train_steps[int(slots[0])]) if k else 0
-        g = torch.Generator()
+        ids = list(slots if members is None else members)
+        base = [int(self.train_steps[int(s)]) for s in slots]
+        own = (self.spec.seed or 0) * 1_000_003 + seed
+        gens = [torch.Generator() for _ in range(k)]
         try:
             while not all(done):
                 active = torch.tensor([not d for d in done], device=self.device)
                 mask = None if bool(active.all()) else active
-                g.manual_seed(step_seed(self.spec.seed, seed + step))
-                metrics = runner.step(chunk, g, mask, first + step)
+                at = [b + step for b in base]
+                for g, m, s in zip(gens, ids, at):
+                    g.manual_seed(member_seed(own, m, s))
+                shared = [step_seed(self.spec.seed, s) for s in at]
+                metrics = runner.step(chunk, gens, mask, at, shared)
                 metrics_list = {n: v.tolist() for n, v in metrics.items()}
                 step += 1
                 elapsed = time.perf_counter() - start

@@ -11,7 +11,7 @@ stacked tensors.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,12 +123,27 @@ class Lane:
         return loss, aux
 
     def step(
-        self, chunk: Chunk, g: torch.Generator, mask: torch.Tensor | None, step: int
+        self,
+        chunk: Chunk,
+        generators: Sequence[torch.Generator],
+        mask: torch.Tensor | None,
+        steps: Sequence[int],
+        shared_seeds: Sequence[int],
     ) -> dict[str, torch.Tensor]:
         """One training step (a pass over the step's batches, then the evaluation) for every
-        member of the chunk; each metric as a ``[k]`` float64 tensor."""
+        member of the chunk, member ``i`` at its training step ``steps[i]`` with its own
+        generator; each metric as a ``[k]`` float64 tensor."""
         k = chunk.opt_steps.shape[0]
-        members = Members(k, chunk.hp, g, self.forward(chunk.params, chunk.buffers), step)
+        members = Members(
+            k,
+            chunk.hp,
+            generators[0],
+            self.forward(chunk.params, chunk.buffers),
+            steps[0],
+            generators=generators,
+            steps=steps,
+            shared_seeds=shared_seeds,
+        )
         sums: dict[str, torch.Tensor] = {}
         count = 0
         self.module.train()

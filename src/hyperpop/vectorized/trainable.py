@@ -50,8 +50,14 @@ class Members:
     Attributes:
         size: how many members (1 when a plain backend trains one member).
         hp: the per-member hyperparameters, each a tensor of shape ``[size]``.
-        generator: the random generator for data order (seeded by hyperpop).
+        generator: a random generator for the step (the first member's own in a stacked
+            call). Draws of shape ``[size, ...]`` from it depend on which members train
+            together, which a resumed asynchronous run changes: draw per member from
+            :attr:`generators` where a resume must decide exactly as the uninterrupted run.
+        generators: each member's own generator, seeded by hyperpop from the member (its id
+            and its training step) only, never from the members beside it.
         step: the training step of the first member (for schedules in the data).
+        steps: each member's training step.
     """
 
     def __init__(
@@ -61,14 +67,51 @@ class Members:
         generator: torch.Generator,
         forward: Callable[..., Any],
         step: int = 0,
+        *,
+        generators: Sequence[torch.Generator] | None = None,
+        steps: Sequence[int] | None = None,
+        shared_seeds: Sequence[int] | None = None,
     ):
         self.size, self.hp, self.generator, self.step = size, hp, generator, step
+        self.generators = list(generators) if generators is not None else [generator] * size
+        self.steps = list(steps) if steps is not None else [step] * size
+        #: per member, the seed of the data order that members at its step share (None: one
+        #: order from :attr:`generator`)
+        self.shared_seeds = None if shared_seeds is None else list(shared_seeds)
+        self._own = generators is not None
         self._forward = forward
 
     def model(self, *inputs: torch.Tensor) -> Any:
         """Run every member's model on its own inputs (leading dimension ``size``), no grad."""
         with torch.no_grad():
             return self._forward(*inputs)
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        """Uniform draws of shape ``[size, *shape]``, row ``i`` from member ``i``'s own
+        generator (the same whichever members train beside it)."""
+        if not self._own:
+            return torch.rand(self.size, *shape, generator=self.generator)
+        return torch.stack([torch.rand(*shape, generator=g) for g in self.generators])
+
+    def orders(self, n: int, shared: bool) -> Callable[[], torch.Tensor]:
+        """Draws data orders of ``n`` rows, one pass each call: ``[n]`` where every member
+        takes the same order, else ``[size, n]``, row ``i`` member ``i``'s. ``shared``: one
+        order for the members at the same step (all of them when they are in step)."""
+        if not shared:
+            return lambda: torch.argsort(self.rand(n), dim=1)
+        seeds = self.shared_seeds
+        if seeds is None:
+            return lambda: torch.randperm(n, generator=self.generator)
+        gens = {s: torch.Generator().manual_seed(s) for s in dict.fromkeys(seeds)}
+        if len(gens) == 1:
+            (g,) = gens.values()
+            return lambda: torch.randperm(n, generator=g)
+
+        def per_step() -> torch.Tensor:
+            perms = {s: torch.randperm(n, generator=g) for s, g in gens.items()}
+            return torch.stack([perms[s] for s in seeds])
+
+        return per_step
 
 
 class VectorizedTrainable(Trainable):
@@ -91,7 +134,8 @@ class VectorizedTrainable(Trainable):
             Every other config key must be the same for all members (it may change shapes).
         batch_size: rows per minibatch when hyperpop cuts :meth:`data`.
         batches_per_step: minibatches per training step (None: one pass over :meth:`data`).
-        shuffle: ``"member"`` (each member its own data order) or ``"shared"`` (one order).
+        shuffle: ``"member"`` (each member its own data order) or ``"shared"`` (one order
+            for the members at the same step).
         seed: seeds the initial weights (``config["seed"]`` wins) and the data order.
         evaluate_members: members per :meth:`evaluate` call (None: all at once); bounds the
             memory that evaluation activations take when the evaluation data is large (4:
@@ -159,19 +203,17 @@ class VectorizedTrainable(Trainable):
         n = tensors[0].shape[0]
         bs = int(self.batch_size)
         count = self.batches_per_step or math.ceil(n / bs)
-        k, g = members.size, members.generator
+        k = members.size
         device = tensors[0].device
+        draw = members.orders(n, self.shuffle == "shared")
         order: torch.Tensor | None = None
         pos = n
         for _ in range(count):
             if pos >= n:
-                if self.shuffle == "shared":
-                    order = torch.randperm(n, generator=g).to(device)
-                else:
-                    order = torch.argsort(torch.rand(k, n, generator=g), dim=1).to(device)
+                order = draw().to(device)
                 pos = 0
             assert order is not None
-            if self.shuffle == "shared":
+            if order.dim() == 1:  # one order for every member
                 idx = order[pos : pos + bs]
                 yield tuple(t[idx].expand(k, *t[idx].shape) for t in tensors)
             else:
@@ -333,4 +375,15 @@ def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], tree: Any) -> Any:
 
 
 def step_seed(seed: int | None, step: int) -> int:
+    """The seed of a plain member's generator at ``step`` (and of the order that stacked
+    members at ``step`` share)."""
     return ((seed or 0) * 1_000_003 + step * 7919 + 17) % (2**62)
+
+
+def member_seed(seed: int | None, member: int, step: int) -> int:
+    """The seed of stacked member ``member``'s own generator at its training step ``step``:
+    a function of the member alone, not of the members trained beside it."""
+    x = (step_seed(seed, step) + (member + 1) * 0x9E3779B97F4A7C15) % 2**64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % 2**64
+    return (x ^ (x >> 31)) % (2**62)
