@@ -21,7 +21,10 @@ Where greed is right, no evaluation succeeds, and the reserve is only a cost. So
 kept while it has evidence for it: once ``patience`` evaluations in a row have ended without a
 greedy member taking the evaluator's weights (counted from the first evaluation or from the
 last one taken), the roles dissolve for the rest of the run and every member runs truncation
-PBT over the whole population. The result is the best member of the whole population.
+PBT over the whole population. The roles also dissolve (whatever ``patience``) once no
+evaluation can start any more: every reserve member, or every evaluator, has failed for good or
+been stopped before the budget; an evaluator would otherwise wait with nothing to evaluate for
+the rest of the run. The result is the best member of the whole population.
 
 A run whose initial population is smaller than one cycle runs plain truncation PBT. Roles are a
 function of the member id and the recorded settings, evaluations and the moment the roles
@@ -32,9 +35,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperpop.population import EdgeKind, MemberState, Population
+from hyperpop.population import EdgeKind, MemberState, MemberStatus, Population
 from hyperpop.strategies.base import Context
-from hyperpop.strategies.firepbt import EVALUATOR, FIREPBT, GREEDY, PARENT, _population
+from hyperpop.strategies.firepbt import (
+    EVALUATOR,
+    FIREPBT,
+    GREEDY,
+    PARENT,
+    _limit,
+    _population,
+)
 
 __all__ = ["RESERVE", "ReservePBT"]
 
@@ -105,10 +115,13 @@ class ReservePBT(FIREPBT):
         return super()._decide(m, ctx)
 
     def dissolved(self, pop: Population) -> bool:
-        """Whether ``patience`` evaluations in a row have ended without a greedy member taking
-        the evaluator's weights, so the roles are gone. Read off the family tree: an evaluation
-        starts with an evaluator's copy of a reserve member and ends when that evaluator starts
-        the next one; it succeeded when a greedy member copied the evaluator in between."""
+        """Whether the roles are gone: every reserve member or every evaluator is gone for good
+        (:meth:`gone`), or ``patience`` evaluations in a row have ended without a greedy member
+        taking the evaluator's weights. Read off the log: an evaluation starts with an
+        evaluator's copy of a reserve member and ends when that evaluator starts the next one;
+        it succeeded when a greedy member copied the evaluator in between."""
+        if self.gone(pop):
+            return True
         if self.patience == 0:
             return False
         scan = self._scan
@@ -130,6 +143,23 @@ class ReservePBT(FIREPBT):
                 scan.failed, scan.taken[e.donor] = 0, True
         scan.seen = len(pop.edges)
         return scan.done
+
+    def gone(self, pop: Population) -> bool:
+        """Whether no evaluation can start any more: every reserve member, or every evaluator,
+        has failed for good or finished before the step budget (a member a resume retries
+        counts again)."""
+        n = _population(pop.settings)
+        limit = _limit(pop)
+
+        def out(m: MemberState) -> bool:
+            return m.status == MemberStatus.FAILED or (
+                m.status == MemberStatus.FINISHED and limit is not None and m.step < limit
+            )
+
+        roles: dict[str, list[bool]] = {PARENT: [], EVALUATOR: []}
+        for m in pop.members.values():
+            roles.get(self.role(m.id, n), []).append(out(m))
+        return any(flags and all(flags) for flags in roles.values())
 
 
 class _Scan:
