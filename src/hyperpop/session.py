@@ -271,6 +271,8 @@ def run_session(
     """
     controller.restore(pop)
     checkpoints = CheckpointStore.for_store(base)
+    # a run kept in a temporary folder (storage=None) has no crash to survive: no syncing
+    checkpoints.fsync = storage is not None
     checkpoints.claim(run_id, new=not pop.members)
     if pop.members:  # a resumed run: drop what the log does not name, warn about what's gone
         checkpoints.adopt(pop.live_checkpoints())  # out of a folder of the older layout
@@ -279,7 +281,7 @@ def run_session(
             log.warning("checkpoints missing from %s: %s", checkpoints.root, missing[:5])
         checkpoints.collect(pop.live_checkpoints(), temporaries=True)
     backend = make_backend()
-    checkpoints.fsync = backend.durable
+    checkpoints.fsync = checkpoints.fsync and backend.durable
     driver: Driver | None = None
     try:
         shown = _progress(progress)
