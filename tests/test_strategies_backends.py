@@ -448,9 +448,10 @@ def test_the_vectorized_backend_trains_the_roles_together(exploit, synchronous):
 
 def test_a_vectorized_run_interrupted_and_resumed_decides_as_uninterrupted(tmp_path):
     """Synchronous FIRE-PBT on the vectorized backend, interrupted in its 4th generation: the
-    resumed run trains in the same calls as the uninterrupted one (so on the same data order)
-    and takes every one of its decisions. (Asynchronously a resumed run groups members into
-    other calls, whose data order differs: see docs/vectorized.md, "Bitwise replay".)"""
+    resumed run takes every one of the uninterrupted run's decisions. (An asynchronous run
+    resumes exactly too, although it groups members into other calls: each member draws its
+    data order from its own generator, seeded by its id and step. See
+    tests/test_vectorized_resume.py.)"""
     stops = type("Stops", (line(),), {"stop_at": 6})
     whole = vectorized("firepbt", True, storage=tmp_path / "whole.db")
     with pytest.raises(KeyboardInterrupt):
