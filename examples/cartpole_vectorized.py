@@ -13,6 +13,12 @@ population. A training step is one rollout of ``HORIZON`` time steps in ``NUM_EN
 per member, then one gradient step; its ``return`` is the mean length of the first episode of
 each environment (at most ``HORIZON``).
 
+A member's random draws (its environments' starting states and its sampled actions) come from
+its own generator (``members.rand``), which hyperpop seeds from the member's id and training
+step: a member rolls out the same whichever members train beside it, so an asynchronous run
+interrupted and resumed (which trains the members in other groups) decides exactly as the
+uninterrupted one.
+
 Run it:
 
     hyperpop run examples/cartpole_vectorized.py --overwrite   # PBT with the live view
@@ -39,7 +45,12 @@ X_LIMIT, THETA_LIMIT = 2.4, 12 * 2 * math.pi / 360
 
 def reset(shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
     """Fresh states ``[*shape, 4]`` (position, velocity, angle, angular velocity) near zero."""
-    return (torch.rand(*shape, 4, generator=generator) - 0.5) * 0.1
+    return start(torch.rand(*shape, 4, generator=generator))
+
+
+def start(uniform: torch.Tensor) -> torch.Tensor:
+    """Starting states from uniform draws ``[..., 4]`` in [0, 1): each within 0.05 of zero."""
+    return (uniform - 0.5) * 0.1
 
 
 def physics(state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,14 +90,17 @@ class CartPoleVectorized(hp.VectorizedTrainable):
         return Policy()
 
     def batches(self, members: Any) -> Iterator[tuple[torch.Tensor, ...]]:
-        k, g = members.size, members.generator
-        state = reset((k, NUM_ENVS), g)
+        k = members.size
+        # every draw of the rollout at once, row i from member i's own generator: per time
+        # step and environment, a restart state (4) and the action's uniform (1)
+        draws = members.rand(HORIZON + 1, NUM_ENVS, 5)
+        state = start(draws[:, HORIZON, :, :4])
         obs, actions, fells = [], [], []
         first = torch.zeros(k, NUM_ENVS)  # length of each environment's first episode
         length = torch.zeros(k, NUM_ENVS)
-        for _ in range(HORIZON):
+        for t in range(HORIZON):
             logits = members.model(state)  # every member's policy on its own environments
-            action = (torch.rand(k, NUM_ENVS, generator=g) < logits.softmax(-1)[..., 1]).long()
+            action = (draws[:, t, :, 4] < logits.softmax(-1)[..., 1]).long()
             new, fell = physics(state, action)
             obs.append(state)
             actions.append(action)
@@ -94,7 +108,7 @@ class CartPoleVectorized(hp.VectorizedTrainable):
             length += 1
             first = torch.where(fell & (first == 0), length, first)
             length = torch.where(fell, 0.0, length)
-            state = torch.where(fell[..., None], reset((k, NUM_ENVS), g), new)
+            state = torch.where(fell[..., None], start(draws[:, t, :, :4]), new)
         first = torch.where(first == 0, float(HORIZON), first)
         # discounted returns to go, cut at each fall (reward 1 per step survived)
         gamma = members.hp["gamma"].view(k, 1)
