@@ -22,6 +22,14 @@ the one improving faster is expected to end better. The population is split by r
   that shrinks to 0 over ``max_eval`` ready points), or when its parent or child changes. Then
   it evaluates the parent that has trained longest since it was last evaluated or copied.
 
+Once no parent can be evaluated any more (every parent has failed for good or finished before
+the step budget), the evaluators join the greedy sub-population: they rank and copy in its
+truncation and greedy members may copy them. An evaluator exists to carry a parent's weights to
+a greedy member; with no parent left its compute is best spent where the result comes from,
+not waiting with nothing to evaluate for the rest of the run. They still never are the run's
+result (that rule reads member ids only): where they lead, greedy members copy their weights.
+Read off the member states in the log, so a resumed run decides as the uninterrupted one.
+
 Every decision is a pure function of the log and the recorded settings: roles come from the
 member id (``id % cycle`` with ``cycle = greedy + parents + evaluators``: the first ``greedy``
 positions are greedy, the next ``parents`` parents, the rest evaluators), and an evaluation is
@@ -181,12 +189,17 @@ class FIREPBT(ExploitStrategy):
             return "copy", self._truncate(m.id, ids, values, ctx), None
         self._tree.update(pop, self._starts)
         role = self.role(m.id, n)
-        if role == GREEDY:
+        gone = role != PARENT and self.parents_gone(pop)
+        if role == GREEDY and not gone:
             adopt = self._adoption(m, pop, n)
             if adopt is not None:
                 blob = pop.blobs[pop.members[adopt].checkpoint]  # type: ignore[index]
                 return "adopt", adopt, dict(blob.config)
-            mask = (ids % self.cycle) < self.greedy
+        if role == GREEDY or gone:  # with no parent left the evaluators are greedy members
+            pos = ids % self.cycle
+            mask = pos < self.greedy
+            if gone:
+                mask |= pos >= self.greedy + self.parents
             return "copy", self._truncate(m.id, ids[mask], values[mask], ctx), None
         if role == PARENT:
             return "copy", self._parent_copy(m, pop, n, ctx), None
@@ -203,6 +216,13 @@ class FIREPBT(ExploitStrategy):
         if k == 0 or not len(at) or int(at[0]) < len(ids) - k:
             return None
         return int(ids[order[int(ctx.rng.integers(k))]])
+
+    def parents_gone(self, pop: Population) -> bool:
+        """Whether no parent can be evaluated any more: every parent has failed for good or
+        finished before the step budget (a member a resume retries counts again)."""
+        n, limit = _population(pop.settings), _limit(pop)
+        parents = [m for m in pop.members.values() if self.role(m.id, n) == PARENT]
+        return bool(parents) and all(_out(m, limit) for m in parents)
 
     # --- evaluations -----------------------------------------------------------------------
     def evaluation(self, e: MemberState, pop: Population) -> Evaluation | None:
@@ -457,6 +477,13 @@ def _limit(pop: Population) -> int | None:
         if isinstance(b, dict) and b.get("type") == "steps"
     ]
     return min(steps) if steps else None
+
+
+def _out(m: MemberState, limit: int | None) -> bool:
+    """Whether ``m`` will train no more: failed for good, or finished before the budget."""
+    return m.status == MemberStatus.FAILED or (
+        m.status == MemberStatus.FINISHED and limit is not None and m.step < limit
+    )
 
 
 def _oriented(score: float | None, sign: float) -> float:
