@@ -11,9 +11,12 @@ python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboa
 ruff check .
 ruff format --check .
 mypy
-# One process: on the shared 2-core machine, `-n 2` (pytest-xdist) was no faster under load, and two
-# PyTorch-heavy tests side by side slowed each other past 10x. Where cores are idle, pass
-# `-n 2 --dist loadgroup` (the Ray tests then share one process: tests/conftest.py).
+# Tests run in up to 4 processes (pytest-xdist; 2 on a 2-core machine): most tests wait on worker
+# processes, sockets or a browser as much as they compute, so two at a time fill two cores. Each
+# test process and every worker it starts runs its numerical libraries on one thread
+# (tests/conftest.py), so side-by-side PyTorch tests do not starve each other, and the Ray tests
+# share one cluster on one of the processes (`--dist loadgroup`).
 # The 15 slowest tests are printed: one over about 5 s belongs in tests/conftest.py's SLOW.
-# `pytest -m "not slow"` runs the fast part only.
-python -m pytest -q --durations=15 "$@"
+# `pytest -m "not slow"` runs the fast part only; `-n 0` runs everything in this process.
+python -m pytest -q -n "$(python -c 'import os; print(min(4, os.cpu_count() or 1))')" \
+    --dist loadgroup --durations=15 "$@"

@@ -1,4 +1,9 @@
-"""A local Ray cluster for the tests that need one (Ray is imported only when called)."""
+"""A local Ray cluster for the tests that need one (Ray is imported only when called).
+
+The test modules share one cluster per test process (:func:`local_ray`): starting one costs
+several seconds, and under pytest-xdist tests of two modules interleave on the worker that runs
+the ``ray`` group, so a cluster per module would be started again at every switch. Ray shuts it
+down when the process exits."""
 
 from __future__ import annotations
 
@@ -19,3 +24,12 @@ def start_local_ray(num_cpus: int = 2) -> None:
         _temp_dir=tempfile.mkdtemp(prefix="hpray"),
         logging_level="WARNING",
     )
+
+
+def local_ray(num_cpus: int = 2) -> None:
+    """The tests' shared local Ray cluster: started at the first call (or after a test shut it
+    down), then reused."""
+    import ray
+
+    if not ray.is_initialized():
+        start_local_ray(num_cpus)

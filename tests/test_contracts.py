@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_local import start_local_ray
+from ray_local import local_ray
 
 from hyperpop.backends.base import Backend
 from hyperpop.backends.local import LocalBackend
@@ -112,18 +112,15 @@ class TestVectorizedBackend(BackendContract):
 
 @pytest.fixture(scope="class")
 def ray_backend() -> Iterator[Any]:
-    """One local Ray cluster (2 CPUs) and one Ray backend that keeps its actors warm between
+    """The tests' local Ray cluster (2 CPUs) and one Ray backend that keeps its actors warm between
     the checks: each start opens a new session on them, with nothing of the last one's members
     (a cold start costs 3-4 s of actors)."""
-    import ray
-
     from hyperpop.backends.ray import RayBackend
 
-    start_local_ray()
+    local_ray()
     backend = RayBackend(BackendContract.workers, keep_actors=True)
     yield backend
     backend.close()
-    ray.shutdown()
 
 
 @pytest.mark.slow

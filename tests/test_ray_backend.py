@@ -22,15 +22,13 @@ from hyperpop.store.sqlite import open_store  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import toy  # noqa: E402
-from ray_local import start_local_ray  # noqa: E402
+from ray_local import local_ray  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cluster():
-    """One local Ray cluster (2 CPUs) for the whole module, in a short temporary folder."""
-    start_local_ray()
-    yield
-    ray.shutdown()
+def cluster() -> None:
+    """The tests' local Ray cluster (2 CPUs), shared with the other modules that need one."""
+    local_ray()
 
 
 # --- trainables (sent to the actors by value: this module is not installed) ----------------
