@@ -5,6 +5,15 @@ PBT tunes the learning rate, entropy coefficient and discount of PPO. One traini
 4 epochs of clipped PPO updates on them. Selection sees the mean return of each member's recent
 training episodes; :func:`evaluate` scores a saved policy greedily on held-out environment seeds.
 
+The environments are part of a member's state: its checkpoint holds their random stream (the
+vector environment's ``np_random`` bit-generator state) and the episodes in progress (the
+environments' physical states, step counts and pending resets, the last observations and the
+running returns). A member rebuilt from its checkpoint (a resume, a copy onto another worker, a
+restarted Ray actor) so continues exactly where the saved member was, instead of resetting its
+environments with the run's seed (which dropped the episodes in progress and drew the run's
+first starting states again). Restarting the episodes from the continued stream would have been
+simpler, but then a resumed member would train on other episodes than the uninterrupted one.
+
 Run it:
 
     hyperpop run examples/cartpole.py --overwrite    # PBT with the live view
@@ -72,13 +81,43 @@ class CartPole(TorchTrainable):
         self.env_steps = 0
 
     def extra_state(self) -> dict[str, Any]:
-        # the copied weights carry their own record of recent returns
-        return {"steps": self.steps, "returns": list(self.returns), "env_steps": self.env_steps}
+        # the copied weights carry their own record of recent returns, and their environments
+        return {
+            "steps": self.steps,
+            "returns": list(self.returns),
+            "env_steps": self.env_steps,
+            "envs": self._env_state(),
+        }
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         self.steps = int(extra.get("steps", 0))
         self.returns = deque(extra.get("returns", []), maxlen=20)
         self.env_steps = int(extra.get("env_steps", 0))
+        if "envs" in extra:  # older checkpoints: the environments as build() reset them
+            self._load_env_state(extra["envs"])
+
+    def _env_state(self) -> dict[str, Any]:
+        """The environments as they are: random stream, episodes in progress (plain values)."""
+        env = self.envs.unwrapped
+        return {
+            "rng": env.np_random.bit_generator.state,
+            "state": env.state.tolist(),
+            "steps": env.steps.tolist(),
+            "prev_done": env.prev_done.tolist(),
+            "obs": self.obs.tolist(),
+            "ep_return": self.ep_return.tolist(),
+            "resetting": self.resetting.tolist(),
+        }
+
+    def _load_env_state(self, saved: dict[str, Any]) -> None:
+        env = self.envs.unwrapped
+        env.np_random.bit_generator.state = saved["rng"]
+        env.state = np.array(saved["state"], dtype=env.state.dtype)
+        env.steps = np.array(saved["steps"], dtype=env.steps.dtype)
+        env.prev_done = np.array(saved["prev_done"], dtype=bool)
+        self.obs = np.array(saved["obs"], dtype=np.float32)
+        self.ep_return = np.array(saved["ep_return"], dtype=np.float64)
+        self.resetting = np.array(saved["resetting"], dtype=bool)
 
     def _rollout(self) -> dict[str, torch.Tensor]:
         T, N = ROLLOUT, NUM_ENVS

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from hyperpop.checkpoints import decode, encode  # noqa: E402
 from hyperpop.userfile import load_file  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -48,3 +50,48 @@ def test_a_vectorized_cartpole_member_rolls_out_the_same_beside_any_members():
     assert got == reports
     for name, value in alone.save(0)["model"].items():
         assert torch.equal(beside.save(0)["model"][name], value)
+
+
+def _steps(member, actions: np.ndarray, n: int) -> list[np.ndarray]:
+    """``n`` steps of ``member``'s environments with ``actions`` (no training): the
+    observations after each, with the member's own bookkeeping, as its rollout keeps it."""
+    seen = []
+    for _ in range(n):
+        member.obs, *_ = member.envs.step(actions)
+        seen.append(member.obs.copy())
+    return seen
+
+
+def test_a_cartpole_member_rebuilt_from_its_checkpoint_continues_its_environments():
+    """A member saved after some episodes ended, then rebuilt as a worker rebuilds one
+    (``setup``, ``load`` of the stored state, ``apply``), continues its episodes in progress and
+    its environments' random stream: the same observations as the saved member, step by step,
+    where a fresh member starts from the run's first starting states. Before, the rebuilt
+    member's environments restarted with the run's seed, as a fresh one's."""
+    pytest.importorskip("gymnasium")
+    rf = load_file(EXAMPLES / "cartpole.py")
+    config = {"lr": 1e-3, "ent_coef": 0.01, "gamma": 0.99}
+    right = np.ones(rf.module.NUM_ENVS, dtype=np.int64)  # falls within about 10 steps
+
+    def fresh():
+        t = rf.trainable()
+        t.setup(dict(config))
+        return t
+
+    saved = fresh()
+    _steps(saved, right, 25)  # two or more episodes ended in every environment
+    state = decode(encode(saved.save()), "blob")
+    rebuilt = fresh()
+    rebuilt.load(state)
+    rebuilt.apply(dict(config))
+    new = fresh()
+    assert np.array_equal(rebuilt.obs, saved.obs)
+    assert not np.array_equal(rebuilt.obs, new.obs)
+    later = _steps(saved, right, 25)
+    again = _steps(rebuilt, right, 25)
+    first = _steps(new, right, 25)
+    assert all(np.array_equal(a, b) for a, b in zip(later, again))
+    # the episodes that start after the save: other starting states than a fresh member's
+    assert not any(np.array_equal(a, b) for a, b in zip(again, first))
+    for t in (saved, rebuilt, new):
+        t.cleanup()
