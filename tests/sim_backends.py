@@ -1,8 +1,13 @@
-"""Simulated backends that misbehave on cue, shared by the strategies' resume tests."""
+"""Backends that misbehave or are steered on cue, shared by the strategies' and steering
+tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from hyperpop.backends.simulated import SimulatedBackend
+from hyperpop.store.requests import Request, RequestLog
 
 
 class Interrupted(SimulatedBackend):
@@ -25,3 +30,26 @@ class Interrupted(SimulatedBackend):
         if self.at == "fill" and self.reports >= self.after:
             raise KeyboardInterrupt
         return super().free_slots()
+
+
+class Steers:
+    """Mixed in before a backend class: writes ``requests`` into the run's store once ``after``
+    reports came back (a person steering the run at that moment). Two workers."""
+
+    def __init__(self, db: Path, after: int, requests: list[Request]):
+        super().__init__(2)  # the backend's workers
+        self.db, self.left, self.requests = db, after, requests
+
+    def poll(self, timeout: float | None) -> list[Any]:
+        out: list[Any] = super().poll(timeout)
+        self.left -= sum(len(r.reports) for r in out)
+        if self.left <= 0 and self.requests:
+            log = RequestLog(self.db)
+            for r in self.requests:
+                log.append(r)
+            self.requests = []
+        return out
+
+
+class SteersSimulated(Steers, SimulatedBackend):
+    """The simulated backend (two workers), steered."""

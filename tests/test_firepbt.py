@@ -7,7 +7,7 @@ import copy
 from pathlib import Path
 
 import pytest
-from sim_backends import Interrupted
+from sim_backends import Interrupted, SteersSimulated
 
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
@@ -16,7 +16,7 @@ from hyperpop.population import Population
 from hyperpop.space import Space
 from hyperpop.store import events as ev
 from hyperpop.store.events import Event
-from hyperpop.store.requests import Request, RequestLog
+from hyperpop.store.requests import Request
 from hyperpop.strategies import FIREPBT, Perturb, make_exploit
 from hyperpop.userfile import load_file
 
@@ -316,24 +316,6 @@ def test_rejuvenation_goes_on_beside_the_evaluations():
     assert FIRE.role(res.best.id, 8) == "greedy"
 
 
-class Steers(SimulatedBackend):
-    """Writes ``requests`` into the run's store once ``after`` reports came back."""
-
-    def __init__(self, db: Path, after: int, requests: list[Request]):
-        super().__init__(workers=2)
-        self.db, self.left, self.requests = db, after, requests
-
-    def poll(self, timeout):
-        out = super().poll(timeout)
-        self.left -= sum(len(r.reports) for r in out)
-        if self.left <= 0 and self.requests:
-            log = RequestLog(self.db)
-            for r in self.requests:
-                log.append(r)
-            self.requests = []
-        return out
-
-
 def test_steering_pin_set_copy_and_add(tmp_path):
     """A pinned evaluator stops evaluating; a greedy member whose hyperparameters a person
     sets leaves the evaluation it was the child of; a person's copy is not an evaluation;
@@ -345,7 +327,7 @@ def test_steering_pin_set_copy_and_add(tmp_path):
         Request("copy", 6, {"donor": 0}),
         Request("add", None, {"count": 2}),
     ]
-    res = _run(False, storage=db, backend=Steers(db, 600, asks))
+    res = _run(False, storage=db, backend=SteersSimulated(db, 600, asks))
     answers = {e.data["id"]: e.data for e in res.events if e.kind == ev.REQUEST_HANDLED}
     assert [answers[i]["status"] for i in sorted(answers)] == ["done"] * 4, answers
     pop = res.population

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from in_process import hyperpop_in_process
 from reliability_trainables import Walker
+from sim_backends import SteersSimulated
 
 import hyperpop as hp
 from hyperpop.backends.simulated import SimulatedBackend
@@ -605,23 +606,9 @@ def test_the_python_api_the_command_line_and_the_dashboard_refuse_a_malformed_re
 
 
 # --- issue 19, item 3: requests that arrive as the run ends ----------------------------------
-class AsksAsItEnds(SimulatedBackend):
+class AsksAsItEnds(SteersSimulated):
     """Two simulated workers; the requests are written into the store as the run's last
     interval comes back (a person asking a moment before the run ends)."""
-
-    def __init__(self, db: Path, reports: int, requests: list[Request]):
-        super().__init__(workers=2)
-        self.db, self.left, self.requests = db, reports, requests
-
-    def poll(self, timeout):
-        out = super().poll(timeout)
-        self.left -= sum(len(r.reports) for r in out)
-        if self.left <= 0 and self.requests:
-            log = RequestLog(self.db)
-            for r in self.requests:
-                log.append(r)
-            self.requests = []
-        return out
 
 
 def each_step_once(events: list[Event]) -> None:

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sim_backends import Steers, SteersSimulated
 
 import hyperpop as hp
 from hyperpop.backends.local import LocalBackend
-from hyperpop.backends.simulated import SimulatedBackend
 from hyperpop.steering import Steering
 from hyperpop.store import events as ev
-from hyperpop.store.requests import Request, RequestLog
+from hyperpop.store.requests import Request
 from hyperpop.strategies import make_exploit
 from hyperpop.summary import group_of
 from hyperpop.userfile import RunFile, load_file
@@ -202,30 +202,8 @@ def test_local_workers_decide_as_the_simulated_backend(exploit, synchronous):
     assert lineage(local) == lineage(simulated)
 
 
-class Steers:
-    """Writes ``requests`` into the run's store once ``after`` reports came back."""
-
-    def __init__(self, db: Path, after: int, requests: list[Request]):
-        super().__init__(2)
-        self.db, self.left, self.requests = db, after, requests
-
-    def poll(self, timeout: float | None) -> list:
-        out = super().poll(timeout)
-        self.left -= sum(len(r.reports) for r in out)
-        if self.left <= 0 and self.requests:
-            log = RequestLog(self.db)
-            for r in self.requests:
-                log.append(r)
-            self.requests = []
-        return out
-
-
 class SteersLocal(Steers, LocalBackend):
     """Real worker processes, steered."""
-
-
-class SteersSimulated(Steers, SimulatedBackend):
-    """The simulated backend, steered."""
 
 
 @pytest.mark.parametrize(
