@@ -333,12 +333,12 @@ def test_a_killed_driver_resumes_to_the_uninterrupted_runs_decisions(tmp_path):
 def test_a_ray_cluster_decides_as_the_simulated_backend():
     """Each strategy, asynchronous (deterministic) and synchronous, on warm actors of one local
     Ray cluster: the simulated backend's decisions, and the roles do their work."""
-    ray = pytest.importorskip("ray")
-    from ray_local import start_local_ray
+    pytest.importorskip("ray")
+    from ray_local import local_ray
 
     from hyperpop.backends.ray import RayBackend
 
-    start_local_ray()
+    local_ray()  # shared with the other Ray tests
     backend = RayBackend(2, keep_actors=True)
     try:
         for exploit in STRATEGIES:
@@ -350,7 +350,6 @@ def test_a_ray_cluster_decides_as_the_simulated_backend():
                 assert lineage(res) == lineage(simulated), (exploit, synchronous)
     finally:
         backend.close()
-        ray.shutdown()
 
 
 # --- the vectorized backend ------------------------------------------------------------------
