@@ -30,7 +30,6 @@ from types import ModuleType
 from typing import Any
 
 _STATE = "state.pkl"
-_started = False
 
 
 def have_ray_tune() -> bool:
@@ -151,16 +150,15 @@ def load_state(checkpoint_dir: str) -> Any:
 
 
 def start(num_cpus: int = 2) -> None:
-    """``ray.init`` once per process (quietly); later calls do nothing."""
-    global _started
+    """``ray.init`` once per process (quietly), unless Ray is running in this process already
+    (started here or by the caller): then its cluster is used."""
     import ray
 
-    if not _started or not ray.is_initialized():
+    if not ray.is_initialized():
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         ray.init(
             num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False
         )
-        _started = True
 
 
 def register(*modules: ModuleType) -> None:

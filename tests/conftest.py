@@ -78,16 +78,37 @@ SLOW_MODULES = frozenset(
     }
 )
 
-#: modules that start a Ray cluster of their own: under pytest-xdist they run on one worker
-#: (``--dist loadgroup``), so two clusters never compete for the same cores and ports
+#: modules that start a Ray cluster: under pytest-xdist they run on one worker
+#: (``--dist loadgroup``), so two clusters never compete for the same cores and ports, and the
+#: tests that use the shared one (tests/ray_local.py) start it once
 RAY_MODULES = frozenset({"test_ray_backend", "test_ray_multinode", "test_ray_elastic"})
+#: tests elsewhere that run Ray in the test process (marked ``xdist_group("ray")`` in their
+#: modules, or listed here)
+RAY_TESTS = frozenset({"tests/test_benchmarks_smoke.py::test_quality_smoke"})
+
+
+def _in_ray_group(item: pytest.Item | None) -> bool:
+    return item is not None and any(
+        m.args[:1] == ("ray",) for m in item.iter_markers("xdist_group")
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tests, and group the Ray modules on one xdist worker."""
+    """Mark the slow tests, and group the Ray tests on one xdist worker."""
     for item in items:
         module = item.module.__name__.rpartition(".")[2] if item.module else ""
         if module in SLOW_MODULES or item.nodeid in SLOW:
             item.add_marker(pytest.mark.slow)
-        if module in RAY_MODULES:
+        if module in RAY_MODULES or item.nodeid in RAY_TESTS:
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the last of a run of Ray tests (and their fixtures' teardown), stop the shared
+    cluster: an idle one still costs about 5% of a core, which the rest of the suite needs.
+    The next Ray test starts it again."""
+    if _in_ray_group(item) and not _in_ray_group(nextitem) and "ray" in sys.modules:
+        ray = sys.modules["ray"]
+        if ray.is_initialized():
+            ray.shutdown()
