@@ -9,6 +9,7 @@ and fault campaigns on real processes; CI runs everything (``scripts/test.sh``).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
@@ -22,6 +23,12 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 if "torch" in sys.modules:  # imported by a plugin before this file: set its pool directly
     sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+# A shell without job control starts a background command (`cmd &`) with SIGINT ignored, and
+# Python then leaves it ignored, as would every driver the tests start: the fault campaigns'
+# Ctrl-C strikes would do nothing. Restore Ctrl-C here, and so in every process started from here.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: tests that took more than about 5 s in ``--durations`` of the whole suite on this project's
 #: 2-core machine (tests/test_x.py::name[param], as pytest names them); every test of a module
