@@ -2,8 +2,8 @@
 
 The test modules share one cluster per test process (:func:`local_ray`): starting one costs
 several seconds, and under pytest-xdist tests of two modules interleave on the worker that runs
-the ``ray`` group, so a cluster per module would be started again at every switch. Ray shuts it
-down when the process exits."""
+the ``ray`` group, so a cluster per module would be started again at every switch.
+tests/conftest.py stops it after the last of a run of Ray tests; the next one starts it again."""
 
 from __future__ import annotations
 
