@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperpop.population import EdgeKind, MemberState, MemberStatus, Population
+from hyperpop.population import EdgeKind, MemberState, Population
 from hyperpop.strategies.base import Context
 from hyperpop.strategies.firepbt import (
     EVALUATOR,
@@ -43,6 +43,7 @@ from hyperpop.strategies.firepbt import (
     GREEDY,
     PARENT,
     _limit,
+    _out,
     _population,
 )
 
@@ -148,17 +149,10 @@ class ReservePBT(FIREPBT):
         """Whether no evaluation can start any more: every reserve member, or every evaluator,
         has failed for good or finished before the step budget (a member a resume retries
         counts again)."""
-        n = _population(pop.settings)
-        limit = _limit(pop)
-
-        def out(m: MemberState) -> bool:
-            return m.status == MemberStatus.FAILED or (
-                m.status == MemberStatus.FINISHED and limit is not None and m.step < limit
-            )
-
+        n, limit = _population(pop.settings), _limit(pop)
         roles: dict[str, list[bool]] = {PARENT: [], EVALUATOR: []}
         for m in pop.members.values():
-            roles.get(self.role(m.id, n), []).append(out(m))
+            roles.get(self.role(m.id, n), []).append(_out(m, limit))
         return any(flags and all(flags) for flags in roles.values())
 
 
