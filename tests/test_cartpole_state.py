@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stacked_engines import stacked_engine
 
 torch = pytest.importorskip("torch")
 
@@ -36,12 +37,7 @@ def test_a_vectorized_cartpole_member_rolls_out_the_same_beside_any_members():
     configs = [{"lr": 0.01 * (i + 1), "ent_coef": 1e-3, "gamma": 0.99} for i in range(3)]
 
     def engine():
-        eng = cls().stacked(dict(configs[0]), "cpu")
-        eng.grow(3)
-        for slot, config in enumerate(configs):
-            eng.fresh(slot, configs[0])
-            eng.set_config(slot, config)
-        return eng
+        return stacked_engine(cls(), configs, [configs[0]] * 3)
 
     alone = engine()
     reports = alone.train([0], [2], [None], members=[5])[0]

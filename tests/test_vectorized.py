@@ -4,6 +4,7 @@ the donor's slice, and a real run records, resumes and replays like any other.""
 from __future__ import annotations
 
 import pytest
+from stacked_engines import stacked_engine
 
 torch = pytest.importorskip("torch")
 
@@ -97,12 +98,7 @@ def _configs(kind: str) -> list[dict]:
 
 def _engine(cls: type[VectorizedTrainable], configs: list[dict]):
     spec = cls()
-    eng = spec.stacked(configs[0])
-    eng.grow(len(configs))
-    for i, c in enumerate(configs):
-        eng.fresh(i, {**c, "seed": i})
-        eng.set_config(i, c)
-    return spec, eng
+    return spec, stacked_engine(spec, configs, [{**c, "seed": i} for i, c in enumerate(configs)])
 
 
 def _reference_step(cls, kind, nesterov, state, config, batch):

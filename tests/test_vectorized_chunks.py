@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from stacked_engines import stacked_engine
 
 from hyperpop.backends.chunking import ChunkChoice, balanced, choose
 
@@ -198,11 +199,7 @@ def _faster_in_parallel(calls: list[tuple[int, int | None, int]]):
 def _room_for(members: int) -> int:
     """A memory budget for the activations of ``members`` members of :class:`Plain`."""
     config = {"lr": 0.05, "coef": 0.0}
-    eng = Plain().stacked(config)
-    eng.grow(4)
-    for i in range(4):
-        eng.fresh(i, config)
-        eng.set_config(i, config)
+    eng = stacked_engine(Plain(), [config] * 4)
     return eng.activation_bytes([0, 1, 2, 3], 4) * (2 * members + 1) // 2
 
 
@@ -275,13 +272,8 @@ def test_a_resume_trains_in_parallel_as_recorded_without_measuring(two_cores, tm
 
 
 def test_measuring_parallel_chunks_changes_no_member_and_no_random_state():
-    spec = Plain()
     config = {"lr": 0.05, "coef": 0.0}
-    eng = spec.stacked(config)
-    eng.grow(4)
-    for i in range(4):
-        eng.fresh(i, {**config, "seed": i})
-        eng.set_config(i, config)
+    eng = stacked_engine(Plain(), [config] * 4, [{**config, "seed": i} for i in range(4)])
     before = [eng.save(i) for i in range(4)]
     rng = torch.get_rng_state()
     assert eng.measure([0, 1, 2], 2, batches=2, parallel=2) > 0
@@ -290,9 +282,5 @@ def test_measuring_parallel_chunks_changes_no_member_and_no_random_state():
     for i in range(4):
         for name, value in before[i]["model"].items():
             assert torch.equal(eng.save(i)["model"][name], value)
-    dropping = Dropping().stacked(config)
-    dropping.grow(2)
-    for i in range(2):
-        dropping.fresh(i, {**config, "seed": i})
-        dropping.set_config(i, config)
+    dropping = stacked_engine(Dropping(), [config] * 2, [{**config, "seed": i} for i in range(2)])
     assert dropping.draws_global_random([0, 1])

@@ -9,6 +9,7 @@ item 4).
 from __future__ import annotations
 
 import pytest
+from stacked_engines import stacked_engine
 
 import hyperpop as hp
 from hyperpop.store import events as ev
@@ -122,11 +123,7 @@ def test_a_members_training_does_not_depend_on_the_members_beside_it(shuffle):
     configs = [{"lr": 0.05 * (i + 1)} for i in range(4)]
 
     def engine():
-        eng = cls().stacked(dict(configs[0]), "cpu")
-        eng.grow(4)
-        for slot, config in enumerate(configs):
-            eng.fresh(slot, configs[0])
-            eng.set_config(slot, config)
+        eng = stacked_engine(cls(), configs, [configs[0]] * 4)
         eng.train([2], [3], [None], members=[9])  # slot 2 ahead of the others
         return eng
 
