@@ -13,15 +13,19 @@ from hyperpop.store.requests import Request, RequestLog
 class Interrupted(SimulatedBackend):
     """Stopped as by Ctrl-C once ``after`` reports came back: in ``poll`` (the crossing result
     is lost with the driver), or with ``at="fill"`` once that result is written, when the
-    driver next looks for free workers (before the decisions it takes there are written)."""
+    driver next looks for free workers (before the decisions it takes there are written).
+    ``failures=True`` counts failed intervals instead of reports."""
 
-    def __init__(self, after: int, at: str = "poll"):
+    def __init__(self, after: int, at: str = "poll", *, failures: bool = False):
         super().__init__(workers=2)
-        self.after, self.at, self.reports = after, at, 0
+        self.after, self.at, self.reports, self.failures = after, at, 0, failures
 
     def poll(self, timeout):
         out = super().poll(timeout)
-        self.reports += sum(len(r.reports) for r in out)
+        if self.failures:
+            self.reports += sum(r.error is not None for r in out)
+        else:
+            self.reports += sum(len(r.reports) for r in out)
         if self.at == "poll" and self.reports >= self.after:
             raise KeyboardInterrupt
         return out

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from reliability_trainables import Walker
+from sim_backends import Interrupted
 
 import hyperpop as hp
 from hyperpop import checkpoints as ckpt
@@ -240,25 +241,6 @@ class _BreaksAtStep2(hp.Trainable):
         self.n = state["n"]
 
 
-class _StopsAfterFailures(SimulatedBackend):
-    """Stopped as by Ctrl-C once ``n`` failed intervals came back and were written (when the
-    driver next looks for free workers)."""
-
-    def __init__(self, n: int):
-        super().__init__(workers=2)
-        self.left = n
-
-    def poll(self, timeout):
-        out = super().poll(timeout)
-        self.left -= sum(r.error is not None for r in out)
-        return out
-
-    def free_slots(self):
-        if self.left <= 0:
-            raise KeyboardInterrupt
-        return super().free_slots()
-
-
 _RETRY_RUN = dict(
     metric="score",
     population=2,
@@ -289,7 +271,13 @@ def test_a_resumed_run_gives_a_member_up_after_the_same_number_of_failures(tmp_p
     assert _failures_of_member_0(whole) == expected
     db = tmp_path / "cut.db"
     with pytest.raises(KeyboardInterrupt):
-        hp.run(_BreaksAtStep2, space, storage=db, backend=_StopsAfterFailures(2), **_RETRY_RUN)
+        hp.run(
+            _BreaksAtStep2,
+            space,
+            storage=db,
+            backend=Interrupted(2, at="fill", failures=True),
+            **_RETRY_RUN,
+        )
     assert len(_failures_of_member_0(hp.load(db))) == 2
     resumed = hp.resume(db, _BreaksAtStep2, backend=SimulatedBackend(workers=2), progress=False)
     assert _failures_of_member_0(resumed) == expected  # not 2 + 4 failures
@@ -330,7 +318,13 @@ def test_a_success_ends_a_run_of_failures_across_a_resume(tmp_path):
     settings = {**_RETRY_RUN, "population": 1, "configs": None, "max_failures": 1}
     space = {"breaks": 0, "dir": str(tmp_path)}
     with pytest.raises(KeyboardInterrupt):
-        hp.run(_FailsOnceAt2And4, space, storage=db, backend=_StopsAfterFailures(1), **settings)
+        hp.run(
+            _FailsOnceAt2And4,
+            space,
+            storage=db,
+            backend=Interrupted(1, at="fill", failures=True),
+            **settings,
+        )
     resumed = hp.resume(db, _FailsOnceAt2And4, backend=SimulatedBackend(workers=2), progress=False)
     assert _failures_of_member_0(resumed) == [(1, False), (1, False)]
     (m0,) = resumed.members
