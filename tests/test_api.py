@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,33 @@ def test_the_guide_documents_every_public_name():
     api = GUIDE.read_text().split("## 9. API", 1)[1]
     documented = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", api))
     assert sorted(set(hp.__all__) - documented) == []
+
+
+def test_a_worker_process_imports_only_the_trainables_side():
+    """`import hyperpop` defers each public name to its first use: a worker process (and a
+    trainable's module written with `hp.Trainable`, `hp.uniform` and `hp.Steps`) loads neither
+    the driver nor the stores nor the strategies, which every worker would pay at its start."""
+    code = (
+        "import sys, hyperpop as hp, hyperpop.backends._worker, hyperpop.backends.worker\n"
+        "class T(hp.Trainable):\n    pass\n"
+        "space, budget = {'x': hp.uniform(0, 1)}, hp.Steps(3)\n"
+        "heavy = ('hyperpop.controller', 'hyperpop.driver', 'hyperpop.store', "
+        "'hyperpop.strategies', 'hyperpop.results')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_importing_a_module_named_like_its_function_keeps_the_function():
+    """`hyperpop.run`, `hyperpop.replay` and `hyperpop.steer` are modules and functions: an
+    import of the module, before or after `hp.run` is first used, leaves `hp.run` the function."""
+    code = (
+        "import hyperpop as hp\n"
+        "import hyperpop.replay, hyperpop.run\n"
+        "print(callable(hp.run), callable(hp.replay), callable(hp.steer))\n"
+        "import hyperpop.steer\n"
+        "print(callable(hp.steer), hp.run.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "True", "True", "hyperpop.run"]

@@ -2,62 +2,139 @@
 
 >>> import hyperpop as hp
 >>> result = hp.run(MyTrainable, {"lr": hp.loguniform(1e-4, 1e-1)}, metric="acc")  # doctest: +SKIP
+
+The public names are imported on first use (:func:`__getattr__`), so a worker process, which
+needs only the trainable's side, or a quick command such as ``hyperpop --version`` does not load
+the driver, the strategies and the stores.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from hyperpop._version import __version__
-from hyperpop.controller import Budget, Ready, Rejuvenate, Steps, Target, WallTime
-from hyperpop.errors import (
-    MetricError,
-    RunError,
-    RunExistsError,
-    SettingsError,
-    StoreError,
-    StoreFullError,
-    StoreLockedError,
-    StoreVersionError,
-)
-from hyperpop.replay import ReplayResult, replay
-from hyperpop.results import MemberResult, Result
-from hyperpop.run import resume, run
-from hyperpop.space import (
-    SpaceError,
-    choice,
-    loguniform,
-    qloguniform,
-    randint,
-    uniform,
-)
-from hyperpop.steer import Answer, Steer, SteerError, steer
-from hyperpop.strategies import (
-    FIREPBT,
-    MFPBT,
-    PB2,
-    Context,
-    ExploitStrategy,
-    ExploreStrategy,
-    Perturb,
-    Resample,
-    ReservePBT,
-    Tournament,
-    Truncation,
-    WelchTTest,
-    register,
-)
-from hyperpop.trainable import FunctionTrainable, Trainable, TrainableError, report
 
-load = Result.load
+if TYPE_CHECKING:
+    from hyperpop.criteria import Budget, Ready, Rejuvenate, Steps, Target, WallTime
+    from hyperpop.errors import (
+        MetricError,
+        RunError,
+        RunExistsError,
+        SettingsError,
+        StoreError,
+        StoreFullError,
+        StoreLockedError,
+        StoreVersionError,
+    )
+    from hyperpop.parameters import (
+        SpaceError,
+        choice,
+        loguniform,
+        qloguniform,
+        randint,
+        uniform,
+    )
+    from hyperpop.replay import ReplayResult, replay
+    from hyperpop.results import MemberResult, Result
+    from hyperpop.run import resume, run
+    from hyperpop.steer import Answer, Steer, SteerError, steer
+    from hyperpop.strategies import (
+        FIREPBT,
+        MFPBT,
+        PB2,
+        Context,
+        ExploitStrategy,
+        ExploreStrategy,
+        Perturb,
+        Resample,
+        ReservePBT,
+        Tournament,
+        Truncation,
+        WelchTTest,
+        register,
+    )
+    from hyperpop.trainable import FunctionTrainable, Trainable, TrainableError, report
+    from hyperpop.vectorized import VectorizedTrainable
+
+    load = Result.load
+
+#: the module that defines each public name
+_WHERE = {
+    **dict.fromkeys(("Budget", "Ready", "Rejuvenate", "Steps", "Target", "WallTime"), "criteria"),
+    **dict.fromkeys(
+        (
+            "MetricError",
+            "RunError",
+            "RunExistsError",
+            "SettingsError",
+            "StoreError",
+            "StoreFullError",
+            "StoreLockedError",
+            "StoreVersionError",
+        ),
+        "errors",
+    ),
+    **dict.fromkeys(("ReplayResult", "replay"), "replay"),
+    **dict.fromkeys(("MemberResult", "Result"), "results"),
+    **dict.fromkeys(("resume", "run"), "run"),
+    **dict.fromkeys(
+        ("SpaceError", "choice", "loguniform", "qloguniform", "randint", "uniform"), "parameters"
+    ),
+    **dict.fromkeys(("Answer", "Steer", "SteerError", "steer"), "steer"),
+    **dict.fromkeys(
+        (
+            "FIREPBT",
+            "MFPBT",
+            "PB2",
+            "Context",
+            "ExploitStrategy",
+            "ExploreStrategy",
+            "Perturb",
+            "Resample",
+            "ReservePBT",
+            "Tournament",
+            "Truncation",
+            "WelchTTest",
+            "register",
+        ),
+        "strategies",
+    ),
+    **dict.fromkeys(("FunctionTrainable", "Trainable", "TrainableError", "report"), "trainable"),
+    "VectorizedTrainable": "vectorized",  # needs PyTorch
+}
 
 
-def __getattr__(name: str) -> object:
-    # needs PyTorch: imported on first use, so `import hyperpop` stays light
-    if name == "VectorizedTrainable":
-        from hyperpop.vectorized import VectorizedTrainable
+def __getattr__(name: str) -> Any:
+    """Import a public name where it is defined, the first time it is asked for."""
+    if name == "load":
+        value: Any = __getattr__("Result").load
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(f"hyperpop.{_WHERE[name]}"), name)
+    else:
+        raise AttributeError(f"module 'hyperpop' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-        return VectorizedTrainable
-    raise AttributeError(f"module 'hyperpop' has no attribute {name!r}")
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """Three modules share their name with the function they define (``hyperpop.run``,
+    ``replay`` and ``steer``): importing one of them must not put the module where
+    ``hp.run`` and the others are looked up."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in {"run", "replay", "steer"}:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 __all__ = [
     "Answer",
