@@ -1,19 +1,14 @@
 """The Ray backend on a local Ray cluster of its own (issue 22): ``workers="auto"`` follows the
 cluster (a second node joins mid-run, its new actor trains members, then the node leaves: its
 interval is retried and no report is lost), a request changes the number of actors, and a
-member of two processes runs on one actor's node. The cluster helpers are those of
-tests/test_ray_multinode.py."""
+member of two processes runs on one actor's node. The cluster is tests/ray_nodes.py's head
+node, shared with tests/test_ray_multinode.py."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 import cloudpickle
 import pytest
@@ -21,17 +16,14 @@ import pytest
 ray = pytest.importorskip("ray")
 pytest.importorskip("psutil")
 
-from test_ray_multinode import (  # noqa: E402
-    ENV,
+from ray_nodes import (  # noqa: E402
     RAY,
-    SYSTEM_CONFIG,
     NodeToy,
-    _free_port,
-    _raylet,
-    _start,
-    _stop,
-    _wait_for,
+    in_child,
+    passes_in_a_fresh_interpreter,
+    shared_head,
     toy,
+    wait_for,
 )
 
 import hyperpop as hp  # noqa: E402
@@ -39,75 +31,47 @@ from hyperpop.backends.ray import RayBackend  # noqa: E402
 from hyperpop.store import vocabulary as voc  # noqa: E402
 
 pytestmark = pytest.mark.skipif(RAY is None, reason="the `ray` command is not installed")
-CHILD = "HYPERPOP_RAY_ELASTIC_CHILD"
 
 
-@pytest.mark.timeout(240)
-def test_in_a_fresh_interpreter():
-    """As in tests/test_ray_multinode.py: a cluster of its own, without the Ray variables an
-    earlier ``ray.init`` left in this interpreter's environment."""
-    if os.environ.get(CHILD) == "1":
-        return
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, CHILD: "1"},
-        capture_output=True,
-        text=True,
-        timeout=220,
-    )
-    assert out.returncode == 0 and "4 passed" in out.stdout, out.stdout[-4000:] + out.stderr[-2000:]
+@pytest.mark.timeout(360)
+def test_in_a_fresh_interpreter(request):
+    """As in tests/test_ray_multinode.py (and in the same interpreter, on the same head
+    node): without the Ray variables an earlier ``ray.init`` left in this one's environment."""
+    passes_in_a_fresh_interpreter(request)
 
 
 @pytest.fixture(scope="module")
-def head():
-    """A head node with one CPU, and this process connected to it."""
-    os.environ.update(ENV)
-    tmp, logs = tempfile.mkdtemp(prefix="hpel"), Path(tempfile.mkdtemp(prefix="hpel-logs"))
-    port = _free_port()
-    config = f"--system-config={json.dumps(SYSTEM_CONFIG)}"
-    args = ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false", config]
-    procs = [_start(args, tmp, logs / "head.log")]
-    try:
-        _wait_for("the head's raylet", lambda: _raylet(procs[0]), log=logs / "head.log")
-        ray.init(address=f"127.0.0.1:{port}", logging_level="WARNING", log_to_driver=False)
-        yield port, tmp, logs, procs
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        _stop(procs, tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(logs, ignore_errors=True)
-
-
-in_child = pytest.mark.skipif(os.environ.get(CHILD) != "1", reason="runs in a fresh interpreter")
+def head(request):
+    """The shared head node (one CPU), this process connected to it."""
+    return shared_head(request)
 
 
 @pytest.mark.timeout(200)
 @in_child
 def test_a_node_joins_trains_and_leaves(tmp_path, head):
-    port, tmp, logs, procs = head
     head_node = ray.get_runtime_context().get_node_id()
     backend = RayBackend("auto", follow_seconds=0.3)
     joined: list[str] = []
+    nodes = []
 
     def alive() -> list[str]:
         return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
 
     def follow_the_cluster(pop):  # the driver loop calls this after each poll
         if not joined and pop.reports >= 8:  # a node joins: the run waits for its actor
-            second = [f"--address=127.0.0.1:{port}", "--num-cpus=1"]
-            procs.append(_start(second, tmp, logs / "second.log"))
-            _wait_for("the second node", lambda: len(alive()) == 2, log=logs / "second.log")
+            nodes.append(head.add_node("joining", wait=False))
+            log = head.logs / "joining.log"
+            wait_for("the second node", lambda: len(alive()) == 2, log=log)
             joined.extend(set(alive()) - {head_node})
-            _wait_for("its actor", lambda: backend.capacity == 2)
+            wait_for("its actor", lambda: backend.capacity == 2)
         elif (
             joined
-            and procs[-1].poll() is None
+            and nodes[0].poll() is None
             and joined[0] in {m.last_metrics.get("node") for m in pop.members.values()}
         ):
-            os.killpg(procs[1].pid, signal.SIGTERM)  # the node leaves (ray stop)
-            procs[1].wait(30)
-            _wait_for("Ray to see it gone", lambda: alive() == [head_node])
+            os.killpg(nodes[0].pid, signal.SIGTERM)  # the node leaves (ray stop)
+            nodes[0].wait(30)
+            wait_for("Ray to see it gone", lambda: alive() == [head_node])
 
     cloudpickle.register_pickle_by_value(toy)
     try:
@@ -126,6 +90,8 @@ def test_a_node_joins_trains_and_leaves(tmp_path, head):
         )
     finally:
         cloudpickle.unregister_pickle_by_value(toy)
+        for node in nodes:
+            head.remove(node)
     assert joined and backend.resized[:2] == [(1, 2), (2, 1)], backend.resized
     followed = [  # each change the cluster made is an event (the last may end the session)
         (e.payload.old_workers, e.payload.workers)
