@@ -81,6 +81,10 @@ def test_importing_a_module_named_like_its_function_keeps_the_function():
         "print(callable(hp.run), callable(hp.replay), callable(hp.steer))\n"
         "import hyperpop.steer\n"
         "print(callable(hp.steer), hp.run.__module__)\n"
+        # a script's function that refers to `hp` travels by value to a worker, `hp` by name
+        "import cloudpickle, pickle\n"
+        "def budget():\n    return hp.Steps(3)\n"
+        "print(pickle.loads(cloudpickle.dumps(budget))() == hp.Steps(3))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "True", "True", "True", "hyperpop.run"]
+    assert out.stdout.split() == ["True", "True", "True", "True", "hyperpop.run", "True"]

@@ -10,6 +10,7 @@ the driver, the strategies and the stores.
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import sys
 import types
@@ -134,7 +135,14 @@ class _Package(types.ModuleType):
         super().__setattr__(name, value)
 
 
+def _reduce_package(module: _Package) -> tuple[Any, tuple[str]]:
+    return importlib.import_module, (module.__name__,)
+
+
 sys.modules[__name__].__class__ = _Package
+# pickled by reference, as a plain module is (cloudpickle sends a trainable written in a script,
+# and the ``hp`` it refers to, by value: the class of a module is its own from here on)
+copyreg.pickle(_Package, _reduce_package)
 
 __all__ = [
     "Answer",
