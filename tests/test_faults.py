@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from in_process import hyperpop_in_process
 
 import hyperpop as hp
 from hyperpop.checkpoints import checkpoint_dir_for
@@ -56,6 +57,7 @@ class Campaign:
         self.err = ""
         self.log: list[str] = []
         self.seen: dict[int, tuple] = {}  # every event ever read, by seq: none may change
+        self._read, self._reports = 0, 0  # the last seq :meth:`reports` read; reports up to it
 
     # --- processes -------------------------------------------------------------------------
     def start(self) -> None:
@@ -79,7 +81,19 @@ class Campaign:
             store.close()
 
     def reports(self) -> int:
-        return sum(1 for e in self.events() if e.kind == "reported")
+        """Reports in the store (read incrementally: the log only grows, and this is polled)."""
+        try:
+            store = SQLiteStore(self.db)
+        except Exception:  # noqa: BLE001 - not created yet
+            return self._reports
+        try:
+            fresh = store.read(self._read)
+        finally:
+            store.close()
+        if fresh:
+            self._read = fresh[-1].seq
+            self._reports += sum(1 for e in fresh if e.kind == "reported")
+        return self._reports
 
     def wait(self, cond, what: str, timeout: float = 90) -> bool:
         """Poll until ``cond()`` holds (True) or the driver exits (False)."""
@@ -108,15 +122,21 @@ class Campaign:
     def workers(self) -> list[int]:
         """Worker processes of the driver (its children that run hyperpop's worker)."""
         out = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
+        children: set[int] = set()  # the kernel's list of each of the driver's threads' children
+        for listed in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                cmd = (stat.parent / "cmdline").read_bytes()
+                children.update(int(pid) for pid in listed.read_text().split())
+            except OSError:
+                continue
+        for pid in children:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
             worker = b"hyperpop.backends._worker" in cmd or b"spawn_main" in cmd
             if int(fields[1]) == self.proc.pid and fields[0] != "Z" and worker:
-                out.append(int(stat.parent.name))
+                out.append(pid)
         return sorted(out)
 
     def end(self, timeout: float = 60) -> int:
@@ -201,13 +221,8 @@ class Campaign:
             elif strike == "stop":
                 if not self.wait(self.writing, "driver holding the lease"):
                     break
-                out = subprocess.run(
-                    [sys.executable, "-m", "hyperpop", "stop", str(self.db)],
-                    env=self.env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
+                # `hyperpop stop` in this process: a request through the store, as from any other
+                out = hyperpop_in_process("stop", self.db)
                 if out.returncode != 0 and self.proc.poll() is None:
                     if "the run has finished" in out.stderr:
                         break  # the run finished as the stop was sent; its driver is exiting
