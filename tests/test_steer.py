@@ -68,17 +68,25 @@ def _reports(db: Path) -> int:
     return sum(1 for e in _events(db) if e.kind == ev.REPORTED)
 
 
-def _driver(db: Path, *, ignore_sigint: bool = False, **kw) -> subprocess.Popen:
-    """A driver in its own process running :class:`Walker` (0.02 s steps) into ``db``."""
+def _driver(
+    db: Path, *, ignore_sigint: bool = False, slow: Path | None = None, **kw
+) -> subprocess.Popen:
+    """A driver in its own process running :class:`Walker` (0.02 s steps) into ``db``; with
+    ``slow``, :class:`steer_trainables.Paced` (0.02 s steps while the file ``slow`` exists)."""
     settings = dict(metric="score", population=4, workers=2, budget=400, ready=3, seed=1)
     settings.update(kw)
+    fixed = {"sleep": 0.02} | ({"slow": str(slow)} if slow else {})
     code = (
         "import signal\n"
         "import hyperpop as hp\n"
-        "from reliability_trainables import Walker\n"
+        + (
+            "from steer_trainables import Paced as Walker\n"
+            if slow
+            else "from reliability_trainables import Walker\n"
+        )
         + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if ignore_sigint else "")
         + "if __name__ == '__main__':\n"
-        f"    hp.run(Walker, {{'lr': hp.uniform(0.1, 1.0), 'sleep': 0.02}}, storage={str(db)!r},"
+        f"    hp.run(Walker, {{'lr': hp.uniform(0.1, 1.0), **{fixed!r}}}, storage={str(db)!r},"
         f" **{settings!r})\n"
     )
     return subprocess.Popen(
@@ -101,8 +109,11 @@ def test_stop_reaches_a_driver_that_ignores_sigint_and_the_run_resumes(tmp_path)
     """A driver started in the background of a script ignores SIGINT; ``hyperpop stop``
     still stops it (a request, not a signal), and the run resumes where it stopped."""
     db = tmp_path / "run.db"
-    # a budget the run cannot finish while the `hyperpop stop` process starts on a loaded machine
-    proc = _driver(db, ignore_sigint=True, budget=120)
+    # a budget the run cannot finish while the `hyperpop stop` process starts on a loaded
+    # machine (4.8 s of steps at least); the resume, the file `slow` gone, trains fast
+    slow = tmp_path / "slow"
+    slow.touch()
+    proc = _driver(db, ignore_sigint=True, budget=120, slow=slow)
     try:
         _wait(lambda: _reports(db) >= 6, "6 reports", proc)
         out = subprocess.run(
@@ -115,6 +126,7 @@ def test_stop_reaches_a_driver_that_ignores_sigint_and_the_run_resumes(tmp_path)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
+    slow.unlink()
     events = _events(db)
     kinds = [e.kind for e in events]
     assert ev.RUN_STOPPED in kinds and ev.RUN_FINISHED not in kinds
