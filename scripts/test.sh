@@ -11,6 +11,10 @@ python -m pip install -q -c constraints.txt -e ".[test,torch,ray,raytune,dashboa
 ruff check .
 ruff format --check .
 mypy
+# Compile the project's modules once: where Python is told not to write bytecode
+# (PYTHONDONTWRITEBYTECODE, set on some CI images), each of the hundreds of worker processes the
+# tests start would compile hyperpop, its examples and the test helpers from source again.
+python -m compileall -q src tests examples benchmarks >/dev/null
 # Tests run in up to 4 processes (pytest-xdist; 2 on a 2-core machine): most tests wait on worker
 # processes, sockets or a browser as much as they compute, so two at a time fill two cores. Each
 # test process and every worker it starts runs its numerical libraries on one thread
