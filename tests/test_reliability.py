@@ -129,12 +129,13 @@ def test_stop_interrupts_a_live_driver_and_refuses_a_dead_one(tmp_path):
     db = tmp_path / "run.db"
     proc = _walker_run(db, budget=200)
     _wait(lambda: _reports(db) >= 8, "8 reports", proc)
-    cli = [sys.executable, "-m", "hyperpop"]
-    out = subprocess.run(cli + ["stop", str(db)], capture_output=True, text=True, timeout=60)
+    # in this process (a real `hyperpop stop` process is tests/test_steer.py's): a request
+    # through the store, as from any other process
+    out = hyperpop_in_process("stop", db)
     assert out.returncode == 0 and f"pid {proc.pid}" in out.stdout, out.stderr
     proc.wait(timeout=60)
     _wait(lambda: hp.load(db).summary()["status"] == "interrupted", "status 'interrupted'")
-    out = hyperpop_in_process("stop", db)  # the stop above is a real process
+    out = hyperpop_in_process("stop", db)
     assert out.returncode == 1 and "no driver is writing" in out.stderr
 
 
@@ -309,15 +310,15 @@ def test_a_hung_interval_is_timed_out_its_worker_replaced_and_the_run_goes_on(tm
         synchronous=True,  # a generation must not wait for the hung member
         configs=[{"tag": 0}, {"tag": 1}, {"tag": 2}],
         max_failures=1,
-        step_timeout=2,
+        step_timeout=1,  # an interval of two steps of Hangs takes milliseconds
         storage=tmp_path / "run.db",
     )
     m0, m1, m2 = result.members
     assert m0.status == "failed" and m0.failures == 2  # hung on every attempt: given up
-    assert "member 0's interval exceeded step_timeout=2s" in m0.last_error
+    assert "member 0's interval exceeded step_timeout=1s" in m0.last_error
     assert m1.status == m2.status == "finished" and m1.failures == 1 and m2.failures == 0
     _steps_once(result, [1, 2], 8)
-    assert result.settings["step_timeout"] == 2
+    assert result.settings["step_timeout"] == 1
 
 
 def test_step_timeout_from_the_command_line(tmp_path):
@@ -332,15 +333,13 @@ def test_step_timeout_from_the_command_line(tmp_path):
         " exploit=None, explore=None, configs=[{'tag': 0}, {'tag': 1}])\n"
     )
     db = tmp_path / "run.db"
-    cmd = [sys.executable, "-m", "hyperpop", "run", str(job), "-q", "--storage", str(db)]
-    out = subprocess.run(
-        cmd + ["--step-timeout", "2"], env=_env(), capture_output=True, text=True, timeout=120
-    )
+    # `hyperpop run` in this process: its workers are real processes all the same
+    out = hyperpop_in_process("run", job, "-q", "--storage", db, "--step-timeout", "1")
     assert out.returncode == 0, out.stderr
     result = hp.load(db)
-    assert result.settings["step_timeout"] == 2
+    assert result.settings["step_timeout"] == 1
     (failed,) = [e for e in result.events if e.kind == "failed"]
-    assert "member 0's interval exceeded step_timeout=2s" in failed.data["error"]
+    assert "member 0's interval exceeded step_timeout=1s" in failed.data["error"]
     _steps_once(result, [0, 1], 4)
 
 
