@@ -409,6 +409,10 @@ class LocalBackend(Backend):
             s.stop()
 
     def shutdown(self) -> None:
-        for s in self._slots:
-            s.stop()
+        # every worker is asked first, then waited for: they exit side by side
+        groups = [s.group for s in self._slots if s.group is not None]
+        for g in groups:
+            g.ask_to_stop()
+        for g in groups:
+            g.wait_stopped()
         self._slots.clear()

@@ -215,6 +215,12 @@ class ProcessGroup:
 
     def stop(self) -> None:
         """Stop the ranks: a running task is abandoned (terminated), idle ranks exit cleanly."""
+        self.ask_to_stop()
+        self.wait_stopped()
+
+    def ask_to_stop(self) -> None:
+        """The first half of :meth:`stop`, which returns at once: several groups asked first
+        and then waited for exit side by side."""
         for p, c in zip(self.procs, self.conns):
             if not p.is_alive():
                 continue
@@ -223,6 +229,10 @@ class ProcessGroup:
             else:
                 with contextlib.suppress(OSError, BrokenPipeError):
                     c.send(("stop", None))
+
+    def wait_stopped(self) -> None:
+        """The second half of :meth:`stop`: wait for the ranks to exit (killing those that do
+        not in time) and release them."""
         for p in self.procs:
             p.join(timeout=5)
             if p.is_alive():

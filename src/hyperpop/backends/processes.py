@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 from hyperpop.backends.base import Task
@@ -249,8 +249,12 @@ class WorkerProcess:
         return self._popen.poll()
 
     def join(self, timeout: float | None = None) -> None:
+        if self._pidfd is not None and self._popen.poll() is None:
+            # readable the moment the process exits (``Popen.wait`` with a timeout polls, up to
+            # 50 ms late, and every run waits on each of its workers at its end)
+            wait([self._pidfd], timeout)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self._popen.wait(timeout)
+            self._popen.wait(0 if self._pidfd is not None else timeout)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
