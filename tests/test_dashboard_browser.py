@@ -40,11 +40,13 @@ if not Path(CHROMIUM).exists():  # CI installs it (.ci/run); a bare laptop may n
     pytest.skip(f"{CHROMIUM} is absent (apt-get install chromium)", allow_module_level=True)
 
 MEMBERS = 4
+WORKERS = 2  # two members train at a time (a synchronous run: each generation waits for all)
 STEPS = 12
 BLOCK = 7  # members block on their 7th step: three generations (ready=2) are in the store
 
 #: the job, run as a script in a subprocess (its trainable travels to the workers by value)
-JOB = '''
+JOB = (
+    '''
 import os, sys, time, uuid
 from pathlib import Path
 import hyperpop as hp
@@ -81,9 +83,12 @@ class Walker(hp.Trainable):
 
 if __name__ == "__main__":  # workers are spawned: they import this file, without running it
     hp.run(Walker, {"lr": hp.uniform(0.01, 1.0)}, metric="acc", mode="max",
-           population=@N@, workers=@N@, budget=hp.Steps(@STEPS@), ready=2, synchronous=True,
+           population=@N@, workers=@W@, budget=hp.Steps(@STEPS@), ready=2, synchronous=True,
            configs=[{"lr": 0.1 * (i + 1)} for i in range(@N@)], storage=DB, progress=False)
-'''.replace("@N@", str(MEMBERS)).replace("@STEPS@", str(STEPS))
+'''.replace("@N@", str(MEMBERS))
+    .replace("@W@", str(WORKERS))
+    .replace("@STEPS@", str(STEPS))
+)
 
 
 def start_job(tmp: Path, block: int) -> tuple[subprocess.Popen, Path, Path]:
@@ -180,6 +185,18 @@ def finished_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+TOKEN = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def finished_url(finished_db: Path) -> Iterator[str]:
+    """One dashboard of the finished run for the module's tests (each opens its own page); it
+    takes requests with :data:`TOKEN` (the page is read-only without it in its address)."""
+    server = Server(finished_db, token=TOKEN)
+    yield server.url
+    server.close()
+
+
 RENDERED = "Number(document.body.dataset.renders || 0) >= 1"
 
 #: what the page drew, read from plotly's rendered figures and the DOM
@@ -262,13 +279,14 @@ def test_dashboard_follows_a_run_in_progress(tmp_path: Path, page: Any, serve: A
     proc, db, flags = start_job(tmp_path, block=BLOCK)
     try:
         deadline = time.monotonic() + 90
-        while len(list(flags.glob("blocked-*"))) < MEMBERS:  # every member waits at step 7
+        # both training members wait at step 7; the other two wait for a worker at step 6
+        while len(list(flags.glob("blocked-*"))) < WORKERS:
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the job's members never reached the block"
             time.sleep(0.02)
         url = serve(db)
         page.goto(url)
-        want = expected(db)  # the store holds still while every member is blocked
+        want = expected(db)  # the store holds still while both workers are blocked
         page.wait_for_function(f"Number(document.body.dataset.seq) === {want['seq']}")
         shown = page.evaluate(SHOWN)
         assert shown["status"] == "running" and shown["note"] == "live"
@@ -295,8 +313,8 @@ def test_dashboard_follows_a_run_in_progress(tmp_path: Path, page: Any, serve: A
             proc.wait()
 
 
-def test_dashboard_of_a_finished_run(finished_db: Path, page: Any, serve: Any) -> None:
-    page.goto(serve(finished_db))
+def test_dashboard_of_a_finished_run(finished_db: Path, finished_url: str, page: Any) -> None:
+    page.goto(finished_url)
     page.wait_for_function(RENDERED)
     shown = page.evaluate(SHOWN)
     assert shown["status"] == "finished" and shown["note"] == "finished"
@@ -335,12 +353,14 @@ SCORES = """() => {
 }"""
 
 
-def test_score_plot_switches_metric_axis_and_zoom(finished_db: Path, page: Any, serve: Any) -> None:
+def test_score_plot_switches_metric_axis_and_zoom(
+    finished_db: Path, finished_url: str, page: Any
+) -> None:
     from hyperpop.dashboard.data import RunView
     from hyperpop.dashboard.figures import scores_spec
 
     view = RunView(Result.load(finished_db).events)
-    page.goto(serve(finished_db))
+    page.goto(finished_url)
     page.wait_for_function(RENDERED)
     drawn = page.evaluate(SCORES)
     assert drawn["metrics"] == ["acc", "loss"] and (drawn["x"], drawn["y"]) == (
@@ -418,14 +438,12 @@ def test_bad_store_shows_a_clear_page(tmp_path: Path, page: Any, serve: Any, kin
     assert "Traceback" not in page.content()
 
 
-def test_steering_checks_the_fields_before_sending(
-    finished_db: Path, page: Any, serve: Any
-) -> None:
+def test_steering_checks_the_fields_before_sending(finished_url: str, page: Any) -> None:
     """Issue 19: pin with an empty member field sent a request the driver refused as "no member
     None"; the page now says what to type, and sends nothing."""
     sent: list[str] = []
     page.on("request", lambda r: "api/request" in r.url and sent.append(r.url))
-    page.goto(serve(finished_db, token="s3cret") + "?token=s3cret")
+    page.goto(f"{finished_url}?token={TOKEN}")
     page.wait_for_function(RENDERED)
     for button, typed, message in [
         ("pin", {}, "type a member id (the member field) first"),
@@ -473,13 +491,13 @@ def test_a_loss_spanning_decades_is_drawn_on_a_log_axis(tmp_path: Path, page: An
     assert page.evaluate(axis) == "linear"
 
 
-def test_webgl_draws_the_same_points(finished_db: Path, page: Any, serve: Any) -> None:
+def test_webgl_draws_the_same_points(finished_db: Path, finished_url: str, page: Any) -> None:
     """With a GPU the lines are WebGL traces (here forced: headless Chromium has none, and its
     software WebGL is slower than SVG, so the page picks SVG by itself)."""
     from hyperpop.dashboard.data import RunView
     from hyperpop.dashboard.figures import scores_spec
 
-    page.goto(serve(finished_db) + "?webgl=1")
+    page.goto(finished_url + "?webgl=1")
     page.wait_for_function(RENDERED)
     if page.evaluate("document.body.dataset.renderer") == "svg (no WebGL)":
         pytest.skip("this browser has no WebGL at all")
