@@ -123,16 +123,24 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
-@pytest.fixture()
-def page(browser: Any) -> Iterator[Any]:
+@pytest.fixture(scope="module")
+def context(browser: Any) -> Iterator[Any]:
+    """One browser context for the module's pages: the page keeps nothing in cookies or
+    storage, and plotly.js, served once, comes from its cache after the first page."""
     context = browser.new_context(viewport={"width": 1300, "height": 900})
+    yield context
+    context.close()
+
+
+@pytest.fixture()
+def page(context: Any) -> Iterator[Any]:
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.console_errors = []  # what the browser's console said was wrong (a 404 says so too)
     pg.on("console", lambda m: m.type == "error" and pg.console_errors.append(m.text))
     yield pg
-    context.close()
+    pg.close()
     assert not errors, errors
 
 
