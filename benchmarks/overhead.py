@@ -10,7 +10,7 @@ Reported: wall time and its ratio to the plain loop, and the share of worker tim
 user code (``Result.overhead``). Target: at least 98% with population 16 on 2 workers.
 
     python benchmarks/overhead.py              # population 16, 2 workers, 12 steps
-    python benchmarks/overhead.py --smoke      # tiny, for CI
+    python benchmarks/overhead.py --smoke      # tiny, for CI (the plain loop in this process)
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ def _plain_worker(configs: list[dict], steps: int) -> float:
     return last
 
 
-def plain_loop(configs: list[dict], steps: int, workers: int) -> float:
-    """Wall seconds to train ``configs`` for ``steps`` each, split over ``workers`` processes."""
+def plain_loop(configs: list[dict], steps: int, workers: int, in_process: bool = False) -> float:
+    """Wall seconds to train ``configs`` for ``steps`` each, split over ``workers`` processes
+    (``in_process``: in this process instead, one after the other)."""
+    if in_process:
+        t0 = time.perf_counter()
+        _plain_worker(configs, steps)
+        return time.perf_counter() - t0
     ctx = mp.get_context("spawn")
     chunks = [configs[i::workers] for i in range(workers)]
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -56,7 +61,11 @@ def plain_loop(configs: list[dict], steps: int, workers: int) -> float:
     return time.perf_counter() - t0
 
 
-def framework(configs: list[dict], steps: int, workers: int, pbt: bool, ready: int) -> dict:
+def framework(
+    configs: list[dict], steps: int, workers: int, pbt: bool, ready: int, threads: int | None = None
+) -> dict:
+    """One hyperpop run of ``configs`` (``threads``: each worker's, default the backend's own
+    choice, cores / workers)."""
     digits = example("digits")
     t0 = time.perf_counter()
     res = hp.run(
@@ -72,6 +81,7 @@ def framework(configs: list[dict], steps: int, workers: int, pbt: bool, ready: i
         exploit="truncation" if pbt else None,
         explore="perturb" if pbt else None,
         seed=0,
+        backend_options=None if threads is None else {"threads_per_worker": threads},
     )
     wall = time.perf_counter() - t0
     o = res.overhead
@@ -92,8 +102,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--ready", type=int, default=4)
     args = p.parse_args(argv)
+    threads = None
     if args.smoke:
-        args.population, args.workers, args.steps, args.ready = 2, 1, 2, 1
+        # The plain loop runs in this process and the one hyperpop worker on one thread (as
+        # the plain loop's): the smoke shows that every variant runs and the table prints, at
+        # the cost of two worker processes importing PyTorch and scikit-learn, not three (and
+        # a lone worker's second thread only spins on a busy machine).
+        args.population, args.workers, args.steps, args.ready, threads = 2, 1, 2, 1, 1
     import numpy as np
 
     from hyperpop.space import Space
@@ -102,18 +117,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rng = np.random.default_rng(0)
     space = Space(digits.space)
     configs = [space.sample(rng) for _ in range(args.population)]
-    plain = plain_loop(configs, args.steps, args.workers)
+    plain = plain_loop(configs, args.steps, args.workers, in_process=args.smoke)
     rows = [{"variant": "plain loop", "wall": plain, "user_share": None, "exploits": 0}]
     rows.append(
         {
             "variant": "hyperpop, no exploit",
-            **framework(configs, args.steps, args.workers, False, args.ready),
+            **framework(configs, args.steps, args.workers, False, args.ready, threads),
         }
     )
     rows.append(
         {
             "variant": "hyperpop PBT",
-            **framework(configs, args.steps, args.workers, True, args.ready),
+            **framework(configs, args.steps, args.workers, True, args.ready, threads),
         }
     )
     print(f"machine: {machine()}")
