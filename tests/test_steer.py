@@ -79,6 +79,10 @@ def _driver(
     code = (
         "import signal\n"
         "import hyperpop as hp\n"
+        # the driver reads the request table at every poll, not every 0.2 s: each answer comes
+        # within a poll (what a request does is the same; the tests make many)
+        "from hyperpop.steering import Steering\n"
+        "Steering.REQUEST_INTERVAL = 0.0\n"
         + (
             "from steer_trainables import Paced as Walker\n"
             if slow
