@@ -7,7 +7,7 @@ Run (the full table takes about 15-25 minutes on 2 busy cores):
 
     python benchmarks/vectorized.py                    # mlp and cnn, populations 16 and 64
     python benchmarks/vectorized.py --tasks rl --seeds 1   # many CartPole policies as well
-    python benchmarks/vectorized.py --smoke            # seconds: what CI runs
+    python benchmarks/vectorized.py --smoke            # seconds: what CI runs (1 local worker)
 
 Both backends run the same :class:`hyperpop.VectorizedTrainable` (so the same model, loss, data
 and optimiser), the same population, steps, PBT settings and seed: ``local`` with 2 worker
@@ -92,9 +92,17 @@ def _trainable(task: str) -> tuple[Any, dict[str, Any]]:
 
 
 def run_one(
-    task: str, backend: str, population: int, steps: int, seed: int, chunk: int | None = None
+    task: str,
+    backend: str,
+    population: int,
+    steps: int,
+    seed: int,
+    chunk: int | None = None,
+    local: tuple[int, int | None] = (2, None),
 ) -> dict[str, Any]:
-    """One PBT run in this process; wall time, the best score and the settings that ran."""
+    """One PBT run in this process; wall time, the best score and the settings that ran.
+    ``local``: the local backend's worker processes and threads per worker (None: its own
+    choice, cores / workers)."""
     import tempfile
 
     import hyperpop as hp
@@ -112,7 +120,8 @@ def run_one(
             self.started = time.perf_counter() - t
 
     if backend == "local":
-        instance = Timed(2)
+        workers, threads = local
+        instance = Timed(workers, threads_per_worker=threads)
     else:  # None: the backend's own choice; 0: the whole population at once
         instance = Timed(chunk_size=chunk if chunk != 0 else population)
     trainable, space = _trainable(task)
@@ -176,11 +185,20 @@ def _tree_rss(root: int) -> int:
 
 
 def measure(
-    task: str, backend: str, population: int, steps: int, seed: int, chunk: int | None
+    task: str,
+    backend: str,
+    population: int,
+    steps: int,
+    seed: int,
+    chunk: int | None,
+    local: tuple[int, int | None] = (2, None),
 ) -> dict[str, Any]:
     """:func:`run_one` in a child process, with its peak tree memory (MiB)."""
     cmd = [sys.executable, __file__, "--one", task, backend, str(population), str(steps)]
     cmd += [str(seed), "auto" if chunk is None else str(chunk)]
+    cmd += ["--local-workers", str(local[0])]
+    if local[1] is not None:
+        cmd += ["--local-threads", str(local[1])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     while proc.poll() is None:
@@ -213,6 +231,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "i.e. the backend's own choice; 0: the whole population)",
     )
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument(
+        "--local-workers", type=int, default=2, help="the local backend's worker processes"
+    )
+    p.add_argument(
+        "--local-threads",
+        type=int,
+        help="threads per local worker (default: the backend's choice, cores / workers)",
+    )
     args = p.parse_args(argv)
     if args.one:
         task, backend, pop, steps, seed, chunk = args.one
@@ -225,14 +251,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     int(steps),
                     int(seed),
                     None if chunk == "auto" else int(chunk),
+                    (args.local_workers, args.local_threads),
                 )
             )
         )
         return []
     cases = [(t, n, TASKS[t][1]) for t in args.tasks for n in args.populations]
     seeds = list(range(args.seeds))
+    local = (args.local_workers, args.local_threads)
     if args.smoke:
-        cases, seeds = [("mlp", 4, 2)], [0]
+        # one local worker process (each imports PyTorch and scikit-learn), on one thread (a
+        # lone worker's second thread only spins on a busy machine)
+        cases, seeds, local = [("mlp", 4, 2)], [0], (1, 1)
     load_before = _load()
     rows = []
     for task, pop, steps in cases:
@@ -240,7 +270,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         runs: dict[str, list[dict[str, Any]]] = {"local": [], "vectorized": []}
         for seed in seeds:
             for backend in ("local", "vectorized"):  # side by side, interleaved
-                runs[backend].append(measure(task, backend, pop, steps, seed, chunk))
+                runs[backend].append(measure(task, backend, pop, steps, seed, chunk, local))
         vecs = runs["vectorized"]
         row: dict[str, Any] = {"task": task, "population": pop, "steps": steps}
         row["evaluate_members"] = vecs[0]["evaluate_members"]
@@ -267,7 +297,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"machine: {machine()}")
     print(f"load average before: {load_before}; after: {_load()}; seeds per cell: {len(seeds)}")
     print(
-        "settings: local = 2 worker processes of 1 thread; vectorized = 1 process, `chunk` "
+        f"settings: local = {local[0]} worker processes of {local[1] or 1} thread; "
+        "vectorized = 1 process, `chunk` "
         "members trained at once, `par` chunks at a time, on `threads` threads (what the runs "
         "chose), evaluate() on "
         f"{rows[0]['evaluate_members'] if rows else '-'} members per call; recorded workers: "
