@@ -123,11 +123,14 @@ class Campaign:
         """Worker processes of the driver (its children that run hyperpop's worker)."""
         out = []
         children: set[int] = set()  # the kernel's list of each of the driver's threads' children
-        for listed in Path(f"/proc/{self.proc.pid}/task").glob("*/children"):
+        lists = list(Path(f"/proc/{self.proc.pid}/task").glob("*/children"))
+        for listed in lists:
             try:
                 children.update(int(pid) for pid in listed.read_text().split())
             except OSError:
                 continue
+        if not lists:  # a kernel without those lists: every process (its parent is checked)
+            children = {int(p.name) for p in Path("/proc").glob("[0-9]*")}
         for pid in children:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
