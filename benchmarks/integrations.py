@@ -8,6 +8,7 @@ included), median over ``--reps`` intervals after one warm-up, on the models of
 
     python benchmarks/integrations.py            # both, 5 repetitions
     python benchmarks/integrations.py --only lightning --reps 9
+    python benchmarks/integrations.py --smoke    # one interval each, no warm-up: a test's run
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import torch
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _cpu(fn: Callable[[], Any], reps: int) -> float:
-    fn()  # warm-up
+def _cpu(fn: Callable[[], Any], reps: int, warm_up: bool = True) -> float:
+    if warm_up:
+        fn()
     times = []
     for _ in range(reps):
         t0 = time.process_time()
@@ -34,7 +36,7 @@ def _cpu(fn: Callable[[], Any], reps: int) -> float:
     return statistics.median(times)
 
 
-def lightning(reps: int) -> dict[str, Any]:
+def lightning(reps: int, warm_up: bool = True) -> dict[str, Any]:
     from torch.nn import functional as F
 
     from hyperpop.userfile import load_file
@@ -57,12 +59,12 @@ def lightning(reps: int) -> dict[str, Any]:
 
     return {
         "what": "digits CNN, 1 epoch",
-        "plain": _cpu(epoch, reps),
-        "hyperpop": _cpu(member.train, reps),
+        "plain": _cpu(epoch, reps, warm_up),
+        "hyperpop": _cpu(member.train, reps, warm_up),
     }
 
 
-def transformers(reps: int) -> dict[str, Any]:
+def transformers(reps: int, warm_up: bool = True) -> dict[str, Any]:
     from hyperpop.integrations.transformers import TransformersTrainable
     from hyperpop.userfile import load_file
 
@@ -88,8 +90,8 @@ def transformers(reps: int) -> dict[str, Any]:
     try:
         return {
             "what": f"2-layer GPT-2, {m.STEPS} steps + eval",
-            "plain": _cpu(interval, reps),
-            "hyperpop": _cpu(member.train, reps),
+            "plain": _cpu(interval, reps, warm_up),
+            "hyperpop": _cpu(member.train, reps, warm_up),
         }
     finally:
         member.cleanup()
@@ -99,7 +101,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["lightning", "transformers"])
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="one repetition")
+    parser.add_argument(
+        "--smoke", action="store_true", help="one repetition, no warm-up (checks the script runs)"
+    )
     args = parser.parse_args(argv)
     reps = 1 if args.smoke else args.reps
     threads = torch.get_num_threads()
@@ -108,7 +112,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     try:
         for name, fn in (("lightning", lightning), ("transformers", transformers)):
             if args.only in (None, name):
-                rows.append({"adapter": name, **fn(reps)})
+                rows.append({"adapter": name, **fn(reps, not args.smoke)})
     finally:
         torch.set_num_threads(threads)
     print(
