@@ -163,17 +163,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         gpus = (args.gpus or ("0" if args.smoke else "0,1")).split(",")
     else:
         gpus = args.gpus.split(",") if args.gpus else visible_gpus()
+        fix = "; run it on a GPU machine, or with --cpu-check to test its CPU side"
+        if not gpus:  # said before PyTorch is imported, which takes seconds
+            raise NoGpu(
+                "benchmarks/gpu_digits.py needs a GPU: none is visible "
+                "(CUDA_VISIBLE_DEVICES, nvidia-smi -L)" + fix
+            )
         import torch
 
-        if not gpus or not torch.cuda.is_available():
+        if not torch.cuda.is_available():
             raise NoGpu(
                 "benchmarks/gpu_digits.py needs a GPU: "
-                + (
-                    "none is visible (CUDA_VISIBLE_DEVICES, nvidia-smi -L)"
-                    if not gpus
-                    else f"PyTorch {torch.__version__} sees none (a CPU-only build?)"
-                )
-                + "; run it on a GPU machine, or with --cpu-check to test its CPU side"
+                f"PyTorch {torch.__version__} sees none (a CPU-only build?)" + fix
             )
     rows = [run_one(args, f, gpus) for f in per_member]
     names = {i: line for i, line in enumerate(nvidia_smi("-L"))}

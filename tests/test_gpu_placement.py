@@ -3,8 +3,9 @@ workers there are, and the errors.
 
 No GPU is needed for most of these: a device list given by hand (``gpus=["0", "1"]``) is
 still handed to real worker processes through ``CUDA_VISIBLE_DEVICES``, which a probe
-trainable reads from its ``os.environ``. ``nvidia-smi`` is replaced by a script on ``PATH``
-that prints what the real one prints. The last test runs only where PyTorch sees a GPU.
+trainable (tests/gpu_trainables.py) reads from its ``os.environ``. ``nvidia-smi`` is replaced
+by a script on ``PATH`` that prints what the real one prints. The last test runs only where
+PyTorch sees a GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from gpu_trainables import CudaProbe, EnvProbe, GpuReporter
 
 import hyperpop as hp
 from hyperpop.backends.base import Task
@@ -25,56 +27,6 @@ from hyperpop.backends.gpus import assign_gpus, gpu_memory, placement, visible_g
 from hyperpop.backends.local import LocalBackend
 from hyperpop.checkpoints import CheckpointStore
 from hyperpop.trainable import make_factory
-
-
-class EnvProbe(hp.Trainable):
-    """Reports the devices its worker process was given; ``crash=True`` kills the process."""
-
-    def setup(self, config):
-        self.steps = 0
-
-    def apply(self, config):
-        pass
-
-    def train(self):
-        if self.config.get("crash"):
-            os._exit(3)
-        self.steps += 1
-        return {
-            "pid": os.getpid(),
-            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "order": os.environ.get("CUDA_DEVICE_ORDER"),
-        }
-
-    def save(self):
-        return {"steps": self.steps}
-
-    def load(self, state):
-        self.steps = state["steps"]
-
-
-class GpuReporter(hp.Trainable):
-    """For ``hp.run``: the worker's single device id and pid as numbers."""
-
-    def setup(self, config):
-        self.steps = 0
-
-    def apply(self, config):
-        pass
-
-    def train(self):
-        self.steps += 1
-        return {
-            "score": float(self.steps),
-            "gpu": float(os.environ["CUDA_VISIBLE_DEVICES"]),
-            "pid": float(os.getpid()),
-        }
-
-    def save(self):
-        return self.steps
-
-    def load(self, state):
-        self.steps = state
 
 
 def _each_slot(backend: LocalBackend, tmp_path: Path, config: dict | None = None) -> list:
@@ -320,44 +272,6 @@ def test_hp_run_places_members_through_backend_options():
 
 
 # --- a real GPU ----------------------------------------------------------------------------
-class CudaProbe(hp.Trainable):
-    """A small model trained on ``cuda``; reports what its process sees."""
-
-    def setup(self, config):
-        import torch
-
-        torch.manual_seed(0)
-        self.model = torch.nn.Linear(16, 1).cuda()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=config["lr"])
-        self.x = torch.randn(256, 16, device="cuda")
-        self.y = self.x.sum(1, keepdim=True)
-
-    def apply(self, config):
-        for g in self.opt.param_groups:
-            g["lr"] = config["lr"]
-
-    def train(self):
-        import torch
-
-        loss = torch.nn.functional.mse_loss(self.model(self.x), self.y)
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-        return {
-            "loss": float(loss),
-            "count": float(torch.cuda.device_count()),
-            "gpu": float(os.environ["CUDA_VISIBLE_DEVICES"].split(",")[0]),
-            "pid": float(os.getpid()),
-            "on_cuda": float(next(self.model.parameters()).is_cuda),
-        }
-
-    def save(self):
-        return {k: v.cpu() for k, v in self.model.state_dict().items()}
-
-    def load(self, state):
-        self.model.load_state_dict(state)
-
-
 def _cuda() -> bool:
     try:
         import torch
@@ -367,8 +281,6 @@ def _cuda() -> bool:
 
 
 def test_training_on_real_gpus_two_members_per_gpu():
-    # asked here, not in a skipif mark: every worker process imports this module to unpickle
-    # its probe, and a module-level check would import PyTorch there (seconds per process)
     if not _cuda():
         pytest.skip("needs a GPU")
     ids = visible_gpus()
