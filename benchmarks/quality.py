@@ -57,7 +57,7 @@ both methods ran.
     python benchmarks/quality.py --tasks digits --out digits.json    # one task (resumes the file)
     python benchmarks/quality.py --tasks toy,nqm --methods async,ray --seeds 3 --out part.json
     python benchmarks/quality.py --from digits.json --from toy.json  # print saved results
-    python benchmarks/quality.py --smoke          # tiny (toy and nqm, 2 seeds), for CI
+    python benchmarks/quality.py --smoke          # tiny (toy and nqm, 2 seeds, 1 worker), for CI
 """
 
 from __future__ import annotations
@@ -356,7 +356,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--methods", nargs="+", help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default 10; smoke 2)")
     p.add_argument("--first-seed", type=int, default=0, help="start at this seed")
-    p.add_argument("--workers", type=int, default=2, help="hyperpop workers / Ray trials at once")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="hyperpop workers / Ray trials at once (default 2; smoke 1: one Ray actor per run)",
+    )
     p.add_argument(
         "--out",
         help="save every run to this JSON file after each run; runs already in it are skipped",
@@ -376,6 +381,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--first-seed: the seed) instead of the tables",
     )
     args = p.parse_args(argv)
+    if args.workers is None:
+        args.workers = 1 if args.smoke else 2
     if args.trace:
         for method in _names(args.methods, list(METHODS), "method") or ["async"]:
             trace(args.trace, method, args.first_seed, args.workers)
