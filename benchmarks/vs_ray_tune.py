@@ -1,7 +1,8 @@
 """Side by side with Ray Tune's PopulationBasedTraining: wall time, peak memory, final score.
 
 The same problem, the same PBT settings (truncation at quantile 0.25, perturb by 0.8/1.2, ready
-every 4 steps, 2 trials at once) through hyperpop and through Ray Tune (``reuse_actors=True``):
+every 4 steps, 2 trials at once: ``--workers``) through hyperpop and through Ray Tune
+(``reuse_actors=True``):
 
 * ``toy``: the PBT paper's toy problem (``examples/toy.py``), 200 steps, population 16 and 64;
 * ``digits``: the digits CNN (``examples/digits.py``), population 8, 12 epochs.
@@ -11,7 +12,7 @@ that process and all its children (Ray's GCS, raylet and workers included), samp
 Wall time counts from before ``ray.init()`` / ``hp.run()`` to the result. Needs ``ray[tune]``.
 
     python benchmarks/vs_ray_tune.py                       # toy 16 and 64, digits 8
-    python benchmarks/vs_ray_tune.py --smoke               # tiny, for CI (skips without Ray Tune)
+    python benchmarks/vs_ray_tune.py --smoke               # tiny, for CI (1 trial at once)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def have_ray_tune() -> bool:
 
 
 # --- hyperpop -----------------------------------------------------------------------------------
-def run_hyperpop(problem: str, population: int, steps: int) -> dict:
+def run_hyperpop(problem: str, population: int, steps: int, workers: int = 2) -> dict:
     import hyperpop as hp
 
     mod = example(problem)
@@ -54,7 +55,7 @@ def run_hyperpop(problem: str, population: int, steps: int) -> dict:
         metric=metric,
         mode="max",
         population=population,
-        workers=2,
+        workers=workers,
         budget=hp.Steps(steps),
         ready=4,
         exploit="truncation",
@@ -65,7 +66,7 @@ def run_hyperpop(problem: str, population: int, steps: int) -> dict:
 
 
 # --- Ray Tune -----------------------------------------------------------------------------------
-def run_ray(problem: str, population: int, steps: int) -> dict:
+def run_ray(problem: str, population: int, steps: int, workers: int = 2) -> dict:
     import numpy as np
     import ray
     from ray import tune
@@ -136,7 +137,7 @@ def run_ray(problem: str, population: int, steps: int) -> dict:
         mutations = dict(space)
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     pbt = PopulationBasedTraining(
         time_attr="training_iteration",
         perturbation_interval=4,
@@ -170,13 +171,27 @@ def run_ray(problem: str, population: int, steps: int) -> dict:
 
 
 # --- measurement ----------------------------------------------------------------------------------
-def measure(framework: str, problem: str, population: int, steps: int) -> dict:
-    """Run one measurement in a child process; add its peak tree memory (MiB)."""
+def measure(
+    framework: str,
+    problem: str,
+    population: int,
+    steps: int,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """Run one measurement in a child process (``env``: added to its environment); add its
+    peak tree memory (MiB)."""
     import psutil
 
     cmd = [sys.executable, __file__, "--one", framework, problem, str(population), str(steps)]
+    cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     root = psutil.Process(proc.pid)
     peak = 0
@@ -208,23 +223,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--toy-steps", type=int, default=200)
     p.add_argument("--digits", type=int, nargs="*", default=[8], help="digits populations")
     p.add_argument("--digits-steps", type=int, default=12)
+    p.add_argument("--workers", type=int, default=2, help="hyperpop workers / Ray trials at once")
     args = p.parse_args(argv)
     if args.one:
         fw, problem, pop, steps = args.one
         fn = run_hyperpop if fw == "hyperpop" else run_ray
-        print(json.dumps(fn(problem, int(pop), int(steps))))
+        print(json.dumps(fn(problem, int(pop), int(steps), args.workers)))
         return []
     if not have_ray_tune():
         print("Ray Tune is not installed (pip install 'ray[tune]'): nothing to compare")
         return []
     cases = [("toy", n, args.toy_steps) for n in args.toy]
     cases += [("digits", n, args.digits_steps) for n in args.digits]
+    env = None
     if args.smoke:
-        cases = [("toy", 4, 8)]
+        # One worker / one Ray trial at a time: a Ray cluster of one CPU starts one actor and
+        # one idle worker process, not two of each. Without Ray Tune's default result loggers
+        # (CSV, JSON, TensorBoard): the TensorBoard one imports PyTorch into the driver.
+        cases, args.workers = [("toy", 4, 8)], 1
+        env = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}
     rows = []
     for problem, pop, steps in cases:
-        h = measure("hyperpop", problem, pop, steps)
-        r = measure("ray", problem, pop, steps)
+        h = measure("hyperpop", problem, pop, steps, args.workers)
+        r = measure("ray", problem, pop, steps, args.workers, env)
         rows.append(
             {"problem": problem, "population": pop, "steps": steps, "hyperpop": h, "ray": r}
         )

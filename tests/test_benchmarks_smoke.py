@@ -66,12 +66,12 @@ def test_overhead_smoke(capsys):
 def test_vs_ray_tune_smoke(capsys):
     bench = _load("vs_ray_tune")
     if not bench.have_ray_tune():  # the hyperpop side always runs
-        h = bench.run_hyperpop("toy", 4, 8)
+        h = bench.run_hyperpop("toy", 4, 8, workers=1)
         assert h["wall"] > 0 and -1.0 < h["score"] < 1.2
         pytest.skip("ray[tune] is not installed")
     rows = bench.main(["--smoke"])
     assert rows
-    # the same run_hyperpop("toy", 4, 8), in the child process the comparison measures
+    # the same run_hyperpop("toy", 4, 8, workers=1), in the child process the comparison measures
     h = rows[0]["hyperpop"]
     assert h["wall"] > 0 and -1.0 < h["score"] < 1.2
     assert rows[0]["ray"]["peak_mib"] > 0 and h["peak_mib"] > 0
