@@ -26,7 +26,7 @@ time per ready point, and one decision's median and 95th percentile, overall, by
 run (is the cost flat as observations accumulate?) and once PB2 has 600 observations or more.
 
 Run:  python benchmarks/strategies.py            (10 seeds, a few minutes on 2 busy cores)
-      python benchmarks/strategies.py --smoke    (tiny, for CI)
+      python benchmarks/strategies.py --smoke    (tiny, for CI; on the simulated backend)
       python benchmarks/strategies.py --json out.json   (also every seed's score and timings)
 """
 
@@ -204,7 +204,9 @@ def _toy_final(h0: float, h1: float, steps: int) -> float:
     return score
 
 
-def run_one(problem: str, variant: str, seed: int, *, population: int, steps: int) -> dict:
+def run_one(
+    problem: str, variant: str, seed: int, *, population: int, steps: int, backend: str = "local"
+) -> dict:
     """One run; returns final best score, first step reaching the target, PB2 timings."""
     p = PROBLEMS[problem]
     exploit, explore, kind, ready = VARIANTS[variant]
@@ -219,6 +221,7 @@ def run_one(problem: str, variant: str, seed: int, *, population: int, steps: in
         mode="max",
         population=population,
         workers=2,
+        backend=backend,
         budget=hp.Steps(steps),
         ready=ready,
         exploit=exploit,
@@ -369,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
     ap.add_argument("--json", help="also write every seed's scores and the timings here")
     args = ap.parse_args(argv)
     seeds = 1 if args.smoke else args.seeds
+    # The smoke's runs train in this process on the simulated backend, not in 2 worker
+    # processes per run: synchronous runs make the same decisions there, to the last digit.
+    backend = "simulated" if args.smoke else "local"
     population = 9
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for problem in args.problems:
@@ -389,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, Any
         for variant in args.variants:
             t0 = time.perf_counter()
             runs = [
-                run_one(problem, variant, s, population=population, steps=steps)
+                run_one(problem, variant, s, population=population, steps=steps, backend=backend)
                 for s in range(seeds)
             ]
             finals = [r["final"] for r in runs]
