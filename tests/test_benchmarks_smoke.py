@@ -39,6 +39,11 @@ def test_quality_smoke(capsys, tmp_path):
     methods = {"async", "sync", "pb2", "resample", "mfpbt", "firepbt", "reserve", "random"}
     if _load("_raytune").have_ray_tune():
         methods.add("ray")
+        # The suite's shared cluster (2 CPUs), which the benchmark's Ray runs reuse, and the Ray
+        # tests after this one on this process too: not the 1-CPU one the smoke would start.
+        from ray_local import local_ray
+
+        local_ray()
     assert {(r["task"], r["method"]) for r in rows} == {
         (t, m) for t in ("toy", "nqm") for m in methods
     }
