@@ -289,3 +289,49 @@ def test_partial_resets_shrink_and_perturb_or_reinitialise_chosen_layers():
     assert not t.optimizer.state  # moments of the old weights are dropped
     with pytest.raises(ValueError, match="shrink_perturb"):
         t.reset("everything")
+
+
+class Threads(hp.Trainable):
+    """Reports the size of PyTorch's thread pool in its worker process."""
+
+    def setup(self, config):
+        pass
+
+    def apply(self, config):
+        pass
+
+    def train(self):
+        return {"score": 0.0, "threads": torch.get_num_threads()}
+
+    def save(self):
+        return None
+
+    def load(self, state):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"), [("1", 1), (None, 3)], ids=["environment-wins", "threads_per_worker"]
+)
+def test_pytorch_in_a_worker_uses_the_threads_omp_num_threads_says(
+    tmp_path, monkeypatch, env, expected
+):
+    """A worker's OMP_NUM_THREADS is the environment's where set, else threads_per_worker;
+    PyTorch, imported as the trainable is unpickled, sizes its pool the same way (it took
+    threads_per_worker even where the environment said otherwise)."""
+    if env is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", env)
+    res = hp.run(
+        Threads,
+        {"x": hp.uniform(0, 1)},
+        metric="score",
+        population=1,
+        budget=hp.Steps(1),
+        backend_options={"threads_per_worker": 3},
+        workers=1,
+        storage=None,
+        seed=0,
+    )
+    assert res.table()["threads"].tolist() == [expected]

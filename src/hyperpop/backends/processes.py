@@ -73,10 +73,15 @@ def thread_env(threads: int, env: MutableMapping[str, str]) -> None:
 
 def torch_threads(threads: int) -> None:
     """PyTorch ignores ``OMP_NUM_THREADS`` if it was imported before it was set: if it is
-    imported already, set its thread pool's size directly."""
+    imported already, size its thread pool as this process's ``OMP_NUM_THREADS`` says (the
+    one the environment had wins, as in :func:`thread_env`), else as ``threads``."""
+    try:
+        n = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        n = 0
     try:
         if "torch" in sys.modules:
-            sys.modules["torch"].set_num_threads(threads)
+            sys.modules["torch"].set_num_threads(n if n > 0 else threads)
     except Exception:  # noqa: BLE001
         pass
 
