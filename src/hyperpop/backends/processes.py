@@ -15,6 +15,7 @@ nothing (:class:`RankStore`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -190,6 +191,13 @@ def _stop(core: WorkerCore) -> None:
         # peers (seconds); nothing is left to flush but the output streams
         _flush()
         os._exit(0)
+    # The driver waits for its workers to exit at the end of every run. The interpreter's
+    # teardown collects garbage several times over every object the user's libraries made
+    # (0.8 s with PyTorch and scikit-learn loaded, seconds on a busy machine): collect once
+    # now (what the members left is freed, files they left open are flushed), then leave the
+    # objects still in use out of the collections that follow (0.3 s).
+    gc.collect()
+    gc.freeze()
 
 
 def _log_path(log_dir: str | None, member: int, rank: int) -> str | None:
