@@ -4,6 +4,8 @@ handling and the list of its commands. Each command lives in a module of
 
 from __future__ import annotations
 
+import atexit
+import gc
 from typing import Any
 
 import click
@@ -38,6 +40,17 @@ class _Errors(click.Group):
             raise click.ClickException(f"{type(e).__name__}: {e}") from None
         except KeyError as e:
             raise click.ClickException(str(e.args[0]) if e.args else str(e)) from None
+
+
+def _quick_teardown() -> None:
+    """Run last of the exit handlers: collect garbage once (what is left in cycles is
+    finalized), then spare the interpreter's teardown its repeated collections over every
+    object the user's libraries made (0.8 s and more with PyTorch and scikit-learn loaded)."""
+    gc.collect()
+    gc.freeze()
+
+
+atexit.register(_quick_teardown)  # first registered, so it runs after every other handler
 
 
 @click.group(cls=_Errors)
