@@ -100,6 +100,7 @@ def _in_ray_group(item: pytest.Item | None) -> bool:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups on each worker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the slow tests, and group the Ray tests on one xdist worker."""
     for item in items:
@@ -108,6 +109,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if module in RAY_MODULES or item.nodeid in RAY_TESTS:
             item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under ``--dist loadgroup`` each worker names a grouped test ``id@group``; a pytest that
+    lost that (pytest 9.2 with pytest-xdist 3.8) would spread the Ray tests over every worker
+    in silence, so say so instead."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [i.nodeid for i in session.items if _in_ray_group(i) and "@" not in i.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {lost[0]} with the other Ray tests on this pytest: "
+            "install the versions in constraints.txt (pip install -c constraints.txt pytest "
+            "pytest-xdist)"
+        )
 
 
 @pytest.hookimpl(trylast=True)
