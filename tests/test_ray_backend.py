@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import signal
 import sys
@@ -374,7 +375,9 @@ def test_resume_on_ray_after_an_interrupted_run(tmp_path):
     _assert_complete(res, 4, 12)
 
 
-def test_warm_actors_serve_the_next_run_in_the_same_session_with_none_of_its_state(tmp_path):
+def test_warm_actors_serve_the_next_run_in_the_same_session_with_none_of_its_state(
+    tmp_path, caplog
+):
     """keep_actors: a second run (another store) starts on the first run's actor processes, in
     the Ray session already open, and nothing of the first run's members is left in them."""
     job = ray.get_runtime_context().get_job_id()
@@ -397,6 +400,14 @@ def test_warm_actors_serve_the_next_run_in_the_same_session_with_none_of_its_sta
         assert backend.timings["reused"] == 2
         pids = {run: {r["pid"] for r in res.records()} for run, res in results.items()}
         assert len(pids["a"]) == 2 and pids["b"] == pids["a"]  # the same two processes
+        # the kept actors hold both of the cluster's CPUs: another backend's actor cannot be
+        # placed, and the run says so (and why) instead of waiting in silence
+        (tmp_path / "c").mkdir()
+        with caplog.at_level(logging.WARNING, logger="hyperpop"):
+            with pytest.raises(RayClusterError) as refused:
+                _stepper_run(tmp_path / "c", backend=RayBackend(1, start_timeout=2), workers=1)
+        assert "CPU 0 free of 2" in str(refused.value) and "keep_actors" in str(refused.value)
+        assert "still waiting to be placed after 1s" in caplog.text
     assert ray.get_runtime_context().get_job_id() == job  # one Ray session throughout
     _assert_complete(results["b"], 4, 12)  # every model from step 1: no state came along
     for res, lo in ((results["a"], 0.1), (results["b"], 5.0)):

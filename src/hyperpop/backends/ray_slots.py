@@ -4,6 +4,7 @@ their actors start and end a session, and which of them retire first when the ba
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,8 @@ from ray import exceptions as ray_errors
 
 from hyperpop.backends.ray_cluster import RayClusterError
 from hyperpop.backends.slots import Slot
+
+log = logging.getLogger("hyperpop")
 
 __all__ = ["RaySlot", "await_started", "end_sessions", "shrink_order"]
 
@@ -66,6 +69,23 @@ def end_sessions(slots: list[RaySlot], wait: float) -> list[RaySlot]:
     return out
 
 
+#: seconds after which actors still waiting to be placed are reported (and why)
+NOTICE_SECONDS = 10.0
+
+
+def _what_is_free(need: str) -> str:
+    """What each actor needs against what the cluster has, and has free now: resources held by
+    other actors (another run's, or actors a backend keeps warm with ``keep_actors``) are the
+    usual reason a cluster large enough places nothing."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    keys = sorted(k for k in total if not k.startswith(("node:", "memory", "object_store")))
+    have = ", ".join(f"{k} {free.get(k, 0.0):g} free of {total[k]:g}" for k in keys)
+    return (
+        f"each needs {need}; the cluster has {have} (other actors hold the rest: another "
+        "run's, or those a RayBackend(keep_actors=True) keeps until its close())"
+    )
+
+
 def await_started(
     slots: list[RaySlot],
     timeout: float,
@@ -85,12 +105,22 @@ def await_started(
         RuntimeError: an actor failed to start ``attempts`` times, or to load the trainable.
     """
     refs = [slot.ready_ref for slot in slots]
-    done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+    notice = min(NOTICE_SECONDS, timeout / 2)
+    done, pending = ray.wait(refs, num_returns=len(refs), timeout=notice)
+    if pending:
+        log.warning(
+            "%d of %d Ray actors are still waiting to be placed after %.0fs: %s",
+            len(pending),
+            len(refs),
+            notice,
+            _what_is_free(need),
+        )
+        done, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout - notice)
     if pending:
         raise RayClusterError(
-            f"only {len(done)} of {len(refs)} Ray actors started within {timeout:.0f}s; each "
-            f"needs {need} and the cluster has {ray.cluster_resources()}. Lower workers= or "
-            "the per-member resources"
+            f"only {len(done)} of {len(refs)} Ray actors started within {timeout:.0f}s: "
+            f"{_what_is_free(need)}. Lower workers= or the per-member resources, or free "
+            "the cluster"
         )
     for slot in slots:
         for attempt in range(attempts):
