@@ -111,21 +111,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Under ``--dist loadgroup`` each worker names a grouped test ``id@group``; a pytest that
-    lost that (pytest 9.2 with pytest-xdist 3.8) would spread the Ray tests over every worker
-    in silence, so say so instead."""
-    if not getattr(session.config.option, "loadgroup", False):
-        return
-    lost = [i.nodeid for i in session.items if _in_ray_group(i) and "@" not in i.nodeid]
-    if lost:
-        raise pytest.UsageError(
-            f"pytest-xdist did not group {lost[0]} with the other Ray tests on this pytest: "
-            "install the versions in constraints.txt (pip install -c constraints.txt pytest "
-            "pytest-xdist)"
-        )
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """After the last of a run of Ray tests (and their fixtures' teardown), stop the shared
