@@ -40,43 +40,23 @@ SLOW = frozenset(
         "tests/test_benchmarks_smoke.py::test_quality_smoke",
         "tests/test_benchmarks_smoke.py::test_vectorized_smoke",
         "tests/test_benchmarks_smoke.py::test_vs_ray_tune_smoke",
+        "tests/test_dashboard_browser.py::test_a_thousand_members_render_within_five_seconds",
         "tests/test_dashboard_browser.py::test_benchmark_smoke",
-        "tests/test_errors.py::test_a_finished_run_on_a_read_only_filesystem_is_readable",
-        "tests/test_errors.py::test_a_killed_run_on_a_read_only_filesystem_is_read_with_its_last_writes",
         "tests/test_example_tracked.py::test_the_tracked_digits_example_shows_every_member_in_both_trackers",
-        "tests/test_examples.py::test_cartpole_learns_in_process",
-        "tests/test_examples.py::test_cartpole_runs_real_gymnasium_episodes",
-        "tests/test_examples.py::test_cartpole_vectorized_learns_with_members_stepped_together",
-        "tests/test_examples.py::test_charlm_apply_sets_dropout_and_keeps_adam_moments",
-        "tests/test_examples.py::test_charlm_reads_stdlib_text_and_learns",
         "tests/test_examples.py::test_digits_learns_and_held_out_split_is_separate",
         "tests/test_faults.py::test_random_kills_and_resumes_lose_nothing[1]",
-        "tests/test_faults.py::test_random_kills_and_resumes_lose_nothing[2]",
         "tests/test_faults.py::test_random_kills_and_resumes_lose_nothing[3]",
         "tests/test_faults.py::test_random_kills_and_resumes_lose_nothing[4]",
-        "tests/test_gpu_placement.py::test_a_replacement_worker_gets_the_devices_of_the_one_it_replaces",
-        "tests/test_gpu_placement.py::test_each_worker_process_sees_only_its_devices[one-per-gpu]",
-        "tests/test_gpu_placement.py::test_each_worker_process_sees_only_its_devices[two-gpus-each]",
-        "tests/test_gpu_placement.py::test_each_worker_process_sees_only_its_devices[two-per-gpu]",
-        "tests/test_gpu_placement.py::test_hp_run_places_members_through_backend_options",
         "tests/test_gpu_placement.py::test_the_gpu_benchmark_runs_its_cpu_side",
-        "tests/test_gpu_placement.py::test_without_gpus_workers_inherit_the_drivers_environment",
         "tests/test_lightning.py::test_the_digits_example_runs_under_hp_run",
-        "tests/test_readme.py::test_a_readme_snippet_runs_as_a_script[0]",
-        "tests/test_reliability.py::test_a_hung_interval_is_timed_out_its_worker_replaced_and_the_run_goes_on",
-        "tests/test_resume_cli.py::test_a_script_run_resumes_and_replays_from_the_command_line",
+        "tests/test_member_processes.py::test_the_ddp_example_gives_every_rank_the_explored_config_and_exports_a_plain_model",
         "tests/test_schedule_export.py::test_digits_retrained_along_the_exported_schedule",
-        "tests/test_steer.py::test_stop_reaches_a_driver_that_ignores_sigint_and_the_run_resumes",
-        "tests/test_steer.py::test_the_command_line_steers_a_run_and_says_what_the_driver_did",
         "tests/test_strategies_backends.py::test_a_ray_cluster_decides_as_the_simulated_backend",
-        "tests/test_strategies_benchmark.py::test_strategies_smoke",
-        "tests/test_trackers.py::test_mlflow_parent_run_and_nested_member_runs_across_a_resume",
         "tests/test_trackers.py::test_wandb_offline_runs_grouped_by_population_across_a_resume",
         "tests/test_transformers.py::test_the_text_example_runs_under_hp_run",
     }
 )
 
-#: modules whose every test is slow (a real Ray cluster, a browser, real examples)
 SLOW_MODULES = frozenset(
     {
         "test_ray_backend",
@@ -85,7 +65,9 @@ SLOW_MODULES = frozenset(
     }
 )
 
-#: modules that start a Ray cluster: under pytest-xdist they run on one worker
+#: modules that start a Ray cluster: under pytest-xdist they run on one worker (not with pytest
+#: 9.2 and pytest-xdist 3.8, whose loadgroup no longer groups, pytest-xdist#1386: each test process
+#: then starts the shared cluster for its own Ray tests)
 #: (``--dist loadgroup``), so two clusters never compete for the same cores and ports, and the
 #: tests that use the shared one (tests/ray_local.py) start it once
 RAY_MODULES = frozenset({"test_ray_backend", "test_ray_multinode", "test_ray_elastic"})
