@@ -194,7 +194,7 @@ def _stop(core: WorkerCore) -> None:
     # The driver waits for its workers to exit at the end of every run. The interpreter's
     # teardown collects garbage several times over every object the user's libraries made
     # (0.8 s with PyTorch and scikit-learn loaded, seconds on a busy machine): collect once
-    # now (what the members left is freed, files they left open are flushed), then leave the
+    # now (what the members left in reference cycles is finalized), then leave the
     # objects still in use out of the collections that follow (0.3 s).
     gc.collect()
     gc.freeze()
