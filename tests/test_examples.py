@@ -51,11 +51,8 @@ def test_digits_learns_and_held_out_split_is_separate(tmp_path):
     d = rf.module.data()
     assert len(d["x_train"]) == 1000 and len(d["x_val"]) == 400 and len(d["x_test"]) == 397
     good = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 32}
-    # in a worker process, on one thread (a lone worker would get both cores' threads, which
-    # only spin on a loaded machine)
-    one = {"threads_per_worker": 1}
-    res = _run(rf, tmp_path, population=2, budget=hp.Steps(3), ready=1, configs=[good, good],
-               backend_options=one)  # fmt: skip
+    # in a worker process, on the one thread tests/conftest.py's OMP_NUM_THREADS gives it
+    res = _run(rf, tmp_path, population=2, budget=hp.Steps(3), ready=1, configs=[good, good])
     assert res.best.score > 0.85
     assert rf.module.evaluate(res.load_checkpoint()) > 0.85
     assert all("test" not in k for r in res.records() for k in r)  # selection never sees test

@@ -225,10 +225,8 @@ def test_the_digits_example_runs_under_hp_run(tmp_path):
     assert rf.settings["storage"] == "runs/digits_lightning.db"
     good = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "batch_size": 32}
     # one worker process: it unpickles the example's trainable and imports Lightning as any
-    # worker does (each one costs seconds of CPU for the import alone), on one thread (a lone
-    # worker would get both cores' threads, which only spin on a loaded machine)
+    # worker does (each one costs seconds of CPU for the import alone)
     kw = {**rf.settings, "storage": tmp_path / "run.db", "workers": 1, "population": 2}
-    kw["backend_options"] = {"threads_per_worker": 1}
     # exploits on, explore off: the batch size stays 32, so every epoch is 32 optimiser steps
     # whoever copies whom
     kw.update(budget=hp.Steps(3), ready=1, configs=[good] * 2, explore=None)

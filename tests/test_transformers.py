@@ -160,10 +160,8 @@ def test_the_text_example_runs_under_hp_run(tmp_path):
     assert EXAMPLE.settings["storage"] == "runs/textlm_transformers.db"
     assert M.decode(M.encode("def f():\n").tolist()) == "def f():\n"
     # one worker process: it unpickles the example's trainable and imports transformers as any
-    # worker does (each one costs seconds of CPU for the import alone), on one thread (a lone
-    # worker would get both cores' threads, which only spin on a loaded machine)
+    # worker does (each one costs seconds of CPU for the import alone)
     kw = {**EXAMPLE.settings, "storage": tmp_path / "run.db", "workers": 1, "population": 2}
-    kw["backend_options"] = {"threads_per_worker": 1}
     res = hp.run(Trainable, EXAMPLE.space, **{**kw, "budget": hp.Steps(2), "ready": 1})
     rows = res.records()
     assert {r["step"] for r in rows} == {1, 2}
